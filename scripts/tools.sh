@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Obtains the real external tools the tests and benchmarks use, from Debian's packages, idempotently:
+#   - Xen's migration stream verifier (xen-utils-4.17, unpacked into .tools/xen, never installed system-wide)
+#   - Prometheus and promtool (prometheus, unpacked into .tools/prometheus)
+#   - redis-cli, redis-benchmark, redis-server (redis-tools + redis-server, installed: they need shared libs)
+# Writes .tools/env with the paths found. A tool that cannot be obtained is reported loudly, and the tests
+# that need it fail with that message (they never pass silently).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+tools=$root/.tools
+mkdir -p "$tools/debs"
+
+say() { echo "[tools] $*" >&2; }
+updated=0
+apt_update_once() {
+  if [ $updated = 0 ]; then
+    say "apt-get update"
+    apt-get update -qq >/dev/null 2>&1 || say "WARNING: apt-get update failed"
+    updated=1
+  fi
+}
+
+# unpack PKG DIR: download a .deb and extract it into DIR (no system install).
+unpack() {
+  local pkg=$1 dir=$2
+  [ -f "$dir/.ok" ] && return 0
+  ( cd "$tools/debs" && { ls ${pkg}_*.deb >/dev/null 2>&1 || apt-get download "$pkg" >/dev/null 2>&1 || { apt_update_once; apt-get download "$pkg" >/dev/null 2>&1; }; } ) \
+    || { say "ERROR: could not download Debian package $pkg"; return 1; }
+  rm -rf "$dir" && mkdir -p "$dir"
+  dpkg-deb -x "$tools"/debs/${pkg}_*.deb "$dir" && touch "$dir/.ok"
+}
+
+status=0
+if unpack xen-utils-4.17 "$tools/xen"; then
+  say "xen verifier: $tools/xen/usr/lib/xen-4.17/bin/verify-stream-v2"
+else status=1; fi
+
+if unpack prometheus "$tools/prometheus"; then
+  say "prometheus: $tools/prometheus/usr/bin/prometheus"
+else status=1; fi
+
+if ! command -v redis-benchmark >/dev/null || ! command -v redis-server >/dev/null; then
+  apt_update_once
+  say "apt-get install redis-tools redis-server"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-tools redis-server >/dev/null 2>&1 \
+    || { say "ERROR: could not install redis-tools/redis-server"; status=1; }
+fi
+command -v redis-cli >/dev/null && say "redis: $(command -v redis-cli)"
+
+cat > "$tools/env" <<ENV
+XEN_VERIFY=$tools/xen/usr/lib/xen-4.17/bin/verify-stream-v2
+XEN_PYTHONPATH=$tools/xen/usr/lib/xen-4.17/lib/python
+PROMETHEUS=$tools/prometheus/usr/bin/prometheus
+PROMTOOL=$tools/prometheus/usr/bin/promtool
+REDIS_CLI=$(command -v redis-cli || echo missing)
+REDIS_BENCHMARK=$(command -v redis-benchmark || echo missing)
+REDIS_SERVER=$(command -v redis-server || echo missing)
+ENV
+[ $status = 0 ] || say "WARNING: some tools are missing; tests that need them will fail and say which"
+exit 0

@@ -1,0 +1,40 @@
+import { defineConfig } from 'vitest/config';
+
+// One project per workspace package plus the cross-package end-to-end suite in test/.
+// Tests import sources directly through the "@colo/source" export condition, so a stale dist/ never hides a change.
+const conditions = ['@colo/source'];
+
+function pkg(name: string) {
+  return {
+    resolve: { conditions },
+    ssr: { resolve: { conditions } },
+    test: {
+      name,
+      root: `packages/${name}`,
+      include: ['test/**/*.test.ts'],
+      testTimeout: 60_000,
+    },
+  };
+}
+
+export default defineConfig({
+  test: {
+    projects: [
+      pkg('stream'),
+      pkg('domain'),
+      pkg('coordinator'),
+      pkg('cli'),
+      {
+        resolve: { conditions },
+        ssr: { resolve: { conditions } },
+        test: {
+          name: 'e2e',
+          root: 'test',
+          include: ['**/*.test.ts'],
+          testTimeout: 600_000,
+          hookTimeout: 120_000,
+        },
+      },
+    ],
+  },
+});
