@@ -1,0 +1,10 @@
+import type { Command } from './command.js';
+
+/** Every command, by path, with a lazy loader. Add a line here when adding a module under commands/. */
+export const commands: ReadonlyArray<{ path: string[]; summary: string; load: () => Promise<Command> }> = [
+  { path: ['stream', 'inspect'], summary: 'summarise a migration v2 stream (file or -)', load: async () => (await import('./commands/stream-inspect.js')).default },
+  { path: ['stream', 'verify'], summary: 'check a migration v2 stream; exit 0 if valid', load: async () => (await import('./commands/stream-verify.js')).default },
+  { path: ['guest'], summary: 'run an unprotected simulated guest serving RESP clients', load: async () => (await import('./commands/guest.js')).default },
+  { path: ['save'], summary: 'write a libxl v2 image of a guest', load: async () => (await import('./commands/save.js')).default },
+  { path: ['restore'], summary: 'serve a guest restored from a libxl v2 image', load: async () => (await import('./commands/restore.js')).default },
+];
