@@ -1,0 +1,155 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/**
+ * Every metric a node exports, in one place. Base units (seconds, bytes), `_total` on counters, `colo_` prefix.
+ * docs/metrics.md lists the same set; a test keeps the two in step.
+ */
+
+/** Checkpoint pauses are milliseconds to a few hundred ms; the tail up to 10 s catches a stalled peer. */
+const PAUSE_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10];
+const RTT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+const PAGE_BUCKETS = [0, 1, 10, 100, 1_000, 10_000, 50_000, 100_000, 500_000];
+const BYTE_BUCKETS = PAGE_BUCKETS.map((p) => p * 4096);
+
+export const CHECKPOINT_REASONS = ['initial', 'miscompare', 'stale', 'periodic', 'manual', 'output_bound'] as const;
+export const CHECKPOINT_PHASES = ['suspend', 'secondary_suspend', 'transfer', 'secondary_apply', 'resume'] as const;
+export const NODE_ROLES = ['primary', 'secondary'] as const;
+
+export interface NodeMetrics {
+  readonly registry: Registry;
+  checkpointDuration: Histogram<'reason'>;
+  checkpointPhaseDuration: Histogram<'phase'>;
+  checkpoints: Counter<'reason'>;
+  checkpointPages: Histogram<string>;
+  checkpointBytes: Histogram<string>;
+  initialSyncDuration: Gauge<string>;
+  replicationBytes: Counter<'direction' | 'channel'>;
+  outputCompare: Counter<'result'>;
+  heldOutputBytes: Gauge<string>;
+  protectedState: Gauge<string>;
+  role: Gauge<'role'>;
+  state: Gauge<'state'>;
+  epoch: Gauge<string>;
+  failovers: Counter<'reason'>;
+  heartbeatRtt: Histogram<string>;
+  lastCheckpointTime: Gauge<string>;
+  buildInfo: Gauge<'version' | 'mode' | 'node'>;
+}
+
+export function createNodeMetrics(opts: { nodeId: string; mode: string; version: string; registry?: Registry }): NodeMetrics {
+  const registry = opts.registry ?? new Registry();
+  const r = [registry];
+  const m: NodeMetrics = {
+    registry,
+    checkpointDuration: new Histogram({
+      name: 'colo_checkpoint_duration_seconds',
+      help: 'Pause the primary guest sees per checkpoint, from suspend to resume.',
+      labelNames: ['reason'],
+      buckets: PAUSE_BUCKETS,
+      registers: r,
+    }),
+    checkpointPhaseDuration: new Histogram({
+      name: 'colo_checkpoint_phase_duration_seconds',
+      help: 'Duration of each phase of a checkpoint.',
+      labelNames: ['phase'],
+      buckets: PAUSE_BUCKETS,
+      registers: r,
+    }),
+    checkpoints: new Counter({
+      name: 'colo_checkpoints_total',
+      help: 'Completed checkpoints by the reason that triggered them.',
+      labelNames: ['reason'],
+      registers: r,
+    }),
+    checkpointPages: new Histogram({
+      name: 'colo_checkpoint_pages',
+      help: 'Guest pages sent per checkpoint.',
+      buckets: PAGE_BUCKETS,
+      registers: r,
+    }),
+    checkpointBytes: new Histogram({
+      name: 'colo_checkpoint_bytes',
+      help: 'Bytes of the main stream sent per checkpoint.',
+      buckets: BYTE_BUCKETS,
+      registers: r,
+    }),
+    initialSyncDuration: new Gauge({
+      name: 'colo_initial_sync_duration_seconds',
+      help: 'Duration of the last initial synchronisation (live migration) of a secondary.',
+      registers: r,
+    }),
+    replicationBytes: new Counter({
+      name: 'colo_replication_bytes_total',
+      help: 'Bytes moved between the nodes, by direction and channel.',
+      labelNames: ['direction', 'channel'],
+      registers: r,
+    }),
+    outputCompare: new Counter({
+      name: 'colo_output_compare_total',
+      help: 'Output comparisons in COLO mode by result (match, miscompare, stale).',
+      labelNames: ['result'],
+      registers: r,
+    }),
+    heldOutputBytes: new Gauge({
+      name: 'colo_held_output_bytes',
+      help: 'Client output held back, waiting for its twin (COLO) or for a checkpoint acknowledgement (Remus).',
+      registers: r,
+    }),
+    protectedState: new Gauge({
+      name: 'colo_protected',
+      help: '1 when this node is an active primary with a synchronised secondary, else 0.',
+      registers: r,
+    }),
+    role: new Gauge({
+      name: 'colo_role',
+      help: 'The role this node acts in: 1 for the current role, 0 for the others.',
+      labelNames: ['role'],
+      registers: r,
+    }),
+    state: new Gauge({
+      name: 'colo_state',
+      help: 'The statechart state of this node: 1 for the current state, absent or 0 for the others.',
+      labelNames: ['state'],
+      registers: r,
+    }),
+    epoch: new Gauge({
+      name: 'colo_epoch',
+      help: 'The pair epoch this node knows (raised at every promotion).',
+      registers: r,
+    }),
+    failovers: new Counter({
+      name: 'colo_failovers_total',
+      help: 'Promotions of this node to primary, by reason.',
+      labelNames: ['reason'],
+      registers: r,
+    }),
+    heartbeatRtt: new Histogram({
+      name: 'colo_heartbeat_rtt_seconds',
+      help: 'Round-trip time of heartbeats on the replication link.',
+      buckets: RTT_BUCKETS,
+      registers: r,
+    }),
+    lastCheckpointTime: new Gauge({
+      name: 'colo_last_checkpoint_timestamp_seconds',
+      help: 'Unix time of the last completed checkpoint.',
+      registers: r,
+    }),
+    buildInfo: new Gauge({
+      name: 'colo_build_info',
+      help: 'Always 1; labels carry the version, the replication mode and the node id.',
+      labelNames: ['version', 'mode', 'node'],
+      registers: r,
+    }),
+  };
+  m.buildInfo.set({ version: opts.version, mode: opts.mode, node: opts.nodeId }, 1);
+  for (const reason of CHECKPOINT_REASONS) m.checkpoints.inc({ reason }, 0);
+  for (const result of ['match', 'miscompare', 'stale']) m.outputCompare.inc({ result }, 0);
+  for (const role of NODE_ROLES) m.role.set({ role }, 0);
+  m.protectedState.set(0);
+  return m;
+}
+
+/** Marks `current` as the one active label value of a one-hot gauge. */
+export function setOneHot<L extends string>(gauge: Gauge<L>, label: L, values: readonly string[], current: string): void {
+  for (const v of values) gauge.set({ [label]: v } as Record<L, string>, v === current ? 1 : 0);
+}

@@ -1,0 +1,62 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { createNodeMetrics } from '../../src/observability/metrics.js';
+
+const repo = resolve(import.meta.dirname, '../../../..');
+
+function toolPath(name: string): string {
+  const envFile = join(repo, '.tools/env');
+  if (!existsSync(envFile)) throw new Error(`.tools/env is missing: run 'npm run tools' to install ${name}`);
+  const line = readFileSync(envFile, 'utf8').split('\n').find((l) => l.startsWith(`${name}=`));
+  const path = line?.slice(name.length + 1);
+  if (!path || !existsSync(path)) throw new Error(`${name} not found (${path}): run 'npm run tools'`);
+  return path;
+}
+
+/** Rows of the table in docs/metrics.md: name -> { type, labels }. */
+function documentedMetrics(): Map<string, { type: string; labels: string[] }> {
+  const md = readFileSync(join(repo, 'docs/metrics.md'), 'utf8');
+  const rows = new Map<string, { type: string; labels: string[] }>();
+  for (const line of md.split('\n')) {
+    const cells = line.split('|').map((c) => c.trim());
+    if (cells.length < 6 || !cells[1]?.startsWith('colo_')) continue;
+    rows.set(cells[1], { type: cells[2]!, labels: cells[4]!.split(',').map((l) => l.trim()).filter(Boolean) });
+  }
+  return rows;
+}
+
+describe('metrics', () => {
+  test('docs/metrics.md lists exactly the registry, with types and labels', async () => {
+    const m = createNodeMetrics({ nodeId: 'n1', mode: 'colo', version: '0.0.0' });
+    const registered = new Map<string, { type: string; labels: string[] }>();
+    for (const metric of await m.registry.getMetricsAsJSON()) {
+      const labels = new Set<string>();
+      for (const v of metric.values) for (const k of Object.keys(v.labels)) if (k !== 'le') labels.add(k);
+      // label names come from the declaration, so metrics with no samples yet still count
+      const declared = (m.registry.getSingleMetric(metric.name) as unknown as { labelNames?: string[] }).labelNames ?? [];
+      for (const l of declared) labels.add(l);
+      registered.set(metric.name, { type: String(metric.type), labels: [...labels].sort() });
+    }
+    const documented = documentedMetrics();
+    expect([...documented.keys()].sort()).toEqual([...registered.keys()].sort());
+    for (const [name, doc] of documented) {
+      expect({ name, ...registered.get(name) }).toEqual({ name, type: doc.type, labels: [...doc.labels].sort() });
+    }
+  });
+
+  test('promtool check metrics finds nothing to complain about', async () => {
+    const promtool = toolPath('PROMTOOL');
+    const m = createNodeMetrics({ nodeId: 'n1', mode: 'colo', version: '0.0.0' });
+    m.checkpointDuration.observe({ reason: 'periodic' }, 0.004);
+    m.heartbeatRtt.observe(0.0003);
+    const dir = mkdtempSync(join(tmpdir(), 'colo-metrics-'));
+    const file = join(dir, 'metrics.txt');
+    writeFileSync(file, await m.registry.metrics());
+    // promtool reads the exposition on stdin and exits non-zero (printing the problems) on lint findings
+    const out = execFileSync('sh', ['-c', `"${promtool}" check metrics < "${file}" 2>&1; echo "exit=$?"`]).toString();
+    expect(out.trim()).toBe('exit=0');
+  });
+});
