@@ -1,0 +1,267 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { envName, flagName, SETTINGS, type Setting } from './schema.js';
+import { parseBytes, parseDurationMs, parseHostPort } from './units.js';
+
+/** A node's configuration after merging file < environment < flags and validating every field. */
+export interface NodeConfig {
+  node: { id: string; role?: 'primary' | 'secondary'; mode: 'colo' | 'remus' };
+  guest: { memoryBytes: number; dirtyRate: number; image?: string };
+  replication: {
+    listen: { host: string; port: number };
+    peer?: string;
+    psk?: Uint8Array;
+    tls?: { cert: Buffer; key: Buffer; ca: Buffer };
+    maxFrameBytes: number;
+  };
+  heartbeat: { intervalMs: number; timeoutMs: number };
+  checkpoint: {
+    remusIntervalMs: number;
+    maxIntervalMs: number;
+    compareTimeoutMs: number;
+    phaseTimeoutMs: number;
+    precopyMaxRounds: number;
+    precopyMinDirty: number;
+  };
+  output: { maxHeldPerConnection: number; maxHeldTotal: number };
+  service: { listen: { host: string; port: number }; promoteHook?: string };
+  admin: { listen: { host: string; port: number }; token?: string };
+  log: { level: string };
+}
+
+export const ConfigErrorCode = {
+  INVALID: 'CONFIG_INVALID',
+  UNKNOWN_FIELD: 'CONFIG_UNKNOWN_FIELD',
+  MISSING: 'CONFIG_MISSING',
+  FILE: 'CONFIG_FILE',
+} as const;
+export type ConfigErrorCode = (typeof ConfigErrorCode)[keyof typeof ConfigErrorCode];
+
+/** A configuration problem: names the field, where its value came from, and how to fix it. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  readonly code: ConfigErrorCode;
+  readonly field: string;
+  constructor(code: ConfigErrorCode, field: string, message: string) {
+    super(`${field}: ${message}`);
+    this.code = code;
+    this.field = field;
+  }
+}
+
+export interface ConfigSources {
+  /** Path of a YAML file (optional). */
+  file?: string;
+  /** Environment (process.env); COLO_* variables override the file. */
+  env?: Record<string, string | undefined>;
+  /** Values from flags, by setting path (e.g. 'replication.peer'); override everything. */
+  flags?: Record<string, string>;
+}
+
+type Raw = Map<string, { value: unknown; from: string }>;
+
+function flattenFile(file: string): Raw {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(ConfigErrorCode.FILE, file, `cannot read the config file (${(e as NodeJS.ErrnoException).code ?? e}); check the path given to --config`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    const where = e instanceof YAMLParseError && e.linePos ? ` at line ${e.linePos[0].line}` : '';
+    throw new ConfigError(ConfigErrorCode.FILE, file, `not valid YAML${where}: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const raw: Raw = new Map();
+  if (doc === null || doc === undefined) return raw;
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new ConfigError(ConfigErrorCode.FILE, file, 'the top level must be a mapping of sections (node:, guest:, replication:, ...)');
+  }
+  const known = new Set(SETTINGS.map((s) => s.path));
+  const sections = new Set(SETTINGS.map((s) => s.path.split('.')[0]));
+  for (const [section, body] of Object.entries(doc as Record<string, unknown>)) {
+    if (!sections.has(section)) {
+      throw new ConfigError(ConfigErrorCode.UNKNOWN_FIELD, section, `unknown section in ${file}; known sections: ${[...sections].join(', ')}`);
+    }
+    if (body === null) continue;
+    if (typeof body !== 'object' || Array.isArray(body)) {
+      throw new ConfigError(ConfigErrorCode.INVALID, section, `must be a mapping of settings in ${file}`);
+    }
+    for (const [key, value] of Object.entries(body as Record<string, unknown>)) {
+      const path = `${section}.${key}`;
+      if (!known.has(path)) {
+        const near = SETTINGS.filter((s) => s.path.startsWith(section + '.')).map((s) => s.path.split('.')[1]);
+        throw new ConfigError(ConfigErrorCode.UNKNOWN_FIELD, path, `unknown setting in ${file}; ${section} has: ${near.join(', ')}`);
+      }
+      raw.set(path, { value, from: file });
+    }
+  }
+  return raw;
+}
+
+function describe(s: Setting): string {
+  switch (s.type) {
+    case 'enum': return `one of ${s.values!.join(', ')}`;
+    case 'duration': return 'a duration such as 250ms, 2s or 1m';
+    case 'bytes': return 'a size such as 64KiB, 256MiB or 1GiB';
+    case 'int': return 'a whole number >= 0';
+    case 'hostport': return 'HOST:PORT, e.g. 127.0.0.1:7800 or [::1]:7800';
+    case 'url': return 'a ws:// or wss:// URL, e.g. ws://host-a:7800';
+    case 'bool': return 'true or false';
+    default: return 'a string';
+  }
+}
+
+function convert(s: Setting, value: unknown, from: string): unknown {
+  const bad = (): never => {
+    throw new ConfigError(ConfigErrorCode.INVALID, s.path, `${JSON.stringify(value)} (from ${from}) is not valid: expected ${describe(s)}`);
+  };
+  switch (s.type) {
+    case 'string':
+    case 'file':
+      if (typeof value !== 'string' && typeof value !== 'number') bad();
+      if (String(value).length === 0) bad();
+      return String(value);
+    case 'enum':
+      if (!s.values!.includes(String(value))) bad();
+      return String(value);
+    case 'duration': return parseDurationMs(value) ?? bad();
+    case 'bytes': return parseBytes(value) ?? bad();
+    case 'int': {
+      const n = typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : value;
+      if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) bad();
+      return n;
+    }
+    case 'hostport': return parseHostPort(value) ?? bad();
+    case 'url':
+      if (typeof value !== 'string' || !/^wss?:\/\/[^\s/]+(:\d+)?\/?$/.test(value)) bad();
+      return value;
+    case 'bool':
+      if (value === true || value === 'true') return true;
+      if (value === false || value === 'false') return false;
+      return bad();
+  }
+}
+
+function readSecretFile(path: string, field: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch (e) {
+    throw new ConfigError(ConfigErrorCode.FILE, field, `cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? e}); check the path and its permissions`);
+  }
+}
+
+function readPem(path: string, field: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new ConfigError(ConfigErrorCode.FILE, field, `cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+}
+
+/** Merges and validates; throws ConfigError naming the first bad field. */
+export function loadConfig(sources: ConfigSources): NodeConfig {
+  const raw: Raw = sources.file ? flattenFile(sources.file) : new Map();
+  const env = sources.env ?? {};
+  for (const s of SETTINGS) {
+    const v = env[envName(s.path)];
+    if (v !== undefined && v !== '') raw.set(s.path, { value: v, from: `environment ${envName(s.path)}` });
+  }
+  for (const [path, value] of Object.entries(sources.flags ?? {})) {
+    if (!SETTINGS.some((s) => s.path === path)) throw new ConfigError(ConfigErrorCode.UNKNOWN_FIELD, path, 'unknown setting');
+    raw.set(path, { value, from: `flag --${flagName(path)}` });
+  }
+  const v = new Map<string, unknown>();
+  for (const s of SETTINGS) {
+    const r = raw.get(s.path);
+    if (r !== undefined) v.set(s.path, convert(s, r.value, r.from));
+    else if (s.default !== undefined) v.set(s.path, convert(s, s.default, 'default'));
+  }
+  const get = <T>(path: string) => v.get(path) as T;
+
+  const memory = get<number>('guest.memory');
+  if (memory < 4096 * 16 || memory % 4096 !== 0) {
+    throw new ConfigError(ConfigErrorCode.INVALID, 'guest.memory', `${memory} bytes: must be a multiple of 4 KiB and at least 64 KiB`);
+  }
+  const hb = { intervalMs: get<number>('heartbeat.interval'), timeoutMs: get<number>('heartbeat.timeout') };
+  if (hb.intervalMs <= 0) throw new ConfigError(ConfigErrorCode.INVALID, 'heartbeat.interval', 'must be greater than 0');
+  if (hb.timeoutMs < 2 * hb.intervalMs) {
+    throw new ConfigError(ConfigErrorCode.INVALID, 'heartbeat.timeout', `${hb.timeoutMs}ms must be at least twice heartbeat.interval (${hb.intervalMs}ms), or one late heartbeat causes a failover`);
+  }
+
+  let psk: Uint8Array | undefined;
+  const pskText = get<string | undefined>('replication.psk') ?? (get<string | undefined>('replication.psk_file') ? readSecretFile(get<string>('replication.psk_file'), 'replication.psk_file') : undefined);
+  if (pskText !== undefined) {
+    if (pskText.length < 16) throw new ConfigError(ConfigErrorCode.INVALID, 'replication.psk', 'the pre-shared key is shorter than 16 characters; generate one with `head -c 32 /dev/urandom | base64`');
+    psk = new TextEncoder().encode(pskText);
+  }
+  const tlsParts = ['replication.tls_cert', 'replication.tls_key', 'replication.tls_ca'].map((p) => get<string | undefined>(p));
+  let tls: NodeConfig['replication']['tls'];
+  if (tlsParts.some((p) => p !== undefined)) {
+    const missing = ['tls_cert', 'tls_key', 'tls_ca'].filter((_, i) => tlsParts[i] === undefined);
+    if (missing.length > 0) throw new ConfigError(ConfigErrorCode.MISSING, `replication.${missing[0]}`, 'mutual TLS needs tls_cert, tls_key and tls_ca together');
+    tls = { cert: readPem(tlsParts[0]!, 'replication.tls_cert'), key: readPem(tlsParts[1]!, 'replication.tls_key'), ca: readPem(tlsParts[2]!, 'replication.tls_ca') };
+  }
+  const token = get<string | undefined>('admin.token') ?? (get<string | undefined>('admin.token_file') ? readSecretFile(get<string>('admin.token_file'), 'admin.token_file') : undefined);
+  if (token !== undefined && token.length < 16) {
+    throw new ConfigError(ConfigErrorCode.INVALID, 'admin.token', 'the admin token is shorter than 16 characters; generate one with `head -c 24 /dev/urandom | base64`');
+  }
+  const nodeId = get<string>('node.id') === 'hostname' ? hostname() : get<string>('node.id');
+
+  return {
+    node: { id: nodeId, role: get('node.role'), mode: get('node.mode') },
+    guest: { memoryBytes: memory, dirtyRate: get('guest.dirty_rate'), image: get('guest.image') },
+    replication: { listen: get('replication.listen'), peer: get('replication.peer'), psk, tls, maxFrameBytes: get('replication.max_frame') },
+    heartbeat: hb,
+    checkpoint: {
+      remusIntervalMs: get('checkpoint.remus_interval'),
+      maxIntervalMs: get('checkpoint.max_interval'),
+      compareTimeoutMs: get('checkpoint.compare_timeout'),
+      phaseTimeoutMs: get('checkpoint.phase_timeout'),
+      precopyMaxRounds: get('checkpoint.precopy_max_rounds'),
+      precopyMinDirty: get('checkpoint.precopy_min_dirty'),
+    },
+    output: { maxHeldPerConnection: get('output.max_held_per_connection'), maxHeldTotal: get('output.max_held_total') },
+    service: { listen: get('service.listen'), promoteHook: get('service.promote_hook') },
+    admin: { listen: get('admin.listen'), token },
+    log: { level: get('log.level') },
+  };
+}
+
+/** Checks what a role needs; separate so `colo pair` can fill in the peer first. */
+export function requireForRole(cfg: NodeConfig): void {
+  if (!cfg.node.role) throw new ConfigError(ConfigErrorCode.MISSING, 'node.role', 'set node.role to primary or secondary (or use `colo primary` / `colo secondary`)');
+  if (cfg.node.role === 'secondary' && !cfg.replication.peer) {
+    throw new ConfigError(ConfigErrorCode.MISSING, 'replication.peer', "a secondary needs the primary's address: set replication.peer, COLO_REPLICATION_PEER or --replication-peer ws://HOST:PORT");
+  }
+  if (!cfg.replication.psk && !cfg.replication.tls) {
+    throw new ConfigError(ConfigErrorCode.MISSING, 'replication.psk_file', 'the replication link must be authenticated: set replication.psk_file (or COLO_REPLICATION_PSK), or mutual TLS with replication.tls_cert/tls_key/tls_ca');
+  }
+}
+
+/** A copy safe to print or log: secrets replaced. */
+export function redactedConfig(cfg: NodeConfig): unknown {
+  return {
+    ...cfg,
+    replication: { ...cfg.replication, psk: cfg.replication.psk ? '[redacted]' : undefined, tls: cfg.replication.tls ? { cert: '[pem]', key: '[redacted]', ca: '[pem]' } : undefined },
+    admin: { ...cfg.admin, token: cfg.admin.token ? '[redacted]' : undefined },
+  };
+}
+
+/** Maps parsed flags (--section-key value) to setting paths for loadConfig's `flags`. */
+export function settingFlags(values: Record<string, string | boolean | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const s of SETTINGS) {
+    const f = values[flagName(s.path)];
+    if (typeof f === 'string') out[s.path] = f;
+  }
+  return out;
+}
+
+/** node:util parseArgs option declarations for every setting flag. */
+export function settingFlagOptions(): Record<string, { type: 'string' }> {
+  return Object.fromEntries(SETTINGS.map((s) => [flagName(s.path), { type: 'string' as const }]));
+}

@@ -1,0 +1,102 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { configurationTable } from '../src/config/docs.js';
+import { ConfigError, loadConfig, redactedConfig, requireForRole } from '../src/config/load.js';
+
+const repo = resolve(import.meta.dirname, '../../..');
+const dir = mkdtempSync(join(tmpdir(), 'colo-config-'));
+const pskFile = join(dir, 'psk');
+writeFileSync(pskFile, 'a-very-secret-pre-shared-key-0123\n');
+
+function yaml(text: string): string {
+  const f = join(dir, `c${Math.random().toString(36).slice(2)}.yaml`);
+  writeFileSync(f, text);
+  return f;
+}
+
+function configError(f: () => unknown): ConfigError {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof ConfigError) return e;
+    throw e;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('configuration', () => {
+  test('defaults apply when nothing is given', () => {
+    const c = loadConfig({});
+    expect(c.node.mode).toBe('colo');
+    expect(c.guest.memoryBytes).toBe(256 * 1024 * 1024);
+    expect(c.heartbeat).toEqual({ intervalMs: 100, timeoutMs: 1000 });
+    expect(c.checkpoint.remusIntervalMs).toBe(200);
+    expect(c.admin.listen).toEqual({ host: '127.0.0.1', port: 9464 });
+  });
+
+  test('file < environment < flags', () => {
+    const file = yaml('node:\n  role: primary\n  mode: remus\nguest:\n  memory: 64MiB\nheartbeat:\n  interval: 50ms\n  timeout: 2s\n');
+    const c = loadConfig({ file, env: { COLO_GUEST_MEMORY: '128MiB', COLO_HEARTBEAT_TIMEOUT: '3s' }, flags: { 'heartbeat.timeout': '4s' } });
+    expect(c.node).toMatchObject({ role: 'primary', mode: 'remus' });
+    expect(c.guest.memoryBytes).toBe(128 * 1024 * 1024);
+    expect(c.heartbeat).toEqual({ intervalMs: 50, timeoutMs: 4000 });
+  });
+
+  test('the shipped example configs for two hosts load', () => {
+    for (const host of ['host-a', 'host-b']) {
+      const c = loadConfig({ file: join(repo, `deploy/examples/${host}.yaml`), flags: { 'replication.psk_file': pskFile, 'admin.token': 'an-admin-token-of-24-chars' } });
+      requireForRole(c);
+      expect(c.node.id).toBe(host);
+    }
+  });
+
+  test.each([
+    ['node:\n  mode: paxos\n', 'node.mode', 'one of colo, remus'],
+    ['guest:\n  memory: lots\n', 'guest.memory', 'a size such as'],
+    ['guest:\n  memory: 1000\n', 'guest.memory', 'multiple of 4 KiB'],
+    ['heartbeat:\n  interval: 500ms\n  timeout: 600ms\n', 'heartbeat.timeout', 'at least twice'],
+    ['heartbeat:\n  interval: soon\n', 'heartbeat.interval', 'a duration such as'],
+    ['replication:\n  listen: localhost\n', 'replication.listen', 'HOST:PORT'],
+    ['replication:\n  peer: http://x:1\n', 'replication.peer', 'ws://'],
+    ['replication:\n  lisen: 0.0.0.0:1\n', 'replication.lisen', 'replication has: listen'],
+    ['replicaton:\n  listen: 0.0.0.0:1\n', 'replicaton', 'unknown section'],
+    ['node: [1, 2]\n', 'node', 'must be a mapping'],
+    ['node:\n  role: primary\n bad-indent: x\n', '', 'not valid YAML'],
+    ['replication:\n  tls_cert: /x.pem\n', 'replication.tls_key', 'tls_cert, tls_key and tls_ca together'],
+    ['replication:\n  psk: short\n', 'replication.psk', 'shorter than 16'],
+    ['replication:\n  psk_file: /nonexistent/psk\n', 'replication.psk_file', 'ENOENT'],
+  ])('invalid config %j names %s and the fix', (text, field, hint) => {
+    const file = yaml(text);
+    const e = configError(() => loadConfig({ file }));
+    if (field) expect(e.field).toBe(field);
+    expect(e.message).toContain(hint);
+    expect(e.code).toMatch(/^CONFIG_/);
+  });
+
+  test('a bad environment value names the variable it came from', () => {
+    const e = configError(() => loadConfig({ env: { COLO_CHECKPOINT_MAX_INTERVAL: 'forever' } }));
+    expect(e.field).toBe('checkpoint.max_interval');
+    expect(e.message).toContain('COLO_CHECKPOINT_MAX_INTERVAL');
+  });
+
+  test('a secondary without a peer or a node without a key is refused before starting', () => {
+    expect(configError(() => requireForRole(loadConfig({ flags: { 'node.role': 'secondary', 'replication.psk_file': pskFile } }))).field).toBe('replication.peer');
+    expect(configError(() => requireForRole(loadConfig({ flags: { 'node.role': 'primary' } }))).field).toBe('replication.psk_file');
+    expect(configError(() => requireForRole(loadConfig({}))).field).toBe('node.role');
+  });
+
+  test('secrets never appear in the printable config', () => {
+    const c = loadConfig({ flags: { 'replication.psk_file': pskFile, 'admin.token': 'an-admin-token-of-24-chars' } });
+    const text = JSON.stringify(redactedConfig(c));
+    expect(text).not.toContain('a-very-secret');
+    expect(text).not.toContain('an-admin-token');
+    expect(text).toContain('[redacted]');
+  });
+
+  test('docs/configuration.md carries the generated table of every setting', () => {
+    const doc = readFileSync(join(repo, 'docs/configuration.md'), 'utf8');
+    expect(doc).toContain(configurationTable());
+  });
+});
