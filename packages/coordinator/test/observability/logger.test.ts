@@ -1,0 +1,43 @@
+import { Writable } from 'node:stream';
+import { expect, test } from 'vitest';
+import { createLogger } from '../../src/observability/logger.js';
+
+function capture() {
+  const lines: Record<string, unknown>[] = [];
+  const raw: string[] = [];
+  const destination = new Writable({
+    write(chunk, _enc, cb) {
+      for (const l of String(chunk).split('\n').filter(Boolean)) {
+        raw.push(l);
+        lines.push(JSON.parse(l));
+      }
+      cb();
+    },
+  });
+  return { lines, raw, destination };
+}
+
+test('log lines are JSON with node, role, epoch and component bindings', () => {
+  const { lines, destination } = capture();
+  const log = createLogger({ nodeId: 'node-a', destination });
+  log.child({ role: 'primary', epoch: 3, component: 'checkpoint' }).info({ seq: 7 }, 'checkpoint done');
+  expect(lines[0]).toMatchObject({ level: 'info', node: 'node-a', role: 'primary', epoch: 3, component: 'checkpoint', seq: 7, msg: 'checkpoint done' });
+});
+
+test('secrets are redacted wherever they appear', () => {
+  const { raw, destination } = capture();
+  const log = createLogger({ nodeId: 'n', destination });
+  log.info({ psk: 'SECRET-PSK-1', config: { token: 'SECRET-TOKEN-2', tls: { key: 'SECRET-KEY-3' } }, req: { headers: { authorization: 'Bearer SECRET-4' } } }, 'config loaded');
+  log.child({ security: { psk: 'SECRET-PSK-5' } }).warn('peer refused');
+  const text = raw.join('\n');
+  for (const s of ['SECRET-PSK-1', 'SECRET-TOKEN-2', 'SECRET-KEY-3', 'SECRET-4', 'SECRET-PSK-5']) expect(text).not.toContain(s);
+  expect(text).toContain('[redacted]');
+});
+
+test('the level comes from configuration', () => {
+  const { lines, destination } = capture();
+  const log = createLogger({ nodeId: 'n', level: 'warn', destination });
+  log.info('hidden');
+  log.warn('shown');
+  expect(lines.map((l) => l.msg)).toEqual(['shown']);
+});
