@@ -1,0 +1,65 @@
+import { afterEach, describe, expect, test } from 'vitest';
+import { Registry } from 'prom-client';
+import { startAdminServer, type AdminServer, type AdminTarget } from '../../src/admin/server.js';
+import { silentLogger } from '../../src/observability/logger.js';
+
+const TOKEN = 'test-admin-token-0123456789';
+
+function target() {
+  const calls: string[] = [];
+  const registry = new Registry();
+  const t: AdminTarget = {
+    status: () => ({ role: 'primary', epoch: 1 }),
+    ready: () => true,
+    metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+    checkpoint: async () => { calls.push('checkpoint'); return { seq: 1 }; },
+    failover: async () => { calls.push('failover'); return { role: 'primary' }; },
+    crash: () => { calls.push('crash'); },
+  };
+  return { t, calls };
+}
+
+let server: AdminServer | undefined;
+afterEach(async () => server?.close());
+
+describe('admin API', () => {
+  test('reads are open: status, healthz, readyz, metrics', async () => {
+    const { t } = target();
+    server = await startAdminServer({ host: '127.0.0.1', port: 0, token: TOKEN, target: t, logger: silentLogger() });
+    expect(await (await fetch(`${server.url}/status`)).json()).toEqual({ role: 'primary', epoch: 1 });
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${server.url}/readyz`)).status).toBe(200);
+    expect((await fetch(`${server.url}/metrics`)).headers.get('content-type')).toContain('text/plain');
+    expect((await fetch(`${server.url}/nope`)).status).toBe(404);
+  });
+
+  test.each(['/checkpoint', '/failover', '/crash'])('POST %s refuses a missing or wrong token, and nothing happens', async (path) => {
+    const { t, calls } = target();
+    server = await startAdminServer({ host: '127.0.0.1', port: 0, token: TOKEN, target: t, logger: silentLogger() });
+    for (const headers of [{}, { authorization: 'Bearer wrong-token' }, { authorization: TOKEN }, { authorization: `Basic ${TOKEN}` }, { authorization: `Bearer ${TOKEN}x` }]) {
+      const res = await fetch(`${server.url}${path}`, { method: 'POST', headers });
+      expect(res.status).toBe(401);
+      expect(res.headers.get('www-authenticate')).toContain('Bearer');
+    }
+    expect((await fetch(`${server.url}${path}`)).status).toBe(405);
+    expect(calls).toEqual([]);
+    const ok = await fetch(`${server.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(ok.status).toBeLessThan(300);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(calls).toEqual([path.slice(1)]);
+  });
+
+  test('with no token configured the mutating endpoints are disabled, not open', async () => {
+    const { t, calls } = target();
+    server = await startAdminServer({ host: '127.0.0.1', port: 0, token: undefined, target: t, logger: silentLogger() });
+    const res = await fetch(`${server.url}/failover`, { method: 'POST', headers: { authorization: 'Bearer anything' } });
+    expect(res.status).toBe(403);
+    expect(calls).toEqual([]);
+  });
+
+  test('readyz reports 503 when the node is not ready', async () => {
+    const { t } = target();
+    server = await startAdminServer({ host: '127.0.0.1', port: 0, token: TOKEN, target: { ...t, ready: () => false }, logger: silentLogger() });
+    expect((await fetch(`${server.url}/readyz`)).status).toBe(503);
+  });
+});
