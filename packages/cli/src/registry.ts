@@ -7,4 +7,8 @@ export const commands: ReadonlyArray<{ path: string[]; summary: string; load: ()
   { path: ['guest'], summary: 'run an unprotected simulated guest serving RESP clients', load: async () => (await import('./commands/guest.js')).default },
   { path: ['save'], summary: 'write a libxl v2 image of a guest', load: async () => (await import('./commands/save.js')).default },
   { path: ['restore'], summary: 'serve a guest restored from a libxl v2 image', load: async () => (await import('./commands/restore.js')).default },
+  { path: ['status'], summary: 'show role, state, epoch and protection of each node', load: async () => (await import('./commands/status.js')).default },
+  { path: ['checkpoint'], summary: 'take a manual checkpoint on a primary', load: async () => (await import('./commands/checkpoint.js')).default },
+  { path: ['failover'], summary: 'force a failover (drills)', load: async () => (await import('./commands/failover.js')).default },
+  { path: ['drill'], summary: 'run a failover drill: ledger, crash, RTO, verify, re-protect', load: async () => (await import('./commands/drill.js')).default },
 ];

@@ -1,0 +1,61 @@
+/** Calls a node's admin HTTP API (docs/operations.md). */
+
+export class AdminClientError extends Error {
+  override readonly name = 'AdminClientError';
+  readonly code: 'ADMIN_UNREACHABLE' | 'ADMIN_UNAUTHORIZED' | 'ADMIN_FAILED';
+  readonly status: number | undefined;
+  constructor(code: AdminClientError['code'], message: string, status?: number) {
+    super(message);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+/** The node status document served at GET /status (fields every node provides). */
+export interface NodeStatusDoc {
+  nodeId: string;
+  role: 'primary' | 'secondary' | 'fenced' | 'stopped' | string;
+  state: string;
+  mode: string;
+  epoch: number;
+  protected: boolean;
+  peer?: string | null;
+  service?: { host: string; port: number } | null;
+  lastCheckpoint?: { seq: number; reason: string; at: string; durationSeconds: number; pages: number; bytes: number } | null;
+  checkpoints?: Record<string, number>;
+  [k: string]: unknown;
+}
+
+export function normaliseNodeUrl(u: string): string {
+  const withScheme = /^https?:\/\//.test(u) ? u : `http://${u}`;
+  return withScheme.replace(/\/+$/, '');
+}
+
+async function call(url: string, init: RequestInit & { timeoutMs?: number }): Promise<Response> {
+  try {
+    return await fetch(url, { ...init, signal: AbortSignal.timeout(init.timeoutMs ?? 5000) });
+  } catch (e) {
+    throw new AdminClientError('ADMIN_UNREACHABLE', `cannot reach ${url}: ${(e as Error).cause ? String((e as Error & { cause: Error }).cause.message ?? (e as Error).cause) : (e as Error).message}`);
+  }
+}
+
+export async function getStatus(node: string, timeoutMs?: number): Promise<NodeStatusDoc> {
+  const res = await call(`${normaliseNodeUrl(node)}/status`, { timeoutMs });
+  if (!res.ok) throw new AdminClientError('ADMIN_FAILED', `${node}/status answered ${res.status}`, res.status);
+  return (await res.json()) as NodeStatusDoc;
+}
+
+export async function postAction(node: string, action: 'checkpoint' | 'failover' | 'crash', token: string | undefined, timeoutMs = 30_000): Promise<unknown> {
+  const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  const res = await call(`${normaliseNodeUrl(node)}/${action}`, { method: 'POST', headers, timeoutMs });
+  const body = await res.text();
+  if (res.status === 401 || res.status === 403) {
+    throw new AdminClientError('ADMIN_UNAUTHORIZED', `${node} refused ${action}: ${res.status} (give the admin token with --token-file or COLO_ADMIN_TOKEN)`, res.status);
+  }
+  if (!res.ok) throw new AdminClientError('ADMIN_FAILED', `${node} ${action} failed: ${res.status} ${body.trim()}`, res.status);
+  try {
+    return JSON.parse(body);
+  } catch {
+    return body;
+  }
+}

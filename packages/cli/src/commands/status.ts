@@ -1,0 +1,60 @@
+import { ExitCode, type Command } from '../command.js';
+import { parse, nodeUrls } from '../args.js';
+import { getStatus, type NodeStatusDoc } from '../client/admin-client.js';
+
+const help = `Usage: colo status [--node URL ...] [--json]
+
+Shows, for each node: role, state, epoch, protected or not, the last checkpoint and the peer.
+
+Options:
+  --node URL   a node's admin address (repeatable). Default: COLO_NODES (comma separated), else the two
+               nodes of \`colo pair\` (http://127.0.0.1:9464 and :9465).
+  --json       print one JSON array of the nodes' /status documents (unreachable nodes as {node, error}).
+
+Exit codes: 0 every node answered, 1 a node is unreachable, 2 bad usage.
+`;
+
+function age(at: string | undefined): string {
+  if (!at) return '';
+  const s = (Date.now() - Date.parse(at)) / 1000;
+  return s < 1 ? 'just now' : `${s.toFixed(s < 10 ? 1 : 0)} s ago`;
+}
+
+export function formatStatus(node: string, s: NodeStatusDoc): string {
+  const lc = s.lastCheckpoint;
+  return [
+    `${s.nodeId} (${node})`,
+    `  role        ${s.role}${s.role === 'primary' ? (s.protected ? ', protected' : ', UNPROTECTED') : ''}`,
+    `  state       ${s.state}`,
+    `  mode/epoch  ${s.mode} / ${s.epoch}`,
+    `  peer        ${s.peer ?? 'none'}`,
+    ...(s.service ? [`  service     ${s.service.host}:${s.service.port}`] : []),
+    `  checkpoint  ${lc ? `#${lc.seq} (${lc.reason}) ${age(lc.at)}, pause ${(lc.durationSeconds * 1000).toFixed(1)} ms, ${lc.pages} pages` : 'none yet'}`,
+  ].join('\n');
+}
+
+const command: Command = {
+  path: ['status'],
+  summary: 'show role, state, epoch and protection of each node',
+  help,
+  async run(argv, io) {
+    const { values } = parse(argv, { node: { type: 'string', multiple: true }, json: { type: 'boolean' } });
+    const nodes = nodeUrls(values.node);
+    const results = await Promise.all(
+      nodes.map(async (node) => {
+        try {
+          return { node, status: await getStatus(node, 3000) };
+        } catch (e) {
+          return { node, error: (e as Error).message };
+        }
+      }),
+    );
+    if (values.json) {
+      io.stdout.write(JSON.stringify(results.map((r) => ('status' in r ? { node: r.node, ...r.status } : r)), null, 2) + '\n');
+    } else {
+      for (const r of results) io.stdout.write(('status' in r && r.status ? formatStatus(r.node, r.status) : `${r.node}\n  UNREACHABLE: ${r.error}`) + '\n\n');
+    }
+    return results.some((r) => 'error' in r) ? ExitCode.FAILED : ExitCode.OK;
+  },
+};
+export default command;

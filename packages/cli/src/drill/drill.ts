@@ -1,0 +1,195 @@
+import { randomBytes } from 'node:crypto';
+import { getStatus, postAction, type NodeStatusDoc } from '../client/admin-client.js';
+import { RespClient, RespError } from '../client/resp-client.js';
+
+export interface DrillOptions {
+  nodes: string[];
+  token: string | undefined;
+  /** Ledger size: keys written (each SET, plus one INCR of a counter). */
+  keys: number;
+  protectTimeoutMs: number;
+  failoverTimeoutMs: number;
+  reprotectTimeoutMs: number;
+  /** Skip waiting for a secondary to rejoin (when nothing restarts the failed node). */
+  waitReprotect: boolean;
+}
+
+export interface DrillStep {
+  name: string;
+  ok: boolean;
+  seconds: number;
+  detail: string;
+}
+
+export interface DrillReport {
+  ok: boolean;
+  runId: string;
+  primaryBefore?: string;
+  primaryAfter?: string;
+  rtoSeconds?: number;
+  ledger: { written: number; acknowledged: number; verified: number; missing: string[]; wrong: string[]; counter?: { acknowledged: number; found: number } };
+  steps: DrillStep[];
+}
+
+/** Test seams: code run between steps (e.g. a test that makes a ledger key go missing on purpose). */
+export interface DrillHooks {
+  afterLedger?(ctx: { service: { host: string; port: number }; keys: string[] }): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+class StepFailed extends Error {}
+
+/**
+ * A whole failover drill against a running pair: protected? -> write a ledger through the service -> crash the
+ * primary -> time until the secondary serves (RTO) -> every acknowledged write is there -> re-protected.
+ */
+export async function runDrill(opts: DrillOptions, hooks: DrillHooks = {}, progress: (line: string) => void = () => {}): Promise<DrillReport> {
+  const runId = randomBytes(4).toString('hex');
+  const report: DrillReport = { ok: false, runId, ledger: { written: 0, acknowledged: 0, verified: 0, missing: [], wrong: [] }, steps: [] };
+
+  async function step<T>(name: string, f: () => Promise<{ value: T; detail: string }>): Promise<T> {
+    const t0 = performance.now();
+    progress(`${name} ...`);
+    try {
+      const { value, detail } = await f();
+      report.steps.push({ name, ok: true, seconds: (performance.now() - t0) / 1000, detail });
+      progress(`${name}: ok (${detail})`);
+      return value;
+    } catch (e) {
+      const detail = e instanceof Error ? e.message : String(e);
+      report.steps.push({ name, ok: false, seconds: (performance.now() - t0) / 1000, detail });
+      progress(`${name}: FAILED (${detail})`);
+      throw new StepFailed(detail);
+    }
+  }
+
+  async function statuses(): Promise<{ node: string; s: NodeStatusDoc | undefined }[]> {
+    return Promise.all(opts.nodes.map(async (node) => ({ node, s: await getStatus(node, 2000).catch(() => undefined) })));
+  }
+
+  try {
+    const { primary, secondary } = await step('pair is protected', async () => {
+      const deadline = Date.now() + opts.protectTimeoutMs;
+      for (;;) {
+        const all = await statuses();
+        const p = all.find((x) => x.s?.role === 'primary');
+        const sec = all.find((x) => x.s?.role === 'secondary');
+        if (p?.s?.protected && p.s.service && sec) {
+          return { value: { primary: { node: p.node, s: p.s }, secondary: { node: sec.node, s: sec.s! } }, detail: `primary ${p.s.nodeId}, secondary ${sec.s!.nodeId}, epoch ${p.s.epoch}` };
+        }
+        if (Date.now() > deadline) {
+          throw new Error(`no protected primary with a secondary after ${opts.protectTimeoutMs / 1000} s: ${all.map((x) => `${x.node}=${x.s ? `${x.s.role}${x.s.protected ? '/protected' : ''}` : 'unreachable'}`).join(', ')}`);
+        }
+        await sleep(200);
+      }
+    });
+    report.primaryBefore = primary.s.nodeId;
+
+    const ledger = new Map<string, string>();
+    const counterKey = `drill:${runId}:counter`;
+    let counterAcked = 0;
+    await step('write ledger', async () => {
+      const svc = primary.s.service!;
+      const client = await RespClient.connect(svc.host, svc.port);
+      try {
+        const writes: Promise<void>[] = [];
+        for (let i = 0; i < opts.keys; i++) {
+          const key = `drill:${runId}:${i}`;
+          const value = `v${i}-${runId}`;
+          report.ledger.written++;
+          writes.push(
+            client.command('SET', key, value).then((r) => {
+              if (r === 'OK') ledger.set(key, value);
+            }),
+            client.command('INCR', counterKey).then((r) => {
+              if (typeof r === 'number') counterAcked = Math.max(counterAcked, r);
+            }),
+          );
+        }
+        await Promise.all(writes);
+      } finally {
+        client.close();
+      }
+      report.ledger.acknowledged = ledger.size;
+      if (ledger.size !== opts.keys) throw new Error(`only ${ledger.size} of ${opts.keys} writes acknowledged`);
+      return { value: undefined, detail: `${ledger.size} keys and counter=${counterAcked} acknowledged by ${svc.host}:${svc.port}` };
+    });
+    await hooks.afterLedger?.({ service: primary.s.service!, keys: [...ledger.keys()] });
+
+    const crashedAt = await step('crash the primary', async () => {
+      await postAction(primary.node, 'crash', opts.token, 5000);
+      return { value: performance.now(), detail: `POST ${primary.node}/crash accepted` };
+    });
+
+    const newPrimary = await step('secondary takes over and serves', async () => {
+      const deadline = Date.now() + opts.failoverTimeoutMs;
+      for (;;) {
+        const s = await getStatus(secondary.node, 1000).catch(() => undefined);
+        if (s?.role === 'primary' && s.service) {
+          const c = await RespClient.connect(s.service.host, s.service.port, 1000).catch(() => undefined);
+          const pong = await c?.command('PING').catch(() => undefined);
+          c?.close();
+          if (pong === 'PONG') {
+            report.rtoSeconds = (performance.now() - crashedAt) / 1000;
+            return { value: { node: secondary.node, s }, detail: `${s.nodeId} serves at ${s.service.host}:${s.service.port}, epoch ${s.epoch}, RTO ${report.rtoSeconds.toFixed(3)} s` };
+          }
+        }
+        if (Date.now() > deadline) throw new Error(`${secondary.node} did not serve as primary within ${opts.failoverTimeoutMs / 1000} s (last role: ${s?.role ?? 'unreachable'})`);
+        await sleep(25);
+      }
+    });
+    report.primaryAfter = newPrimary.s.nodeId;
+
+    await step('verify ledger', async () => {
+      const svc = newPrimary.s.service!;
+      const client = await RespClient.connect(svc.host, svc.port);
+      try {
+        const keys = [...ledger.keys()];
+        const replies = await Promise.all(keys.map((k) => client.command('GET', k)));
+        keys.forEach((k, i) => {
+          const r = replies[i];
+          if (r === null) report.ledger.missing.push(k);
+          else if (r instanceof RespError || r !== ledger.get(k)) report.ledger.wrong.push(k);
+          else report.ledger.verified++;
+        });
+        const counter = await client.command('GET', counterKey);
+        report.ledger.counter = { acknowledged: counterAcked, found: typeof counter === 'string' ? Number(counter) : 0 };
+      } finally {
+        client.close();
+      }
+      const problems: string[] = [];
+      if (report.ledger.missing.length) problems.push(`${report.ledger.missing.length} acknowledged keys MISSING (first: ${report.ledger.missing.slice(0, 3).join(', ')})`);
+      if (report.ledger.wrong.length) problems.push(`${report.ledger.wrong.length} keys with WRONG values (first: ${report.ledger.wrong.slice(0, 3).join(', ')})`);
+      if (report.ledger.counter.found < counterAcked) problems.push(`counter went BACKWARDS: ${report.ledger.counter.found} < acknowledged ${counterAcked}`);
+      if (problems.length) throw new Error(problems.join('; '));
+      return { value: undefined, detail: `${report.ledger.verified}/${ledger.size} keys and counter ${report.ledger.counter.found} >= ${counterAcked}` };
+    });
+
+    if (opts.waitReprotect) {
+      await step('re-protected', async () => {
+        const deadline = Date.now() + opts.reprotectTimeoutMs;
+        for (;;) {
+          const s = await getStatus(newPrimary.node, 1000).catch(() => undefined);
+          if (s?.role === 'primary' && s.protected) return { value: undefined, detail: `${s.nodeId} protected again (peer ${s.peer ?? '?'})` };
+          if (Date.now() > deadline) throw new Error(`not protected again within ${opts.reprotectTimeoutMs / 1000} s: start a secondary (docs/operations.md, "Re-protect")`);
+          await sleep(200);
+        }
+      });
+    }
+    report.ok = true;
+  } catch (e) {
+    if (!(e instanceof StepFailed)) {
+      report.steps.push({ name: 'drill', ok: false, seconds: 0, detail: e instanceof Error ? e.message : String(e) });
+    }
+  }
+  return report;
+}
+
+export function formatDrillReport(r: DrillReport): string {
+  const lines = [`colo drill ${r.runId}: ${r.ok ? 'PASSED' : 'FAILED'}`];
+  for (const s of r.steps) lines.push(`  ${s.ok ? 'ok  ' : 'FAIL'} ${s.name.padEnd(34)} ${s.seconds.toFixed(3).padStart(8)} s  ${s.detail}`);
+  if (r.rtoSeconds !== undefined) lines.push(`  RTO (crash -> new primary serves): ${r.rtoSeconds.toFixed(3)} s`);
+  lines.push(`  ledger: ${r.ledger.acknowledged} acknowledged, ${r.ledger.verified} verified, ${r.ledger.missing.length} missing, ${r.ledger.wrong.length} wrong`);
+  return lines.join('\n');
+}
