@@ -1,1 +1,4 @@
-export {};
+export * from './errors.js';
+export * from './epoch.js';
+export * from './arbiter/index.js';
+export * from './statechart/index.js';

@@ -1,0 +1,2 @@
+export type { Arbiter } from './arbiter.js';
+export { NoArbiter, noArbiter } from './none.js';

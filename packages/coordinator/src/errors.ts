@@ -1,0 +1,57 @@
+/**
+ * Every failure the replication core reports is a CoordinatorError with a stable `code` (for logs, metrics,
+ * scripts and tests) and a message that tells an operator what happened and what to do.
+ */
+export const CoordinatorErrorCode = {
+  /** A CHECKPOINT_STATE carried a control_id that is not valid in this direction or at this step. */
+  UNEXPECTED_CONTROL: 'COLO_UNEXPECTED_CONTROL',
+  /** A record that is valid on its own arrived when the handshake does not expect it. */
+  MISPLACED_RECORD: 'COLO_MISPLACED_RECORD',
+  /** The peer's stream did not decode (corrupt record, bad header, bad padding...). */
+  PEER_STREAM_ERROR: 'COLO_PEER_STREAM_ERROR',
+  /** The peer did not complete a handshake step in time (a stall, even mid-record). */
+  PHASE_TIMEOUT: 'COLO_PHASE_TIMEOUT',
+  /** A secondary lost its primary before it held one complete checkpoint: it has no consistent state. */
+  NOT_SYNCHRONISED: 'COLO_NOT_SYNCHRONISED',
+  /** A peer presented an epoch older than one this node has seen: it is a stale former primary. */
+  STALE_EPOCH: 'COLO_STALE_EPOCH',
+  /** This node met a higher epoch or lost the arbiter's lease: it no longer acts as primary. */
+  FENCED: 'COLO_FENCED',
+  /** The replication link to the peer ended (closed, socket error, heartbeat timeout). */
+  PEER_LOST: 'COLO_PEER_LOST',
+  /** The operation needs a protected pair, and there is no synchronised secondary now. */
+  UNPROTECTED: 'COLO_UNPROTECTED',
+  /** The node was stopped (or is not running) while the operation was pending. */
+  STOPPED: 'COLO_STOPPED',
+  /** The peer's hello is not acceptable (wrong mode, role, or a second secondary). */
+  PEER_REFUSED: 'COLO_PEER_REFUSED',
+  /** The guest described by the primary cannot be hosted, or a checkpoint does not fit it. */
+  GUEST_MISMATCH: 'COLO_GUEST_MISMATCH',
+  /** The arbiter refused to grant this node the pair's lease. */
+  ARBITER_REFUSED: 'COLO_ARBITER_REFUSED',
+  /** Options given to the node are invalid. */
+  BAD_OPTIONS: 'COLO_BAD_OPTIONS',
+  /** The operation is not possible in the node's current state (e.g. failover of an unsynchronised secondary). */
+  INVALID_STATE: 'COLO_INVALID_STATE',
+} as const;
+export type CoordinatorErrorCode = (typeof CoordinatorErrorCode)[keyof typeof CoordinatorErrorCode];
+
+export class CoordinatorError extends Error {
+  override readonly name: string = 'CoordinatorError';
+  readonly code: CoordinatorErrorCode;
+  constructor(code: CoordinatorErrorCode, message: string, options?: { cause?: unknown }) {
+    super(`${message} (${code})`, options);
+    this.code = code;
+  }
+}
+
+export function isCoordinatorError(e: unknown): e is CoordinatorError {
+  return e instanceof CoordinatorError;
+}
+
+/** Wraps any failure (a LinkError, a StreamError, a plain Error) as a CoordinatorError, keeping the cause. */
+export function asCoordinatorError(e: unknown, fallback: CoordinatorErrorCode, message: string): CoordinatorError {
+  if (e instanceof CoordinatorError) return e;
+  const detail = e instanceof Error ? e.message : String(e);
+  return new CoordinatorError(fallback, `${message}: ${detail}`, { cause: e });
+}

@@ -1,0 +1,4 @@
+export * from './types.js';
+export * from './primary.js';
+export * from './secondary.js';
+export * from './bind.js';

@@ -1,0 +1,377 @@
+import { assign, setup } from 'xstate';
+import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
+import { DEFAULT_TIMINGS, type CheckpointReason, type MachineTimings, type ReplicationMode, type RequestableReason } from './types.js';
+
+/**
+ * The primary's statechart: protection of one guest by one secondary at a time.
+ *
+ * It knows handshake steps, not bytes: the checkpoint engine turns back-channel records into the SECONDARY_*
+ * events below, and performs the actions (named in PrimaryEffects) by writing records and driving the Domain.
+ * Each effect that takes time reports back with an event (PRECOPY_DONE, CHECKPOINT_SENT).
+ */
+export type PrimaryEvent =
+  | { type: 'SECONDARY_CONNECTED'; peer: string; ack: boolean }
+  | { type: 'PRECOPY_DONE' }
+  | { type: 'CHECKPOINT_SENT' }
+  | { type: 'SECONDARY_SUSPENDED' }
+  | { type: 'SECONDARY_DIRTY'; pfns: readonly number[] }
+  | { type: 'SECONDARY_READY' }
+  | { type: 'SECONDARY_RESUMED' }
+  | { type: 'CHECKPOINT_ACK'; seq: number }
+  | { type: 'CHECKPOINT_REQUESTED'; reason: RequestableReason }
+  | { type: 'SECONDARY_LOST'; error: CoordinatorError }
+  | { type: 'HIGHER_EPOCH_SEEN'; epoch: number }
+  | { type: 'ARBITER_LOST'; reason: string }
+  | { type: 'FAILOVER' }
+  | { type: 'STOP' };
+
+export interface PrimaryInput {
+  nodeId: string;
+  mode: ReplicationMode;
+  epoch: number;
+  timings?: Partial<MachineTimings>;
+  /** Global checkpoint numbering continues across secondaries (status and the ack promises use it). */
+  lastSeq?: number;
+}
+
+export interface CurrentCheckpoint {
+  seq: number;
+  reason: CheckpointReason;
+}
+
+export interface PrimaryContext {
+  nodeId: string;
+  mode: ReplicationMode;
+  epoch: number;
+  timings: MachineTimings;
+  /** The secondary's address while one is attached. */
+  peer: string | null;
+  /** Whether the attached secondary negotiated checkpoint acknowledgements. */
+  ackEnabled: boolean;
+  /** Sequence number of the last checkpoint started (global). */
+  seq: number;
+  /** The checkpoint in progress. */
+  current: CurrentCheckpoint | null;
+  /** Requests that arrived during a checkpoint: they coalesce into the next one. */
+  pending: RequestableReason[];
+  /** Checkpoint index on the current link (0 = the initial synchronisation): what the secondary's ACK counts. */
+  linkIndex: number;
+  /** Why the machine left an active state (fenced, demoted, secondary dropped). */
+  lastError: CoordinatorError | null;
+}
+
+/** The effects a primary machine asks for. Implemented by the node runtime (engine + link), recorded in tests. */
+export interface PrimaryEffects {
+  /** Start the live migration: enable the dirty log, send the stream headers, run pre-copy rounds, then PRECOPY_DONE. */
+  startLiveMigration(ctx: PrimaryContext): void;
+  /** Send CHECKPOINT_STATE(NEW_CHECKPOINT) on the main stream (COLO). */
+  sendNewCheckpoint(ctx: PrimaryContext): void;
+  /**
+   * Suspend the guest, send its dirty pages (union `secondaryDirty`), TSC, HVM_CONTEXT, HVM_PARAMS, CHECKPOINT,
+   * EMULATOR records, CHECKPOINT_END, then CHECKPOINT_SENT.
+   */
+  suspendAndSendCheckpoint(ctx: PrimaryContext, secondaryDirty: readonly number[]): void;
+  /** Resume the guest (end of the pause). */
+  resumeGuest(ctx: PrimaryContext): void;
+  /** The checkpoint in ctx.current is complete (and acknowledged, when acks are on). */
+  checkpointCompleted(ctx: PrimaryContext, checkpoint: CurrentCheckpoint): void;
+  /** Protection began (first synchronisation complete). */
+  protectionStarted(ctx: PrimaryContext): void;
+  /** Drop the secondary: close its link with `error`, resume the guest if it is suspended, fail waiting requests. */
+  dropSecondary(ctx: PrimaryContext, error: CoordinatorError): void;
+  /** A checkpoint request that cannot be served (no secondary). */
+  refuseRequest(ctx: PrimaryContext, reason: RequestableReason): void;
+  /** Stop acting as primary: suspend the guest for good, close the link, release the arbiter's lease. */
+  stepDown(ctx: PrimaryContext, error: CoordinatorError): void;
+}
+
+const noop = () => {};
+const checkpointStart = (ctx: PrimaryContext, reason: CheckpointReason) => ({
+  seq: ctx.seq + 1,
+  current: { seq: ctx.seq + 1, reason },
+});
+
+const lostTransition = {
+  target: '#primary.unprotected',
+  actions: [
+    { type: 'dropSecondary' as const, params: ({ event }: { event: PrimaryEvent }) => ({ error: (event as { error: CoordinatorError }).error }) },
+  ],
+};
+
+function timeoutTransition(step: string) {
+  return {
+    target: '#primary.unprotected',
+    actions: [
+      {
+        type: 'dropSecondary' as const,
+        params: () => ({
+          error: new CoordinatorError(CoordinatorErrorCode.PHASE_TIMEOUT, `the secondary did not ${step} in time: dropping it`),
+        }),
+      },
+    ],
+  };
+}
+
+/** Back-channel events a state did not ask for: the secondary is not following the handshake. */
+function misplaced(what: string) {
+  return {
+    target: '#primary.unprotected',
+    actions: [
+      {
+        type: 'dropSecondary' as const,
+        params: ({ context }: { context: PrimaryContext }) => ({
+          error: new CoordinatorError(
+            CoordinatorErrorCode.MISPLACED_RECORD,
+            `the secondary sent ${what} when the primary did not expect it (peer ${context.peer ?? 'none'}): dropping it`,
+          ),
+        }),
+      },
+    ],
+  };
+}
+
+export const primaryMachine = setup({
+  types: {
+    context: {} as PrimaryContext,
+    events: {} as PrimaryEvent,
+    input: {} as PrimaryInput,
+  },
+  actions: {
+    startLiveMigration: noop,
+    sendNewCheckpoint: noop,
+    suspendAndSendCheckpoint: (_, _params: { secondaryDirty: readonly number[] }) => {},
+    resumeGuest: noop,
+    checkpointCompleted: noop,
+    protectionStarted: noop,
+    dropSecondary: (_, _params: { error: CoordinatorError }) => {},
+    refuseRequest: (_, _params: { reason: RequestableReason }) => {},
+    stepDown: (_, _params: { error: CoordinatorError }) => {},
+    attach: assign(({ event }) => {
+      const e = event as Extract<PrimaryEvent, { type: 'SECONDARY_CONNECTED' }>;
+      return { peer: e.peer, ackEnabled: e.ack, linkIndex: 0, pending: [] };
+    }),
+    detach: assign({ peer: null, ackEnabled: false, current: null, pending: [] }),
+    startInitial: assign(({ context }) => checkpointStart(context, 'initial')),
+    startRequested: assign(({ context, event }) =>
+      checkpointStart(context, (event as Extract<PrimaryEvent, { type: 'CHECKPOINT_REQUESTED' }>).reason),
+    ),
+    startPeriodic: assign(({ context }) => checkpointStart(context, 'periodic')),
+    startPending: assign(({ context }) => ({
+      // Several coalesced requests become one checkpoint; it carries the first reason asked for.
+      ...checkpointStart(context, context.pending[0] ?? 'periodic'),
+      pending: [],
+    })),
+    coalesce: assign(({ context, event }) => ({
+      pending: [...context.pending, (event as Extract<PrimaryEvent, { type: 'CHECKPOINT_REQUESTED' }>).reason],
+    })),
+    finishCheckpoint: assign(({ context }) => ({ linkIndex: context.linkIndex + 1, current: null })),
+    recordError: assign((_, params: { error: CoordinatorError }) => ({ lastError: params.error })),
+  },
+  guards: {
+    isColo: ({ context }) => context.mode === 'colo',
+    isRemus: ({ context }) => context.mode === 'remus',
+    ackEnabled: ({ context }) => context.ackEnabled,
+    hasPending: ({ context }) => context.pending.length > 0,
+    ackMatches: ({ context, event }) =>
+      (event as Extract<PrimaryEvent, { type: 'CHECKPOINT_ACK' }>).seq === context.linkIndex,
+  },
+  delays: {
+    phaseTimeout: ({ context }) => context.timings.phaseTimeoutMs,
+    checkpointInterval: ({ context }) =>
+      context.mode === 'remus' ? context.timings.remusIntervalMs : context.timings.coloMaxIntervalMs,
+  },
+}).createMachine({
+  id: 'primary',
+  context: ({ input }) => ({
+    nodeId: input.nodeId,
+    mode: input.mode,
+    epoch: input.epoch,
+    timings: { ...DEFAULT_TIMINGS, ...input.timings },
+    peer: null,
+    ackEnabled: false,
+    seq: input.lastSeq ?? 0,
+    current: null,
+    pending: [],
+    linkIndex: 0,
+    lastError: null,
+  }),
+  initial: 'unprotected',
+  on: {
+    HIGHER_EPOCH_SEEN: {
+      target: '.fenced',
+      actions: {
+        type: 'stepDown',
+        params: ({ context, event }) => ({
+          error: new CoordinatorError(
+            CoordinatorErrorCode.FENCED,
+            `met epoch ${event.epoch} above this primary's ${context.epoch}: another node was promoted; stepping down`,
+          ),
+        }),
+      },
+    },
+    ARBITER_LOST: {
+      target: '.fenced',
+      actions: {
+        type: 'stepDown',
+        params: ({ event }) => ({
+          error: new CoordinatorError(CoordinatorErrorCode.FENCED, `lost the arbiter's lease (${event.reason}): stepping down`),
+        }),
+      },
+    },
+    FAILOVER: {
+      target: '.demoted',
+      actions: {
+        type: 'stepDown',
+        params: () => ({
+          error: new CoordinatorError(CoordinatorErrorCode.FENCED, 'operator failover: this primary stops so its secondary takes over'),
+        }),
+      },
+    },
+    STOP: { target: '.stopped', actions: { type: 'dropSecondary', params: () => ({ error: new CoordinatorError(CoordinatorErrorCode.STOPPED, 'node stopped') }) } },
+  },
+  states: {
+    unprotected: {
+      entry: 'detach',
+      on: {
+        SECONDARY_CONNECTED: { target: 'syncing', actions: 'attach' },
+        CHECKPOINT_REQUESTED: { actions: { type: 'refuseRequest', params: ({ event }) => ({ reason: event.reason }) } },
+        // Stray back-channel events of a link already dropped are ignored here: nobody is attached.
+      },
+    },
+    syncing: {
+      entry: 'startInitial',
+      initial: 'precopy',
+      on: {
+        SECONDARY_LOST: lostTransition,
+        CHECKPOINT_REQUESTED: { actions: 'coalesce' },
+        SECONDARY_SUSPENDED: misplaced('SUSPENDED'),
+        SECONDARY_DIRTY: misplaced('a dirty pfn list'),
+        SECONDARY_READY: misplaced('READY'),
+        SECONDARY_RESUMED: misplaced('RESUMED'),
+        CHECKPOINT_ACK: misplaced('a checkpoint ACK'),
+      },
+      states: {
+        // Pre-copy rounds while the guest runs; no timer: the heartbeat and the secondary's stall timer cover it.
+        precopy: {
+          entry: 'startLiveMigration',
+          on: { PRECOPY_DONE: 'stopAndCopy' },
+        },
+        stopAndCopy: {
+          entry: { type: 'suspendAndSendCheckpoint', params: () => ({ secondaryDirty: [] }) },
+          on: {
+            CHECKPOINT_SENT: [
+              { guard: 'isColo', target: 'awaitingReady' },
+              { guard: 'ackEnabled', target: 'awaitingAck', actions: 'resumeGuest' },
+              { target: 'synchronised', actions: 'resumeGuest' },
+            ],
+          },
+        },
+        awaitingReady: {
+          on: { SECONDARY_READY: { target: 'awaitingResumed', actions: 'resumeGuest' } },
+          after: { phaseTimeout: timeoutTransition('report READY after the initial synchronisation') },
+        },
+        awaitingResumed: {
+          on: { SECONDARY_RESUMED: 'synchronised' },
+          after: { phaseTimeout: timeoutTransition('report RESUMED') },
+        },
+        awaitingAck: {
+          on: { CHECKPOINT_ACK: [{ guard: 'ackMatches', target: 'synchronised' }, misplaced('an ACK for the wrong checkpoint')] },
+          after: { phaseTimeout: timeoutTransition('acknowledge the initial synchronisation') },
+        },
+        synchronised: {
+          type: 'final',
+          entry: [
+            { type: 'checkpointCompleted', params: () => ({}) },
+            'finishCheckpoint',
+            'protectionStarted',
+          ],
+        },
+      },
+      onDone: [{ guard: 'hasPending', target: 'protected.checkpointing', actions: 'startPending' }, { target: 'protected' }],
+    },
+    protected: {
+      initial: 'idle',
+      on: {
+        SECONDARY_LOST: lostTransition,
+      },
+      states: {
+        idle: {
+          on: {
+            CHECKPOINT_REQUESTED: { target: 'checkpointing', actions: 'startRequested' },
+            SECONDARY_SUSPENDED: misplaced('SUSPENDED'),
+            SECONDARY_DIRTY: misplaced('a dirty pfn list'),
+            SECONDARY_READY: misplaced('READY'),
+            SECONDARY_RESUMED: misplaced('RESUMED'),
+            CHECKPOINT_ACK: misplaced('a checkpoint ACK'),
+          },
+          after: { checkpointInterval: { target: 'checkpointing', actions: 'startPeriodic' } },
+        },
+        checkpointing: {
+          initial: 'starting',
+          on: {
+            CHECKPOINT_REQUESTED: { actions: 'coalesce' },
+            SECONDARY_SUSPENDED: misplaced('SUSPENDED'),
+            SECONDARY_DIRTY: misplaced('a dirty pfn list'),
+            SECONDARY_READY: misplaced('READY'),
+            SECONDARY_RESUMED: misplaced('RESUMED'),
+            CHECKPOINT_ACK: misplaced('a checkpoint ACK'),
+          },
+          states: {
+            starting: {
+              always: [{ guard: 'isColo', target: 'awaitingSuspended' }, { target: 'transferring' }],
+            },
+            // COLO step 1-2: NEW_CHECKPOINT out, wait for the secondary to stop its guest and list its dirty pages.
+            awaitingSuspended: {
+              entry: 'sendNewCheckpoint',
+              on: { SECONDARY_SUSPENDED: 'awaitingDirtyList' },
+              after: { phaseTimeout: timeoutTransition('report SUSPENDED') },
+            },
+            awaitingDirtyList: {
+              on: { SECONDARY_DIRTY: 'transferring' },
+              after: { phaseTimeout: timeoutTransition('send its dirty pfn list') },
+            },
+            // Step 3: suspend, send own dirty pages UNION the secondary's, then the state records.
+            transferring: {
+              entry: {
+                type: 'suspendAndSendCheckpoint',
+                params: ({ event }) => ({ secondaryDirty: event.type === 'SECONDARY_DIRTY' ? event.pfns : [] }),
+              },
+              on: {
+                CHECKPOINT_SENT: [
+                  { guard: 'isColo', target: 'awaitingReady' },
+                  // Remus resumes as soon as the checkpoint is written (Xen does too); output stays held until the ACK.
+                  { guard: 'ackEnabled', target: 'awaitingAck', actions: 'resumeGuest' },
+                  { target: 'done', actions: 'resumeGuest' },
+                ],
+              },
+            },
+            awaitingReady: {
+              on: { SECONDARY_READY: { target: 'awaitingResumed', actions: 'resumeGuest' } },
+              after: { phaseTimeout: timeoutTransition('report READY') },
+            },
+            awaitingResumed: {
+              on: { SECONDARY_RESUMED: 'done' },
+              after: { phaseTimeout: timeoutTransition('report RESUMED') },
+            },
+            awaitingAck: {
+              on: { CHECKPOINT_ACK: [{ guard: 'ackMatches', target: 'done' }, misplaced('an ACK for the wrong checkpoint')] },
+              after: { phaseTimeout: timeoutTransition('acknowledge the checkpoint') },
+            },
+            done: { type: 'final', entry: [{ type: 'checkpointCompleted', params: () => ({}) }, 'finishCheckpoint'] },
+          },
+          onDone: [
+            { guard: 'hasPending', target: 'checkpointing', reenter: true, actions: 'startPending' },
+            { target: 'idle' },
+          ],
+        },
+      },
+    },
+    /** Met a higher epoch or lost the lease: no longer primary. Final: the node decides what comes next. */
+    fenced: { type: 'final' },
+    /** Operator failover on the primary: it stopped so its secondary takes over. */
+    demoted: { type: 'final' },
+    stopped: { type: 'final' },
+  },
+});
+
+export type PrimaryMachine = typeof primaryMachine;

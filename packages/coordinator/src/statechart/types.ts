@@ -1,0 +1,34 @@
+import type { CoordinatorError } from '../errors.js';
+
+export type ReplicationMode = 'colo' | 'remus';
+export type NodeRole = 'primary' | 'secondary';
+
+/** Why a checkpoint was taken. 'initial' is the first synchronisation (live migration) of a secondary. */
+export type CheckpointReason = 'initial' | 'miscompare' | 'stale' | 'periodic' | 'manual';
+/** The reasons a caller outside the machine may ask for. */
+export const REQUESTABLE_REASONS = ['miscompare', 'stale', 'periodic', 'manual'] as const;
+export type RequestableReason = (typeof REQUESTABLE_REASONS)[number];
+
+/** Timing knobs the machines read through xstate `delays` (milliseconds). */
+export interface MachineTimings {
+  /** Longest wait for one handshake step of the peer (SUSPENDED, dirty list, READY, RESUMED, ACK, CHECKPOINT_END). */
+  phaseTimeoutMs: number;
+  /** Longest time without one complete record while a checkpoint or the initial synchronisation streams in. */
+  stallTimeoutMs: number;
+  /** Remus: time between checkpoints (Xen's xl default 200 ms). */
+  remusIntervalMs: number;
+  /** COLO: longest time between checkpoints even when outputs keep matching ('periodic'). */
+  coloMaxIntervalMs: number;
+}
+
+export const DEFAULT_TIMINGS: MachineTimings = {
+  phaseTimeoutMs: 5_000,
+  stallTimeoutMs: 5_000,
+  remusIntervalMs: 200,
+  coloMaxIntervalMs: 10_000,
+};
+
+/** A failure delivered to a machine: always a typed error so the effects can log and report it. */
+export interface FailureEvent {
+  error: CoordinatorError;
+}

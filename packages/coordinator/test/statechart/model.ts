@@ -1,0 +1,35 @@
+import type { AnyMachineSnapshot } from 'xstate';
+import { CoordinatorError, CoordinatorErrorCode } from '@colo/coordinator';
+
+/** Event descriptors the machine itself accepts in this snapshot (so no event is ever forgotten by the test). */
+export function ownEventTypes(snapshot: AnyMachineSnapshot): string[] {
+  const nodes = (snapshot as unknown as { _nodes: { ownEvents: string[] }[] })._nodes;
+  // done.state events are raised by the machine itself when a compound state finishes: never sent from outside.
+  return [...new Set(nodes.flatMap((n) => n.ownEvents))].filter((t) => !t.startsWith('xstate.done.'));
+}
+
+export const linkClosed = new CoordinatorError(CoordinatorErrorCode.PEER_LOST, 'link closed by peer (test)');
+
+/** Test timings: all different, so advancing the clock by one of them fires exactly the intended timer. */
+export const TIMINGS = { phaseTimeoutMs: 1_000, stallTimeoutMs: 1_500, remusIntervalMs: 200, coloMaxIntervalMs: 3_000 };
+
+export function delayOf(eventType: string): number {
+  // xstate.after.<delayName>.<state id>
+  const name = eventType.split('.')[2];
+  switch (name) {
+    case 'phaseTimeout':
+      return TIMINGS.phaseTimeoutMs;
+    case 'stallTimeout':
+      return TIMINGS.stallTimeoutMs;
+    case 'checkpointInterval':
+      return -1; // mode-dependent: resolved by the caller
+    default:
+      throw new Error(`unknown delay in ${eventType}`);
+  }
+}
+
+export function stateKey(value: unknown): string {
+  if (typeof value === 'string') return value;
+  const [k, v] = Object.entries(value as Record<string, unknown>)[0]!;
+  return `${k}.${stateKey(v)}`;
+}
