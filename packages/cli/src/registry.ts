@@ -11,4 +11,8 @@ export const commands: ReadonlyArray<{ path: string[]; summary: string; load: ()
   { path: ['checkpoint'], summary: 'take a manual checkpoint on a primary', load: async () => (await import('./commands/checkpoint.js')).default },
   { path: ['failover'], summary: 'force a failover (drills)', load: async () => (await import('./commands/failover.js')).default },
   { path: ['drill'], summary: 'run a failover drill: ledger, crash, RTO, verify, re-protect', load: async () => (await import('./commands/drill.js')).default },
+  { path: ['pair'], summary: 'run a primary/secondary pair on this machine (npm start)', load: async () => (await import('./commands/pair.js')).default },
+  { path: ['node'], summary: 'run one node (role from the config file or --node-role)', load: async () => (await import('./commands/node.js')).default },
+  { path: ['primary'], summary: 'run a node as primary (creates or restores the guest)', load: async () => (await import('./commands/primary.js')).default },
+  { path: ['secondary'], summary: 'run a node as secondary of --replication-peer', load: async () => (await import('./commands/secondary.js')).default },
 ];

@@ -1,0 +1,144 @@
+import { ExitCode, UsageError, type Command } from '../command.js';
+import { parse } from '../args.js';
+import { PairSupervisor } from '../pair/supervisor.js';
+import type { NodeStatusDoc } from '../client/admin-client.js';
+
+const help = `Usage: colo pair [options]
+
+Runs both nodes of a pair on this machine as two separate processes (the embedded default; \`npm start\`):
+node A starts as primary with an empty simulated guest, node B as its secondary. Shows the initial
+synchronisation, then the service address, the metrics and status URLs and commands to try. If a node process
+dies (e.g. \`colo drill\` crashes the primary), it is started again as a secondary of the surviving primary.
+Ctrl-C stops both.
+
+Options:
+  --mode colo|remus     replication mode (default colo)
+  --memory SIZE         guest memory (default 64MiB)
+  --dirty-rate N        background pages dirtied per second by the guest (default 0)
+  --host ADDR           address every port binds to (default 127.0.0.1)
+  --service-port N      node A's client service port; node B uses N+1 (default 6380)
+  --admin-port N        node A's admin/metrics port; node B uses N+1 (default 9464)
+  --replication-port N  node A's replication port; node B uses N+1 (default 7800)
+  --dir DIR             where configs, key, token and logs go (default .colo-pair)
+  --log-level LEVEL     node log level (default info; logs go to DIR/node-*.log)
+  --json                print the ready banner as one JSON line (for scripts)
+
+Exit codes: 0 stopped by Ctrl-C/SIGTERM, 1 the pair failed to start, 2 bad usage.
+`;
+
+function port(name: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 65534) throw new UsageError(`--${name} must be a port number, not ${JSON.stringify(v)}`);
+  return n;
+}
+
+const command: Command = {
+  path: ['pair'],
+  summary: 'run a primary/secondary pair on this machine (npm start)',
+  help,
+  async run(argv, io) {
+    const { values } = parse(argv, {
+      mode: { type: 'string', default: 'colo' },
+      memory: { type: 'string', default: '64MiB' },
+      'dirty-rate': { type: 'string', default: '0' },
+      host: { type: 'string', default: '127.0.0.1' },
+      'service-port': { type: 'string', default: '6380' },
+      'admin-port': { type: 'string', default: '9464' },
+      'replication-port': { type: 'string', default: '7800' },
+      dir: { type: 'string', default: '.colo-pair' },
+      'log-level': { type: 'string', default: 'info' },
+      'sync-timeout': { type: 'string', default: '120' },
+      json: { type: 'boolean' },
+    });
+    if (values.mode !== 'colo' && values.mode !== 'remus') throw new UsageError('--mode must be colo or remus');
+    const sup = new PairSupervisor({
+      dir: values.dir,
+      mode: values.mode,
+      memory: values.memory,
+      host: values.host,
+      servicePort: port('service-port', values['service-port']),
+      adminPort: port('admin-port', values['admin-port']),
+      replicationPort: port('replication-port', values['replication-port']),
+      dirtyRate: Number(values['dirty-rate']),
+      extra: {},
+      logLevel: values['log-level'],
+    });
+    const say = (line: string) => io.stderr.write(`colo pair: ${line}\n`);
+    sup.onEvent = say;
+    let stopped = false;
+    const done = new Promise<void>((resolveDone) => {
+      const stop = () => {
+        if (stopped) return;
+        stopped = true;
+        say('stopping both nodes ...');
+        void sup.stop().then(() => {
+          say('stopped');
+          resolveDone();
+        });
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+    sup.start();
+
+    // Initial synchronisation progress, then the banner.
+    const deadline = Date.now() + Number(values['sync-timeout']) * 1000;
+    let last = '';
+    while (!stopped) {
+      const [a, b] = await sup.statuses();
+      const primary = [a, b].find((s) => s?.role === 'primary');
+      const line = primary?.protected
+        ? 'protected'
+        : `A: ${a ? `${a.role} ${a.state}${fmtSync(a)}` : 'starting'} | B: ${b ? `${b.role} ${b.state}${fmtSync(b)}` : 'starting'}`;
+      if (line !== last) say(line);
+      last = line;
+      if (primary?.protected) {
+        banner(io.stdout, sup, primary.nodeId, values.json ?? false);
+        break;
+      }
+      if (Date.now() > deadline) {
+        say(`the pair did not become protected within ${values['sync-timeout']} s; see the logs in ${values.dir}/`);
+        await sup.stop();
+        return ExitCode.FAILED;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await done;
+    return ExitCode.OK;
+  },
+};
+
+function fmtSync(s: NodeStatusDoc): string {
+  const sync = s.sync as { round?: number; pagesSent?: number; totalPages?: number } | undefined | null;
+  if (!sync || sync.totalPages === undefined) return '';
+  return ` (pre-copy round ${sync.round ?? 0}, ${sync.pagesSent ?? 0}/${sync.totalPages} pages)`;
+}
+
+function banner(out: NodeJS.WritableStream, sup: PairSupervisor, primaryId: string, json: boolean): void {
+  const [a, b] = sup.nodes;
+  const primary = sup.nodes.find((n) => n.id === primaryId)!;
+  if (json) {
+    out.write(JSON.stringify({ ready: true, service: primary.service, nodes: sup.nodes.map((n) => ({ id: n.id, admin: n.adminUrl, service: n.service })), tokenFile: sup.tokenFile }) + '\n');
+    return;
+  }
+  out.write(`
+colo pair is up and protected (primary ${primary.id}).
+
+  service (RESP)  ${primary.service.host}:${primary.service.port}      after a failover: ${(primary === a ? b : a).service.host}:${(primary === a ? b : a).service.port}
+  status          ${a.adminUrl}/status   ${b.adminUrl}/status
+  metrics         ${a.adminUrl}/metrics  ${b.adminUrl}/metrics
+  admin token     ${sup.tokenFile}
+
+Try:
+  redis-cli -p ${primary.service.port} SET greeting hello
+  redis-cli -p ${primary.service.port} GET greeting
+  curl -s ${primary.adminUrl}/metrics | grep colo_checkpoint
+  npx colo status
+  COLO_ADMIN_TOKEN_FILE=${sup.tokenFile} npx colo checkpoint --node ${primary.adminUrl}
+  COLO_ADMIN_TOKEN_FILE=${sup.tokenFile} npx colo drill
+
+Ctrl-C stops both nodes.
+`);
+}
+
+export default command;

@@ -1,0 +1,159 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { stringify } from 'yaml';
+import { getStatus, type NodeStatusDoc } from '../client/admin-client.js';
+
+/**
+ * `colo pair`: both nodes of a pair on this machine, as two separate `colo node` processes, the embedded
+ * default behind `npm start`. It writes each node's config, key and token into a state directory, starts node A
+ * as primary and node B as its secondary, and keeps the pair protected: when a node process dies (a crash in a
+ * drill, a kill), it starts it again as a secondary of whichever node is primary now (re-protection).
+ */
+export interface PairOptions {
+  dir: string;
+  mode: 'colo' | 'remus';
+  memory: string;
+  host: string;
+  /** First port of each kind; node B uses +1. */
+  servicePort: number;
+  adminPort: number;
+  replicationPort: number;
+  dirtyRate: number;
+  extra: Record<string, unknown>;
+  logLevel: string;
+  /** Command that runs the colo CLI (default: this very process's node + script). */
+  coloCommand?: string[];
+}
+
+export interface PairNode {
+  name: 'a' | 'b';
+  id: string;
+  adminUrl: string;
+  service: { host: string; port: number };
+  replicationUrl: string;
+  configFile: string;
+  logFile: string;
+  process?: ChildProcess;
+  restarts: number;
+}
+
+export class PairSupervisor {
+  readonly nodes: [PairNode, PairNode];
+  readonly tokenFile: string;
+  private readonly opts: PairOptions;
+  private stopping = false;
+  private logs = new Map<string, WriteStream>();
+  onEvent: (line: string) => void = () => {};
+
+  constructor(opts: PairOptions) {
+    this.opts = opts;
+    const dir = resolve(opts.dir);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const psk = join(dir, 'psk');
+    this.tokenFile = join(dir, 'admin-token');
+    writeFileSync(psk, randomBytes(32).toString('base64') + '\n', { mode: 0o600 });
+    writeFileSync(this.tokenFile, randomBytes(24).toString('base64url') + '\n', { mode: 0o600 });
+    const mk = (name: 'a' | 'b', i: number): PairNode => ({
+      name,
+      id: `node-${name}`,
+      adminUrl: `http://${opts.host}:${opts.adminPort + i}`,
+      service: { host: opts.host, port: opts.servicePort + i },
+      replicationUrl: `ws://${opts.host}:${opts.replicationPort + i}`,
+      configFile: join(dir, `node-${name}.yaml`),
+      logFile: join(dir, `node-${name}.log`),
+      restarts: 0,
+    });
+    this.nodes = [mk('a', 0), mk('b', 1)];
+    for (const [i, n] of this.nodes.entries()) {
+      const other = this.nodes[1 - i]!;
+      const config = {
+        node: { id: n.id, mode: opts.mode },
+        guest: { memory: opts.memory, dirty_rate: opts.dirtyRate },
+        replication: { listen: `${opts.host}:${opts.replicationPort + i}`, peer: other.replicationUrl, psk_file: psk },
+        service: { listen: `${n.service.host}:${n.service.port}` },
+        admin: { listen: `${opts.host}:${opts.adminPort + i}`, token_file: this.tokenFile },
+        log: { level: opts.logLevel },
+        ...opts.extra,
+      };
+      writeFileSync(n.configFile, `# written by colo pair\n${stringify(config)}`);
+    }
+  }
+
+  private coloCommand(): string[] {
+    return this.opts.coloCommand ?? [process.execPath, ...process.execArgv, process.argv[1]!];
+  }
+
+  /** Starts node A as primary and node B as its secondary. */
+  start(): void {
+    this.spawnNode(this.nodes[0], 'primary');
+    this.spawnNode(this.nodes[1], 'secondary');
+  }
+
+  private spawnNode(n: PairNode, role: 'primary' | 'secondary'): void {
+    const [cmd, ...args] = this.coloCommand();
+    let log = this.logs.get(n.id);
+    if (!log) {
+      log = createWriteStream(n.logFile, { flags: 'a' });
+      this.logs.set(n.id, log);
+    }
+    const child = spawn(cmd!, [...args, 'node', '--config', n.configFile, '--node-role', role], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env },
+    });
+    child.stdout!.pipe(log, { end: false });
+    child.stderr!.pipe(log, { end: false });
+    n.process = child;
+    this.onEvent(`${n.id}: started as ${role} (pid ${child.pid}, log ${n.logFile})`);
+    child.on('exit', (code, signal) => {
+      if (n.process === child) n.process = undefined;
+      if (this.stopping) return;
+      this.onEvent(`${n.id}: exited (${signal ?? `code ${code}`})`);
+      void this.rejoin(n);
+    });
+  }
+
+  /** A node died: once the other node acts as primary, start this one again as its secondary. */
+  private async rejoin(n: PairNode): Promise<void> {
+    const other = this.nodes.find((x) => x !== n)!;
+    for (let attempt = 0; !this.stopping; attempt++) {
+      const s = await getStatus(other.adminUrl, 1000).catch(() => undefined);
+      if (s?.role === 'primary') break;
+      if (!other.process && attempt > 50) {
+        this.onEvent(`both nodes are down; restarting ${n.id} as primary from an empty guest`);
+        this.spawnNode(n, 'primary');
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if (this.stopping) return;
+    n.restarts++;
+    this.spawnNode(n, 'secondary');
+  }
+
+  async statuses(): Promise<(NodeStatusDoc | undefined)[]> {
+    return Promise.all(this.nodes.map((n) => getStatus(n.adminUrl, 1000).catch(() => undefined)));
+  }
+
+  /** Stops both nodes (SIGTERM, then SIGKILL after the grace period). */
+  async stop(graceMs = 5000): Promise<void> {
+    this.stopping = true;
+    await Promise.all(
+      this.nodes.map(
+        (n) =>
+          new Promise<void>((resolveStop) => {
+            const child = n.process;
+            if (!child || child.exitCode !== null || child.signalCode !== null) return resolveStop();
+            const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+            child.once('exit', () => {
+              clearTimeout(timer);
+              resolveStop();
+            });
+            child.kill('SIGTERM');
+          }),
+      ),
+    );
+    for (const l of this.logs.values()) l.end();
+  }
+}
