@@ -1,0 +1,90 @@
+import type { IncomingMessage } from 'node:http';
+import type { Logger } from 'pino';
+import { WebSocket } from 'ws';
+import { LinkError, LinkErrorCode } from './errors.js';
+import { HandshakeReader } from './handshake-reader.js';
+import { dialerHandshake } from './handshake.js';
+import type { HeartbeatOptions } from './heartbeat.js';
+import type { Hello } from './hello.js';
+import {
+  checkHeartbeat,
+  checkPositive,
+  checkSecurity,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_MAX_PAYLOAD,
+  loggerOr,
+} from './options.js';
+import type { LinkSecurity, PeerLink } from './peer-link.js';
+import { asLinkError, refuse } from './refuse.js';
+import { DEFAULT_HIGH_WATER_MARK, WsPeerLink } from './ws-link.js';
+
+export interface ConnectOptions {
+  /** ws://host:port or wss://host:port (wss with security.tls for mutual TLS). */
+  url: string;
+  security: LinkSecurity;
+  heartbeat: HeartbeatOptions;
+  /** Largest frame accepted from the peer (default 16 MiB). */
+  maxPayload?: number;
+  hello: Hello;
+  /** TCP + TLS + authentication + hello must be done within this (default 10000 ms). */
+  timeoutMs?: number;
+  /** send() waits while more than this is queued (default 8 MiB). */
+  highWaterMark?: number;
+  logger?: Logger;
+}
+
+/**
+ * Dials a listening peer (the secondary dials the primary) and resolves with an authenticated link once the
+ * hellos are exchanged. Rejects with a LinkError: LINK_AUTH_FAILED / LINK_AUTH_MISSING / LINK_TLS_FAILED,
+ * LINK_REFUSED or LINK_VERSION_MISMATCH (the listener said no), LINK_CONNECT_TIMEOUT, LINK_SOCKET_ERROR.
+ */
+export async function connectToPeer(opts: ConnectOptions): Promise<PeerLink> {
+  checkSecurity(opts.security, 'dialer');
+  const heartbeat = checkHeartbeat(opts.heartbeat);
+  const maxPayload = checkPositive('maxPayload', opts.maxPayload, DEFAULT_MAX_PAYLOAD);
+  const timeoutMs = checkPositive('timeoutMs', opts.timeoutMs, DEFAULT_CONNECT_TIMEOUT_MS);
+  const highWaterMark = checkPositive('highWaterMark', opts.highWaterMark, DEFAULT_HIGH_WATER_MARK);
+  const log = loggerOr(opts.logger).child({ component: 'transport-dialer', url: opts.url });
+
+  let url: URL;
+  try {
+    url = new URL(opts.url);
+  } catch {
+    throw new LinkError(LinkErrorCode.CONFIG, `'${opts.url}' is not a URL; expected ws://host:port or wss://host:port`);
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
+    throw new LinkError(LinkErrorCode.CONFIG, `'${opts.url}' is not a ws:// or wss:// URL`);
+  }
+  const tls = opts.security.tls;
+  if (tls && url.protocol !== 'wss:') {
+    throw new LinkError(LinkErrorCode.CONFIG, `mutual TLS is configured but '${opts.url}' is not a wss:// URL`);
+  }
+
+  const deadline = Date.now() + timeoutMs;
+  const ws = new WebSocket(opts.url, {
+    perMessageDeflate: false,
+    maxPayload,
+    handshakeTimeout: timeoutMs,
+    followRedirects: false,
+    ...(tls ? { cert: tls.cert, key: tls.key, ca: tls.ca } : {}),
+  });
+  let remoteAddress = url.host;
+  ws.on('upgrade', (res: IncomingMessage) => {
+    remoteAddress = `${res.socket.remoteAddress}:${res.socket.remotePort}`;
+  });
+  const reader = new HandshakeReader(ws);
+  try {
+    const result = await dialerHandshake(ws, reader, {
+      psk: opts.security.psk,
+      tlsVerifiedListener: tls !== undefined,
+      hello: opts.hello,
+      deadline,
+    });
+    return new WsPeerLink(ws, result, { heartbeat, highWaterMark, logger: loggerOr(opts.logger), remoteAddress });
+  } catch (e) {
+    const error = asLinkError(e);
+    refuse(ws, reader, error);
+    log.warn({ code: error.code, remoteAddress }, `link to the peer not established: ${error.message}`);
+    throw error;
+  }
+}

@@ -1,0 +1,310 @@
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import { closeCodeFor, closeReason, CLOSE_NORMAL, errorFromPeerClose, LinkError, LinkErrorCode } from './errors.js';
+import { toBuffer } from './handshake-reader.js';
+import type { HandshakeResult } from './handshake.js';
+import { Heartbeat, type HeartbeatOptions } from './heartbeat.js';
+import { negotiateExtensions, type Hello } from './hello.js';
+import type { PeerLink } from './peer-link.js';
+import { errorFromSocket } from './socket-errors.js';
+
+/** Largest frame send() produces: small enough that a pong never waits long behind one. */
+export const MAX_FRAME_BYTES = 1024 * 1024;
+/** send() waits while more than this is queued in the socket: bounds the sender's memory per link. */
+export const DEFAULT_HIGH_WATER_MARK = 8 * 1024 * 1024;
+
+export interface WsLinkOptions {
+  heartbeat: HeartbeatOptions;
+  highWaterMark: number;
+  logger: Logger;
+  remoteAddress: string;
+}
+
+type Waiter = { resolve: () => void; reject: (e: LinkError) => void };
+
+/** The PeerLink over one authenticated ws socket, opened once the handshake is done. */
+export class WsPeerLink implements PeerLink {
+  readonly localHello: Hello;
+  readonly peerHello: Hello;
+  readonly extensions: readonly string[];
+  readonly remoteAddress: string;
+  private readonly ws: WebSocket;
+  private readonly log: Logger;
+  private readonly highWaterMark: number;
+  private readonly heartbeat: Heartbeat;
+  private readonly dataListeners = new Set<(bytes: Uint8Array) => void>();
+  private readonly closeListeners = new Set<(error: LinkError | null) => void>();
+  private readonly rttListeners = new Set<(seconds: number) => void>();
+  /** Frames received but not yet delivered (no listener yet, or receiving paused). */
+  private readonly held: Buffer[] = [];
+  private heldBytes = 0;
+  private userPaused = false;
+  private socketPaused = false;
+  private stalled = false;
+  private flushQueued = false;
+  /** undefined while open; then null (local close) or the LinkError that ended the link. */
+  private ended: LinkError | null | undefined;
+  private socketError: LinkError | undefined;
+  private sendChain: Promise<void> = Promise.resolve();
+  private drainWaiters: Waiter[] = [];
+  private stallWaiters: Waiter[] = [];
+  private rtt: number | undefined;
+
+  constructor(ws: WebSocket, handshake: HandshakeResult, opts: WsLinkOptions) {
+    this.ws = ws;
+    this.localHello = handshake.localHello;
+    this.peerHello = handshake.peerHello;
+    this.extensions = Object.freeze(negotiateExtensions(this.localHello.extensions, this.peerHello.extensions));
+    this.remoteAddress = opts.remoteAddress;
+    this.highWaterMark = opts.highWaterMark;
+    this.log = opts.logger.child({
+      component: 'transport',
+      channel: this.localHello.channel,
+      peer: this.peerHello.nodeId,
+      remoteAddress: this.remoteAddress,
+    });
+    this.heartbeat = new Heartbeat(opts.heartbeat, {
+      ping: (payload) => this.ws.ping(payload),
+      onTimeout: (silentForMs) =>
+        this.fail(
+          new LinkError(
+            LinkErrorCode.HEARTBEAT_TIMEOUT,
+            `nothing heard from the peer for ${Math.round(silentForMs)} ms (timeout ${opts.heartbeat.timeoutMs} ms); the peer or the network is hung`,
+          ),
+          'terminate',
+        ),
+      onRtt: (seconds) => {
+        this.rtt = seconds;
+        for (const l of this.rttListeners) l(seconds);
+      },
+    });
+    ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => this.received(data, isBinary));
+    ws.on('ping', () => this.heartbeat.heard());
+    ws.on('pong', (payload: Buffer) => this.heartbeat.pong(payload));
+    ws.on('error', (err: Error) => {
+      this.socketError ??= errorFromSocket(err);
+      this.log.warn({ err: err.message }, 'link socket error');
+    });
+    ws.on('close', (code: number, reason: Buffer) => {
+      if (this.ended !== undefined) return;
+      const error = this.socketError ?? errorFromPeerClose(code, reason.toString('utf8'));
+      this.log.warn({ code: error.code }, error.message);
+      this.finish(error);
+    });
+    for (const frame of handshake.early) this.hold(frame);
+    this.heartbeat.start();
+    this.log.info({ extensions: this.extensions, peerEpoch: this.peerHello.epoch }, 'link open');
+  }
+
+  get bufferedAmount(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  get rttSeconds(): number | undefined {
+    return this.rtt;
+  }
+
+  send(bytes: Uint8Array): Promise<void> {
+    const done = this.sendChain.then(() => this.sendFrames(bytes));
+    this.sendChain = done.catch(() => undefined);
+    return done;
+  }
+
+  onData(listener: (bytes: Uint8Array) => void): () => void {
+    this.dataListeners.add(listener);
+    if (this.held.length > 0) this.queueFlush();
+    return () => this.dataListeners.delete(listener);
+  }
+
+  onClose(listener: (error: LinkError | null) => void): () => void {
+    if (this.ended !== undefined) {
+      const ended = this.ended;
+      let cancelled = false;
+      queueMicrotask(() => {
+        if (!cancelled) listener(ended);
+      });
+      return () => {
+        cancelled = true;
+      };
+    }
+    this.closeListeners.add(listener);
+    return () => this.closeListeners.delete(listener);
+  }
+
+  onRtt(listener: (seconds: number) => void): () => void {
+    this.rttListeners.add(listener);
+    return () => this.rttListeners.delete(listener);
+  }
+
+  close(reason = 'closed by the local node'): void {
+    if (this.ended !== undefined) return;
+    this.log.info({ reason }, 'link closed locally');
+    // Data already handed to ws goes out before the close frame.
+    this.ws.close(CLOSE_NORMAL, closeReason(reason));
+    this.finish(null);
+  }
+
+  pauseReceiving(): void {
+    this.userPaused = true;
+    this.heartbeat.setJudging(false);
+    this.updateSocketPause();
+  }
+
+  resumeReceiving(): void {
+    this.userPaused = false;
+    if (!this.stalled) this.heartbeat.setJudging(true);
+    this.queueFlush();
+    this.updateSocketPause();
+  }
+
+  /** The ws socket, for the listener's shutdown and for fault injection; not part of PeerLink. */
+  get rawSocket(): WebSocket {
+    return this.ws;
+  }
+
+  // ---- fault injection (reached only through faults.ts) ----
+
+  /** Freeze like a hung process: no reading, no pings, no pongs, no sending, no judging the peer. */
+  stallForFaultInjection(): void {
+    if (this.ended !== undefined || this.stalled) return;
+    this.stalled = true;
+    this.heartbeat.stop();
+    this.updateSocketPause();
+    this.log.warn('link stalled (fault injection)');
+  }
+
+  unstallForFaultInjection(): void {
+    if (!this.stalled) return;
+    this.stalled = false;
+    this.log.warn('link unstalled (fault injection)');
+    if (this.ended !== undefined) return;
+    this.heartbeat.start();
+    this.heartbeat.setJudging(!this.userPaused);
+    this.updateSocketPause();
+    this.queueFlush();
+    for (const w of this.stallWaiters.splice(0)) w.resolve();
+  }
+
+  /** Drop the TCP connection without a close frame, as a crash or a reset would. */
+  cutForFaultInjection(): void {
+    if (this.ended !== undefined) return;
+    this.log.warn('link cut (fault injection)');
+    this.fail(new LinkError(LinkErrorCode.SOCKET_ERROR, 'the connection was cut (fault injection)'), 'terminate');
+  }
+
+  // ---- internals ----
+
+  private async sendFrames(bytes: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < bytes.length) {
+      if (this.stalled) await this.wait(this.stallWaiters);
+      if (this.ended !== undefined) throw this.endedError();
+      if (this.ws.bufferedAmount >= this.highWaterMark) {
+        await this.wait(this.drainWaiters);
+        continue;
+      }
+      const frame = bytes.subarray(offset, offset + MAX_FRAME_BYTES);
+      this.ws.send(frame, { binary: true }, this.written);
+      offset += frame.length;
+    }
+    if (this.ended !== undefined) throw this.endedError();
+  }
+
+  /** Called by ws as each frame reaches the kernel: wake senders once under the high-water mark. */
+  private readonly written = (): void => {
+    if (this.ws.bufferedAmount < this.highWaterMark) {
+      for (const w of this.drainWaiters.splice(0)) w.resolve();
+    }
+  };
+
+  private wait(list: Waiter[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => list.push({ resolve, reject }));
+  }
+
+  private endedError(): LinkError {
+    return this.ended ?? new LinkError(LinkErrorCode.CLOSED, 'the link was closed by the local node');
+  }
+
+  private received(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
+    if (this.ended !== undefined) return;
+    this.heartbeat.heard();
+    if (!isBinary) {
+      this.fail(new LinkError(LinkErrorCode.PROTOCOL, 'the peer sent a text frame; colo links carry binary frames only'), 'close');
+      return;
+    }
+    const frame = toBuffer(data);
+    if (this.held.length === 0 && this.canDeliver()) {
+      this.deliver(frame);
+    } else {
+      this.hold(frame);
+    }
+  }
+
+  private canDeliver(): boolean {
+    return !this.userPaused && !this.stalled && this.dataListeners.size > 0;
+  }
+
+  private deliver(frame: Buffer): void {
+    for (const l of this.dataListeners) l(frame);
+  }
+
+  private hold(frame: Buffer): void {
+    this.held.push(frame);
+    this.heldBytes += frame.length;
+    // With nobody reading, stop the socket rather than buffer without bound.
+    this.updateSocketPause();
+  }
+
+  private queueFlush(): void {
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    queueMicrotask(() => {
+      this.flushQueued = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    while (this.held.length > 0 && this.canDeliver()) {
+      const frame = this.held.shift()!;
+      this.heldBytes -= frame.length;
+      this.deliver(frame);
+    }
+    this.updateSocketPause();
+  }
+
+  private updateSocketPause(): void {
+    if (this.ended !== undefined) return;
+    const pause = this.userPaused || this.stalled || this.heldBytes >= this.highWaterMark;
+    if (pause && !this.socketPaused) {
+      this.socketPaused = true;
+      this.ws.pause();
+    } else if (!pause && this.socketPaused) {
+      this.socketPaused = false;
+      this.ws.resume();
+    }
+  }
+
+  /** Ends the link for a local reason and tells the peer why (close frame) or just drops it (terminate). */
+  private fail(error: LinkError, how: 'close' | 'terminate'): void {
+    if (this.ended !== undefined) return;
+    this.log.warn({ code: error.code }, error.message);
+    if (how === 'close') this.ws.close(closeCodeFor(error.code), closeReason(error.message));
+    else this.ws.terminate();
+    this.finish(error);
+  }
+
+  private finish(error: LinkError | null): void {
+    if (this.ended !== undefined) return;
+    this.ended = error;
+    this.heartbeat.stop();
+    const sendError = this.endedError();
+    for (const w of this.drainWaiters.splice(0)) w.reject(sendError);
+    for (const w of this.stallWaiters.splice(0)) w.reject(sendError);
+    // Bytes that arrived before the end are delivered before the end is announced.
+    this.flush();
+    const listeners = [...this.closeListeners];
+    this.closeListeners.clear();
+    for (const l of listeners) l(error);
+  }
+}

@@ -1,0 +1,117 @@
+import { randomBytes } from 'node:crypto';
+import {
+  connectToPeer,
+  listenForPeers,
+  type ConnectOptions,
+  type Hello,
+  type LinkError,
+  type ListenOptions,
+  type PeerLink,
+  type PeerServer,
+} from '@colo/coordinator';
+
+export const KEY = randomBytes(32);
+export const FAST_HEARTBEAT = { intervalMs: 50, timeoutMs: 400 };
+
+export function hello(overrides: Partial<Hello> = {}): Hello {
+  return {
+    protocol: 1,
+    channel: 'replication',
+    nodeId: 'node-b',
+    role: 'secondary',
+    mode: 'colo',
+    epoch: 1,
+    extensions: ['heartbeat', 'checkpoint-ack', 'epoch'],
+    ...overrides,
+  };
+}
+
+export interface Listening {
+  server: PeerServer;
+  /** Links the server accepted, in order. */
+  links: PeerLink[];
+  /** Resolves with the next accepted link. */
+  nextLink(): Promise<PeerLink>;
+  /** Every peer the server turned away. */
+  refusals: { error: LinkError; remoteAddress: string }[];
+  nextRefusal(): Promise<LinkError>;
+}
+
+/** A listener on an ephemeral loopback port answering every hello as the primary, with our test key. */
+export async function listen(overrides: Partial<ListenOptions> = {}): Promise<Listening> {
+  const links: PeerLink[] = [];
+  const refusals: Listening['refusals'] = [];
+  let linkWaiters: ((l: PeerLink) => void)[] = [];
+  let refusalWaiters: ((e: LinkError) => void)[] = [];
+  const server = await listenForPeers({
+    host: '127.0.0.1',
+    port: 0,
+    security: { psk: KEY },
+    heartbeat: FAST_HEARTBEAT,
+    hello: (peer) => hello({ channel: peer.channel, nodeId: 'node-a', role: 'primary' }),
+    onLink: (link) => {
+      links.push(link);
+      for (const w of linkWaiters.splice(0)) w(link);
+    },
+    onRefused: (error, remoteAddress) => {
+      refusals.push({ error, remoteAddress });
+      for (const w of refusalWaiters.splice(0)) w(error);
+    },
+    ...overrides,
+  });
+  return {
+    server,
+    links,
+    refusals,
+    nextLink: () => new Promise((resolve) => linkWaiters.push(resolve)),
+    nextRefusal: () =>
+      refusals.length > 0 ? Promise.resolve(refusals[refusals.length - 1]!.error) : new Promise((r) => refusalWaiters.push(r)),
+  };
+}
+
+export function dial(url: string, overrides: Partial<ConnectOptions> = {}): Promise<PeerLink> {
+  return connectToPeer({ url, security: { psk: KEY }, heartbeat: FAST_HEARTBEAT, hello: hello(), timeoutMs: 5000, ...overrides });
+}
+
+/** A connected pair: the listener's end and the dialer's end. */
+export async function pair(
+  listenOverrides: Partial<ListenOptions> = {},
+  dialOverrides: Partial<ConnectOptions> = {},
+): Promise<{ l: Listening; server: PeerLink; client: PeerLink }> {
+  const l = await listen(listenOverrides);
+  const accepted = l.nextLink();
+  const client = await dial(l.server.url, dialOverrides);
+  const server = await accepted;
+  return { l, server, client };
+}
+
+/** Resolves with what onClose reports. */
+export function closed(link: PeerLink): Promise<LinkError | null> {
+  return new Promise((resolve) => link.onClose(resolve));
+}
+
+/** Collects everything onData delivers into one buffer. */
+export function collect(link: PeerLink): { bytes(): Buffer; received(): number; waitFor(n: number): Promise<Buffer> } {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  let waiters: { n: number; resolve: () => void }[] = [];
+  link.onData((b) => {
+    chunks.push(Buffer.from(b));
+    total += b.length;
+    waiters = waiters.filter((w) => {
+      if (total >= w.n) w.resolve();
+      return total < w.n;
+    });
+  });
+  const bytes = () => Buffer.concat(chunks);
+  return {
+    bytes,
+    received: () => total,
+    waitFor: (n) =>
+      total >= n ? Promise.resolve(bytes()) : new Promise<void>((resolve) => waiters.push({ n, resolve })).then(bytes),
+  };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,39 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { closed, collect, pair, type Listening } from './helpers.js';
+
+const servers: Listening[] = [];
+afterEach(async () => {
+  for (const l of servers.splice(0)) await l.server.close();
+});
+
+describe('a PeerLink between a listener and a dialer', () => {
+  it('opens after authentication and hello, with the negotiated extensions and both hellos', async () => {
+    const { l, server, client } = await pair({}, {});
+    servers.push(l);
+    expect(client.peerHello.nodeId).toBe('node-a');
+    expect(server.peerHello.nodeId).toBe('node-b');
+    expect(client.localHello.role).toBe('secondary');
+    expect(client.extensions).toEqual(['checkpoint-ack', 'epoch', 'heartbeat']);
+    expect(server.remoteAddress).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(client.remoteAddress).toBe(`127.0.0.1:${l.server.port}`);
+  });
+
+  it('carries bytes both ways and reports a local close as null and a peer close as LINK_CLOSED', async () => {
+    const { l, server, client } = await pair();
+    servers.push(l);
+    const atClient = collect(client);
+    const atServer = collect(server);
+    await server.send(Buffer.from('from the primary'));
+    await client.send(Buffer.from('from the secondary'));
+    expect((await atClient.waitFor(16)).toString()).toBe('from the primary');
+    expect((await atServer.waitFor(18)).toString()).toBe('from the secondary');
+    const serverEnd = closed(server);
+    const clientEnd = closed(client);
+    client.close('test over');
+    expect(await clientEnd).toBeNull();
+    const err = await serverEnd;
+    expect(err?.code).toBe('LINK_CLOSED');
+    expect(err?.message).toContain('test over');
+    await expect(client.send(Buffer.from('late'))).rejects.toMatchObject({ code: 'LINK_CLOSED' });
+  });
+});
