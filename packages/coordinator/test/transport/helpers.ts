@@ -115,3 +115,45 @@ export function collect(link: PeerLink): { bytes(): Buffer; received(): number; 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/** A bare ws client that speaks no colo protocol by itself: records what it is sent and how it ends. */
+export interface RawPeer {
+  ws: import('ws').WebSocket;
+  frames: Buffer[];
+  opened: Promise<void>;
+  ended: Promise<{ code: number; reason: string }>;
+  next(): Promise<Buffer>;
+}
+
+export async function rawPeer(url: string, options: import('ws').ClientOptions = {}): Promise<RawPeer> {
+  const { WebSocket } = await import('ws');
+  const ws = new WebSocket(url, { perMessageDeflate: false, ...options });
+  const frames: Buffer[] = [];
+  let waiters: ((b: Buffer) => void)[] = [];
+  ws.on('error', () => undefined);
+  ws.on('message', (data: Buffer) => {
+    const w = waiters.shift();
+    if (w) w(data);
+    else frames.push(data);
+  });
+  const opened = new Promise<void>((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('close', () => reject(new Error('closed before open')));
+  });
+  opened.catch(() => undefined);
+  const ended = new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+  );
+  const all: Buffer[] = [];
+  ws.on('message', (d: Buffer) => all.push(d));
+  return {
+    ws,
+    frames: all,
+    opened,
+    ended,
+    next: () => {
+      const f = frames.shift();
+      return f ? Promise.resolve(f) : new Promise((r) => waiters.push(r));
+    },
+  };
+}
