@@ -1,6 +1,8 @@
 import type { IncomingMessage } from 'node:http';
+import { isIP } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import { WebSocket } from 'ws';
+import { WebSocket, type ClientOptions } from 'ws';
 import { LinkError, LinkErrorCode } from './errors.js';
 import { HandshakeReader } from './handshake-reader.js';
 import { dialerHandshake } from './handshake.js';
@@ -61,18 +63,49 @@ export async function connectToPeer(opts: ConnectOptions): Promise<PeerLink> {
   }
 
   const deadline = Date.now() + timeoutMs;
-  const ws = new WebSocket(opts.url, {
+  // With TLS 1.3 the listener checks our certificate after our side of the TLS handshake is done, and an
+  // unknown CA makes it hang up without an alert: the client sees only "socket hang up". Watching the TLS
+  // socket lets us say what that hang-up means.
+  let tlsDone = false;
+  let upgraded = false;
+  // ws hands its connector the https request options; @types/ws types it as net's createConnection.
+  const connectTls = (options: ConnectionOptions & { host?: string; path?: string }): TLSSocket => {
+    // As ws's own connector does: no path for TLS, SNI only for host names.
+    options.path = undefined;
+    if (!options.servername && options.servername !== '') {
+      options.servername = isIP(options.host ?? '') ? '' : options.host;
+    }
+    const socket = tlsConnect(options);
+    socket.once('secureConnect', () => {
+      tlsDone = true;
+    });
+    return socket;
+  };
+  const wsOptions: ClientOptions = {
     perMessageDeflate: false,
     maxPayload,
     handshakeTimeout: timeoutMs,
     followRedirects: false,
     ...(tls ? { cert: tls.cert, key: tls.key, ca: tls.ca } : {}),
-  });
+    ...(url.protocol === 'wss:'
+      ? { createConnection: connectTls as unknown as ClientOptions['createConnection'] }
+      : {}),
+  };
+  const ws = new WebSocket(opts.url, wsOptions);
   let remoteAddress = url.host;
   ws.on('upgrade', (res: IncomingMessage) => {
+    upgraded = true;
     remoteAddress = `${res.socket.remoteAddress}:${res.socket.remotePort}`;
   });
   const reader = new HandshakeReader(ws);
+  reader.reclassify = (error) =>
+    tlsDone && !upgraded && error.code === LinkErrorCode.SOCKET_ERROR
+      ? new LinkError(
+          LinkErrorCode.TLS_FAILED,
+          'the listener hung up right after the TLS handshake: it refused our client certificate (not signed by the CA it trusts, or missing)',
+          { cause: error },
+        )
+      : error;
   try {
     const result = await dialerHandshake(ws, reader, {
       psk: opts.security.psk,

@@ -23,8 +23,10 @@ export class HandshakeReader {
     this.wake();
   };
   private readonly onError = (err: Error) => {
-    this.socketError ??= errorFromSocket(err);
+    this.socketError ??= this.reclassify(errorFromSocket(err));
   };
+  /** Lets the dialer explain a socket error with what it knows of the TLS state. */
+  reclassify: (error: LinkError) => LinkError = (error) => error;
   private readonly onClose = (code: number, reason: Buffer) => {
     this.fail(this.socketError ?? errorFromPeerClose(code, reason.toString('utf8')));
   };
