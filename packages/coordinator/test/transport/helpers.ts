@@ -91,11 +91,16 @@ export function closed(link: PeerLink): Promise<LinkError | null> {
 }
 
 /** Collects everything onData delivers into one buffer. */
-export function collect(link: PeerLink): { bytes(): Buffer; received(): number; waitFor(n: number): Promise<Buffer> } {
+export function collect(link: PeerLink): {
+  bytes(): Buffer;
+  received(): number;
+  waitFor(n: number): Promise<Buffer>;
+  stop(): void;
+} {
   const chunks: Buffer[] = [];
   let total = 0;
   let waiters: { n: number; resolve: () => void }[] = [];
-  link.onData((b) => {
+  const stop = link.onData((b) => {
     chunks.push(Buffer.from(b));
     total += b.length;
     waiters = waiters.filter((w) => {
@@ -106,6 +111,7 @@ export function collect(link: PeerLink): { bytes(): Buffer; received(): number; 
   const bytes = () => Buffer.concat(chunks);
   return {
     bytes,
+    stop,
     received: () => total,
     waitFor: (n) =>
       total >= n ? Promise.resolve(bytes()) : new Promise<void>((resolve) => waiters.push({ n, resolve })).then(bytes),
