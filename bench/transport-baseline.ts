@@ -1,0 +1,173 @@
+/**
+ * Same-run baselines for anything that moves checkpoint bytes between nodes: how fast plain TCP moves bytes
+ * over loopback on this machine, and how fast an authenticated PeerLink does, both server -> client (the
+ * direction of the replication stream: the primary listens and sends) in 1 MiB writes. bench/checkpoint.ts
+ * states its transfer figures as ratios against these.
+ *
+ * Run alone: `npx tsx --conditions=@colo/source bench/transport-baseline.ts [MiB]`.
+ */
+import { randomBytes } from 'node:crypto';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
+import { pathToFileURL } from 'node:url';
+import { connectToPeer, listenForPeers, type Hello, type PeerLink } from '@colo/coordinator';
+import type { BenchRow, BenchSuite } from './harness.js';
+
+export interface Throughput {
+  bytes: number;
+  seconds: number;
+  bytesPerSecond: number;
+}
+
+const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
+/** Every write is one 1 MiB buffer, the link's frame size, so both measurements do the same number of writes. */
+const CHUNK = MiB;
+
+function throughput(bytes: number, startNs: bigint): Throughput {
+  const seconds = Number(process.hrtime.bigint() - startNs) / 1e9;
+  return { bytes, seconds, bytesPerSecond: bytes / seconds };
+}
+
+/** Plain TCP on loopback, one process: the listener's socket writes `bytes` to the dialer's socket. */
+export async function measureRawTcpThroughput(bytes: number = GiB): Promise<Throughput> {
+  const chunk = randomBytes(CHUNK);
+  const accepted: Socket[] = [];
+  const server = createServer({ noDelay: true }, (s) => accepted.push(s));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  try {
+    const client = connect({ port, host: '127.0.0.1', noDelay: true });
+    await new Promise<void>((resolve, reject) => {
+      client.once('connect', resolve);
+      client.once('error', reject);
+    });
+    while (accepted.length === 0) await new Promise((r) => setImmediate(r));
+    const sender = accepted[0]!;
+    let received = 0;
+    const start = process.hrtime.bigint();
+    const done = new Promise<void>((resolve) => {
+      client.on('data', (b: Buffer) => {
+        received += b.length;
+        if (received >= bytes) resolve();
+      });
+    });
+    for (let sent = 0; sent < bytes; sent += CHUNK) {
+      const n = Math.min(CHUNK, bytes - sent);
+      if (!sender.write(n === CHUNK ? chunk : chunk.subarray(0, n))) {
+        await new Promise<void>((resolve) => sender.once('drain', resolve));
+      }
+    }
+    await done;
+    const result = throughput(bytes, start);
+    client.destroy();
+    sender.destroy();
+    return result;
+  } finally {
+    await new Promise((r) => server.close(r));
+  }
+}
+
+function benchHello(role: Hello['role']): Hello {
+  return { protocol: 1, channel: 'replication', nodeId: role, role, mode: 'colo', epoch: 1, extensions: [] };
+}
+
+export interface LinkThroughputOptions {
+  /**
+   * 'listener-to-dialer' (default) is the replication stream's direction. 'dialer-to-listener' shows the
+   * cost of RFC 6455 client masking, done in JavaScript by ws (no native bufferutil here).
+   */
+  direction?: 'listener-to-dialer' | 'dialer-to-listener';
+}
+
+/**
+ * An authenticated PeerLink (PSK, default heartbeat and high-water mark) on loopback, one process: one end
+ * sends `bytes` to the other in 1 MiB send() calls, awaiting each (backpressure).
+ */
+export async function measureLinkThroughput(bytes: number = GiB, options: LinkThroughputOptions = {}): Promise<Throughput> {
+  const chunk = randomBytes(CHUNK);
+  const psk = randomBytes(32);
+  const heartbeat = { intervalMs: 100, timeoutMs: 1000 };
+  let serverLink: PeerLink | undefined;
+  const server = await listenForPeers({
+    host: '127.0.0.1',
+    port: 0,
+    security: { psk },
+    heartbeat,
+    hello: () => benchHello('primary'),
+    onLink: (link) => {
+      serverLink = link;
+    },
+  });
+  try {
+    const client = await connectToPeer({ url: server.url, security: { psk }, heartbeat, hello: benchHello('secondary') });
+    while (!serverLink) await new Promise((r) => setImmediate(r));
+    const down = (options.direction ?? 'listener-to-dialer') === 'listener-to-dialer';
+    const sender = down ? serverLink : client;
+    const receiver = down ? client : serverLink;
+    let received = 0;
+    const start = process.hrtime.bigint();
+    const done = new Promise<void>((resolve, reject) => {
+      receiver.onData((b) => {
+        received += b.length;
+        if (received >= bytes) resolve();
+      });
+      receiver.onClose((e) => reject(e ?? new Error('link closed during the measurement')));
+    });
+    for (let sent = 0; sent < bytes; sent += CHUNK) {
+      const n = Math.min(CHUNK, bytes - sent);
+      await sender.send(n === CHUNK ? chunk : chunk.subarray(0, n));
+    }
+    await done;
+    const result = throughput(bytes, start);
+    client.close();
+    return result;
+  } finally {
+    await server.close();
+  }
+}
+
+const suite: BenchSuite = {
+  name: 'transport baseline (loopback, server -> client, 1 MiB writes)',
+  async run(log) {
+    const bytes = GiB;
+    const tcp = await measureRawTcpThroughput(bytes);
+    log(`raw TCP: ${(tcp.bytesPerSecond / 1e9).toFixed(2)} GB/s`);
+    const link = await measureLinkThroughput(bytes);
+    log(`PeerLink: ${(link.bytesPerSecond / 1e9).toFixed(2)} GB/s`);
+    const up = await measureLinkThroughput(128 * MiB, { direction: 'dialer-to-listener' });
+    log(`PeerLink dialer -> listener (masked): ${(up.bytesPerSecond / 1e9).toFixed(2)} GB/s`);
+    const rows: BenchRow[] = [
+      { name: 'raw TCP (1 GiB)', value: tcp.bytesPerSecond / 1e9, unit: 'GB/s' },
+      {
+        name: 'PeerLink, PSK, heartbeats on (1 GiB)',
+        value: link.bytesPerSecond / 1e9,
+        unit: 'GB/s',
+        baseline: 'raw TCP',
+        ratio: link.bytesPerSecond / tcp.bytesPerSecond,
+        target: '>= 0.5 x raw TCP',
+        met: link.bytesPerSecond >= 0.5 * tcp.bytesPerSecond,
+      },
+      {
+        name: 'PeerLink dialer -> listener, masked (128 MiB)',
+        value: up.bytesPerSecond / 1e9,
+        unit: 'GB/s',
+        baseline: 'raw TCP',
+        ratio: up.bytesPerSecond / tcp.bytesPerSecond,
+      },
+    ];
+    return rows;
+  },
+};
+export default suite;
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const mib = Number(process.argv[2] ?? 1024);
+  for (let round = 1; round <= 3; round++) {
+    const tcp = await measureRawTcpThroughput(mib * MiB);
+    const link = await measureLinkThroughput(mib * MiB);
+    const up = await measureLinkThroughput(Math.min(mib, 128) * MiB, { direction: 'dialer-to-listener' });
+    console.log(
+      `round ${round}: raw TCP ${(tcp.bytesPerSecond / 1e9).toFixed(2)} GB/s, PeerLink ${(link.bytesPerSecond / 1e9).toFixed(2)} GB/s, ratio ${(link.bytesPerSecond / tcp.bytesPerSecond).toFixed(2)}; dialer -> listener ${(up.bytesPerSecond / 1e9).toFixed(3)} GB/s`,
+    );
+  }
+}
