@@ -30,6 +30,8 @@ export const StreamErrorCode = {
   TRAILING_DATA: 'STREAM_TRAILING_DATA',
   /** An encoder was asked to write something the format cannot represent. */
   UNENCODABLE: 'STREAM_UNENCODABLE',
+  /** The decoder was misused (push after end(), a non-byte chunk) or hit a bug; the message says which. */
+  INTERNAL: 'STREAM_INTERNAL',
 } as const;
 export type StreamErrorCode = (typeof StreamErrorCode)[keyof typeof StreamErrorCode];
 
