@@ -1,0 +1,41 @@
+/**
+ * Every failure of the domain layer that a caller can act on is a DomainError with a stable `code`. Codec
+ * failures while reading an image stay StreamErrors (their codes are the codec's); everything about what the
+ * records mean for a guest (page count, device state, wrong state for an operation) is a DomainError.
+ */
+export const DomainErrorCode = {
+  /** An option passed to the guest is out of range (memory size, dirty rate, ...). */
+  BAD_OPTIONS: 'DOMAIN_BAD_OPTIONS',
+  /** A pfn outside 0 .. pageCount-1. */
+  BAD_PFN: 'DOMAIN_BAD_PFN',
+  /** writePages() data is not pfns.length whole pages. */
+  BAD_PAGE_DATA: 'DOMAIN_BAD_PAGE_DATA',
+  /** The operation needs a suspended guest (hypervisor page writes after the guest ran, saving an image). */
+  NOT_SUSPENDED: 'DOMAIN_NOT_SUSPENDED',
+  /** The domain was destroyed. */
+  DESTROYED: 'DOMAIN_DESTROYED',
+  /** A vCPU context (HVM_CONTEXT) blob this guest cannot load. */
+  BAD_VCPU_CONTEXT: 'DOMAIN_BAD_VCPU_CONTEXT',
+  /** A device state (EMULATOR_CONTEXT) blob this guest cannot load. */
+  BAD_DEVICE_STATE: 'DOMAIN_BAD_DEVICE_STATE',
+  /** An image's pages do not match its guest's page count (missing pages, pages beyond the end). */
+  IMAGE_PAGE_COUNT_MISMATCH: 'DOMAIN_IMAGE_PAGE_COUNT_MISMATCH',
+  /** An image lacks a record a guest needs (HVM_CONTEXT, EMULATOR_CONTEXT, ...). */
+  IMAGE_INCOMPLETE: 'DOMAIN_IMAGE_INCOMPLETE',
+  /** An image holds a record a simulated HVM guest cannot use (PV records, a checkpointed stream's records). */
+  IMAGE_UNSUPPORTED: 'DOMAIN_IMAGE_UNSUPPORTED',
+} as const;
+export type DomainErrorCode = (typeof DomainErrorCode)[keyof typeof DomainErrorCode];
+
+export class DomainError extends Error {
+  override readonly name: string = 'DomainError';
+  readonly code: DomainErrorCode;
+  constructor(code: DomainErrorCode, message: string, options?: { cause?: unknown }) {
+    super(`${message} (${code})`, options);
+    this.code = code;
+  }
+}
+
+export function isDomainError(e: unknown): e is DomainError {
+  return e instanceof DomainError;
+}
