@@ -1,0 +1,125 @@
+import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
+
+/**
+ * Cuts the main stream into whole units (the libxl header, the two libxc headers, each record) before they go to
+ * the codec's decoder. The transport delivers 1 MiB frames that do not line up with records; the checkpoint
+ * engine needs record boundaries for three reasons: a stall is "no complete record for a while", a checkpoint's
+ * records are buffered whole, and in COLO the libxl layer keeps the channel after CHECKPOINT_END for one
+ * CHECKPOINT_STATE record (Xen's libxl reads it before handing the stream back to libxc), which a layer-tracking
+ * decoder would otherwise read as libxc type 5.
+ *
+ * It reads only the 8-byte record header (type, length) and the padding rule; every other check is the codec's.
+ */
+export const LIBXL_HEADER_BYTES = 16;
+export const LIBXC_HEADERS_BYTES = 24 + 16;
+const LIBXC_CONTEXT_TYPE = 1;
+
+export interface FramedUnit {
+  /** 'header' for fixed-size headers, 'record' for a type/length record. */
+  kind: 'header' | 'record';
+  /** For records: the type field. */
+  type: number;
+  bytes: Uint8Array;
+}
+
+export class RecordFramer {
+  private chunks: Uint8Array[] = [];
+  private buffered = 0;
+  /** Size of the next fixed-size header to cut, or 0 when records follow. */
+  private nextHeader: number;
+  private readonly maxRecordLength: number;
+
+  constructor(opts: { firstHeaderBytes: number; maxRecordLength: number; libxcStarted?: boolean }) {
+    this.nextHeader = opts.firstHeaderBytes;
+    this.maxRecordLength = opts.maxRecordLength;
+    this.libxcStarted = opts.libxcStarted ?? false;
+  }
+
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
+  push(chunk: Uint8Array): FramedUnit[] {
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+    }
+    const out: FramedUnit[] = [];
+    for (;;) {
+      const unit = this.next();
+      if (!unit) return out;
+      out.push(unit);
+      // Before the libxc headers, the stream is in the libxl layer, where type 1 is LIBXC_CONTEXT: the libxc
+      // image and domain headers follow it.
+      if (unit.kind === 'record' && unit.type === LIBXC_CONTEXT_TYPE && !this.libxcStarted) {
+        this.libxcStarted = true;
+        this.nextHeader = LIBXC_HEADERS_BYTES;
+      }
+    }
+  }
+
+  private libxcStarted = false;
+
+  private next(): FramedUnit | undefined {
+    if (this.nextHeader > 0) {
+      if (this.buffered < this.nextHeader) return undefined;
+      const bytes = this.take(this.nextHeader);
+      this.nextHeader = 0;
+      return { kind: 'header', type: -1, bytes };
+    }
+    if (this.buffered < 8) return undefined;
+    const head = this.peek(8);
+    const view = new DataView(head.buffer, head.byteOffset, 8);
+    const type = view.getUint32(0, true);
+    const length = view.getUint32(4, true);
+    if (length > this.maxRecordLength) {
+      throw new CoordinatorError(
+        CoordinatorErrorCode.PEER_STREAM_ERROR,
+        `record type 0x${type.toString(16)} announces ${length} bytes, above the ${this.maxRecordLength}-byte limit`,
+      );
+    }
+    const total = 8 + length + ((8 - (length % 8)) % 8);
+    if (this.buffered < total) return undefined;
+    return { kind: 'record', type, bytes: this.take(total) };
+  }
+
+  private peek(n: number): Uint8Array {
+    const first = this.chunks[0]!;
+    if (first.length >= n) return first.subarray(0, n);
+    return this.concat(n, false);
+  }
+
+  private take(n: number): Uint8Array {
+    const first = this.chunks[0]!;
+    this.buffered -= n;
+    if (first.length === n) {
+      this.chunks.shift();
+      return first;
+    }
+    if (first.length > n) {
+      this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    return this.concat(n, true);
+  }
+
+  private concat(n: number, consume: boolean): Uint8Array {
+    const out = new Uint8Array(n);
+    let filled = 0;
+    let i = 0;
+    while (filled < n) {
+      const c = this.chunks[i]!;
+      const part = Math.min(c.length, n - filled);
+      out.set(c.subarray(0, part), filled);
+      filled += part;
+      if (consume) {
+        if (part === c.length) this.chunks.shift();
+        else {
+          this.chunks[0] = c.subarray(part);
+          i = 0;
+        }
+      } else i++;
+    }
+    return out;
+  }
+}

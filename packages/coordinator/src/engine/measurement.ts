@@ -1,0 +1,32 @@
+import type { CheckpointReason } from '../statechart/types.js';
+
+/** Phases of one checkpoint, as the primary sees them (seconds). Absent phases do not apply to the mode. */
+export interface CheckpointPhases {
+  /** Suspending the primary guest. */
+  suspend: number;
+  /** COLO: NEW_CHECKPOINT sent until the secondary's dirty list arrived. */
+  secondary_suspend?: number;
+  /** Reading and sending pages and state records, up to CHECKPOINT_END written. */
+  transfer: number;
+  /** CHECKPOINT_END sent until READY (COLO) or the ACK (Remus with acks). */
+  secondary_apply?: number;
+  /** Resuming the primary guest. */
+  resume: number;
+}
+
+/** One completed checkpoint, emitted for metrics, status and benchmarks. */
+export interface CheckpointMeasurement {
+  seq: number;
+  reason: CheckpointReason;
+  /** Unix time (ms) when the checkpoint completed. */
+  at: number;
+  /** What the primary guest sees: suspend start to resume end. */
+  pauseSeconds: number;
+  /** Trigger to completion (includes the secondary's steps). */
+  durationSeconds: number;
+  phases: CheckpointPhases;
+  /** Pages sent (own dirty pages union the secondary's). */
+  pages: number;
+  /** Bytes of main stream written for this checkpoint. */
+  bytes: number;
+}

@@ -1,0 +1,330 @@
+import type { Domain } from '@colo/domain';
+import {
+  ColoControl,
+  EmulatorId,
+  encodeLibxcDomainHeader,
+  encodeLibxcImageHeader,
+  encodeLibxlHeader,
+  encodePageData,
+  encodeRecord,
+  GuestType,
+  MAX_PFNS_PER_PAGE_DATA,
+  StreamDecoder,
+  type StreamItem,
+} from '@colo/stream';
+import type { Logger } from 'pino';
+import { asCoordinatorError, CoordinatorError, CoordinatorErrorCode } from '../errors.js';
+import type { PrimaryEvent } from '../statechart/primary.js';
+import type { CheckpointReason, ReplicationMode } from '../statechart/types.js';
+import { CHECKPOINT_ACK_RECORD, decodeAckBody, encodeGuestIdentity, Extension, GUEST_IDENTITY_RECORD } from './extensions.js';
+import type { CheckpointMeasurement, CheckpointPhases } from './measurement.js';
+import { unionAscending, isStrictlyAscending } from './pfn-set.js';
+
+export interface PrecopyLimits {
+  /** Live rounds before stop-and-copy (Xen: 5). */
+  maxRounds: number;
+  /** Stop the live rounds early once fewer pages than this are dirty (Xen: 50). */
+  minDirtyPages: number;
+}
+export const DEFAULT_PRECOPY: PrecopyLimits = { maxRounds: 5, minDirtyPages: 50 };
+
+export interface PrimaryEngineOptions {
+  domain: Domain;
+  /** Writes main-stream bytes; resolves when more may be written (backpressure). */
+  send: (bytes: Uint8Array) => Promise<void>;
+  mode: ReplicationMode;
+  /** Extensions both sides negotiated in their hello. */
+  extensions: readonly string[];
+  precopy: PrecopyLimits;
+  /** Events for the primary machine (back-channel records, completion of effects). */
+  emit: (event: PrimaryEvent) => void;
+  /** Called while the guest is suspended and every record of checkpoint `seq` is written (tests hash memory here). */
+  onCheckpointWritten?: (seq: number, domain: Domain) => void;
+  logger?: Logger;
+}
+
+/** Xen 4.17 is what this stream claims to come from (the domain header's xen_major/xen_minor). */
+const XEN_VERSION = { major: 4, minor: 17 };
+
+/**
+ * The primary's half of the checkpoint engine, one per attached secondary: turns the machine's actions into
+ * records on the main stream, and back-channel records into machine events. Guest operations (suspend, read,
+ * resume) run one at a time in the order the machine asked for them.
+ */
+export class PrimaryCheckpointEngine {
+  private readonly o: PrimaryEngineOptions;
+  private chain: Promise<void> = Promise.resolve();
+  private aborted = false;
+  private readonly backChannel = new StreamDecoder({ kind: 'back-channel' });
+  private backChannelFailed = false;
+  // Measurements of the checkpoint in progress.
+  private cp: {
+    seq: number;
+    reason: CheckpointReason;
+    startedAt: number;
+    newSentAt?: number;
+    dirtyAt?: number;
+    suspendStart?: number;
+    suspendEnd?: number;
+    endWrittenAt?: number;
+    peerDoneAt?: number;
+    resumeStart?: number;
+    resumeEnd?: number;
+    pages: number;
+    bytes: number;
+  } | null = null;
+  /** Pre-copy progress of the initial synchronisation (for status and logs). */
+  precopyRounds: { round: number; pages: number }[] = [];
+
+  constructor(opts: PrimaryEngineOptions) {
+    this.o = opts;
+  }
+
+  private get acks(): boolean {
+    return this.o.extensions.includes(Extension.CHECKPOINT_ACK);
+  }
+
+  /** Runs guest/stream operations strictly in order; a failure is reported once and stops the rest. */
+  private run(what: string, op: () => Promise<void>): void {
+    this.chain = this.chain.then(async () => {
+      if (this.aborted) return;
+      try {
+        await op();
+      } catch (e) {
+        if (this.aborted) return;
+        this.aborted = true;
+        const error = asCoordinatorError(e, CoordinatorErrorCode.PEER_LOST, `checkpoint engine failed to ${what}`);
+        this.o.logger?.warn({ err: error }, 'checkpoint engine failed');
+        this.o.emit({ type: 'SECONDARY_LOST', error });
+      }
+    });
+  }
+
+  /** Stops issuing operations (the secondary was dropped). Resolves when the current one has finished. */
+  async abort(): Promise<void> {
+    this.aborted = true;
+    await this.chain;
+  }
+
+  /** Resolves when every queued operation has run. */
+  idle(): Promise<void> {
+    return this.chain;
+  }
+
+  beginCheckpoint(seq: number, reason: CheckpointReason): void {
+    this.cp = { seq, reason, startedAt: performance.now(), pages: 0, bytes: 0 };
+  }
+
+  // ------------------------------------------------------------------------------------------ machine actions
+
+  startLiveMigration(): void {
+    this.run('start the live migration', async () => {
+      const d = this.o.domain;
+      const head: Uint8Array[] = [encodeLibxlHeader()];
+      if (this.o.extensions.includes(Extension.GUEST_IDENTITY)) {
+        head.push(
+          encodeRecord({
+            layer: 'libxl',
+            kind: 'OPTIONAL',
+            type: GUEST_IDENTITY_RECORD,
+            body: encodeGuestIdentity({ uuid: d.uuid, name: d.name, pageCount: d.pageCount }),
+          }),
+        );
+      }
+      head.push(
+        encodeRecord({ layer: 'libxl', kind: 'LIBXC_CONTEXT' }),
+        encodeLibxcImageHeader(),
+        encodeLibxcDomainHeader({ guestType: GuestType.X86_HVM, pageShift: 12, xenMajor: XEN_VERSION.major, xenMinor: XEN_VERSION.minor }),
+        encodeRecord({ layer: 'libxc', kind: 'STATIC_DATA_END' }),
+      );
+      await this.write(concat(head));
+      // Log-dirty mode marks every page dirty at first: round 1 sends the whole guest while it runs.
+      d.enableLogDirty();
+      this.precopyRounds = [];
+      for (let round = 1; ; round++) {
+        const pfns = d.readAndClearDirty();
+        await this.writePages(pfns);
+        this.precopyRounds.push({ round, pages: pfns.length });
+        if (this.aborted) return;
+        const stillDirty = d.peekDirty().length;
+        if (round >= this.o.precopy.maxRounds || stillDirty < this.o.precopy.minDirtyPages) break;
+      }
+      this.o.emit({ type: 'PRECOPY_DONE' });
+    });
+  }
+
+  sendNewCheckpoint(): void {
+    this.run('send NEW_CHECKPOINT', async () => {
+      if (this.cp) this.cp.newSentAt = performance.now();
+      await this.write(encodeRecord({ layer: 'libxl', kind: 'CHECKPOINT_STATE', controlId: ColoControl.NEW_CHECKPOINT }));
+    });
+  }
+
+  /** Suspend, send own dirty pages UNION the secondary's, then TSC, HVM_CONTEXT, HVM_PARAMS, CHECKPOINT, EMULATOR_*, CHECKPOINT_END. */
+  suspendAndSendCheckpoint(secondaryDirty: readonly number[]): void {
+    this.run('send a checkpoint', async () => {
+      const d = this.o.domain;
+      const cp = this.cp;
+      if (cp) {
+        cp.dirtyAt = performance.now();
+        cp.suspendStart = cp.dirtyAt;
+      }
+      if (d.state === 'running') await d.suspend();
+      if (cp) cp.suspendEnd = performance.now();
+      const own = d.readAndClearDirty();
+      const pfns = secondaryDirty.length > 0 ? unionAscending(own, secondaryDirty.filter((p) => p < d.pageCount)) : own;
+      await this.writePages(pfns);
+      if (cp) cp.pages = pfns.length;
+      const tail: Uint8Array[] = [
+        encodeRecord({ layer: 'libxc', kind: 'X86_TSC_INFO', ...d.getTscInfo() }),
+        encodeRecord({ layer: 'libxc', kind: 'HVM_CONTEXT', blob: d.getVcpuContext() }),
+        encodeRecord({ layer: 'libxc', kind: 'HVM_PARAMS', params: d.getHvmParams() }),
+        encodeRecord({ layer: 'libxc', kind: 'CHECKPOINT' }),
+      ];
+      const xenstore = d.getXenstore();
+      if (xenstore.length > 0) {
+        tail.push(encodeRecord({ layer: 'libxl', kind: 'EMULATOR_XENSTORE_DATA', emulatorId: EmulatorId.QEMU_UPSTREAM, index: 0, entries: xenstore }));
+      }
+      tail.push(
+        encodeRecord({ layer: 'libxl', kind: 'EMULATOR_CONTEXT', emulatorId: EmulatorId.QEMU_UPSTREAM, index: 0, blob: d.getDeviceState() }),
+        encodeRecord({ layer: 'libxl', kind: 'CHECKPOINT_END' }),
+      );
+      await this.write(concat(tail));
+      if (cp) cp.endWrittenAt = performance.now();
+      if (cp) this.o.onCheckpointWritten?.(cp.seq, d);
+      this.o.emit({ type: 'CHECKPOINT_SENT' });
+    });
+  }
+
+  resumeGuest(): void {
+    const cp = this.cp;
+    if (cp && cp.peerDoneAt === undefined && this.o.mode === 'colo') cp.peerDoneAt = performance.now();
+    this.run('resume the guest', async () => {
+      if (cp) cp.resumeStart = performance.now();
+      if (this.o.domain.state === 'suspended') await this.o.domain.resume();
+      if (cp) cp.resumeEnd = performance.now();
+    });
+  }
+
+  /** The machine declared checkpoint complete: returns its measurement (after the queued resume has run). */
+  async completeCheckpoint(): Promise<CheckpointMeasurement | undefined> {
+    const cp = this.cp;
+    if (!cp) return undefined;
+    if (this.o.mode === 'remus' && this.acks && cp.peerDoneAt === undefined) cp.peerDoneAt = performance.now();
+    this.cp = null;
+    await this.chain;
+    const end = performance.now();
+    const s = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? 0 : Math.max(0, (b - a) / 1000));
+    const phases: CheckpointPhases = {
+      suspend: s(cp.suspendStart, cp.suspendEnd),
+      transfer: s(cp.suspendEnd, cp.endWrittenAt),
+      resume: s(cp.resumeStart, cp.resumeEnd),
+    };
+    if (cp.newSentAt !== undefined) phases.secondary_suspend = s(cp.newSentAt, cp.dirtyAt);
+    if (cp.peerDoneAt !== undefined) phases.secondary_apply = s(cp.endWrittenAt, cp.peerDoneAt);
+    return {
+      seq: cp.seq,
+      reason: cp.reason,
+      at: Date.now(),
+      pauseSeconds: s(cp.suspendStart, cp.resumeEnd ?? end),
+      durationSeconds: (end - cp.startedAt) / 1000,
+      phases,
+      pages: cp.pages,
+      bytes: cp.bytes,
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------ back channel
+
+  /** Bytes from the secondary: records become machine events; anything else drops the secondary. */
+  receiveBackChannel(chunk: Uint8Array): void {
+    if (this.backChannelFailed) return;
+    let items: StreamItem[];
+    try {
+      items = this.backChannel.push(chunk);
+    } catch (e) {
+      this.failBackChannel(asCoordinatorError(e, CoordinatorErrorCode.PEER_STREAM_ERROR, 'the back channel from the secondary is corrupt'));
+      return;
+    }
+    for (const item of items) {
+      const event = this.eventFor(item);
+      if (event instanceof CoordinatorError) {
+        this.failBackChannel(event);
+        return;
+      }
+      this.o.emit(event);
+    }
+  }
+
+  private failBackChannel(error: CoordinatorError): void {
+    this.backChannelFailed = true;
+    this.o.emit({ type: 'SECONDARY_LOST', error });
+  }
+
+  private eventFor(item: StreamItem): PrimaryEvent | CoordinatorError {
+    if (item.item !== 'record') {
+      return new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, `unexpected ${item.item} on the back channel`);
+    }
+    const r = item.record;
+    if (r.kind === 'CHECKPOINT_STATE') {
+      switch (r.controlId) {
+        case ColoControl.SVM_SUSPENDED:
+          return { type: 'SECONDARY_SUSPENDED' };
+        case ColoControl.SVM_READY:
+          if (this.cp && this.cp.peerDoneAt === undefined) this.cp.peerDoneAt = performance.now();
+          return { type: 'SECONDARY_READY' };
+        case ColoControl.SVM_RESUMED:
+          return { type: 'SECONDARY_RESUMED' };
+        default:
+          return new CoordinatorError(
+            CoordinatorErrorCode.UNEXPECTED_CONTROL,
+            `the secondary sent CHECKPOINT_STATE control_id ${r.controlId}, which only a primary may send (or which is unknown)`,
+          );
+      }
+    }
+    if (r.kind === 'CHECKPOINT_DIRTY_PFN_LIST') {
+      if (!isStrictlyAscending(r.pfns)) {
+        return new CoordinatorError(CoordinatorErrorCode.PEER_STREAM_ERROR, 'the secondary dirty pfn list is not ascending');
+      }
+      return { type: 'SECONDARY_DIRTY', pfns: r.pfns };
+    }
+    if (r.kind === 'OPTIONAL' && r.type === CHECKPOINT_ACK_RECORD && this.acks) {
+      try {
+        return { type: 'CHECKPOINT_ACK', seq: decodeAckBody(r.body) };
+      } catch (e) {
+        return asCoordinatorError(e, CoordinatorErrorCode.PEER_STREAM_ERROR, 'bad ACK');
+      }
+    }
+    if (r.kind === 'OPTIONAL') return new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, `unnegotiated optional record 0x${r.type.toString(16)} on the back channel`);
+    return new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, `record ${r.kind} does not belong on the back channel`);
+  }
+
+  // ------------------------------------------------------------------------------------------ writing
+
+  private async write(bytes: Uint8Array): Promise<void> {
+    if (this.aborted) return;
+    if (this.cp) this.cp.bytes += bytes.length;
+    await this.o.send(bytes);
+  }
+
+  private async writePages(pfns: ArrayLike<number>): Promise<void> {
+    const d = this.o.domain;
+    const pageOf = (pfn: number) => d.page(pfn);
+    for (let i = 0; i < pfns.length && !this.aborted; i += MAX_PFNS_PER_PAGE_DATA) {
+      const batch = Array.from({ length: Math.min(MAX_PFNS_PER_PAGE_DATA, pfns.length - i) }, (_, k) => pfns[i + k]!);
+      await this.write(encodePageData(batch, pageOf));
+    }
+  }
+}
+
+export function concat(parts: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}

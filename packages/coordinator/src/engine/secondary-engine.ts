@@ -1,0 +1,255 @@
+import type { Domain } from '@colo/domain';
+import { ColoControl, DEFAULT_MAX_RECORD_LENGTH, encodeRecord, LibxlType, StreamDecoder, type StreamItem } from '@colo/stream';
+import type { Logger } from 'pino';
+import { asCoordinatorError, CoordinatorError, CoordinatorErrorCode } from '../errors.js';
+import type { SecondaryEvent } from '../statechart/secondary.js';
+import type { ReplicationMode } from '../statechart/types.js';
+import { CHECKPOINT_ACK_RECORD, decodeGuestIdentity, encodeAckBody, Extension, GUEST_IDENTITY_RECORD, type GuestIdentity } from './extensions.js';
+import { LIBXL_HEADER_BYTES, RecordFramer } from './framing.js';
+import { PendingCheckpoint } from './pending-checkpoint.js';
+import { concat } from './primary-engine.js';
+
+export interface SecondaryEngineOptions {
+  mode: ReplicationMode;
+  extensions: readonly string[];
+  /** Writes back-channel bytes. */
+  send: (bytes: Uint8Array) => Promise<void>;
+  /** Creates (or returns) the guest the primary describes. Called once, when the identity is known. */
+  hostGuest: (identity: GuestIdentity | undefined) => Domain;
+  emit: (event: SecondaryEvent) => void;
+  /** Called right after checkpoint `index` (0 = initial synchronisation) is applied, guest still suspended. */
+  onCheckpointApplied?: (index: number, domain: Domain) => void;
+  maxRecordLength?: number;
+  logger?: Logger;
+}
+
+/**
+ * The secondary's half of the checkpoint engine: cuts the main stream into records, validates them with the
+ * codec, buffers a whole checkpoint (PendingCheckpoint) and turns the handshake records into machine events;
+ * performs the machine's actions (suspend and report dirty pages, apply, READY/RESUMED, ACK) on the Domain and
+ * the back channel.
+ */
+export class SecondaryCheckpointEngine {
+  private readonly o: SecondaryEngineOptions;
+  private readonly framer: RecordFramer;
+  private readonly decoder = new StreamDecoder({ kind: 'libxl' });
+  private pending = new PendingCheckpoint();
+  /** A checkpoint received whole (CHECKPOINT_END seen), waiting for the machine's apply. */
+  private received: PendingCheckpoint | undefined;
+  private failed = false;
+  private chain: Promise<void> = Promise.resolve();
+  /** True between CHECKPOINT_END and the next libxc record: in COLO the libxl layer reads CHECKPOINT_STATE here. */
+  private atCheckpointBoundary = false;
+  private identity: GuestIdentity | undefined;
+  domain: Domain | undefined;
+  /** Checkpoints applied on this link (0 = the initial synchronisation). */
+  applied = 0;
+  receivedBytes = 0;
+
+  constructor(opts: SecondaryEngineOptions) {
+    this.o = opts;
+    this.framer = new RecordFramer({ firstHeaderBytes: LIBXL_HEADER_BYTES, maxRecordLength: opts.maxRecordLength ?? DEFAULT_MAX_RECORD_LENGTH });
+  }
+
+  // ------------------------------------------------------------------------------------------ main stream in
+
+  receive(chunk: Uint8Array): void {
+    if (this.failed) return;
+    this.receivedBytes += chunk.length;
+    try {
+      for (const unit of this.framer.push(chunk)) {
+        if (this.failed) return;
+        if (unit.kind === 'record' && this.atCheckpointBoundary && this.o.mode === 'colo' && unit.type === LibxlType.CHECKPOINT_STATE) {
+          this.handleControl(unit.bytes);
+          continue;
+        }
+        if (unit.kind === 'record') this.atCheckpointBoundary = false;
+        for (const item of this.decoder.push(unit.bytes)) this.handle(item);
+      }
+    } catch (e) {
+      this.fail(asCoordinatorError(e, CoordinatorErrorCode.PEER_STREAM_ERROR, 'the main stream from the primary is corrupt'));
+    }
+  }
+
+  private fail(error: CoordinatorError): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.o.emit({ type: 'PRIMARY_LOST', error });
+  }
+
+  /** CHECKPOINT_STATE read by the libxl layer at a checkpoint boundary (COLO). Decoded with the codec's rules. */
+  private handleControl(bytes: Uint8Array): void {
+    const probe = new StreamDecoder({ kind: 'back-channel' });
+    const [item] = probe.push(bytes);
+    if (!item || item.item !== 'record' || item.record.kind !== 'CHECKPOINT_STATE') {
+      throw new CoordinatorError(CoordinatorErrorCode.PEER_STREAM_ERROR, 'malformed CHECKPOINT_STATE record');
+    }
+    const id = item.record.controlId;
+    if (id !== ColoControl.NEW_CHECKPOINT) {
+      throw new CoordinatorError(
+        CoordinatorErrorCode.UNEXPECTED_CONTROL,
+        `the primary sent CHECKPOINT_STATE control_id ${id}; only NEW_CHECKPOINT (0) travels primary to secondary`,
+      );
+    }
+    this.o.emit({ type: 'NEW_CHECKPOINT' });
+  }
+
+  private handle(item: StreamItem): void {
+    if (item.item !== 'record') {
+      if (item.item === 'libxc-domain-header' && item.header.pageShift !== 12) {
+        throw new CoordinatorError(CoordinatorErrorCode.GUEST_MISMATCH, `page shift ${item.header.pageShift} is not supported`);
+      }
+      return;
+    }
+    const r = item.record;
+    switch (r.kind) {
+      case 'OPTIONAL':
+        if (r.type === GUEST_IDENTITY_RECORD && this.o.extensions.includes(Extension.GUEST_IDENTITY) && !this.identity) {
+          this.identity = decodeGuestIdentity(r.body);
+          this.ensureDomain();
+        }
+        // Other optional records may be skipped (stream-format.md).
+        break;
+      case 'LIBXC_CONTEXT':
+      case 'STATIC_DATA_END':
+      case 'X86_CPUID_POLICY':
+      case 'X86_MSR_POLICY':
+        this.ensureDomain();
+        break;
+      case 'PAGE_DATA':
+        this.pending.addPages(r, this.ensureDomain().pageCount);
+        break;
+      case 'X86_TSC_INFO':
+        this.pending.setTsc({ mode: r.mode, khz: r.khz, nsec: r.nsec, incarnation: r.incarnation });
+        break;
+      case 'HVM_CONTEXT':
+        this.pending.setVcpuContext(r.blob);
+        break;
+      case 'HVM_PARAMS':
+        this.pending.setHvmParams(r.params);
+        break;
+      case 'CHECKPOINT':
+        this.pending.libxcComplete = true;
+        break;
+      case 'EMULATOR_CONTEXT':
+        this.pending.setDeviceState(r.blob);
+        break;
+      case 'EMULATOR_XENSTORE_DATA':
+        this.pending.setXenstore(r.entries);
+        break;
+      case 'CHECKPOINT_END':
+        if (!this.pending.complete) {
+          throw new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, 'CHECKPOINT_END before the libxc CHECKPOINT and vCPU context');
+        }
+        this.atCheckpointBoundary = true;
+        this.received = this.pending;
+        this.pending = new PendingCheckpoint();
+        this.o.emit({ type: 'CHECKPOINT_RECEIVED' });
+        return;
+      case 'CHECKPOINT_STATE':
+        // Outside a checkpoint boundary (or in Remus) a control record is out of place.
+        throw new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, `CHECKPOINT_STATE(${r.controlId}) where the handshake does not allow it`);
+      case 'END':
+        throw new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, 'the primary ended the stream (END) while replicating');
+      default:
+        throw new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, `record ${r.kind} does not belong in a checkpointed HVM stream`);
+    }
+    this.o.emit({ type: 'STREAM_PROGRESS' });
+  }
+
+  private ensureDomain(): Domain {
+    if (!this.domain) this.domain = this.o.hostGuest(this.identity);
+    if (this.identity && this.domain.pageCount !== this.identity.pageCount) {
+      throw new CoordinatorError(
+        CoordinatorErrorCode.GUEST_MISMATCH,
+        `the primary's guest has ${this.identity.pageCount} pages, the local guest ${this.domain.pageCount}`,
+      );
+    }
+    return this.domain;
+  }
+
+  // ------------------------------------------------------------------------------------------ machine actions
+
+  private run(what: string, op: () => Promise<void>): void {
+    // Operations run even after the stream failed: an apply already asked for completes (the checkpoint is
+    // whole), and the node waits for idle() before it resumes the guest for a takeover.
+    this.chain = this.chain.then(async () => {
+      try {
+        await op();
+      } catch (e) {
+        this.fail(asCoordinatorError(e, CoordinatorErrorCode.PEER_LOST, `secondary failed to ${what}`));
+      }
+    });
+  }
+
+  idle(): Promise<void> {
+    return this.chain;
+  }
+
+  /** COLO step 2: suspend, then SUSPENDED and this guest's dirty pages on the back channel. */
+  suspendAndReportDirty(): void {
+    this.run('suspend and report dirty pages', async () => {
+      const d = this.ensureDomain();
+      if (d.state === 'running') await d.suspend();
+      const dirty = Array.from(d.readAndClearDirty());
+      await this.o.send(
+        concat([
+          encodeRecord({ layer: 'libxl', kind: 'CHECKPOINT_STATE', controlId: ColoControl.SVM_SUSPENDED }),
+          encodeRecord({ layer: 'libxc', kind: 'CHECKPOINT_DIRTY_PFN_LIST', pfns: dirty }),
+        ]),
+      );
+      this.o.emit({ type: 'GUEST_SUSPENDED' });
+    });
+  }
+
+  /** Applies the buffered checkpoint in one go (the guest is suspended or has never run). */
+  applyCheckpoint(): void {
+    this.run('apply the checkpoint', async () => {
+      const d = this.ensureDomain();
+      if (d.state === 'running') await d.suspend();
+      const cp = this.received;
+      this.received = undefined;
+      if (!cp) throw new CoordinatorError(CoordinatorErrorCode.INVALID_STATE, 'asked to apply a checkpoint that was not received');
+      cp.applyTo(d);
+      const index = this.applied++;
+      if (index === 0) {
+        // From now on the guest's own writes matter (COLO: they are reported at each checkpoint).
+        d.enableLogDirty();
+        d.readAndClearDirty();
+      }
+      this.o.onCheckpointApplied?.(index, d);
+      this.o.emit({ type: 'CHECKPOINT_APPLIED' });
+    });
+  }
+
+  /** COLO steps 4-5: READY, resume, RESUMED. */
+  readyAndResume(): void {
+    this.run('resume after the checkpoint', async () => {
+      const d = this.ensureDomain();
+      await this.o.send(encodeRecord({ layer: 'libxl', kind: 'CHECKPOINT_STATE', controlId: ColoControl.SVM_READY }));
+      if (d.state === 'suspended') await d.resume();
+      await this.o.send(encodeRecord({ layer: 'libxl', kind: 'CHECKPOINT_STATE', controlId: ColoControl.SVM_RESUMED }));
+    });
+  }
+
+  /** Remus: acknowledge checkpoint `index` when the extension was negotiated (Xen sends nothing here). */
+  acknowledge(index: number): void {
+    if (!this.o.extensions.includes(Extension.CHECKPOINT_ACK)) return;
+    this.run('acknowledge the checkpoint', async () => {
+      await this.o.send(encodeRecord({ layer: 'libxl', kind: 'OPTIONAL', type: CHECKPOINT_ACK_RECORD, body: encodeAckBody(index) }));
+    });
+  }
+
+  /**
+   * Forgets the half-received checkpoint and stops reading the stream: none of it reaches the guest. A checkpoint
+   * already received whole and being applied is not half-received: its apply completes.
+   */
+  discard(): void {
+    this.failed = true;
+    this.pending = new PendingCheckpoint();
+  }
+
+  get pendingPages(): number {
+    return this.pending.pageCount;
+  }
+}

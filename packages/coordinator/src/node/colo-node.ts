@@ -1,0 +1,610 @@
+import { EventEmitter } from 'node:events';
+import type { Domain } from '@colo/domain';
+import pino, { type Logger } from 'pino';
+import { createActor, type Actor } from 'xstate';
+import type { Arbiter } from '../arbiter/arbiter.js';
+import { noArbiter } from '../arbiter/none.js';
+import { checkPrimaryEpoch, primaryMustStepDown } from '../epoch.js';
+import { asCoordinatorError, CoordinatorError, CoordinatorErrorCode } from '../errors.js';
+import { ALL_EXTENSIONS, Extension } from '../engine/extensions.js';
+import type { CheckpointMeasurement } from '../engine/measurement.js';
+import { DEFAULT_PRECOPY, PrimaryCheckpointEngine, type PrecopyLimits } from '../engine/primary-engine.js';
+import { SecondaryCheckpointEngine } from '../engine/secondary-engine.js';
+import { bindPrimaryEffects, bindSecondaryEffects } from '../statechart/bind.js';
+import type { PrimaryContext, PrimaryEvent } from '../statechart/primary.js';
+import type { SecondaryEvent } from '../statechart/secondary.js';
+import { REQUESTABLE_REASONS, type CheckpointReason, type NodeRole, type RequestableReason } from '../statechart/types.js';
+import {
+  connectToPeer,
+  DEFAULT_HEARTBEAT,
+  LinkErrorCode,
+  listenForPeers,
+  PROTOCOL_VERSION,
+  type Hello,
+  type LinkRefusal,
+  type PeerLink,
+  type PeerServer,
+} from '../transport/index.js';
+import type { ColoNodeOptions } from './options.js';
+import { stateName, transitionInspector, type Transition } from './transitions.js';
+
+export interface NodeStatus {
+  nodeId: string;
+  role: NodeRole;
+  /** Dotted statechart state, e.g. 'protected.idle', 'synchronised.running'. */
+  state: string;
+  mode: 'colo' | 'remus';
+  epoch: number;
+  /** Primary: a synchronised secondary is attached. Secondary: it holds a complete checkpoint. */
+  protected: boolean;
+  /** The peer's address while linked. */
+  peer: string | null;
+  /** Where this node listens for a secondary (primary), when it does. */
+  listening: string | null;
+  lastCheckpoint: { seq: number; reason: CheckpointReason; at: number; durationSeconds: number; pauseSeconds: number; pages: number; bytes: number } | null;
+  checkpoints: Record<CheckpointReason, number>;
+  /** Why the node last left an active state (fenced, halted, dropped secondary), if it did. */
+  lastError: { code: string; message: string } | null;
+}
+
+/** Events a node emits (besides onTransition). */
+export interface ColoNodeEvents {
+  checkpoint: [CheckpointMeasurement];
+  /** Secondary side: checkpoint `index` on this link applied (guest still suspended). */
+  applied: [number, Domain];
+  /** Primary side: every record of checkpoint `seq` written (guest suspended). */
+  written: [number, Domain];
+  protected: [];
+  unprotected: [CoordinatorError];
+  promoted: [number];
+  halted: [CoordinatorError];
+  fenced: [CoordinatorError];
+}
+
+interface Waiter {
+  seq: number;
+  resolve: (m: CheckpointMeasurement) => void;
+  reject: (e: Error) => void;
+}
+
+/**
+ * The node runtime: one protected guest's side of a pair. Wires a Domain, the replication link (the primary
+ * listens, the secondary dials), the role's statechart and the checkpoint engine. A secondary that takes over
+ * becomes a primary in the same object (role() changes, onTransition keeps reporting).
+ */
+export class ColoNode {
+  private readonly o: ColoNodeOptions;
+  private readonly log: Logger;
+  private readonly arbiter: Arbiter;
+  private readonly events = new EventEmitter<ColoNodeEvents>();
+  private readonly transitionListeners = new Set<(t: Transition) => void>();
+  private currentRole: NodeRole;
+  private epochValue: number;
+  private primaryActor: Actor<ReturnType<typeof bindPrimaryEffects>> | undefined;
+  private secondaryActor: Actor<ReturnType<typeof bindSecondaryEffects>> | undefined;
+  private server: PeerServer | undefined;
+  private link: PeerLink | undefined;
+  /** Bumped at every attach/drop: events of an older link are ignored. */
+  private linkGeneration = 0;
+  private primaryEngine: PrimaryCheckpointEngine | undefined;
+  private secondaryEngine: SecondaryCheckpointEngine | undefined;
+  private guest: Domain | undefined;
+  private waiters: Waiter[] = [];
+  private completedSeq = 0;
+  private lastCheckpoint: CheckpointMeasurement | null = null;
+  private counts: Record<CheckpointReason, number> = { initial: 0, miscompare: 0, stale: 0, periodic: 0, manual: 0 };
+  private lastError: CoordinatorError | null = null;
+  private stopped = false;
+  private readonly precopy: PrecopyLimits;
+  private failoverWaiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
+
+  constructor(options: ColoNodeOptions) {
+    validate(options);
+    this.o = options;
+    this.currentRole = options.role;
+    this.epochValue = options.epoch ?? 0;
+    this.arbiter = options.arbiter ?? noArbiter();
+    this.precopy = { ...DEFAULT_PRECOPY, ...options.precopy };
+    this.log = (options.logger ?? pino({ level: 'info' })).child({ node: options.nodeId, component: 'replication' });
+    this.guest = options.domain;
+  }
+
+  // ------------------------------------------------------------------------------------------ public API
+
+  get nodeId(): string {
+    return this.o.nodeId;
+  }
+  get role(): NodeRole {
+    return this.currentRole;
+  }
+  get epoch(): number {
+    return this.epochValue;
+  }
+  /** The guest this node runs or replicates into (a secondary's exists once the primary described it). */
+  get domain(): Domain | undefined {
+    return this.guest;
+  }
+  /** Where this node listens for a secondary, once it does. */
+  get listenUrl(): string | undefined {
+    return this.server?.url;
+  }
+
+  async start(): Promise<void> {
+    if (this.currentRole === 'primary') await this.startPrimary();
+    else await this.startSecondary();
+  }
+
+  /** Stops replication: closes links and the listener, releases the lease. Does not destroy the guest. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.primaryActor?.send({ type: 'STOP' });
+    this.secondaryActor?.send({ type: 'STOP' });
+    this.primaryActor?.stop();
+    this.secondaryActor?.stop();
+    this.link?.close('node stopped');
+    this.link = undefined;
+    await this.primaryEngine?.abort();
+    await this.secondaryEngine?.idle();
+    await this.server?.close();
+    this.server = undefined;
+    await this.arbiter.release().catch(() => {});
+    this.rejectWaiters(new CoordinatorError(CoordinatorErrorCode.STOPPED, 'node stopped'));
+  }
+
+  /** Every state change of this node's statechart, with role and epoch. Returns an unsubscribe function. */
+  onTransition(cb: (t: Transition) => void): () => void {
+    this.transitionListeners.add(cb);
+    return () => this.transitionListeners.delete(cb);
+  }
+
+  on<K extends keyof ColoNodeEvents>(event: K, cb: (...args: ColoNodeEvents[K]) => void): () => void {
+    this.events.on(event, cb as never);
+    return () => this.events.off(event, cb as never);
+  }
+
+  /**
+   * Asks the primary for a checkpoint. Resolves with its measurement when it completes (Remus with acks: when
+   * the secondary acknowledged it). Requests made during a checkpoint coalesce into the next one. Rejects with
+   * COLO_UNPROTECTED when no secondary is attached, or when it is dropped before the checkpoint completes.
+   */
+  requestCheckpoint(reason: RequestableReason): Promise<CheckpointMeasurement> {
+    if (!REQUESTABLE_REASONS.includes(reason)) {
+      return Promise.reject(new CoordinatorError(CoordinatorErrorCode.BAD_OPTIONS, `unknown checkpoint reason '${String(reason)}'`));
+    }
+    const actor = this.primaryActor;
+    if (this.currentRole !== 'primary' || !actor || this.stopped) {
+      return Promise.reject(new CoordinatorError(CoordinatorErrorCode.INVALID_STATE, 'only an active primary takes checkpoints'));
+    }
+    const snap = actor.getSnapshot();
+    if (snap.status !== 'active' || snap.matches('unprotected')) {
+      return Promise.reject(new CoordinatorError(CoordinatorErrorCode.UNPROTECTED, 'no synchronised secondary: nothing to checkpoint to'));
+    }
+    const seq = snap.context.seq + 1;
+    const p = new Promise<CheckpointMeasurement>((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
+    actor.send({ type: 'CHECKPOINT_REQUESTED', reason });
+    return p;
+  }
+
+  /**
+   * Resolves when checkpoint `seq` (or a later one) has completed: in Remus with the checkpoint-ack extension,
+   * when the secondary acknowledged holding it. The output path releases an epoch's output on this.
+   */
+  whenCheckpointed(seq: number): Promise<CheckpointMeasurement> {
+    if (this.completedSeq >= seq && this.lastCheckpoint) return Promise.resolve(this.lastCheckpoint);
+    return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
+  }
+
+  /** The sequence number of the last completed (acknowledged) checkpoint. */
+  get lastCompletedCheckpoint(): number {
+    return this.completedSeq;
+  }
+
+  /**
+   * Operator failover. On a synchronised secondary: promote now. On a primary: stop acting as primary so the
+   * secondary takes over. Rejects with COLO_NOT_SYNCHRONISED on a secondary without a complete checkpoint.
+   */
+  failover(): Promise<void> {
+    if (this.currentRole === 'primary') {
+      this.primaryActor?.send({ type: 'FAILOVER' });
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.failoverWaiter = { resolve, reject };
+      this.secondaryActor?.send({ type: 'FAILOVER' });
+    });
+  }
+
+  status(): NodeStatus {
+    const snap = this.currentRole === 'primary' ? this.primaryActor?.getSnapshot() : this.secondaryActor?.getSnapshot();
+    const state = snap ? stateName(snap.value) : 'not-started';
+    const isProtected =
+      this.currentRole === 'primary' ? state.startsWith('protected') : state.startsWith('synchronised');
+    const lc = this.lastCheckpoint;
+    return {
+      nodeId: this.o.nodeId,
+      role: this.currentRole,
+      state,
+      mode: this.o.mode,
+      epoch: this.epochValue,
+      protected: isProtected,
+      peer: this.link ? this.link.remoteAddress : null,
+      listening: this.server?.url ?? null,
+      lastCheckpoint: lc
+        ? { seq: lc.seq, reason: lc.reason, at: lc.at, durationSeconds: lc.durationSeconds, pauseSeconds: lc.pauseSeconds, pages: lc.pages, bytes: lc.bytes }
+        : null,
+      checkpoints: { ...this.counts },
+      lastError: this.lastError ? { code: this.lastError.code, message: this.lastError.message } : null,
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------ shared
+
+  private offeredExtensions(): string[] {
+    return [...(this.o.extensions ?? ALL_EXTENSIONS)];
+  }
+
+  private hello(role: NodeRole): Hello {
+    return {
+      protocol: PROTOCOL_VERSION,
+      channel: 'replication',
+      nodeId: this.o.nodeId,
+      role,
+      mode: this.o.mode,
+      epoch: this.epochValue,
+      extensions: this.offeredExtensions(),
+    };
+  }
+
+  private roleLogger(): Logger {
+    return this.log.child({ role: this.currentRole, epoch: this.epochValue });
+  }
+
+  private reportTransition(t: Transition): void {
+    const level = t.to === 'fenced' || t.to === 'halted' || t.to === 'unprotected' ? 'warn' : 'info';
+    this.roleLogger()[level]({ from: t.from, to: t.to, event: t.event }, `state ${t.from} -> ${t.to}`);
+    for (const cb of this.transitionListeners) {
+      try {
+        cb(t);
+      } catch (e) {
+        this.log.error({ err: e }, 'transition listener threw');
+      }
+    }
+  }
+
+  private rejectWaiters(error: Error): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const x of w) x.reject(error);
+  }
+
+  private recordCheckpoint(m: CheckpointMeasurement): void {
+    this.completedSeq = Math.max(this.completedSeq, m.seq);
+    this.lastCheckpoint = m;
+    this.counts[m.reason]++;
+    this.roleLogger().debug({ seq: m.seq, reason: m.reason, pauseSeconds: m.pauseSeconds, pages: m.pages }, 'checkpoint complete');
+    this.events.emit('checkpoint', m);
+    const keep: Waiter[] = [];
+    for (const w of this.waiters) (w.seq <= m.seq ? w.resolve(m) : keep.push(w));
+    this.waiters = keep;
+  }
+
+  // ------------------------------------------------------------------------------------------ primary
+
+  private async startPrimary(lastSeq = 0): Promise<void> {
+    if (!this.guest) throw new CoordinatorError(CoordinatorErrorCode.BAD_OPTIONS, 'a primary needs options.domain');
+    if (!(await this.arbiter.acquire(this.o.nodeId, this.epochValue))) {
+      throw new CoordinatorError(CoordinatorErrorCode.ARBITER_REFUSED, `the ${this.arbiter.kind} arbiter refused the lease at epoch ${this.epochValue}`);
+    }
+    this.arbiter.onLost((reason) => this.primaryActor?.send({ type: 'ARBITER_LOST', reason }));
+    const machine = bindPrimaryEffects(this.primaryEffects());
+    const actor = createActor(machine, {
+      input: { nodeId: this.o.nodeId, mode: this.o.mode, epoch: this.epochValue, timings: this.o.timings, lastSeq },
+      inspect: transitionInspector('primary', () => this.epochValue, (t) => this.reportTransition(t)),
+    });
+    this.primaryActor = actor;
+    actor.start();
+    const listen = this.o.replication.listen;
+    if (!listen) {
+      this.roleLogger().warn('no replication.listen address: running unprotected, no secondary can join');
+      return;
+    }
+    this.server = await listenForPeers({
+      host: listen.host,
+      port: listen.port,
+      security: this.o.security,
+      heartbeat: this.o.heartbeat ?? DEFAULT_HEARTBEAT,
+      maxPayload: undefined,
+      hello: (peer) => this.answerSecondaryHello(peer),
+      onLink: (link) => this.attachSecondary(link),
+      onRefused: (error, remote) => this.roleLogger().warn({ err: error, remote }, 'refused a peer'),
+      logger: this.log.child({ component: 'transport' }),
+    });
+    this.roleLogger().info({ url: this.server.url }, 'listening for a secondary');
+  }
+
+  private answerSecondaryHello(peer: Hello): Hello | LinkRefusal {
+    const snap = this.primaryActor?.getSnapshot();
+    if (peer.channel !== 'replication') return { refuse: `channel ${peer.channel} is not served here`, code: LinkErrorCode.REFUSED };
+    if (peer.role !== 'secondary') return { refuse: `a ${peer.role} cannot join a primary`, code: LinkErrorCode.REFUSED };
+    if (peer.mode !== this.o.mode) return { refuse: `this pair runs ${this.o.mode}, the peer asked for ${peer.mode}`, code: LinkErrorCode.REFUSED };
+    if (primaryMustStepDown(this.epochValue, peer.epoch)) {
+      // Someone was promoted after us: we are the stale side.
+      this.primaryActor?.send({ type: 'HIGHER_EPOCH_SEEN', epoch: peer.epoch });
+      return { refuse: `this primary is at epoch ${this.epochValue}, the peer has seen ${peer.epoch}: stepping down`, code: LinkErrorCode.REFUSED };
+    }
+    if (!snap || snap.status !== 'active' || !snap.matches('unprotected')) {
+      return { refuse: 'this primary already has a secondary (or is not accepting one)', code: LinkErrorCode.REFUSED };
+    }
+    return this.hello('primary');
+  }
+
+  private attachSecondary(link: PeerLink): void {
+    const actor = this.primaryActor;
+    if (!actor || this.stopped || !actor.getSnapshot().matches('unprotected') || this.link) {
+      link.close('not accepting a secondary now');
+      return;
+    }
+    const generation = ++this.linkGeneration;
+    const current = () => generation === this.linkGeneration;
+    this.link = link;
+    const emit = (e: PrimaryEvent) => {
+      if (current()) actor.send(e);
+    };
+    const engine = new PrimaryCheckpointEngine({
+      domain: this.guest!,
+      send: (b) => link.send(b),
+      mode: this.o.mode,
+      extensions: link.extensions,
+      precopy: this.precopy,
+      emit,
+      onCheckpointWritten: (seq, d) => this.events.emit('written', seq, d),
+      logger: this.log.child({ component: 'engine' }),
+    });
+    this.primaryEngine = engine;
+    link.onData((bytes) => {
+      if (current()) engine.receiveBackChannel(bytes);
+    });
+    link.onClose((error) => {
+      emit({
+        type: 'SECONDARY_LOST',
+        error: asCoordinatorError(error ?? 'closed locally', CoordinatorErrorCode.PEER_LOST, 'the replication link to the secondary ended'),
+      });
+    });
+    this.roleLogger().info({ peer: link.peerHello.nodeId, remote: link.remoteAddress, extensions: link.extensions }, 'secondary attached');
+    actor.send({ type: 'SECONDARY_CONNECTED', peer: `${link.peerHello.nodeId}@${link.remoteAddress}`, ack: link.extensions.includes(Extension.CHECKPOINT_ACK) });
+  }
+
+  private detachSecondary(reason: string): PrimaryCheckpointEngine | undefined {
+    this.linkGeneration++;
+    const engine = this.primaryEngine;
+    this.primaryEngine = undefined;
+    const link = this.link;
+    this.link = undefined;
+    link?.close(reason);
+    return engine;
+  }
+
+  private primaryEffects() {
+    const engine = () => this.primaryEngine;
+    const begin = (ctx: PrimaryContext) => {
+      if (ctx.current) engine()?.beginCheckpoint(ctx.current.seq, ctx.current.reason);
+    };
+    return {
+      startLiveMigration: (ctx: PrimaryContext) => {
+        begin(ctx);
+        engine()?.startLiveMigration();
+      },
+      sendNewCheckpoint: (ctx: PrimaryContext) => {
+        begin(ctx);
+        engine()?.sendNewCheckpoint();
+      },
+      suspendAndSendCheckpoint: (ctx: PrimaryContext, dirty: readonly number[]) => {
+        if (this.o.mode === 'remus' && ctx.current && ctx.current.reason !== 'initial') begin(ctx);
+        engine()?.suspendAndSendCheckpoint(dirty);
+      },
+      resumeGuest: () => engine()?.resumeGuest(),
+      checkpointCompleted: () => {
+        const e = engine();
+        void e?.completeCheckpoint().then((m) => m && this.recordCheckpoint(m));
+      },
+      protectionStarted: () => {
+        this.roleLogger().info({ rounds: engine()?.precopyRounds }, 'protected: the secondary holds a complete checkpoint');
+        this.events.emit('protected');
+      },
+      dropSecondary: (_ctx: PrimaryContext, error: CoordinatorError) => {
+        if (!this.link && !this.primaryEngine) return;
+        this.lastError = error;
+        this.roleLogger().warn({ err: error }, 'secondary dropped: continuing unprotected');
+        const e = this.detachSecondary(error.message);
+        this.rejectWaiters(new CoordinatorError(CoordinatorErrorCode.UNPROTECTED, `the secondary was dropped: ${error.message}`, { cause: error }));
+        // Whatever the engine was doing, the guest must run again (it may be suspended mid-checkpoint).
+        void (e?.abort() ?? Promise.resolve()).then(async () => {
+          if (this.guest?.state === 'suspended' && this.currentRole === 'primary' && !this.isFenced()) await this.guest.resume();
+        });
+        this.events.emit('unprotected', error);
+      },
+      refuseRequest: () => {
+        this.rejectWaiters(new CoordinatorError(CoordinatorErrorCode.UNPROTECTED, 'no synchronised secondary: nothing to checkpoint to'));
+      },
+      stepDown: (_ctx: PrimaryContext, error: CoordinatorError) => {
+        this.lastError = error;
+        this.roleLogger().warn({ err: error }, 'stepping down: no longer acting as primary');
+        const e = this.detachSecondary(error.message);
+        this.rejectWaiters(error);
+        void (async () => {
+          await e?.abort();
+          // A primary that is not the active side must produce no more output: its guest stays suspended.
+          if (this.guest?.state === 'running') await this.guest.suspend();
+          await this.server?.close();
+          this.server = undefined;
+          await this.arbiter.release().catch(() => {});
+        })();
+        this.events.emit('fenced', error);
+      },
+    };
+  }
+
+  private isFenced(): boolean {
+    const s = this.primaryActor?.getSnapshot();
+    return !!s && (s.matches('fenced') || s.matches('demoted'));
+  }
+
+  // ------------------------------------------------------------------------------------------ secondary
+
+  private async startSecondary(): Promise<void> {
+    const url = this.o.replication.peer;
+    if (!url) throw new CoordinatorError(CoordinatorErrorCode.BAD_OPTIONS, 'a secondary needs replication.peer (the primary URL)');
+    const actor = createActor(bindSecondaryEffects(this.secondaryEffects()), {
+      input: { nodeId: this.o.nodeId, mode: this.o.mode, epoch: this.epochValue, timings: this.o.timings },
+      inspect: transitionInspector('secondary', () => this.epochValue, (t) => this.reportTransition(t)),
+    });
+    this.secondaryActor = actor;
+    actor.start();
+    let link: PeerLink;
+    try {
+      link = await connectToPeer({
+        url,
+        security: this.o.security,
+        heartbeat: this.o.heartbeat ?? DEFAULT_HEARTBEAT,
+        hello: this.hello('secondary'),
+        timeoutMs: this.o.connectTimeoutMs,
+        logger: this.log.child({ component: 'transport' }),
+      });
+      const peer = link.peerHello;
+      if (peer.role !== 'primary' || peer.mode !== this.o.mode) {
+        link.close('not a primary of this mode');
+        throw new CoordinatorError(CoordinatorErrorCode.PEER_REFUSED, `the peer is a ${peer.mode} ${peer.role}, expected a ${this.o.mode} primary`);
+      }
+      checkPrimaryEpoch(peer.epoch, this.epochValue);
+    } catch (e) {
+      const error = asCoordinatorError(e, CoordinatorErrorCode.PEER_REFUSED, `could not join the primary at ${url}`);
+      if (typeof (e as { close?: unknown })?.close === 'function') (e as PeerLink).close();
+      actor.send({ type: 'PRIMARY_LOST', error });
+      throw error;
+    }
+    this.attachPrimary(link);
+  }
+
+  private attachPrimary(link: PeerLink): void {
+    const actor = this.secondaryActor!;
+    const generation = ++this.linkGeneration;
+    const current = () => generation === this.linkGeneration;
+    this.link = link;
+    this.epochValue = Math.max(this.epochValue, link.peerHello.epoch);
+    const emit = (e: SecondaryEvent) => {
+      if (current()) actor.send(e);
+    };
+    const engine = new SecondaryCheckpointEngine({
+      mode: this.o.mode,
+      extensions: link.extensions,
+      send: (b) => link.send(b),
+      hostGuest: (identity) => {
+        if (!this.o.hostGuest) throw new CoordinatorError(CoordinatorErrorCode.BAD_OPTIONS, 'a secondary needs options.hostGuest');
+        const d = this.o.hostGuest(identity);
+        this.guest = d;
+        // Pages are written only into a guest that is not running.
+        if (d.state === 'running') void d.suspend();
+        return d;
+      },
+      emit,
+      onCheckpointApplied: (index, d) => {
+        this.completedSeq = index;
+        this.lastCheckpoint = {
+          seq: index,
+          reason: index === 0 ? 'initial' : 'periodic',
+          at: Date.now(),
+          pauseSeconds: 0,
+          durationSeconds: 0,
+          phases: { suspend: 0, transfer: 0, resume: 0 },
+          pages: 0,
+          bytes: 0,
+        };
+        this.events.emit('applied', index, d);
+      },
+      maxRecordLength: this.o.maxRecordLength,
+      logger: this.log.child({ component: 'engine' }),
+    });
+    this.secondaryEngine = engine;
+    link.onData((bytes) => {
+      if (current()) engine.receive(bytes);
+    });
+    link.onClose((error) => {
+      emit({
+        type: 'PRIMARY_LOST',
+        error: asCoordinatorError(error ?? 'closed locally', CoordinatorErrorCode.PEER_LOST, 'the replication link to the primary ended'),
+      });
+    });
+    this.roleLogger().info({ primary: link.peerHello.nodeId, remote: link.remoteAddress, extensions: link.extensions }, 'joined the primary');
+    actor.send({ type: 'CONNECTED', peer: `${link.peerHello.nodeId}@${link.remoteAddress}`, epoch: link.peerHello.epoch, ack: link.extensions.includes(Extension.CHECKPOINT_ACK) });
+  }
+
+  private secondaryEffects() {
+    const engine = () => this.secondaryEngine;
+    const closeLink = (reason: string) => {
+      this.linkGeneration++;
+      const l = this.link;
+      this.link = undefined;
+      l?.close(reason);
+    };
+    return {
+      suspendAndReportDirty: () => engine()?.suspendAndReportDirty(),
+      applyCheckpoint: () => engine()?.applyCheckpoint(),
+      readyAndResume: () => engine()?.readyAndResume(),
+      acknowledge: (ctx: { applied: number }) => engine()?.acknowledge(ctx.applied),
+      discardCheckpoint: () => engine()?.discard(),
+      promote: (ctx: { epoch: number }, error: CoordinatorError) => {
+        this.lastError = error;
+        this.roleLogger().warn({ err: error }, 'primary lost: taking over');
+        closeLink(error.message);
+        const e = engine();
+        void (async () => {
+          await e?.idle();
+          // The guest resumes on its last complete checkpoint (anything half-received was discarded).
+          if (this.guest?.state === 'suspended') await this.guest.resume();
+          this.epochValue = ctx.epoch;
+          this.currentRole = 'primary';
+          this.secondaryEngine = undefined;
+          this.roleLogger().warn({ epoch: ctx.epoch }, 'promoted: acting as primary, unprotected');
+          try {
+            await this.startPrimary(this.completedSeq);
+            this.events.emit('promoted', ctx.epoch);
+          } catch (err) {
+            const ce = asCoordinatorError(err, CoordinatorErrorCode.ARBITER_REFUSED, 'promotion failed');
+            this.lastError = ce;
+            this.roleLogger().error({ err: ce }, 'promotion failed: not acting as primary');
+            if (this.guest?.state === 'running') await this.guest.suspend();
+            this.events.emit('fenced', ce);
+          }
+          this.failoverWaiter?.resolve();
+          this.failoverWaiter = undefined;
+        })();
+      },
+      halt: (_ctx: unknown, error: CoordinatorError) => {
+        this.lastError = error;
+        closeLink(error.message);
+        if (error.code !== CoordinatorErrorCode.STOPPED) this.roleLogger().error({ err: error }, 'secondary halted without taking over');
+        this.events.emit('halted', error);
+      },
+      refuseFailover: (_ctx: unknown, error: CoordinatorError) => {
+        this.failoverWaiter?.reject(error);
+        this.failoverWaiter = undefined;
+      },
+    };
+  }
+}
+
+function validate(o: ColoNodeOptions): void {
+  const bad = (m: string) => {
+    throw new CoordinatorError(CoordinatorErrorCode.BAD_OPTIONS, m);
+  };
+  if (!o.nodeId) bad('nodeId is required');
+  if (o.role !== 'primary' && o.role !== 'secondary') bad(`role must be primary or secondary, got '${String(o.role)}'`);
+  if (o.mode !== 'colo' && o.mode !== 'remus') bad(`mode must be colo or remus, got '${String(o.mode)}'`);
+  if (o.role === 'primary' && !o.domain) bad('a primary needs options.domain');
+  if (o.role === 'secondary' && !o.hostGuest) bad('a secondary needs options.hostGuest');
+  if (o.role === 'secondary' && !o.replication.peer) bad('a secondary needs replication.peer');
+  if (o.epoch !== undefined && (!Number.isSafeInteger(o.epoch) || o.epoch < 0)) bad('epoch must be a non-negative integer');
+  for (const [k, v] of Object.entries(o.timings ?? {})) if (!(typeof v === 'number' && v > 0)) bad(`timings.${k} must be a positive number of ms`);
+  for (const [k, v] of Object.entries(o.precopy ?? {})) if (!(Number.isInteger(v) && v >= 0)) bad(`precopy.${k} must be a non-negative integer`);
+}

@@ -1,0 +1,46 @@
+import type { Domain } from '@colo/domain';
+import type { Logger } from 'pino';
+import type { Arbiter } from '../arbiter/arbiter.js';
+import type { GuestIdentity } from '../engine/extensions.js';
+import type { PrecopyLimits } from '../engine/primary-engine.js';
+import type { MachineTimings, NodeRole, ReplicationMode } from '../statechart/types.js';
+import type { HeartbeatOptions, LinkSecurity } from '../transport/index.js';
+
+export interface ColoNodeOptions {
+  nodeId: string;
+  /** The role the node starts in. A secondary that takes over becomes a primary. */
+  role: NodeRole;
+  mode: ReplicationMode;
+  /** Primary: the guest to protect (already created and running). */
+  domain?: Domain;
+  /**
+   * Secondary: creates the guest the primary describes (identity from the guest-identity extension, or
+   * undefined when the primary does not send it: then the factory must know the size from its own config).
+   * The returned guest is suspended before any page is written into it.
+   */
+  hostGuest?: (identity: GuestIdentity | undefined) => Domain;
+  replication: {
+    /** Where a primary listens for its secondary (also used by a secondary once it is promoted). */
+    listen?: { host: string; port: number };
+    /** Secondary: the primary's ws:// or wss:// URL. */
+    peer?: string;
+  };
+  security: LinkSecurity;
+  /** Heartbeat of the replication link (default 100 ms / 1000 ms). */
+  heartbeat?: HeartbeatOptions;
+  /** Checkpoint intervals and per-phase timeouts. */
+  timings?: Partial<MachineTimings>;
+  /** Pre-copy limits of the initial synchronisation (default 5 rounds, stop under 50 dirty pages). */
+  precopy?: Partial<PrecopyLimits>;
+  /** Split-brain arbiter (default: `none`, which always grants; see docs/architecture.md). */
+  arbiter?: Arbiter;
+  /** Epoch to start at (a restarted node passes the highest epoch it persisted). Default 0. */
+  epoch?: number;
+  /** Extensions this node offers in its hello (default: all of this project's). [] talks plain Xen. */
+  extensions?: readonly string[];
+  /** Largest record accepted on the main stream (default 128 MiB, Xen's). */
+  maxRecordLength?: number;
+  /** Longest wait to reach the primary (secondary), default 10 s. */
+  connectTimeoutMs?: number;
+  logger?: Logger;
+}
