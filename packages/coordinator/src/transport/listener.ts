@@ -48,8 +48,11 @@ export interface ListenOptions {
   logger?: Logger;
 }
 
-/** Handshakes in progress at once; more are turned away with 503 so a flood cannot exhaust memory. */
-const MAX_PENDING_HANDSHAKES = 64;
+/**
+ * Handshakes in progress at once; more are turned away with 503. An unauthenticated peer can make ws buffer
+ * up to maxPayload before it is refused, so this bounds what a flood of strangers costs (16 x 16 MiB).
+ */
+const MAX_PENDING_HANDSHAKES = 16;
 
 /**
  * Listens for peers (the primary listens, the secondary dials). Authentication runs on the upgraded socket
@@ -124,7 +127,12 @@ export async function listenForPeers(opts: ListenOptions): Promise<PeerServer> {
           const link = new WsPeerLink(ws, result, { heartbeat, highWaterMark, logger: log, remoteAddress });
           links.add(link);
           link.onClose(() => links.delete(link));
-          opts.onLink(link);
+          try {
+            opts.onLink(link);
+          } catch (e) {
+            log.error({ err: (e as Error).message }, 'onLink callback threw; closing the link');
+            link.close('the listener could not take the link');
+          }
         },
         (e: unknown) => {
           pending.delete(ws);

@@ -75,7 +75,7 @@ export class WsPeerLink implements PeerLink {
         ),
       onRtt: (seconds) => {
         this.rtt = seconds;
-        for (const l of this.rttListeners) l(seconds);
+        for (const l of this.rttListeners) this.callSafely('onRtt', () => l(seconds));
       },
     });
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => this.received(data, isBinary));
@@ -121,7 +121,7 @@ export class WsPeerLink implements PeerLink {
       const ended = this.ended;
       let cancelled = false;
       queueMicrotask(() => {
-        if (!cancelled) listener(ended);
+        if (!cancelled) this.callSafely('onClose', () => listener(ended));
       });
       return () => {
         cancelled = true;
@@ -244,8 +244,35 @@ export class WsPeerLink implements PeerLink {
     return !this.userPaused && !this.stalled && this.dataListeners.size > 0;
   }
 
+  /**
+   * A listener that throws (e.g. the stream decoder refusing the peer's bytes) ends the link: the bytes
+   * after a bad one are meaningless, and an exception escaping into ws's socket handler would crash the node.
+   */
   private deliver(frame: Buffer): void {
-    for (const l of this.dataListeners) l(frame);
+    for (const l of this.dataListeners) {
+      try {
+        l(frame);
+      } catch (e) {
+        // Nothing after the rejected bytes is delivered.
+        this.held.length = 0;
+        this.heldBytes = 0;
+        this.fail(
+          new LinkError(LinkErrorCode.PROTOCOL, `the stream consumer rejected the peer's bytes: ${(e as Error)?.message ?? String(e)}`, {
+            cause: e,
+          }),
+          'close',
+        );
+        return;
+      }
+    }
+  }
+
+  private callSafely(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.log.error({ err: (e as Error)?.message ?? String(e) }, `${what} listener threw`);
+    }
   }
 
   private hold(frame: Buffer): void {
@@ -305,6 +332,6 @@ export class WsPeerLink implements PeerLink {
     this.flush();
     const listeners = [...this.closeListeners];
     this.closeListeners.clear();
-    for (const l of listeners) l(error);
+    for (const l of listeners) this.callSafely('onClose', () => l(error));
   }
 }

@@ -37,3 +37,39 @@ describe('a PeerLink between a listener and a dialer', () => {
     await expect(client.send(Buffer.from('late'))).rejects.toMatchObject({ code: 'LINK_CLOSED' });
   });
 });
+
+describe('listeners that throw', () => {
+  it('a data listener that throws ends the link with LINK_PROTOCOL instead of crashing the node', async () => {
+    const { l, server, client } = await pair();
+    servers.push(l);
+    const seen: string[] = [];
+    client.onData((b) => {
+      const text = Buffer.from(b).toString();
+      seen.push(text);
+      if (text === 'bad') throw new Error('not a record');
+    });
+    const c = closed(client);
+    const s = closed(server);
+    await server.send(Buffer.from('good'));
+    await new Promise((r) => setTimeout(r, 20));
+    await server.send(Buffer.from('bad'));
+    await server.send(Buffer.from('after')).catch(() => undefined);
+    const err = await c;
+    expect(err?.code).toBe('LINK_PROTOCOL');
+    expect(err?.message).toContain('not a record');
+    expect((await s)?.code).toBe('LINK_PROTOCOL');
+    expect(seen).toEqual(['good', 'bad']);
+  });
+
+  it('a close listener that throws does not stop the others', async () => {
+    const { l, server, client } = await pair();
+    servers.push(l);
+    client.onClose(() => {
+      throw new Error('oops');
+    });
+    const c = closed(client);
+    client.close();
+    expect(await c).toBeNull();
+    server.close();
+  });
+});
