@@ -22,6 +22,8 @@ export const DomainErrorCode = {
   IMAGE_PAGE_COUNT_MISMATCH: 'DOMAIN_IMAGE_PAGE_COUNT_MISMATCH',
   /** An image lacks a record a guest needs (HVM_CONTEXT, EMULATOR_CONTEXT, ...). */
   IMAGE_INCOMPLETE: 'DOMAIN_IMAGE_INCOMPLETE',
+  /** An image's pages do not hold a valid simulated-guest store (superblock missing or for another layout). */
+  IMAGE_BAD_MEMORY: 'DOMAIN_IMAGE_BAD_MEMORY',
   /** An image holds a record a simulated HVM guest cannot use (PV records, a checkpointed stream's records). */
   IMAGE_UNSUPPORTED: 'DOMAIN_IMAGE_UNSUPPORTED',
 } as const;

@@ -5,3 +5,5 @@ export { RespParser, RespProtocolError, MAX_BULK_LENGTH, MAX_INLINE_LENGTH, MAX_
 export { supportedCommands } from './resp-service.js';
 export { decodeDeviceState, encodeDeviceState, type DeviceState } from './device-state.js';
 export { planLayout, type Layout } from './layout.js';
+export { RecordBatch, applyPageData, pagesWithData } from './apply.js';
+export { saveImage, saveImageToBuffer, restoreImage, IMAGE_XEN_VERSION, type SaveImageOptions, type RestoreImageOptions } from './image.js';

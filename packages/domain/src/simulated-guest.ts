@@ -396,6 +396,16 @@ export class SimulatedGuest implements Domain {
     return createHash('sha256').update(this.mem.bytes).digest('hex');
   }
 
+  /** Whether the pages hold a valid store (false after writing pages that are not a simulated guest's). */
+  get storeValid(): boolean {
+    try {
+      this.store.keyCount;
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Number of keys in the service's store. */
   get keyCount(): number {
     return this.store.keyCount;
