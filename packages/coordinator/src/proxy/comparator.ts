@@ -1,0 +1,310 @@
+import type { ConnectionId, OutputBytes, ProxyCheckpointReason } from './types.js';
+
+export interface OutputComparatorOptions {
+  /** Output waiting longer than this for its twin asks for a checkpoint ('stale'). Default 1000 ms. */
+  compareTimeoutMs?: number;
+  /** Unmatched output held per connection, per side, before asking for a checkpoint ('output_bound'). Default 1 MiB. */
+  maxHeldBytesPerConnection?: number;
+  /** Unmatched output held over all connections, per side, before asking for a checkpoint. Default 16 MiB. */
+  maxHeldBytes?: number;
+  /** The generation comparison starts in: the number of the last checkpoint both guests share (0 = none). */
+  generation?: number;
+  /** Clock for the age of held output (ms). Default Date.now. */
+  now?: () => number;
+  /** Output that may reach the client: bytes, or null when the guest closed the connection. In order per connection. */
+  release: (conn: ConnectionId, bytes: OutputBytes) => void;
+  /** The guests diverged or output waits too long: the node should checkpoint. At most once per generation. */
+  checkpointNeeded: (reason: ProxyCheckpointReason) => void;
+}
+
+export interface ComparatorCounters {
+  /** Output segments found equal in both guests and released. */
+  match: number;
+  /** Differences found (at most one per generation: comparison stops until the next checkpoint). */
+  miscompare: number;
+  /** Generations in which output waited longer than compareTimeoutMs for its twin. */
+  stale: number;
+  /** Generations in which held output passed a bound. */
+  outputBound: number;
+  /** Secondary output of an older generation, ignored (its guest state was overwritten by a checkpoint). */
+  oldGenerationIgnored: number;
+  releasedBytes: number;
+}
+
+/** One guest's unmatched output on one connection: a queue of chunks, the first partly consumed. */
+interface Side {
+  items: { bytes: OutputBytes; at: number }[];
+  /** Bytes of items[0] already matched and released. */
+  offset: number;
+  bytes: number;
+}
+
+interface Connection {
+  primary: Side;
+  secondary: Side;
+}
+
+export type ComparatorState = 'comparing' | 'diverged' | 'passthrough';
+
+/**
+ * COLO output comparison on the primary. Per connection, the primary's and the secondary's output are byte
+ * streams; the longest common prefix is released at once (both guests produced it, so whichever survives a
+ * failover is consistent with what the client saw). Anything else is held: nothing unmatched ever reaches a
+ * client while a secondary is attached. A difference stops comparison until the next checkpoint makes the
+ * secondary identical again; the checkpoint backs the primary's held output, which is then released.
+ * Pure: no timers, no sockets; time enters through the injected clock and tick().
+ */
+export class OutputComparator {
+  readonly #timeoutMs: number;
+  readonly #maxPerConn: number;
+  readonly #maxTotal: number;
+  readonly #now: () => number;
+  readonly #release: (conn: ConnectionId, bytes: OutputBytes) => void;
+  readonly #checkpointNeeded: (reason: ProxyCheckpointReason) => void;
+  #state: ComparatorState = 'comparing';
+  #generation: number;
+  #requested = false;
+  #staleSeen = false;
+  #boundSeen = false;
+  #conns = new Map<ConnectionId, Connection>();
+  /** Secondary output already tagged with a generation the primary has not completed yet. */
+  #future: { generation: number; conn: ConnectionId; bytes: OutputBytes; at: number }[] = [];
+  #heldPrimary = 0;
+  #heldSecondary = 0;
+  readonly counters: ComparatorCounters = {
+    match: 0,
+    miscompare: 0,
+    stale: 0,
+    outputBound: 0,
+    oldGenerationIgnored: 0,
+    releasedBytes: 0,
+  };
+
+  constructor(options: OutputComparatorOptions) {
+    this.#timeoutMs = options.compareTimeoutMs ?? 1000;
+    this.#maxPerConn = options.maxHeldBytesPerConnection ?? 1024 * 1024;
+    this.#maxTotal = options.maxHeldBytes ?? 16 * 1024 * 1024;
+    this.#generation = options.generation ?? 0;
+    this.#now = options.now ?? Date.now;
+    this.#release = options.release;
+    this.#checkpointNeeded = options.checkpointNeeded;
+  }
+
+  get state(): ComparatorState {
+    return this.#state;
+  }
+  get generation(): number {
+    return this.#generation;
+  }
+  /** Primary output held back (unmatched), over all connections. */
+  get heldBytes(): number {
+    return this.#heldPrimary;
+  }
+  /** Secondary output waiting for its primary twin. */
+  get secondaryPendingBytes(): number {
+    return this.#heldSecondary;
+  }
+
+  /** Output of the primary's guest. */
+  pushPrimary(conn: ConnectionId, bytes: OutputBytes): void {
+    if (this.#state === 'passthrough') {
+      this.#emit(conn, bytes);
+      return;
+    }
+    const c = this.#conn(conn);
+    this.#enqueue(c.primary, bytes);
+    this.#heldPrimary += bytes?.byteLength ?? 0;
+    if (this.#state === 'comparing') this.#match(conn, c);
+    this.#checkBounds(c);
+  }
+
+  /** Output of the secondary's guest, tagged with the number of checkpoints it had applied when it produced it. */
+  pushSecondary(generation: number, conn: ConnectionId, bytes: OutputBytes): void {
+    if (this.#state === 'passthrough') return;
+    if (generation < this.#generation) {
+      this.counters.oldGenerationIgnored++;
+      return;
+    }
+    if (generation > this.#generation) {
+      // The secondary resumed from a checkpoint before the primary saw it complete: keep it for then.
+      this.#future.push({ generation, conn, bytes, at: this.#now() });
+      this.#heldSecondary += bytes?.byteLength ?? 0;
+      return;
+    }
+    if (this.#state === 'diverged') return; // discarded at the checkpoint anyway
+    const c = this.#conn(conn);
+    this.#enqueue(c.secondary, bytes);
+    this.#heldSecondary += bytes?.byteLength ?? 0;
+    this.#match(conn, c);
+    this.#checkBounds(c);
+  }
+
+  /**
+   * Checkpoint `generation` completed: the secondary now holds the primary's state, which backs all output the
+   * primary produced so far. Releases it, discards the secondary's unmatched output (produced from a state the
+   * checkpoint overwrote), and restarts comparison aligned.
+   */
+  onCheckpointComplete(generation: number): void {
+    this.#releaseAllPrimary();
+    this.#conns.clear();
+    this.#heldSecondary = 0;
+    this.#generation = Math.max(this.#generation, generation);
+    this.#requested = false;
+    this.#staleSeen = false;
+    this.#boundSeen = false;
+    if (this.#state === 'passthrough') {
+      this.#future = [];
+      return;
+    }
+    this.#state = 'comparing';
+    const future = this.#future;
+    this.#future = [];
+    for (const f of future) {
+      if (f.generation < this.#generation) continue;
+      if (f.generation > this.#generation) {
+        this.#future.push(f);
+        this.#heldSecondary += f.bytes?.byteLength ?? 0;
+        continue;
+      }
+      const c = this.#conn(f.conn);
+      c.secondary.items.push({ bytes: f.bytes, at: f.at });
+      c.secondary.bytes += f.bytes?.byteLength ?? 0;
+      this.#heldSecondary += f.bytes?.byteLength ?? 0;
+    }
+  }
+
+  /** The secondary is gone: release everything held and let output through unprotected from now on. */
+  onSecondaryLost(): void {
+    this.#releaseAllPrimary();
+    this.#conns.clear();
+    this.#future = [];
+    this.#heldSecondary = 0;
+    this.#state = 'passthrough';
+  }
+
+  /** Stale detection: output that has waited compareTimeoutMs for its twin asks for a checkpoint. */
+  tick(now: number = this.#now()): void {
+    if (this.#state !== 'comparing' || this.#staleSeen) return;
+    for (const c of this.#conns.values()) {
+      const oldest = Math.min(c.primary.items[0]?.at ?? Infinity, c.secondary.items[0]?.at ?? Infinity);
+      if (now - oldest >= this.#timeoutMs) {
+        this.#staleSeen = true;
+        this.counters.stale++;
+        this.#request('stale');
+        return;
+      }
+    }
+  }
+
+  #conn(conn: ConnectionId): Connection {
+    let c = this.#conns.get(conn);
+    if (c === undefined) {
+      c = { primary: { items: [], offset: 0, bytes: 0 }, secondary: { items: [], offset: 0, bytes: 0 } };
+      this.#conns.set(conn, c);
+    }
+    return c;
+  }
+
+  #enqueue(side: Side, bytes: OutputBytes): void {
+    if (bytes !== null && bytes.byteLength === 0) return;
+    side.items.push({ bytes, at: this.#now() });
+    side.bytes += bytes?.byteLength ?? 0;
+  }
+
+  /** Releases the common prefix of both streams; a difference marks the pair diverged. */
+  #match(conn: ConnectionId, c: Connection): void {
+    const p = c.primary;
+    const s = c.secondary;
+    while (p.items.length > 0 && s.items.length > 0) {
+      const pb = p.items[0]!.bytes;
+      const sb = s.items[0]!.bytes;
+      if (pb === null || sb === null) {
+        if (pb === null && sb === null) {
+          p.items.shift();
+          s.items.shift();
+          this.counters.match++;
+          this.#emit(conn, null);
+          continue;
+        }
+        this.#diverge();
+        return;
+      }
+      const n = Math.min(pb.byteLength - p.offset, sb.byteLength - s.offset);
+      const pv = pb.subarray(p.offset, p.offset + n);
+      if (!equalBytes(pv, sb.subarray(s.offset, s.offset + n))) {
+        this.#diverge();
+        return;
+      }
+      this.#consume(p, n);
+      this.#consume(s, n);
+      this.#heldPrimary -= n;
+      this.#heldSecondary -= n;
+      this.counters.match++;
+      this.#emit(conn, pv);
+    }
+    // Fully matched: nothing to remember about this connection.
+    if (p.items.length === 0 && s.items.length === 0) this.#conns.delete(conn);
+  }
+
+  #consume(side: Side, n: number): void {
+    side.offset += n;
+    side.bytes -= n;
+    if (side.offset === side.items[0]!.bytes!.byteLength) {
+      side.items.shift();
+      side.offset = 0;
+    }
+  }
+
+  #diverge(): void {
+    this.#state = 'diverged';
+    this.counters.miscompare++;
+    // The secondary's output no longer matters: the checkpoint will overwrite the state it came from.
+    for (const c of this.#conns.values()) c.secondary = { items: [], offset: 0, bytes: 0 };
+    this.#heldSecondary = 0;
+    for (const f of this.#future) this.#heldSecondary += f.bytes?.byteLength ?? 0;
+    this.#request('miscompare');
+  }
+
+  #checkBounds(c: Connection): void {
+    if (this.#boundSeen) return;
+    const over =
+      c.primary.bytes > this.#maxPerConn ||
+      c.secondary.bytes > this.#maxPerConn ||
+      this.#heldPrimary > this.#maxTotal ||
+      this.#heldSecondary > this.#maxTotal;
+    if (!over) return;
+    // Keep holding: dropping would lose output, releasing would show the client unmatched output.
+    this.#boundSeen = true;
+    this.counters.outputBound++;
+    this.#request('output_bound');
+  }
+
+  #request(reason: ProxyCheckpointReason): void {
+    if (this.#requested) return;
+    this.#requested = true;
+    this.#checkpointNeeded(reason);
+  }
+
+  #releaseAllPrimary(): void {
+    for (const [conn, c] of this.#conns) {
+      const p = c.primary;
+      for (let i = 0; i < p.items.length; i++) {
+        const b = p.items[i]!.bytes;
+        this.#emit(conn, b === null ? null : i === 0 ? b.subarray(p.offset) : b);
+      }
+      p.items = [];
+      p.offset = 0;
+      p.bytes = 0;
+    }
+    this.#heldPrimary = 0;
+  }
+
+  #emit(conn: ConnectionId, bytes: OutputBytes): void {
+    this.counters.releasedBytes += bytes?.byteLength ?? 0;
+    this.#release(conn, bytes);
+  }
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.compare(a, b) === 0;
+}
