@@ -79,7 +79,14 @@ export async function startPair(o: PairOptions): Promise<Pair> {
   primary.on('written', (seq, d) => primaryDigests.set(seq, (d as SimulatedGuest).memoryDigest()));
   const secondary = secondaryNode(o, primary.listenUrl!, o.secondaryPsk ?? psk);
   secondary.on('applied', (i, d) => secondaryDigests.set(i, (d as SimulatedGuest).memoryDigest()));
-  await secondary.start();
+  try {
+    await secondary.start();
+  } catch (e) {
+    await secondary.stop();
+    await primary.stop();
+    guest.destroy();
+    throw e;
+  }
   return {
     primary,
     secondary,
