@@ -353,11 +353,12 @@ export class StreamDecoder {
     if (!isKnownLibxcType(type)) {
       throw new StreamError(C.UNKNOWN_RECORD, at, `unknown mandatory libxc record type 0x${type.toString(16)}: the sender is newer than colo, or the stream is corrupt`);
     }
-    checkLibxcLength(type, length, at);
-    const v3 = this.libxcVersion >= 3;
+    // Where a record may not appear at all, say so rather than judging its length.
     if (type === LibxcType.CHECKPOINT_DIRTY_PFN_LIST) throw this.misplaced('travels only on the back channel');
     if (this.guestType === GuestType.X86_HVM && PV_ONLY_TYPES.has(type)) throw this.misplaced('is for x86 PV guests; this stream is an HVM guest\'s');
     if (this.guestType === GuestType.X86_PV && HVM_ONLY_TYPES.has(type)) throw this.misplaced('is for x86 HVM guests; this stream is a PV guest\'s');
+    checkLibxcLength(type, length, at);
+    const v3 = this.libxcVersion >= 3;
     switch (type) {
       case LibxcType.STATIC_DATA_END:
         if (!v3) throw this.misplaced('in a version 2 libxc stream (it exists from version 3)');
