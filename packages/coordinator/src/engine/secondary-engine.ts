@@ -20,6 +20,11 @@ export interface SecondaryEngineOptions {
   /** Called right after checkpoint `index` (0 = initial synchronisation) is applied, guest still suspended. */
   onCheckpointApplied?: (index: number, domain: Domain) => void;
   maxRecordLength?: number;
+  /**
+   * Longest time a partly received record may stay incomplete (ms). Catches a primary that stalls mid-record
+   * while the link stays alive, in states where the machine runs no timer of its own (COLO running, Remus standby).
+   */
+  stallTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -53,11 +58,29 @@ export class SecondaryCheckpointEngine {
 
   // ------------------------------------------------------------------------------------------ main stream in
 
+  private stallTimer: NodeJS.Timeout | undefined;
+
+  private watchPartialRecord(progress: boolean): void {
+    if (progress || this.framer.pendingBytes === 0 || this.failed) {
+      clearTimeout(this.stallTimer);
+      this.stallTimer = undefined;
+    }
+    if (this.framer.pendingBytes > 0 && !this.stallTimer && !this.failed && this.o.stallTimeoutMs) {
+      const ms = this.o.stallTimeoutMs;
+      this.stallTimer = setTimeout(() => {
+        this.fail(new CoordinatorError(CoordinatorErrorCode.PHASE_TIMEOUT, `the primary stalled mid-record: ${this.framer.pendingBytes} bytes of an incomplete record for ${ms} ms`));
+      }, ms);
+      this.stallTimer.unref?.();
+    }
+  }
+
   receive(chunk: Uint8Array): void {
     if (this.failed) return;
     this.receivedBytes += chunk.length;
+    let units = 0;
     try {
       for (const unit of this.framer.push(chunk)) {
+        units++;
         if (this.failed) return;
         if (unit.kind === 'record' && this.atCheckpointBoundary && this.o.mode === 'colo' && unit.type === LibxlType.CHECKPOINT_STATE) {
           this.handleControl(unit.bytes);
@@ -69,11 +92,13 @@ export class SecondaryCheckpointEngine {
     } catch (e) {
       this.fail(asCoordinatorError(e, CoordinatorErrorCode.PEER_STREAM_ERROR, 'the main stream from the primary is corrupt'));
     }
+    this.watchPartialRecord(units > 0);
   }
 
   private fail(error: CoordinatorError): void {
     if (this.failed) return;
     this.failed = true;
+    clearTimeout(this.stallTimer);
     this.o.emit({ type: 'PRIMARY_LOST', error });
   }
 
@@ -246,6 +271,7 @@ export class SecondaryCheckpointEngine {
    */
   discard(): void {
     this.failed = true;
+    clearTimeout(this.stallTimer);
     this.pending = new PendingCheckpoint();
   }
 

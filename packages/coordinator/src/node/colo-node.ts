@@ -13,7 +13,7 @@ import { SecondaryCheckpointEngine } from '../engine/secondary-engine.js';
 import { bindPrimaryEffects, bindSecondaryEffects } from '../statechart/bind.js';
 import type { PrimaryContext, PrimaryEvent } from '../statechart/primary.js';
 import type { SecondaryEvent } from '../statechart/secondary.js';
-import { REQUESTABLE_REASONS, type CheckpointReason, type NodeRole, type RequestableReason } from '../statechart/types.js';
+import { DEFAULT_TIMINGS, REQUESTABLE_REASONS, type CheckpointReason, type NodeRole, type RequestableReason } from '../statechart/types.js';
 import {
   connectToPeer,
   DEFAULT_HEARTBEAT,
@@ -523,6 +523,7 @@ export class ColoNode {
         this.events.emit('applied', index, d);
       },
       maxRecordLength: this.o.maxRecordLength,
+      stallTimeoutMs: this.o.timings?.stallTimeoutMs ?? DEFAULT_TIMINGS.stallTimeoutMs,
       logger: this.log.child({ component: 'engine' }),
     });
     this.secondaryEngine = engine;
