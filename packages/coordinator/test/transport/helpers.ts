@@ -63,10 +63,29 @@ export async function listen(overrides: Partial<ListenOptions> = {}): Promise<Li
     server,
     links,
     refusals,
-    nextLink: () => new Promise((resolve) => linkWaiters.push(resolve)),
+    nextLink: () => within(5000, 'no link was accepted', new Promise((resolve) => linkWaiters.push(resolve))),
     nextRefusal: () =>
-      refusals.length > 0 ? Promise.resolve(refusals[refusals.length - 1]!.error) : new Promise((r) => refusalWaiters.push(r)),
+      refusals.length > 0
+        ? Promise.resolve(refusals[refusals.length - 1]!.error)
+        : within(5000, 'no peer was refused', new Promise((r) => refusalWaiters.push(r))),
   };
+}
+
+/** Fails a test quickly with a message instead of letting it hang to the test timeout. */
+export function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
 }
 
 export function dial(url: string, overrides: Partial<ConnectOptions> = {}): Promise<PeerLink> {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { closed, collect, pair, type Listening } from './helpers.js';
+import { closed, collect, dial, listen, pair, type Listening } from './helpers.js';
 
 const servers: Listening[] = [];
 afterEach(async () => {
@@ -70,6 +70,44 @@ describe('listeners that throw', () => {
     const c = closed(client);
     client.close();
     expect(await c).toBeNull();
+    server.close();
+  });
+});
+
+describe('the listener', () => {
+  it('closing it ends its links, and the dialers hear why', async () => {
+    const { l, client } = await pair();
+    const c = closed(client);
+    await l.server.close();
+    const err = await c;
+    expect(err?.code).toBe('LINK_CLOSED');
+    expect(err?.message).toContain('shutting down');
+    await expect(dial(l.server.url)).rejects.toMatchObject({ code: 'LINK_SOCKET_ERROR' });
+  });
+
+  it('survives an onLink callback that throws, closing that link', async () => {
+    let calls = 0;
+    const l = await listen({
+      onLink: () => {
+        calls++;
+        throw new Error('no room');
+      },
+    });
+    servers.push(l);
+    const client = await dial(l.server.url);
+    const err = await closed(client);
+    expect(err?.code).toBe('LINK_CLOSED');
+    expect(calls).toBe(1);
+    const again = await dial(l.server.url);
+    await closed(again);
+    expect(calls).toBe(2);
+  });
+
+  it('answers plain HTTP with 426 and stays up', async () => {
+    const { l, server } = await pair();
+    servers.push(l);
+    const res = await fetch(l.server.url.replace('ws://', 'http://'));
+    expect(res.status).toBe(426);
     server.close();
   });
 });
