@@ -42,6 +42,8 @@ interface Side {
 interface Connection {
   primary: Side;
   secondary: Side;
+  /** The client closed: release a close once the primary's held output of this connection is out. */
+  closeWhenReleased: boolean;
 }
 
 export type ComparatorState = 'comparing' | 'diverged' | 'passthrough';
@@ -173,6 +175,20 @@ export class OutputComparator {
     }
   }
 
+  /**
+   * The client closed the connection and the guest has processed that: the guest will send nothing more on it,
+   * so the client's socket can be ended once everything held for it is released. Not compared: it is the
+   * client's event, not the guests' output, and both guests saw it at the same place in the input order.
+   */
+  closeLocally(conn: ConnectionId): void {
+    const c = this.#conns.get(conn);
+    if (this.#state === 'passthrough' || c === undefined || c.primary.items.length === 0) {
+      this.#emit(conn, null);
+      return;
+    }
+    c.closeWhenReleased = true;
+  }
+
   /** The secondary is gone: release everything held and let output through unprotected from now on. */
   onSecondaryLost(): void {
     this.#releaseAllPrimary();
@@ -199,7 +215,7 @@ export class OutputComparator {
   #conn(conn: ConnectionId): Connection {
     let c = this.#conns.get(conn);
     if (c === undefined) {
-      c = { primary: { items: [], offset: 0, bytes: 0 }, secondary: { items: [], offset: 0, bytes: 0 } };
+      c = { primary: { items: [], offset: 0, bytes: 0 }, secondary: { items: [], offset: 0, bytes: 0 }, closeWhenReleased: false };
       this.#conns.set(conn, c);
     }
     return c;
@@ -241,6 +257,10 @@ export class OutputComparator {
       this.#heldSecondary -= n;
       this.counters.match++;
       this.#emit(conn, pv);
+    }
+    if (p.items.length === 0 && c.closeWhenReleased) {
+      c.closeWhenReleased = false;
+      this.#emit(conn, null);
     }
     // Fully matched: nothing to remember about this connection.
     if (p.items.length === 0 && s.items.length === 0) this.#conns.delete(conn);
@@ -295,6 +315,10 @@ export class OutputComparator {
       p.items = [];
       p.offset = 0;
       p.bytes = 0;
+      if (c.closeWhenReleased) {
+        c.closeWhenReleased = false;
+        this.#emit(conn, null);
+      }
     }
     this.#heldPrimary = 0;
   }

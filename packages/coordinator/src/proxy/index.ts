@@ -4,3 +4,7 @@ export * from './wire.js';
 export * from './input-log.js';
 export * from './comparator.js';
 export * from './remus-buffer.js';
+export * from './service.js';
+export * from './metrics.js';
+export * from './primary-proxy.js';
+export * from './secondary-proxy.js';
