@@ -21,6 +21,9 @@ export interface SummaryEntry {
   pages?: number;
   minPfn?: number;
   maxPfn?: number;
+  /** CHECKPOINT_STATE: the COLO control id and its name. */
+  controlId?: number;
+  control?: string;
   /** Human-readable details (sizes, ids, names). */
   detail?: string;
 }
@@ -122,6 +125,8 @@ export class StreamSummarizer {
         e.detail = `checkpoint #${this.checkpoint} complete`;
         break;
       case 'CHECKPOINT_STATE':
+        e.controlId = r.controlId;
+        e.control = coloControlName(r.controlId);
         e.detail = `COLO ${coloControlName(r.controlId)} (${r.controlId})`;
         break;
       case 'CHECKPOINT_DIRTY_PFN_LIST':
