@@ -8,6 +8,7 @@ const suites: Record<string, () => Promise<BenchSuite>> = {
   stream: async () => (await import('./stream.js')).default,
   guest: async () => (await import('./guest.js')).default,
   checkpoint: async () => (await import('./checkpoint.js')).default,
+  transport: async () => (await import('./transport-baseline.js')).default,
 };
 
 const wanted = process.argv.slice(2);
