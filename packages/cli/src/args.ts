@@ -2,10 +2,15 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { UsageError } from './command.js';
 
-/** node:util parseArgs with usage errors turned into UsageError (exit 2 with the command's help hint). */
+/** node:util parseArgs (strict), its errors as UsageError. (The cli package emits no declarations, so this may infer.) */
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, allowPositionals = false) {
+  return usageErrors(() => parseArgs({ args: argv, options, allowPositionals, strict: true }));
+}
+
+/** Runs an argument parse (node:util parseArgs), turning its errors into UsageError (exit 2, with a help hint). */
+export function usageErrors<T>(parse: () => T): T {
   try {
-    return parseArgs({ args: argv, options, allowPositionals, strict: true });
+    return parse();
   } catch (e) {
     throw new UsageError((e as Error).message);
   }

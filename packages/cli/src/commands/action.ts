@@ -1,5 +1,6 @@
+import { parseArgs } from 'node:util';
 import { ExitCode, type Command } from '../command.js';
-import { adminToken, parse } from '../args.js';
+import { adminToken, usageErrors } from '../args.js';
 import { AdminClientError, postAction } from '../client/admin-client.js';
 
 /** `colo checkpoint` and `colo failover`: one authenticated POST to one node's admin API. */
@@ -19,7 +20,7 @@ Options:
 Exit codes: 0 done, 1 the node refused or failed (401 = missing/wrong token), 2 bad usage, 3 node unreachable.
 `,
     async run(argv, io) {
-      const { values } = parse(argv, { node: { type: 'string' }, 'token-file': { type: 'string' }, json: { type: 'boolean' } });
+      const { values } = usageErrors(() => parseArgs({ args: argv, strict: true, options: { node: { type: 'string' }, 'token-file': { type: 'string' }, json: { type: 'boolean' } } }));
       if (!values.node) {
         io.stderr.write(`colo ${action}: --node URL is required\n`);
         return ExitCode.USAGE;

@@ -1,5 +1,6 @@
+import { parseArgs } from 'node:util';
 import { ExitCode, UsageError, type Command } from '../command.js';
-import { adminToken, nodeUrls, parse } from '../args.js';
+import { adminToken, nodeUrls, usageErrors } from '../args.js';
 import { formatDrillReport, runDrill } from '../drill/drill.js';
 
 const help = `Usage: colo drill [--node URL ...] [--token-file FILE] [--keys N] [--no-reprotect] [--json]
@@ -31,7 +32,7 @@ const command: Command = {
   summary: 'run a failover drill: ledger, crash, RTO, verify, re-protect',
   help,
   async run(argv, io) {
-    const { values } = parse(argv, {
+    const { values } = usageErrors(() => parseArgs({ args: argv, strict: true, options: {
       node: { type: 'string', multiple: true },
       'token-file': { type: 'string' },
       keys: { type: 'string', default: '500' },
@@ -40,7 +41,7 @@ const command: Command = {
       'reprotect-timeout': { type: 'string', default: '120' },
       'no-reprotect': { type: 'boolean' },
       json: { type: 'boolean' },
-    });
+    } }));
     const num = (name: string, v: string) => {
       const n = Number(v);
       if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number, not ${JSON.stringify(v)}`);

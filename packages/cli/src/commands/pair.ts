@@ -1,5 +1,6 @@
+import { parseArgs } from 'node:util';
 import { ExitCode, UsageError, type Command } from '../command.js';
-import { parse } from '../args.js';
+import { usageErrors } from '../args.js';
 import { PairSupervisor } from '../pair/supervisor.js';
 import type { NodeStatusDoc } from '../client/admin-client.js';
 
@@ -37,7 +38,7 @@ const command: Command = {
   summary: 'run a primary/secondary pair on this machine (npm start)',
   help,
   async run(argv, io) {
-    const { values } = parse(argv, {
+    const { values } = usageErrors(() => parseArgs({ args: argv, strict: true, options: {
       mode: { type: 'string', default: 'colo' },
       memory: { type: 'string', default: '64MiB' },
       'dirty-rate': { type: 'string', default: '0' },
@@ -49,7 +50,7 @@ const command: Command = {
       'log-level': { type: 'string', default: 'info' },
       'sync-timeout': { type: 'string', default: '120' },
       json: { type: 'boolean' },
-    });
+    } }));
     if (values.mode !== 'colo' && values.mode !== 'remus') throw new UsageError('--mode must be colo or remus');
     const sup = new PairSupervisor({
       dir: values.dir,

@@ -1,5 +1,6 @@
+import { parseArgs } from 'node:util';
 import { ExitCode, type Command } from '../command.js';
-import { parse, nodeUrls } from '../args.js';
+import { usageErrors, nodeUrls } from '../args.js';
 import { getStatus, type NodeStatusDoc } from '../client/admin-client.js';
 
 const help = `Usage: colo status [--node URL ...] [--json]
@@ -38,7 +39,7 @@ const command: Command = {
   summary: 'show role, state, epoch and protection of each node',
   help,
   async run(argv, io) {
-    const { values } = parse(argv, { node: { type: 'string', multiple: true }, json: { type: 'boolean' } });
+    const { values } = usageErrors(() => parseArgs({ args: argv, strict: true, options: { node: { type: 'string', multiple: true }, json: { type: 'boolean' } } }));
     const nodes = nodeUrls(values.node);
     const results = await Promise.all(
       nodes.map(async (node) => {
