@@ -1,9 +1,9 @@
+import { parseArgs } from 'node:util';
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { SimulatedGuest, saveImage, DEFAULT_MEMORY_BYTES } from '@colo/domain';
 import { ExitCode, UsageError, type Command, type CommandIo } from '../command.js';
-import { parse } from '../args.js';
 import { parseBytes, parseHostPort } from '../config/units.js';
 
 const help = `Usage: colo guest --listen HOST:PORT [--memory SIZE] [--dirty-rate N] [--control HOST:PORT] [--name NAME]
@@ -30,6 +30,15 @@ Exit codes: 0 stopped by a signal, 2 bad usage, 3 cannot listen (address in use,
 export interface ServeOptions {
   listen: { host: string; port: number };
   control?: { host: string; port: number } | undefined;
+}
+
+/** Runs a node:util parseArgs call, turning its errors into UsageError (exit 2, with a pointer to --help). */
+export function usage<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
 export function parseListen(v: string | undefined, flag: string, required: true): { host: string; port: number };
@@ -189,13 +198,13 @@ const command: Command = {
   summary: 'run an unprotected simulated guest serving RESP clients',
   help,
   async run(argv, io) {
-    const { values } = parse(argv, {
-      listen: { type: 'string' },
-      memory: { type: 'string' },
-      'dirty-rate': { type: 'string' },
-      control: { type: 'string' },
-      name: { type: 'string' },
-    });
+    const { values } = usage(() =>
+      parseArgs({
+        args: argv,
+        strict: true,
+        options: { listen: { type: 'string' }, memory: { type: 'string' }, 'dirty-rate': { type: 'string' }, control: { type: 'string' }, name: { type: 'string' } },
+      }),
+    );
     const listen = parseListen(values.listen, '--listen', true);
     const control = parseListen(values.control, '--control', false);
     const guest = new SimulatedGuest({

@@ -3,8 +3,8 @@ import { open } from 'node:fs/promises';
 import { restoreImage, isDomainError } from '@colo/domain';
 import { isStreamError } from '@colo/stream';
 import { ExitCode, UsageError, type Command } from '../command.js';
-import { parse } from '../args.js';
-import { parseDirtyRate, parseListen, serveGuest } from './guest.js';
+import { parseDirtyRate, parseListen, serveGuest, usage } from './guest.js';
+import { parseArgs } from 'node:util';
 
 const help = `Usage: colo restore FILE --listen HOST:PORT [--control HOST:PORT] [--dirty-rate N]
 
@@ -26,10 +26,13 @@ const command: Command = {
   summary: 'serve a guest restored from a libxl v2 image',
   help,
   async run(argv, io) {
-    const { values, positionals } = parse(
-      argv,
-      { listen: { type: 'string' }, control: { type: 'string' }, 'dirty-rate': { type: 'string' } },
-      true,
+    const { values, positionals } = usage(() =>
+      parseArgs({
+        args: argv,
+        strict: true,
+        allowPositionals: true,
+        options: { listen: { type: 'string' }, control: { type: 'string' }, 'dirty-rate': { type: 'string' } },
+      }),
     );
     if (positionals.length !== 1) throw new UsageError('exactly one image FILE is required');
     const file = positionals[0]!;

@@ -4,8 +4,8 @@ import { once } from 'node:events';
 import { SimulatedGuest, saveImage } from '@colo/domain';
 import { StreamDecoder, isStreamError } from '@colo/stream';
 import { ExitCode, UsageError, type Command } from '../command.js';
-import { parse } from '../args.js';
-import { parseMemory } from './guest.js';
+import { parseMemory, usage } from './guest.js';
+import { parseArgs } from 'node:util';
 
 const help = `Usage: colo save [--from CONTROL_URL] [--memory SIZE] [--name NAME] -o FILE
 
@@ -49,12 +49,13 @@ const command: Command = {
   summary: 'write a libxl v2 image of a guest',
   help,
   async run(argv, io) {
-    const { values } = parse(argv, {
-      output: { type: 'string', short: 'o' },
-      from: { type: 'string' },
-      memory: { type: 'string' },
-      name: { type: 'string' },
-    });
+    const { values } = usage(() =>
+      parseArgs({
+        args: argv,
+        strict: true,
+        options: { output: { type: 'string', short: 'o' }, from: { type: 'string' }, memory: { type: 'string' }, name: { type: 'string' } },
+      }),
+    );
     if (!values.output) throw new UsageError('-o FILE is required');
     if (values.from !== undefined && (values.memory !== undefined || values.name !== undefined)) {
       throw new UsageError('--memory and --name describe a fresh guest; they cannot be used with --from');
