@@ -14,6 +14,11 @@ export interface ServiceListenerOptions {
    * its input is paused until they drain. Default 1 MiB.
    */
   maxPendingOutputBytes?: number;
+  /**
+   * After the guest closes a connection, how long the client may keep its side open before the socket is
+   * destroyed (a client that never closes must not hold a socket forever). Default 5000 ms.
+   */
+  guestCloseLingerMs?: number;
   /** Every client event, in the order it happened: 'open', then 'data'..., then exactly one 'close'. */
   onEvent: (conn: ConnectionId, kind: InputKind, bytes?: Uint8Array) => void;
 }
@@ -58,6 +63,7 @@ export class ServiceListener {
       port: options.port ?? 0,
       firstConnectionId: options.firstConnectionId ?? 1,
       maxPendingOutputBytes: options.maxPendingOutputBytes ?? 1024 * 1024,
+      guestCloseLingerMs: options.guestCloseLingerMs ?? 5000,
     };
     this.#onEvent = options.onEvent;
     this.#nextId = this.#opts.firstConnectionId;
@@ -115,8 +121,12 @@ export class ServiceListener {
       return;
     }
     if (bytes === null) {
+      if (c.guestClosed) return;
       c.guestClosed = true;
       c.socket.end();
+      const linger = setTimeout(() => c.socket.destroy(), this.#opts.guestCloseLingerMs);
+      linger.unref();
+      c.socket.once('close', () => clearTimeout(linger));
       return;
     }
     if (bytes.byteLength === 0 || c.guestClosed) return;
