@@ -23,7 +23,7 @@ const deterministic = fc.oneof(
 /** A command and the connection it arrives on. */
 const step = fc.tuple(fc.integer({ min: 1, max: 3 }), deterministic);
 
-function run(steps: [number, string[]][], opts: Parameters<typeof recordedGuest>[0] = {}) {
+function run(steps: readonly (readonly [number, readonly string[]])[], opts: Parameters<typeof recordedGuest>[0] = {}) {
   const h = recordedGuest({ memoryBytes: 512 * 1024, ...opts });
   const replies = steps.map(([conn, cmd]) => h.send(conn, resp(...cmd)));
   return { ...h, replies };
@@ -45,7 +45,7 @@ describe('determinism', () => {
   });
 
   it('with TIME, two guests diverge only in TIME replies and the superblock page TIME writes', () => {
-    const withTime = fc.oneof({ weight: 4, arbitrary: step }, { weight: 1, arbitrary: fc.tuple(fc.integer({ min: 1, max: 3 }), fc.constant(['TIME'])) });
+    const withTime = fc.oneof({ weight: 4, arbitrary: step }, { weight: 1, arbitrary: fc.tuple(fc.integer({ min: 1, max: 3 }), fc.constant(['TIME'] as string[])) });
     fc.assert(
       fc.property(fc.array(withTime, { minLength: 1, maxLength: 60 }), (steps) => {
         const a = run(steps, { clock: () => 1_000_000_000_000 });
