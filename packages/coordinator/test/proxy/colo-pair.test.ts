@@ -121,6 +121,26 @@ describe('COLO primary and secondary proxies with two simulated guests', { timeo
     expect(p.released.get(1)).toBe(':1\r\n$1\r\n1\r\n');
   });
 
+  it('a reply whose twin never comes (secondary stalled) asks for a stale checkpoint from the proxy\'s own timer', async () => {
+    const pGuest = new SimulatedGuest({ memoryBytes: MEMORY });
+    const sGuest = new SimulatedGuest({ memoryBytes: MEMORY, startSuspended: true });
+    const link = linkPair();
+    const primary = new PrimaryProxy({ domain: pGuest, compareTimeoutMs: 40, staleCheckIntervalMs: 10 });
+    await primary.start();
+    primary.attachSecondary(link.a, 'colo');
+    new SecondaryProxy({ domain: sGuest, link: link.b, mode: 'colo' }); // never synchronised: produces nothing
+    primary.checkpointComplete(1);
+    const reason = new Promise<string>((r) => primary.onCheckpointNeeded(r));
+    primary.input(1, 'open');
+    primary.input(1, 'data', resp('PING'));
+    expect(await reason).toBe('stale');
+    expect(primary.metrics().compare.stale).toBe(1);
+    expect(primary.metrics().heldBytes).toBe(7);
+    primary.secondaryLost();
+    expect(primary.metrics().heldBytes).toBe(0);
+    await primary.close();
+  });
+
   it('a client close ends the connection once its replies are out, compared in order', async () => {
     const p = await coloPair({ timeDiverges: false });
     const ends: number[] = [];
