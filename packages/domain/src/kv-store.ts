@@ -1,5 +1,6 @@
 import type { GuestMemory } from './guest-memory.js';
 import { allocBlock, classBytes, freeBlock, sizeClass } from './allocator.js';
+import { add, parseInt64 } from './int64.js';
 import { formatStore, planLayout, readLayout, SB, UNIT, type Layout } from './layout.js';
 
 /**
@@ -213,10 +214,20 @@ export class KvStore {
     return this.store(f, key, [suffix], old) ? old + suffix.length : -1;
   }
 
-  /** Replaces the value of a key known to exist or not (INCR's write-back), as an ASCII string. */
-  setString(key: Uint8Array, value: string): boolean {
+  /** INCRBY with one lookup: the new value, or why not (the value is then unchanged). */
+  incrementBy(key: Uint8Array, delta: number | bigint): number | bigint | 'not-integer' | 'overflow' | 'oom' {
     const f = this.lookup(key);
-    return this.store(f, key, [Buffer.from(value, 'latin1')]);
+    let current: number | bigint = 0;
+    if (f.entry !== 0) {
+      const off = f.entry * UNIT;
+      const start = off + ENTRY_HEADER + this.mem.u32(off + E_KEYLEN);
+      const v = parseInt64(this.mem.bytes.subarray(start, start + this.mem.u32(off + E_VALLEN)));
+      if (v === undefined) return 'not-integer';
+      current = v;
+    }
+    const next = add(current, delta);
+    if (next === undefined) return 'overflow';
+    return this.store(f, key, [Buffer.from(String(next), 'latin1')]) ? next : 'oom';
   }
 
   /** FLUSHALL: an empty store over the same pages. */

@@ -1,5 +1,6 @@
 import type { KvStore } from './kv-store.js';
 import type { ReplyWriter } from './resp-reply.js';
+import { INT64_MIN, parseInt64 } from './int64.js';
 
 /**
  * The guest's RESP2 key-value service: command semantics on top of the in-page store. Deterministic: a reply
@@ -26,43 +27,9 @@ type Handler = (args: Buffer[], out: ReplyWriter, ctx: ServiceContext, connectio
 
 const OOM = 'OOM guest memory full';
 const NOT_INTEGER = 'ERR value is not an integer or out of range';
-const INT64_MAX = 9223372036854775807n;
-const INT64_MIN = -9223372036854775808n;
 
 function wrongArity(name: string): string {
   return `ERR wrong number of arguments for '${name}' command`;
-}
-
-/**
- * A decimal int64 as Redis accepts it (optional '-', no '+', no leading zeros, no spaces), or undefined.
- * Small values stay numbers (the common INCR path); larger ones are bigints.
- */
-export function parseInt64(b: Uint8Array): number | bigint | undefined {
-  const n = b.length;
-  if (n === 0 || n > 20) return undefined;
-  let i = 0;
-  const neg = b[0] === 0x2d;
-  if (neg) i = 1;
-  if (i >= n) return undefined;
-  if (b[i] === 0x30 && (neg || n > i + 1)) return undefined; // "-0" and leading zeros are not integers to Redis
-  let v = 0;
-  for (let j = i; j < n; j++) {
-    const d = b[j]! - 0x30;
-    if (d < 0 || d > 9) return undefined;
-    v = v * 10 + d;
-  }
-  if (v <= Number.MAX_SAFE_INTEGER) return neg ? -v : v;
-  const big = BigInt(Buffer.from(b).toString('latin1'));
-  return big > INT64_MAX || big < INT64_MIN ? undefined : big;
-}
-
-function add(a: number | bigint, b: number | bigint): number | bigint | undefined {
-  if (typeof a === 'number' && typeof b === 'number') {
-    const r = a + b;
-    if (Number.isSafeInteger(r)) return r;
-  }
-  const r = BigInt(a) + BigInt(b);
-  return r > INT64_MAX || r < INT64_MIN ? undefined : r;
 }
 
 function lower(b: Buffer): string {
@@ -70,17 +37,11 @@ function lower(b: Buffer): string {
 }
 
 function incrBy(key: Buffer, delta: number | bigint, out: ReplyWriter, ctx: ServiceContext): void {
-  const view = ctx.store.valueView(key);
-  let current: number | bigint = 0;
-  if (view) {
-    const v = parseInt64(view);
-    if (v === undefined) return out.error(NOT_INTEGER);
-    current = v;
-  }
-  const next = add(current, delta);
-  if (next === undefined) return out.error('ERR increment or decrement would overflow');
-  if (!ctx.store.setString(key, String(next))) return out.error(OOM);
-  out.integer(next);
+  const r = ctx.store.incrementBy(key, delta);
+  if (r === 'not-integer') return out.error(NOT_INTEGER);
+  if (r === 'overflow') return out.error('ERR increment or decrement would overflow');
+  if (r === 'oom') return out.error(OOM);
+  out.integer(r);
 }
 
 function deltaArg(b: Buffer, out: ReplyWriter, negate: boolean): number | bigint | undefined {
@@ -277,7 +238,7 @@ const handlers: Record<string, Handler> = {
   },
   command(args, out) {
     const sub = args.length > 1 ? lower(args[1]!) : '';
-    if (sub === 'count') return out.integer(Object.keys(handlers).length);
+    if (sub === 'count') return out.integer(supportedCommands.length);
     out.arrayHeader(0); // COMMAND, COMMAND DOCS, COMMAND INFO: an empty table is enough for clients
   },
   config(args, out, ctx) {
@@ -309,10 +270,20 @@ const handlers: Record<string, Handler> = {
 };
 handlers.flushdb = handlers.flushall!;
 
+/**
+ * Name -> handler, as a Map so a command named like an Object.prototype member ("constructor", "__proto__")
+ * is just unknown. Upper-case names are entered too: clients send either, and most send one of the two.
+ */
+const table = new Map<string, Handler>();
+for (const [name, h] of Object.entries(handlers)) {
+  table.set(name, h);
+  table.set(name.toUpperCase(), h);
+}
+
 /** Runs one command, appending its reply to `out`. */
 export function execute(args: Buffer[], out: ReplyWriter, ctx: ServiceContext, connection: number): Next {
-  const name = lower(args[0]!);
-  const h = handlers[name];
+  const name = args[0]!.toString('latin1');
+  const h = table.get(name) ?? table.get(name.toLowerCase());
   if (!h) {
     out.error(`ERR unknown command '${args[0]!.toString('utf8').slice(0, 128)}'`);
     return Next.CONTINUE;

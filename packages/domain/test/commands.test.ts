@@ -74,6 +74,11 @@ describe('the RESP key-value service', () => {
     expect(send(1, resp('INFO', 'server'))).toMatch(/^\$\d+\r\n# Server\r\nredis_version:/);
     expect(send(1, resp('NOSUCH', 'x'))).toBe("-ERR unknown command 'NOSUCH'\r\n");
     expect(send(1, resp('GET'))).toBe("-ERR wrong number of arguments for 'get' command\r\n");
+    // Names of Object.prototype members are just unknown commands (and still get a reply).
+    for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      expect(send(1, resp(name))).toBe(`-ERR unknown command '${name}'\r\n`);
+    }
+    expect(send(1, 'gEt a\r\n')).toBe('$-1\r\n');
   });
 
   it('reads TIME from the injected clock and RANDOMKEY from the injected random source', () => {
