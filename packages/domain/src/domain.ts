@@ -29,11 +29,11 @@ export interface Domain {
    * Every page counts as dirty right after enabling, so the first read returns all of them.
    */
   enableLogDirty(): void;
-  /** Stops tracking (Xen: SHADOW_OP_OFF). */
+  /** Stops tracking and empties the dirty set (Xen: SHADOW_OP_OFF). */
   disableLogDirty(): void;
   /**
    * Returns the pages written since the last call (ascending pfns) and clears the set atomically
-   * (Xen: XEN_DOMCTL_SHADOW_OP_CLEAN; KVM: KVM_GET_DIRTY_LOG / dirty ring reset).
+   * (Xen: XEN_DOMCTL_SHADOW_OP_CLEAN; KVM: KVM_GET_DIRTY_LOG / dirty ring reset). Empty while tracking is off.
    */
   readAndClearDirty(): Uint32Array;
   /** Peeks at the dirty set without clearing it (Xen: SHADOW_OP_PEEK). */
@@ -47,7 +47,8 @@ export interface Domain {
   /**
    * Overwrites pages: `data` holds pfns.length pages of 4096 bytes in order. Only while suspended or before the
    * guest first runs (Xen: the restore side's foreign mappings; QEMU: incoming migration's ram_load).
-   * Writes by the hypervisor do not mark pages dirty.
+   * Writes by the hypervisor do not mark pages dirty. A guest that cannot take the write now throws
+   * (the simulated guest: DomainError DOMAIN_NOT_SUSPENDED), before changing any page.
    */
   writePages(pfns: ArrayLike<number>, data: Uint8Array): void;
 
