@@ -21,6 +21,8 @@ export interface ServiceListenerOptions {
   guestCloseLingerMs?: number;
   /** Every client event, in the order it happened: 'open', then 'data'..., then exactly one 'close'. */
   onEvent: (conn: ConnectionId, kind: InputKind, bytes?: Uint8Array) => void;
+  /** onEvent threw: the client is disconnected (one bad event must not take the node down). */
+  onEventError?: (conn: ConnectionId, error: unknown) => void;
 }
 
 export interface ServiceCounters {
@@ -31,6 +33,8 @@ export interface ServiceCounters {
   outputBackpressurePauses: number;
   /** Output for a connection whose client was already gone (dropped). */
   outputToGoneClient: number;
+  /** Events whose handler threw (the client was disconnected). */
+  eventErrors: number;
 }
 
 interface Client {
@@ -47,7 +51,8 @@ interface Client {
  * checkpoints: the proxy decides what gets released and when.
  */
 export class ServiceListener {
-  readonly #opts: Required<Omit<ServiceListenerOptions, 'onEvent'>>;
+  readonly #opts: Required<Omit<ServiceListenerOptions, 'onEvent' | 'onEventError'>>;
+  readonly #onEventError: ServiceListenerOptions['onEventError'];
   readonly #onEvent: ServiceListenerOptions['onEvent'];
   readonly #clients = new Map<ConnectionId, Client>();
   #server: Server | null = null;
@@ -55,7 +60,14 @@ export class ServiceListener {
   #closing = false;
   #inputPaused = false;
   #address: { host: string; port: number } | null = null;
-  readonly counters: ServiceCounters = { accepted: 0, bytesIn: 0, bytesOut: 0, outputBackpressurePauses: 0, outputToGoneClient: 0 };
+  readonly counters: ServiceCounters = {
+    accepted: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    outputBackpressurePauses: 0,
+    outputToGoneClient: 0,
+    eventErrors: 0,
+  };
 
   constructor(options: ServiceListenerOptions) {
     this.#opts = {
@@ -66,6 +78,7 @@ export class ServiceListener {
       guestCloseLingerMs: options.guestCloseLingerMs ?? 5000,
     };
     this.#onEvent = options.onEvent;
+    this.#onEventError = options.onEventError;
     this.#nextId = this.#opts.firstConnectionId;
   }
 
@@ -206,6 +219,12 @@ export class ServiceListener {
 
   #emit(conn: ConnectionId, kind: InputKind, bytes?: Uint8Array): void {
     if (this.#closing) return;
-    this.#onEvent(conn, kind, bytes);
+    try {
+      this.#onEvent(conn, kind, bytes);
+    } catch (e) {
+      this.counters.eventErrors++;
+      this.#clients.get(conn)?.socket.destroy();
+      this.#onEventError?.(conn, e);
+    }
   }
 }

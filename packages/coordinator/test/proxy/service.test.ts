@@ -164,6 +164,28 @@ describe('ServiceListener (real sockets on loopback)', { timeout: 10_000 }, () =
     expect(events.length).toBe(1); // no events reported after close()
   });
 
+  it('an event handler that throws disconnects that client only, and the listener keeps serving', async () => {
+    const errors: number[] = [];
+    const service = new ServiceListener({
+      onEvent: (_conn, kind, bytes) => {
+        if (kind === 'data' && Buffer.from(bytes!).toString() === 'boom') throw new Error('guest refused');
+      },
+      onEventError: (conn) => errors.push(conn),
+    });
+    listeners.push(service);
+    const { port } = await service.listen();
+    const bad = await client(port);
+    const good = await client(port);
+    const closed = new Promise<void>((r) => bad.once('end', () => r()));
+    bad.write('boom');
+    await closed;
+    expect(errors).toEqual([1]);
+    expect(service.counters.eventErrors).toBe(1);
+    good.write('fine');
+    await new Promise<void>((r) => setTimeout(r, 20));
+    expect(service.connectionCount).toBe(1);
+  });
+
   it('refuses to listen on an address in use with a typed error', async () => {
     const { address } = await start();
     const second = new ServiceListener({ port: address.port, onEvent: () => {} });
