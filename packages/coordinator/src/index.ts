@@ -5,3 +5,4 @@ export * from './statechart/index.js';
 export * from './transport/index.js';
 export * from './engine/index.js';
 export * from './node/index.js';
+export * from './proxy/index.js';
