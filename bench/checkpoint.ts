@@ -5,7 +5,9 @@
  *   (suspend, send, resume). Target: p99 <= 1.5 x (dirty bytes / raw TCP throughput) + 2 ms.
  * - the initial synchronisation (live migration) of a 1 GiB guest, secondary start to protected.
  *   Target: >= 0.7 of raw TCP throughput.
- * Both nodes run in this process over real ws on loopback, as the two-node tests do.
+ * The two nodes run on real ws over loopback, the secondary in a worker thread: on two hosts each node has its
+ * own CPU, and the raw TCP baseline's two ends are kernel work that runs in parallel too. (COLO_BENCH_ONE_THREAD=1
+ * runs both nodes on the main thread instead, for comparison.)
  *
  * Dirty pages are chosen by the bench: a thin Domain wrapper adds exactly N pfns to what the guest's dirty log
  * returns at each checkpoint, so the checkpoint carries N real pages without the cost of a workload that
@@ -14,6 +16,7 @@
  * Run: `npx tsx --conditions=@colo/source bench/run.ts checkpoint` (COLO_BENCH_QUICK=1 for a short run).
  */
 import { randomBytes } from 'node:crypto';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { SimulatedGuest, type Domain } from '@colo/domain';
 import { ColoNode, unionAscending, type CheckpointMeasurement, type ReplicationMode } from '@colo/coordinator';
 import pino from 'pino';
@@ -48,20 +51,98 @@ function withInjectedDirty(inner: SimulatedGuest): Domain & { inject(pfns: numbe
   return d;
 }
 
-async function startPair(mode: ReplicationMode, pages: number, guest: Domain) {
-  const psk = randomBytes(32);
-  const common = { mode, security: { psk }, logger: quiet, heartbeat: { intervalMs: 100, timeoutMs: 5000 }, timings: { phaseTimeoutMs: 30_000, stallTimeoutMs: 30_000, coloMaxIntervalMs: 3_600_000, remusIntervalMs: 3_600_000 } };
-  const primary = new ColoNode({ ...common, nodeId: 'bench-a', role: 'primary', domain: guest, replication: { listen: { host: '127.0.0.1', port: 0 } } });
-  await primary.start();
-  const secondary = new ColoNode({
-    ...common,
+const ONE_THREAD = process.env.COLO_BENCH_ONE_THREAD === '1';
+
+function nodeOptions(mode: ReplicationMode, psk: Uint8Array) {
+  return {
+    mode,
+    security: { psk },
+    logger: quiet,
+    heartbeat: { intervalMs: 100, timeoutMs: 5000 },
+    timings: { phaseTimeoutMs: 30_000, stallTimeoutMs: 30_000, coloMaxIntervalMs: 3_600_000, remusIntervalMs: 3_600_000 },
+  };
+}
+
+function secondaryNode(mode: ReplicationMode, psk: Uint8Array, url: string, pages: number): ColoNode {
+  return new ColoNode({
+    ...nodeOptions(mode, psk),
     nodeId: 'bench-b',
     role: 'secondary',
     hostGuest: () => new SimulatedGuest({ memoryBytes: pages * PAGE, startSuspended: true }),
-    replication: { peer: primary.listenUrl! },
+    replication: { peer: url },
   });
-  const t0 = performance.now();
-  await secondary.start();
+}
+
+/** The secondary's side when it runs in a worker thread: start, report, stop on request. */
+if (!isMainThread && workerData?.coloBenchSecondary) {
+  const { mode, psk, url, pages } = workerData as { mode: ReplicationMode; psk: Uint8Array; url: string; pages: number };
+  const node = secondaryNode(mode, psk, url, pages);
+  parentPort!.postMessage({ ready: true });
+  parentPort!.on('message', async (m: { start?: boolean; stop?: boolean }) => {
+    if (m.start) {
+      node.start().then(
+        () => parentPort!.postMessage({ started: true }),
+        (e: Error) => parentPort!.postMessage({ error: e.message }),
+      );
+    }
+    if (m.stop) {
+      await node.stop();
+      node.domain?.destroy();
+      parentPort!.postMessage({ stopped: true });
+    }
+  });
+}
+
+async function startSecondaryWorker(mode: ReplicationMode, psk: Uint8Array, url: string, pages: number): Promise<{ start(): Promise<void>; stop(): Promise<void> }> {
+  // The worker runs this same TypeScript file: Node 20 workers do not inherit tsx's loader, so the worker
+  // registers it first (tsx/esm/api), with the source export condition as on the main thread.
+  const boot = `import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(import.meta.url)}); })`;
+  const worker = new Worker(boot, {
+    eval: true,
+    workerData: { coloBenchSecondary: true, mode, psk, url, pages },
+    execArgv: ['--conditions=@colo/source'],
+  });
+  const reply = () =>
+    new Promise<void>((resolve, reject) => {
+      worker.once('message', (m: { error?: string }) => (m.error ? reject(new Error(m.error)) : resolve()));
+      worker.once('error', reject);
+    });
+  await reply(); // loaded (compiling the sources is not part of any measurement)
+  return {
+    async start() {
+      const started = reply();
+      worker.postMessage({ start: true });
+      await started;
+    },
+    async stop() {
+      const done = new Promise((r) => worker.once('message', r));
+      worker.postMessage({ stop: true });
+      await done;
+      await worker.terminate();
+    },
+  };
+}
+
+async function startPair(mode: ReplicationMode, pages: number, guest: Domain) {
+  const psk = randomBytes(32);
+  const primary = new ColoNode({ ...nodeOptions(mode, psk), nodeId: 'bench-a', role: 'primary', domain: guest, replication: { listen: { host: '127.0.0.1', port: 0 } } });
+  await primary.start();
+  let stopSecondary: () => Promise<void>;
+  let t0: number;
+  if (ONE_THREAD) {
+    const secondary = secondaryNode(mode, psk, primary.listenUrl!, pages);
+    t0 = performance.now();
+    await secondary.start();
+    stopSecondary = async () => {
+      await secondary.stop();
+      secondary.domain?.destroy();
+    };
+  } else {
+    const w = await startSecondaryWorker(mode, psk, primary.listenUrl!, pages);
+    t0 = performance.now();
+    await w.start();
+    stopSecondary = () => w.stop();
+  }
   await new Promise<void>((resolve) => {
     if (primary.status().protected) return resolve();
     primary.on('protected', () => resolve());
@@ -69,12 +150,10 @@ async function startPair(mode: ReplicationMode, pages: number, guest: Domain) {
   const syncSeconds = (performance.now() - t0) / 1000;
   return {
     primary,
-    secondary,
     syncSeconds,
     async stop() {
-      await secondary.stop();
+      await stopSecondary();
       await primary.stop();
-      secondary.domain?.destroy();
     },
   };
 }
