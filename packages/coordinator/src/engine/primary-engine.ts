@@ -37,8 +37,9 @@ export interface PrimaryEngineOptions {
   extensions: readonly string[];
   precopy: PrecopyLimits;
   /**
-   * Pages per PAGE_DATA record, 1..1024 (default 1024, Xen's batch). 255 makes a record (1,046,496 bytes) fit one
-   * 1 MiB transport frame; measured on the 2-core machines that was slower (4x the sends), so it is not the default.
+   * Pages per PAGE_DATA record, 1..1024 (Xen batches up to 1024). The default, 255, makes a record (1,046,496
+   * bytes) fit one 1 MiB transport frame, so the secondary gets whole records and never copies one together
+   * from frames: a 1 GiB synchronisation went from 8.3 s to 6.0 s (one thread, profiled; docs/performance.md).
    */
   pagesPerRecord?: number;
   /** Events for the primary machine (back-channel records, completion of effects). */
@@ -48,7 +49,7 @@ export interface PrimaryEngineOptions {
   logger?: Logger;
 }
 
-export const DEFAULT_PAGES_PER_RECORD = MAX_PFNS_PER_PAGE_DATA;
+export const DEFAULT_PAGES_PER_RECORD = 255;
 
 /** Xen 4.17 is what this stream claims to come from (the domain header's xen_major/xen_minor). */
 const XEN_VERSION = { major: 4, minor: 17 };
