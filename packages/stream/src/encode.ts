@@ -3,7 +3,7 @@
  * which are little-endian), records little-endian, each record body zero-padded to 8 bytes. Encoders write only
  * valid streams: anything the format cannot carry (or that Xen's reader would refuse) is an UNENCODABLE error.
  */
-import { dataView, pad8 } from './bytes.js';
+import { allocBytes, dataView, pad8 } from './bytes.js';
 import { StreamError, StreamErrorCode } from './errors.js';
 import {
   EmulatorId,
@@ -332,29 +332,54 @@ export function writePageData(sink: ByteSink, pfns: ArrayLike<number>, pageOf: (
   countPages(pfns, types);
   const head = new Uint8Array(RECORD_HEADER_SIZE + 8 + 8 * Math.min(batch, pfns.length));
   const hv = dataView(head);
+  // Entries are written as u32 pairs straight into a Uint32Array on little-endian hosts (all x86 and ARM
+  // Linux ones); the DataView path keeps big-endian hosts correct.
+  const h32 = LITTLE_ENDIAN_HOST ? new Uint32Array(head.buffer, head.byteOffset, head.length / 4) : undefined;
   for (let start = 0; start < pfns.length; start += batch) {
     const n = Math.min(batch, pfns.length - start);
     let withData = 0;
     for (let i = 0; i < n; i++) {
       const t = types ? types[start + i]! : 0;
-      if (pageTypeCarriesData(t)) withData++;
-      writeEntry(hv, 16 + 8 * i, pfns[start + i]!, t);
+      if (t <= 4 || (t >= 9 && t <= 12)) withData++;
+      const pfn = pfns[start + i]!;
+      const lo = pfn >>> 0; // ToUint32 is exact modulo 2^32 for any pfn < 2^53
+      const hi = (pfn - lo) / 0x100000000 + t * 0x10000000;
+      if (h32) {
+        h32[4 + 2 * i] = lo;
+        h32[5 + 2 * i] = hi;
+      } else {
+        hv.setUint32(16 + 8 * i, lo, true);
+        hv.setUint32(20 + 8 * i, hi, true);
+      }
     }
     hv.setUint32(0, LibxcType.PAGE_DATA, true);
     hv.setUint32(4, 8 + 8 * n + PAGE_SIZE * withData, true);
     hv.setUint32(8, n, true);
     hv.setUint32(12, 0, true);
     sink.write(head.subarray(0, 16 + 8 * n));
+    // Pages that lie back to back in one buffer (consecutive pfns of guest memory) go out as one copy:
+    // a single large copy is much cheaper than a thousand 4 KiB ones.
+    let run: Uint8Array | undefined;
+    let runEnd = 0;
     for (let i = 0; i < n; i++) {
       const t = types ? types[start + i]! : 0;
-      if (!pageTypeCarriesData(t)) continue;
+      if (!(t <= 4 || (t >= 9 && t <= 12))) continue;
       const pfn = pfns[start + i]!;
       const page = pageOf(pfn);
       if (page.length !== PAGE_SIZE) throw unencodable(`pageOf(${pfn}) returned ${page.length} bytes, expected ${PAGE_SIZE}`);
-      sink.write(page);
+      if (run !== undefined && page.byteOffset === runEnd && page.buffer === run.buffer) {
+        runEnd += PAGE_SIZE;
+      } else {
+        if (run !== undefined) sink.write(new Uint8Array(run.buffer, run.byteOffset, runEnd - run.byteOffset));
+        run = page;
+        runEnd = page.byteOffset + PAGE_SIZE;
+      }
     }
+    if (run !== undefined) sink.write(new Uint8Array(run.buffer, run.byteOffset, runEnd - run.byteOffset));
   }
 }
+
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /**
  * PAGE_DATA records for `pfns` (ceil(n/batch) records of at most 1024 pfns, as Xen batches them), written into
@@ -363,7 +388,8 @@ export function writePageData(sink: ByteSink, pfns: ArrayLike<number>, pageOf: (
 export function encodePageData(pfns: ArrayLike<number>, pageOf: (pfn: number) => Uint8Array, opts?: PageDataOptions): Uint8Array {
   const batch = batchOf(opts);
   const withData = countPages(pfns, opts?.types);
-  const out = new Uint8Array(pageDataSize(pfns.length, withData, batch));
+  // Every byte is written below (headers, entries, pages), so uninitialised memory is safe.
+  const out = allocBytes(pageDataSize(pfns.length, withData, batch));
   let at = 0;
   writePageData(
     {

@@ -13,12 +13,15 @@ import {
   type ByteSink,
   type PageDataOptions,
 } from './encode.js';
+import { allocBytes } from './bytes.js';
 import { StreamError, StreamErrorCode } from './errors.js';
 import type { LibxcDomainHeader, LibxcImageHeader, LibxlHeader, StreamRecord, XlHeader } from './types.js';
 
 export interface StreamWriterOptions {
   /** Size of the buffers chunks are cut from (a chunk is at most this big). Default 4 MiB. */
   chunkSize?: number;
+  /** How many recycled chunk buffers to keep for reuse (see recycle()). Default 8. */
+  maxFreeChunks?: number;
 }
 
 export const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
@@ -30,11 +33,16 @@ export class StreamWriter implements ByteSink {
   private ready: Uint8Array[] = [];
   private readyBytes = 0;
   private total = 0;
+  /** Pieces of each chunk buffer handed out by take() and not yet recycled; the buffer being filled is absent. */
+  private readonly outstanding = new Map<ArrayBufferLike, number>();
+  private readonly free: Uint8Array[] = [];
+  private readonly maxFree: number;
 
   constructor(opts: StreamWriterOptions = {}) {
     const size = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
     if (!Number.isInteger(size) || size < 64) throw new StreamError(StreamErrorCode.UNENCODABLE, -1, `chunkSize ${size} must be an integer >= 64`);
     this.chunkSize = size;
+    this.maxFree = opts.maxFreeChunks ?? 8;
   }
 
   /** Bytes written and not yet taken. */
@@ -86,7 +94,32 @@ export class StreamWriter implements ByteSink {
     const out = this.ready;
     this.ready = [];
     this.readyBytes = 0;
+    for (const c of out) this.outstanding.set(c.buffer, (this.outstanding.get(c.buffer) ?? 0) + 1);
     return out;
+  }
+
+  /**
+   * Optional: hands back a chunk from take() once it has been sent (e.g. in the socket's write callback) and
+   * will not be read again. When every chunk cut from a buffer is back, the buffer is reused for new chunks
+   * instead of allocating (and page-faulting) fresh memory: a steady sender then runs on a few warm buffers.
+   */
+  recycle(chunk: Uint8Array): void {
+    const buffer = chunk.buffer;
+    const left = (this.outstanding.get(buffer) ?? 0) - 1;
+    if (left < 0) return; // not ours, or recycled twice: ignore rather than risk reusing live memory
+    if (left > 0 || buffer === this.buf.buffer) {
+      if (left > 0) this.outstanding.set(buffer, left);
+      else this.outstanding.delete(buffer);
+      return;
+    }
+    this.outstanding.delete(buffer);
+    if (this.free.length < this.maxFree && buffer.byteLength === this.chunkSize) this.free.push(new Uint8Array(buffer));
+  }
+
+  /** The buffer being filled is left empty-handed (fully taken): if all its pieces came back, free it. */
+  private releaseFilling(): void {
+    const buffer = this.buf.buffer;
+    if (buffer.byteLength === this.chunkSize && !this.outstanding.has(buffer) && this.free.length < this.maxFree) this.free.push(new Uint8Array(buffer));
   }
 
   /** Appends raw bytes (already encoded), copying across chunk boundaries. */
@@ -99,8 +132,9 @@ export class StreamWriter implements ByteSink {
         if (this.pos > 0) {
           this.ready.push(this.buf);
           this.readyBytes += this.buf.length;
-        }
-        this.buf = new Uint8Array(this.chunkSize);
+        } else this.releaseFilling();
+        // Only the written part of a chunk is ever handed out, so uninitialised memory is safe here.
+        this.buf = this.free.pop() ?? allocBytes(this.chunkSize);
         this.pos = 0;
       }
       const k = Math.min(this.buf.length - this.pos, n - from);

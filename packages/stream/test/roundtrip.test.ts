@@ -200,6 +200,51 @@ describe('StreamWriter', () => {
   });
 });
 
+test('StreamWriter.recycle: buffers are reused only once every chunk cut from them is back (property)', () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.record({ pages: fc.integer({ min: 0, max: 40 }), recycleOld: fc.boolean(), blob: fc.integer({ min: 1, max: 5000 }) }), { minLength: 1, maxLength: 25 }),
+      (steps) => {
+        const w = new StreamWriter({ chunkSize: 16 * 1024, maxFreeChunks: 2 });
+        const live: { chunk: Uint8Array; copy: Uint8Array }[] = [];
+        const all: Uint8Array[] = [];
+        const expected: Uint8Array[] = [];
+        steps.forEach((st, k) => {
+          const r: StreamRecord = { layer: 'libxc', kind: 'HVM_CONTEXT', blob: new Uint8Array(st.blob).fill(k + 1) };
+          w.record(r);
+          expected.push(encodeRecord(r));
+          if (st.pages > 0) {
+            w.pageData(range(k * 50, st.pages), (p) => page(p, k));
+            expected.push(encodePageData(range(k * 50, st.pages), (p) => page(p, k)));
+          }
+          for (const chunk of w.take()) {
+            live.push({ chunk, copy: chunk.slice() });
+            all.push(chunk.slice());
+          }
+          // Chunks not yet recycled must be untouched by everything written since.
+          for (const l of live) expect(Buffer.from(l.chunk.buffer, l.chunk.byteOffset, l.chunk.length).equals(l.copy)).toBe(true);
+          if (st.recycleOld) for (const l of live.splice(0, Math.ceil(live.length / 2))) w.recycle(l.chunk);
+        });
+        expect(Buffer.from(concat(all)).equals(concat(expected))).toBe(true);
+      },
+    ),
+    { numRuns: 80 },
+  );
+});
+
+test('StreamWriter.recycle lets a steady sender run on a few buffers', () => {
+  const w = new StreamWriter({ chunkSize: 64 * 1024 });
+  const buffers = new Set<ArrayBufferLike>();
+  for (let i = 0; i < 200; i++) {
+    w.pageData(range(i * 16, 16), (p) => page(p));
+    for (const c of w.take()) {
+      buffers.add(c.buffer);
+      w.recycle(c);
+    }
+  }
+  expect(buffers.size).toBeLessThanOrEqual(4); // 200 x 64 KiB written
+});
+
 describe('any chunking yields the same items', () => {
   const streams: [string, Uint8Array, 'libxl' | 'back-channel'][] = [
     ['plain HVM image', plainHvmImage({ pages: 40 }), 'libxl'],
