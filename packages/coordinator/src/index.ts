@@ -6,3 +6,4 @@ export * from './transport/index.js';
 export * from './engine/index.js';
 export * from './node/index.js';
 export * from './proxy/index.js';
+export * from './runtime/protected-node.js';

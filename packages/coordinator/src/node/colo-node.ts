@@ -92,7 +92,7 @@ export class ColoNode {
   private waiters: Waiter[] = [];
   private completedSeq = 0;
   private lastCheckpoint: CheckpointMeasurement | null = null;
-  private counts: Record<CheckpointReason, number> = { initial: 0, miscompare: 0, stale: 0, periodic: 0, manual: 0 };
+  private counts: Record<CheckpointReason, number> = { initial: 0, miscompare: 0, stale: 0, periodic: 0, manual: 0, output_bound: 0 };
   private lastError: CoordinatorError | null = null;
   private stopped = false;
   private readonly precopy: PrecopyLimits;
@@ -215,6 +215,21 @@ export class ColoNode {
     });
   }
 
+  /**
+   * Primary: the secondary is lost for a reason found outside the replication link (its proxy link ended or
+   * sent garbage): the same outcome as a lost replication link (continue unprotected).
+   */
+  dropSecondary(reason: string): void {
+    if (this.currentRole !== 'primary' || !this.link) return;
+    this.primaryActor?.send({ type: 'SECONDARY_LOST', error: new CoordinatorError(CoordinatorErrorCode.PEER_LOST, reason) });
+  }
+
+  /** Secondary: the primary is lost for a reason found outside the replication link: close it (failover rules apply). */
+  dropPrimary(reason: string): void {
+    if (this.currentRole !== 'secondary' || !this.link) return;
+    this.link.close(reason);
+  }
+
   status(): NodeStatus {
     const snap = this.currentRole === 'primary' ? this.primaryActor?.getSnapshot() : this.secondaryActor?.getSnapshot();
     const state = snap ? stateName(snap.value) : 'not-started';
@@ -316,7 +331,7 @@ export class ColoNode {
       heartbeat: this.o.heartbeat ?? DEFAULT_HEARTBEAT,
       maxPayload: undefined,
       hello: (peer) => this.answerSecondaryHello(peer),
-      onLink: (link) => this.attachSecondary(link),
+      onLink: (link) => (link.peerHello.channel === 'replication' ? this.attachSecondary(link) : this.o.onSideLink?.(link)),
       onRefused: (error, remote) => this.roleLogger().warn({ err: error, remote }, 'refused a peer'),
       logger: this.log.child({ component: 'transport' }),
     });
@@ -325,7 +340,8 @@ export class ColoNode {
 
   private answerSecondaryHello(peer: Hello): Hello | LinkRefusal {
     const snap = this.primaryActor?.getSnapshot();
-    if (peer.channel !== 'replication') return { refuse: `channel ${peer.channel} is not served here`, code: LinkErrorCode.REFUSED };
+    const side = peer.channel !== 'replication';
+    if (side && !this.o.onSideLink) return { refuse: `channel ${peer.channel} is not served here`, code: LinkErrorCode.REFUSED };
     if (peer.role !== 'secondary') return { refuse: `a ${peer.role} cannot join a primary`, code: LinkErrorCode.REFUSED };
     if (peer.mode !== this.o.mode) return { refuse: `this pair runs ${this.o.mode}, the peer asked for ${peer.mode}`, code: LinkErrorCode.REFUSED };
     if (primaryMustStepDown(this.epochValue, peer.epoch)) {
@@ -336,7 +352,7 @@ export class ColoNode {
     if (!snap || snap.status !== 'active' || !snap.matches('unprotected')) {
       return { refuse: 'this primary already has a secondary (or is not accepting one)', code: LinkErrorCode.REFUSED };
     }
-    return this.hello('primary');
+    return side ? { ...this.hello('primary'), channel: peer.channel } : this.hello('primary');
   }
 
   private attachSecondary(link: PeerLink): void {

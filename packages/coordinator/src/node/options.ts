@@ -4,7 +4,7 @@ import type { Arbiter } from '../arbiter/arbiter.js';
 import type { GuestIdentity } from '../engine/extensions.js';
 import type { PrecopyLimits } from '../engine/primary-engine.js';
 import type { MachineTimings, NodeRole, ReplicationMode } from '../statechart/types.js';
-import type { HeartbeatOptions, LinkSecurity } from '../transport/index.js';
+import type { HeartbeatOptions, LinkSecurity, PeerLink } from '../transport/index.js';
 
 export interface ColoNodeOptions {
   nodeId: string;
@@ -42,5 +42,10 @@ export interface ColoNodeOptions {
   maxRecordLength?: number;
   /** Longest wait to reach the primary (secondary), default 10 s. */
   connectTimeoutMs?: number;
+  /**
+   * Primary: receives authenticated links on other channels than 'replication' (the output proxy's 'proxy'
+   * channel) from a secondary whose hello passes the same checks. Without it such links are refused.
+   */
+  onSideLink?: (link: PeerLink) => void;
   logger?: Logger;
 }

@@ -4,9 +4,10 @@ export type ReplicationMode = 'colo' | 'remus';
 export type NodeRole = 'primary' | 'secondary';
 
 /** Why a checkpoint was taken. 'initial' is the first synchronisation (live migration) of a secondary. */
-export type CheckpointReason = 'initial' | 'miscompare' | 'stale' | 'periodic' | 'manual';
+export type CheckpointReason = 'initial' | 'miscompare' | 'stale' | 'periodic' | 'manual' | 'output_bound';
 /** The reasons a caller outside the machine may ask for. */
-export const REQUESTABLE_REASONS = ['miscompare', 'stale', 'periodic', 'manual'] as const;
+/** output_bound: held client output reached its bound (the output proxy checkpoints rather than grow). */
+export const REQUESTABLE_REASONS = ['miscompare', 'stale', 'periodic', 'manual', 'output_bound'] as const;
 export type RequestableReason = (typeof REQUESTABLE_REASONS)[number];
 
 /** Timing knobs the machines read through xstate `delays` (milliseconds). */

@@ -1,0 +1,450 @@
+import type { Domain } from '@colo/domain';
+import type { Logger } from 'pino';
+import { startAdminServer, type AdminServer } from '../admin/server.js';
+import type { CheckpointMeasurement } from '../engine/measurement.js';
+import { ColoNode } from '../node/colo-node.js';
+import { CoordinatorErrorCode } from '../errors.js';
+import type { Transition } from '../node/transitions.js';
+import { createNodeMetrics, NODE_ROLES, setOneHot, type NodeMetrics } from '../observability/metrics.js';
+import { PrimaryProxy } from '../proxy/primary-proxy.js';
+import { SecondaryProxy } from '../proxy/secondary-proxy.js';
+import type { ProxyMetrics } from '../proxy/metrics.js';
+import type { MachineTimings, NodeRole, ReplicationMode } from '../statechart/types.js';
+import { connectToPeer, PROTOCOL_VERSION, type HeartbeatOptions, type LinkSecurity, type PeerLink } from '../transport/index.js';
+import { hookSuspendResume } from './hooked-domain.js';
+import { runPromoteHook } from './promote-hook.js';
+
+export interface ProtectedNodeOptions {
+  nodeId: string;
+  role: NodeRole;
+  mode: ReplicationMode;
+  version: string;
+  /** Primary: the guest to protect. */
+  guest?: Domain;
+  /** Secondary: builds the guest the primary describes (page count from the stream), created suspended. */
+  hostGuest?: (pageCount: number | undefined) => Domain;
+  replication: {
+    listen: { host: string; port: number };
+    peer?: string;
+    security: LinkSecurity;
+    heartbeat: HeartbeatOptions;
+  };
+  timings: Partial<MachineTimings>;
+  precopy?: { maxRounds?: number; minDirtyPages?: number };
+  output: { compareTimeoutMs: number; maxHeldPerConnection: number; maxHeldTotal: number };
+  service: { listen: { host: string; port: number }; promoteHook?: string };
+  admin?: { listen: { host: string; port: number }; token?: string };
+  logger: Logger;
+}
+
+/** GET /status: the node's statechart status plus what the client path and operators need. */
+export interface ProtectedNodeStatus {
+  nodeId: string;
+  role: NodeRole | 'fenced' | 'halted';
+  state: string;
+  mode: ReplicationMode;
+  epoch: number;
+  protected: boolean;
+  peer: string | null;
+  listening: string | null;
+  /** Where clients reach the protected service, while this node serves it. */
+  service: { host: string; port: number } | null;
+  lastCheckpoint: { seq: number; reason: string; at: string; durationSeconds: number; pauseSeconds: number; pages: number; bytes: number } | null;
+  checkpoints: Record<string, number>;
+  output: ProxyMetrics | null;
+  failovers: number;
+  lastError: { code: string; message: string } | null;
+  version: string;
+}
+
+/**
+ * One node of a protected pair, complete: the replication node (statechart, engine, link), the output proxy
+ * (client service, input mirroring, compare/hold, barriers), metrics, logs and the admin API. It owns the
+ * hook points between them:
+ * - every guest suspend/resume goes through the proxy first (input gate, barrier with the exact input seq);
+ * - checkpoint k (k = 1 for the initial synchronisation of each secondary) is the same number on both sides;
+ * - the proxy link is a second authenticated link (channel 'proxy') to the same listener, dialled by the
+ *   secondary before its replication link, so input is mirrored from the first checkpoint on;
+ * - losing either link loses the secondary (or the primary): the two are one peer.
+ */
+export class ProtectedNode {
+  readonly metrics: NodeMetrics;
+  private readonly o: ProtectedNodeOptions;
+  private readonly log: Logger;
+  private node!: ColoNode;
+  private primaryProxy: PrimaryProxy | undefined;
+  private secondaryProxy: SecondaryProxy | undefined;
+  private proxyLink: PeerLink | undefined;
+  private admin: AdminServer | undefined;
+  /** Checkpoints on the current link: suspends since the secondary attached (primary), applied (secondary). */
+  private linkCheckpoint = 0;
+  private lastState = '';
+  private terminal: 'fenced' | 'halted' | undefined;
+  private failoverCount = 0;
+  private lastProxyMetrics: ProxyMetrics | undefined;
+  private metricsTimer: ReturnType<typeof setInterval> | undefined;
+  private stopped = false;
+  private readonly exitListeners = new Set<(reason: 'halted' | 'fenced', error: Error) => void>();
+
+  constructor(options: ProtectedNodeOptions) {
+    this.o = options;
+    this.log = options.logger.child({ component: 'runtime' });
+    this.metrics = createNodeMetrics({ nodeId: options.nodeId, mode: options.mode, version: options.version });
+  }
+
+  get role(): NodeRole {
+    return this.node.role;
+  }
+  get domain(): Domain | undefined {
+    return this.node?.domain;
+  }
+  get serviceAddress(): { host: string; port: number } | null {
+    return this.primaryProxy?.service?.address ?? null;
+  }
+  get adminUrl(): string | undefined {
+    return this.admin?.url;
+  }
+
+  /** Called once if the node stops acting for good (a secondary that cannot take over, a fenced primary). */
+  onExit(cb: (reason: 'halted' | 'fenced', error: Error) => void): void {
+    this.exitListeners.add(cb);
+  }
+
+  async start(): Promise<void> {
+    const o = this.o;
+    const guest = o.guest ? hookSuspendResume(o.guest, this.suspendHooks()) : undefined;
+    this.node = new ColoNode({
+      nodeId: o.nodeId,
+      role: o.role,
+      mode: o.mode,
+      domain: guest,
+      hostGuest: (identity) => this.hostGuest(identity?.pageCount),
+      replication: { listen: o.replication.listen, peer: o.replication.peer },
+      security: o.replication.security,
+      heartbeat: o.replication.heartbeat,
+      timings: o.timings,
+      precopy: o.precopy,
+      onSideLink: (link) => this.attachProxyLink(link),
+      logger: o.logger,
+    });
+    this.node.onTransition((t) => this.onTransition(t));
+    this.node.on('checkpoint', (m) => this.onCheckpoint(m));
+    this.node.on('applied', (index) => this.onApplied(index));
+    this.node.on('unprotected', () => this.detachProxy('the replication link to the secondary ended'));
+    this.node.on('promoted', (epoch) => void this.onPromoted(epoch));
+    this.node.on('halted', (e) => {
+      if (e.code !== CoordinatorErrorCode.STOPPED) this.exit('halted', e);
+    });
+    this.node.on('fenced', (e) => {
+      void this.primaryProxy?.close();
+      this.primaryProxy = undefined;
+      this.exit('fenced', e);
+    });
+
+    if (o.admin) {
+      this.admin = await startAdminServer({
+        host: o.admin.listen.host,
+        port: o.admin.listen.port,
+        token: o.admin.token,
+        logger: o.logger,
+        target: {
+          status: () => this.status(),
+          ready: () => this.ready(),
+          metrics: async () => {
+            this.refreshProxyMetrics();
+            return { contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() };
+          },
+          checkpoint: async () => this.node.requestCheckpoint('manual'),
+          failover: async () => {
+            this.manualFailover = true;
+            await this.node.failover();
+            return this.status();
+          },
+          crash: () => {
+            this.log.warn('crash requested through the admin API (drill): dying now');
+            process.kill(process.pid, 'SIGKILL');
+          },
+        },
+      });
+      this.log.info({ url: this.admin.url }, 'admin API listening');
+    }
+    this.metricsTimer = setInterval(() => this.refreshProxyMetrics(), 1000);
+    this.metricsTimer.unref();
+
+    if (o.role === 'primary') {
+      await this.startPrimaryProxy(guest!, 1);
+      await this.node.start();
+    } else {
+      // The proxy link first: the primary mirrors input from the moment this secondary's first checkpoint starts.
+      this.proxyLink = await connectToPeer({
+        url: o.replication.peer!,
+        security: o.replication.security,
+        heartbeat: o.replication.heartbeat,
+        hello: { protocol: PROTOCOL_VERSION, channel: 'proxy', nodeId: o.nodeId, role: 'secondary', mode: o.mode, epoch: this.node.epoch, extensions: [] },
+        logger: o.logger.child({ component: 'transport', channel: 'proxy' }),
+      });
+      this.watchProxyLink(this.proxyLink);
+      await this.node.start();
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.metricsTimer);
+    this.proxyLink?.close('node stopping');
+    await this.node?.stop();
+    await this.primaryProxy?.close();
+    this.secondaryProxy?.close();
+    await this.admin?.close();
+    this.domain?.destroy();
+  }
+
+  status(): ProtectedNodeStatus {
+    const s = this.node.status();
+    const lc = s.lastCheckpoint;
+    return {
+      nodeId: s.nodeId,
+      role: this.terminal ?? s.role,
+      state: s.state,
+      mode: s.mode,
+      epoch: s.epoch,
+      protected: s.protected && !this.terminal,
+      peer: s.peer,
+      listening: s.listening,
+      service: this.terminal ? null : this.serviceAddress,
+      lastCheckpoint: lc ? { ...lc, at: new Date(lc.at).toISOString() } : null,
+      checkpoints: s.checkpoints,
+      output: this.primaryProxy?.metrics() ?? this.secondaryProxy?.metrics() ?? null,
+      failovers: this.failoverCount,
+      lastError: s.lastError,
+      version: this.o.version,
+    };
+  }
+
+  /** Ready: a primary serving clients, or a secondary holding a complete checkpoint. */
+  private ready(): boolean {
+    if (this.terminal) return false;
+    const s = this.node.status();
+    return s.role === 'primary' ? this.serviceAddress !== null : s.protected;
+  }
+
+  // ------------------------------------------------------------------------------------------ hook points
+
+  private suspendHooks() {
+    return {
+      beforeSuspend: () => {
+        if (this.node?.role === 'secondary') {
+          this.secondaryProxy?.checkpointStarted(this.linkCheckpoint + 1);
+        } else if (this.proxyAttached) {
+          this.linkCheckpoint++;
+          this.primaryProxy?.beforeSuspend(this.linkCheckpoint);
+        } else {
+          this.primaryProxy?.beforeSuspend(0);
+        }
+      },
+      afterResume: () => {
+        if (this.node?.role === 'secondary') this.secondaryProxy?.resumed();
+        else this.primaryProxy?.afterResume();
+      },
+    };
+  }
+
+  private proxyAttached = false;
+  private manualFailover = false;
+
+  private hostGuest(pageCount: number | undefined): Domain {
+    if (!this.o.hostGuest) throw new Error('a secondary needs hostGuest');
+    const guest = hookSuspendResume(this.o.hostGuest(pageCount), this.suspendHooks());
+    this.secondaryProxy?.close();
+    this.secondaryProxy = new SecondaryProxy({
+      domain: guest,
+      link: this.proxyLink!,
+      mode: this.o.mode,
+      barrierTimeoutMs: this.o.timings.phaseTimeoutMs ?? 5000,
+    });
+    this.secondaryProxy.onLinkError((e) => {
+      this.log.error({ err: e }, 'the primary sent invalid proxy traffic: dropping the link');
+      this.proxyLink?.close(e.message);
+    });
+    this.linkCheckpoint = 0;
+    return guest;
+  }
+
+  private async startPrimaryProxy(guest: Domain, firstConnectionId: number): Promise<void> {
+    this.primaryProxy = new PrimaryProxy({
+      domain: guest,
+      service: { host: this.o.service.listen.host, port: this.o.service.listen.port },
+      firstConnectionId,
+      compareTimeoutMs: this.o.output.compareTimeoutMs,
+      maxHeldBytesPerConnection: this.o.output.maxHeldPerConnection,
+      maxHeldBytes: this.o.output.maxHeldTotal,
+    });
+    this.wirePrimaryProxy(this.primaryProxy);
+    const address = await this.primaryProxy.start();
+    this.log.info({ service: address }, 'serving clients');
+  }
+
+  private wirePrimaryProxy(proxy: PrimaryProxy): void {
+    proxy.onCheckpointNeeded((reason) => {
+      this.node.requestCheckpoint(reason).catch((e: Error) => this.log.debug({ err: e, reason }, 'checkpoint request not taken'));
+    });
+    proxy.onLinkError((e) => {
+      this.log.error({ err: e }, 'the secondary sent invalid proxy traffic: dropping it');
+      this.node.dropSecondary(e.message);
+    });
+  }
+
+  /** Primary: a secondary's proxy link arrived (before its replication link). */
+  private attachProxyLink(link: PeerLink): void {
+    if (!this.primaryProxy || this.proxyAttached || this.node.role !== 'primary') {
+      link.close('this primary is not accepting a proxy link now');
+      return;
+    }
+    this.proxyLink = link;
+    this.proxyAttached = true;
+    this.linkCheckpoint = 0;
+    this.primaryProxy.attachSecondary(link, this.o.mode);
+    this.watchProxyLink(link);
+    // A secondary that opens a proxy link but never completes its replication link must not hold output forever.
+    const timer = setTimeout(() => {
+      if (this.proxyLink === link && !this.node.status().protected) {
+        this.log.warn({ peer: link.peerHello.nodeId }, 'the secondary did not synchronise in time: dropping it');
+        link.close('no synchronisation');
+        this.node.dropSecondary('the secondary did not synchronise in time');
+      }
+    }, 120_000);
+    timer.unref();
+    link.onClose(() => clearTimeout(timer));
+    this.log.info({ peer: link.peerHello.nodeId, remote: link.remoteAddress }, 'proxy link attached');
+  }
+
+  private watchProxyLink(link: PeerLink): void {
+    link.onRtt((s) => this.metrics.heartbeatRtt.observe(s));
+    link.onData((b) => this.metrics.replicationBytes.inc({ direction: 'received', channel: 'proxy' }, b.byteLength));
+    link.onClose((error) => {
+      if (this.proxyLink !== link) return;
+      this.proxyLink = undefined;
+      if (this.stopped) return;
+      this.log.warn({ err: error }, 'proxy link ended: the peer is lost');
+      // The two links are one peer: losing either loses it.
+      if (this.node.role === 'primary') {
+        this.detachProxy('proxy link ended');
+        this.node.dropSecondary('the proxy link to the secondary ended');
+      } else {
+        this.node.dropPrimary('the proxy link to the primary ended');
+      }
+    });
+  }
+
+  private detachProxy(reason: string): void {
+    if (!this.proxyAttached) return;
+    this.proxyAttached = false;
+    const link = this.proxyLink;
+    this.proxyLink = undefined;
+    link?.close(reason);
+    this.primaryProxy?.secondaryLost();
+    this.log.info({ reason }, 'output passes straight through (unprotected)');
+  }
+
+  private onCheckpoint(m: CheckpointMeasurement): void {
+    const k = this.linkCheckpoint;
+    if (this.node.role === 'primary' && this.proxyAttached) {
+      if (this.o.mode === 'remus') this.primaryProxy?.ack(k);
+      this.primaryProxy?.checkpointComplete(k);
+    }
+    const mx = this.metrics;
+    mx.checkpointDuration.observe({ reason: m.reason }, m.pauseSeconds);
+    mx.checkpoints.inc({ reason: m.reason });
+    mx.checkpointPages.observe(m.pages);
+    mx.checkpointBytes.observe(m.bytes);
+    mx.replicationBytes.inc({ direction: 'sent', channel: 'replication' }, m.bytes);
+    mx.lastCheckpointTime.set(m.at / 1000);
+    for (const [phase, seconds] of Object.entries(m.phases)) if (typeof seconds === 'number') mx.checkpointPhaseDuration.observe({ phase }, seconds);
+    if (m.reason === 'initial') mx.initialSyncDuration.set(m.durationSeconds);
+  }
+
+  /** Secondary: checkpoint `index` (0 = initial) applied; the guest is still suspended. */
+  private onApplied(index: number): void {
+    this.linkCheckpoint = index + 1;
+    this.secondaryProxy?.checkpointApplied(index + 1).catch((e: Error) => {
+      if (this.stopped || this.node.role !== 'secondary') return;
+      this.log.error({ err: e }, 'no barrier for an applied checkpoint: dropping the primary');
+      this.proxyLink?.close(e.message);
+    });
+    this.metrics.lastCheckpointTime.set(Date.now() / 1000);
+  }
+
+  private async onPromoted(epoch: number): Promise<void> {
+    this.failoverCount++;
+    this.metrics.failovers.inc({ reason: this.manualFailover ? 'manual' : 'primary_lost' });
+    this.manualFailover = false;
+    this.proxyAttached = false;
+    this.linkCheckpoint = 0;
+    const secondary = this.secondaryProxy;
+    this.secondaryProxy = undefined;
+    this.proxyLink?.close('promoted');
+    this.proxyLink = undefined;
+    try {
+      this.primaryProxy = secondary
+        ? await secondary.promote({
+            service: { host: this.o.service.listen.host, port: this.o.service.listen.port },
+            compareTimeoutMs: this.o.output.compareTimeoutMs,
+            maxHeldBytesPerConnection: this.o.output.maxHeldPerConnection,
+            maxHeldBytes: this.o.output.maxHeldTotal,
+          })
+        : undefined;
+      if (this.primaryProxy) this.wirePrimaryProxy(this.primaryProxy);
+      else await this.startPrimaryProxy(this.node.domain!, 1);
+      this.log.warn({ epoch, service: this.serviceAddress }, 'took over: serving clients as primary');
+    } catch (e) {
+      this.log.error({ err: e }, 'could not open the client service after promotion');
+      return;
+    }
+    if (this.o.service.promoteHook) {
+      const address = this.serviceAddress;
+      void runPromoteHook(
+        this.o.service.promoteHook,
+        { COLO_NODE_ID: this.o.nodeId, COLO_EPOCH: String(epoch), COLO_SERVICE_ADDRESS: address ? `${address.host}:${address.port}` : '' },
+        this.log,
+      );
+    }
+  }
+
+  private exit(reason: 'halted' | 'fenced', error: Error): void {
+    if (this.terminal) return;
+    this.terminal = reason;
+    setOneHot(this.metrics.role, 'role', NODE_ROLES, 'none');
+    this.metrics.protectedState.set(0);
+    for (const cb of this.exitListeners) cb(reason, error);
+  }
+
+  // ------------------------------------------------------------------------------------------ metrics
+
+  private onTransition(t: Transition): void {
+    const mx = this.metrics;
+    const state = `${t.role}.${t.to}`;
+    if (this.lastState) mx.state.set({ state: this.lastState }, 0);
+    mx.state.set({ state }, 1);
+    this.lastState = state;
+    setOneHot(mx.role, 'role', NODE_ROLES, this.terminal ? 'none' : t.role);
+    mx.epoch.set(t.epoch);
+    const s = this.node.status();
+    mx.protectedState.set(s.role === 'primary' && s.protected ? 1 : 0);
+  }
+
+  private refreshProxyMetrics(): void {
+    const m = this.primaryProxy?.metrics() ?? this.secondaryProxy?.metrics();
+    if (!m) return;
+    const prev = this.lastProxyMetrics;
+    const mx = this.metrics;
+    for (const result of ['match', 'miscompare', 'stale'] as const) {
+      const d = m.compare[result] - (prev?.compare[result] ?? 0);
+      if (d > 0) mx.outputCompare.inc({ result }, d);
+    }
+    const sent = m.bytesOut - (prev?.bytesOut ?? 0);
+    if (sent > 0 && this.node.role === 'secondary') mx.replicationBytes.inc({ direction: 'sent', channel: 'proxy' }, sent);
+    mx.heldOutputBytes.set(m.heldBytes);
+    this.lastProxyMetrics = m;
+  }
+}
