@@ -1,7 +1,7 @@
 import { ExitCode, UsageError, type CommandIo } from './command.js';
 import { commands } from './registry.js';
 
-const VERSION = '0.1.0';
+import { VERSION } from './version.js';
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.path.join(' ').length));

@@ -7,3 +7,6 @@ export * from './engine/index.js';
 export * from './node/index.js';
 export * from './proxy/index.js';
 export * from './runtime/protected-node.js';
+export * from './observability/logger.js';
+export * from './observability/metrics.js';
+export * from './admin/server.js';

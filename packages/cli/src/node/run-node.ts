@@ -1,0 +1,116 @@
+import { parseArgs } from 'node:util';
+import { readFile } from 'node:fs/promises';
+import { SimulatedGuest, restoreImage } from '@colo/domain';
+import { createLogger, ProtectedNode } from '@colo/coordinator';
+import { ExitCode, type CommandIo } from '../command.js';
+import { ConfigError, loadConfig, redactedConfig, requireForRole, settingFlagOptions, settingFlags, type NodeConfig } from '../config/load.js';
+import { VERSION } from '../version.js';
+
+export const NODE_HELP_OPTIONS = `Options:
+  --config FILE       YAML configuration (docs/configuration.md); flags and COLO_* environment variables override it
+  --<section>-<key> V any setting as a flag, e.g. --replication-peer ws://host-a:7800, --heartbeat-timeout 2s,
+                      --guest-memory 1GiB, --service-listen 0.0.0.0:6379, --log-level debug
+  --print-config      print the merged configuration (secrets redacted) and exit
+
+Exit codes: 0 stopped by SIGINT/SIGTERM, 1 the node stopped acting (a secondary that lost its primary before
+its first checkpoint, a primary fenced by a newer epoch), 2 invalid configuration or usage, 3 a listen address
+in use or the primary unreachable at start.`;
+
+/** Parses flags + config for `colo node|primary|secondary`, forcing the role when the command names one. */
+export function nodeConfig(argv: string[], forcedRole: 'primary' | 'secondary' | undefined, env: NodeJS.ProcessEnv): { config: NodeConfig; print: boolean } {
+  const options = { ...settingFlagOptions(), config: { type: 'string' as const }, 'print-config': { type: 'boolean' as const } };
+  
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args: argv, options, strict: true }).values as Record<string, string | boolean | undefined>;
+  } catch (e) {
+    throw new ConfigError('CONFIG_INVALID', 'flags', (e as Error).message);
+  }
+  const flags = settingFlags(values);
+  if (forcedRole) flags['node.role'] = forcedRole;
+  const config = loadConfig({ file: values.config as string | undefined, env, flags });
+  requireForRole(config);
+  return { config, print: values['print-config'] === true };
+}
+
+/** Runs one node until SIGINT/SIGTERM, or until it stops acting. */
+export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'primary' | 'secondary'): Promise<number> {
+  let config: NodeConfig;
+  let print: boolean;
+  try {
+    ({ config, print } = nodeConfig(argv, forcedRole, process.env));
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      io.stderr.write(`colo node: invalid configuration: ${e.message} (${e.code})\n`);
+      return ExitCode.USAGE;
+    }
+    throw e;
+  }
+  if (print) {
+    io.stdout.write(JSON.stringify(redactedConfig(config), null, 2) + '\n');
+    return ExitCode.OK;
+  }
+  const logger = createLogger({ nodeId: config.node.id, level: config.log.level });
+  const role = config.node.role!;
+  let guest: SimulatedGuest | undefined;
+  if (role === 'primary') {
+    guest = config.guest.image
+      ? await restoreImage(await readFile(config.guest.image))
+      : new SimulatedGuest({ name: config.node.id, memoryBytes: config.guest.memoryBytes, backgroundDirtyPagesPerSecond: config.guest.dirtyRate });
+    if (guest.state === 'suspended') await guest.resume();
+  }
+  const node = new ProtectedNode({
+    nodeId: config.node.id,
+    role,
+    mode: config.node.mode,
+    version: VERSION,
+    guest,
+    hostGuest: (pageCount) =>
+      new SimulatedGuest({
+        name: config.node.id,
+        memoryBytes: pageCount !== undefined ? pageCount * 4096 : config.guest.memoryBytes,
+        backgroundDirtyPagesPerSecond: config.guest.dirtyRate,
+        startSuspended: true,
+      }),
+    replication: {
+      listen: config.replication.listen,
+      peer: config.replication.peer,
+      security: { psk: config.replication.psk, tls: config.replication.tls },
+      heartbeat: config.heartbeat,
+    },
+    timings: {
+      phaseTimeoutMs: config.checkpoint.phaseTimeoutMs,
+      stallTimeoutMs: config.checkpoint.phaseTimeoutMs,
+      remusIntervalMs: config.checkpoint.remusIntervalMs,
+      coloMaxIntervalMs: config.checkpoint.maxIntervalMs,
+    },
+    precopy: { maxRounds: config.checkpoint.precopyMaxRounds, minDirtyPages: config.checkpoint.precopyMinDirty },
+    output: { compareTimeoutMs: config.checkpoint.compareTimeoutMs, maxHeldPerConnection: config.output.maxHeldPerConnection, maxHeldTotal: config.output.maxHeldTotal },
+    service: { listen: config.service.listen, promoteHook: config.service.promoteHook },
+    admin: { listen: config.admin.listen, token: config.admin.token },
+    logger,
+  });
+  logger.info({ config: redactedConfig(config) }, `starting as ${role}`);
+
+  let finish!: (code: number) => void;
+  const finished = new Promise<number>((r) => (finish = r));
+  node.onExit((reason, error) => {
+    logger.error({ reason, err: error }, `node stopped acting (${reason})`);
+    void node.stop().then(() => finish(ExitCode.FAILED));
+  });
+  const stop = (signal: string) => {
+    logger.info({ signal }, 'stopping');
+    void node.stop().then(() => finish(ExitCode.OK));
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  try {
+    await node.start();
+  } catch (e) {
+    logger.error({ err: e }, 'could not start');
+    io.stderr.write(`colo node: could not start: ${(e as Error).message}${(e as { code?: string }).code ? ` (${(e as { code?: string }).code})` : ''}\n`);
+    await node.stop().catch(() => {});
+    return ExitCode.IO;
+  }
+  return finished;
+}
