@@ -26,6 +26,8 @@ import {
   isOptionalType,
   parseLibxcBody,
   parseLibxlBody,
+  parsePageDataHead,
+  parsePageTable,
 } from './records.js';
 import { DEFAULT_MAX_RECORD_LENGTH, GuestType, LibxcType, LibxlType, type StreamItem, type StreamKind, type StreamRecord } from './types.js';
 
@@ -50,6 +52,9 @@ type Phase =
   | 'libxc-domain-header'
   | 'record-header'
   | 'record-body'
+  | 'page-head'
+  | 'page-table'
+  | 'page-data'
   | 'done'
   | 'closed';
 
@@ -72,6 +77,9 @@ export class StreamDecoder {
   private recLength = 0;
   private recAt = 0;
   private xlFlags = { mandatoryFlags: 0, optionalFlags: 0, optionalLength: 0 };
+  /** PAGE_DATA in progress: entries to read, then the page table's results while the pages arrive. */
+  private pageCount = 0;
+  private pageTable: { pfns: number[]; types: Uint8Array; dataLength: number } | undefined;
 
   // stream state
   private libxcStarted = false;
@@ -177,11 +185,11 @@ export class StreamDecoder {
         this.phase = 'closed';
         return [];
       }
-      if (this.phase === 'record-body') {
+      if (this.phase === 'record-body' || this.phase.startsWith('page-')) {
         throw new StreamError(
           C.TRUNCATED,
           this.recAt,
-          `stream ends inside a ${this.recordName()} record: ${this.queue.length} of its ${pad8(this.recLength)} body bytes arrived`,
+          `stream ends inside a ${this.recordName()} record (${this.recLength} body bytes announced at byte ${this.recAt})`,
         );
       }
       if (this.phase === 'xl-optional') throw new StreamError(C.TRUNCATED, 0, `stream ends inside the xl header's optional data (${this.queue.length} of ${this.xlFlags.optionalLength} bytes)`);
@@ -224,6 +232,12 @@ export class StreamDecoder {
         return RECORD_HEADER_SIZE;
       case 'record-body':
         return pad8(this.recLength);
+      case 'page-head':
+        return 8;
+      case 'page-table':
+        return 8 * this.pageCount;
+      case 'page-data':
+        return this.pageTable!.dataLength;
       default:
         return 0;
     }
@@ -281,6 +295,25 @@ export class StreamDecoder {
       case 'record-body':
         this.recordBody(b, out);
         return;
+      case 'page-head':
+        this.pageCount = parsePageDataHead(b, this.recLength, this.recAt);
+        this.phase = 'page-table';
+        return;
+      case 'page-table':
+        this.pageTable = parsePageTable(b, this.recLength, this.recAt);
+        this.phase = 'page-data';
+        return;
+      case 'page-data': {
+        // The length check of parsePageTable makes the body a multiple of 8: there is no padding to read.
+        const { pfns, types } = this.pageTable!;
+        this.pageTable = undefined;
+        const record: StreamRecord = { layer: 'libxc', kind: 'PAGE_DATA', pfns, types, data: b };
+        this.atBoundary = false;
+        this.phase = 'record-header';
+        this.afterLibxc(record);
+        out.push({ item: 'record', offset: this.recAt, record });
+        return;
+      }
     }
   }
 
@@ -318,6 +351,10 @@ export class StreamDecoder {
         break;
       case 'libxc':
         this.checkLibxcHeader(type, length, at);
+        if (type === LibxcType.PAGE_DATA) {
+          this.phase = 'page-head';
+          return;
+        }
         break;
       case 'back':
         this.checkBackChannelHeader(type, length, at);

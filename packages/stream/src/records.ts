@@ -177,22 +177,31 @@ export function checkLibxcLength(type: number, length: number, at: number): void
 }
 
 /**
- * PAGE_DATA without per-page copies: `data` is a view of `body`. Entries are read as two u32s (no BigInt):
- * bits 0-51 pfn, 52-59 reserved, 60-63 page type.
+ * PAGE_DATA is decoded in three steps so its pages need no copy even when the record header and entry table
+ * arrived in an earlier chunk than the pages: the 8-byte count header, the entry table, then the page bytes.
+ * Entries are read as two u32s (no BigInt): bits 0-51 pfn, 52-59 reserved, 60-63 page type.
  */
-export function parsePageData(body: Uint8Array, at: number): PageDataRecord {
-  const v = dataView(body);
+
+/** The count header: returns the number of entries. `length` is the record's body length. */
+export function parsePageDataHead(head: Uint8Array, length: number, at: number): number {
+  const v = dataView(head);
   const count = v.getUint32(0, true);
   if (count === 0) throw badRecord('libxc', LibxcType.PAGE_DATA, at, 'count is 0; a PAGE_DATA record carries at least one pfn');
   if (v.getUint32(4, true) !== 0) throw badRecord('libxc', LibxcType.PAGE_DATA, at, 'reserved field is not zero');
-  const tableEnd = 8 + 8 * count;
-  if (body.length < tableEnd) {
-    throw new StreamError(C.BAD_LENGTH, at, `libxc PAGE_DATA record has length ${body.length}, too short for its ${count} pfn entries (${tableEnd} bytes)`);
+  if (length < 8 + 8 * count) {
+    throw new StreamError(C.BAD_LENGTH, at, `libxc PAGE_DATA record has length ${length}, too short for its ${count} pfn entries (${8 + 8 * count} bytes)`);
   }
+  return count;
+}
+
+/** The entry table (count x 8 bytes): pfns, page types, and how many page bytes must follow. */
+export function parsePageTable(table: Uint8Array, length: number, at: number): { pfns: number[]; types: Uint8Array; dataLength: number } {
+  const v = dataView(table);
+  const count = table.length / 8;
   const pfns = new Array<number>(count);
   const types = new Uint8Array(count);
   let withData = 0;
-  for (let i = 0, o = 8; i < count; i++, o += 8) {
+  for (let i = 0, o = 0; i < count; i++, o += 8) {
     const lo = v.getUint32(o, true);
     const hi = v.getUint32(o + 4, true);
     const type = hi >>> 28;
@@ -201,19 +210,22 @@ export function parsePageData(body: Uint8Array, at: number): PageDataRecord {
     }
     // Types 5-8 are invalid; 0-4 and 9-12 carry a page (bit 3 is "pinned"), 13-15 do not.
     if (type >= 5 && type <= 8) throw badRecord('libxc', LibxcType.PAGE_DATA, at, `pfn entry ${i} has invalid page type ${type}`);
-    if (type <= 4 || (type >= 9 && type <= 12)) withData++;
+    if (type <= 4 || type >= 9 && type <= 12) withData++;
     pfns[i] = (hi & 0xfffff) * 0x100000000 + lo;
     types[i] = type;
   }
-  const expected = tableEnd + PAGE_SIZE * withData;
-  if (body.length !== expected) {
-    throw new StreamError(
-      C.BAD_LENGTH,
-      at,
-      `libxc PAGE_DATA record has length ${body.length}; ${count} entries with ${withData} pages of data need exactly ${expected}`,
-    );
+  const expected = 8 + table.length + PAGE_SIZE * withData;
+  if (length !== expected) {
+    throw new StreamError(C.BAD_LENGTH, at, `libxc PAGE_DATA record has length ${length}; ${count} entries with ${withData} pages of data need exactly ${expected}`);
   }
-  return { layer: 'libxc', kind: 'PAGE_DATA', pfns, types, data: body.subarray(tableEnd) };
+  return { pfns, types, dataLength: PAGE_SIZE * withData };
+}
+
+/** A whole PAGE_DATA body at once (for callers holding complete records). */
+export function parsePageData(body: Uint8Array, at: number): PageDataRecord {
+  const count = parsePageDataHead(body, body.length, at);
+  const { pfns, types } = parsePageTable(body.subarray(8, 8 + 8 * count), body.length, at);
+  return { layer: 'libxc', kind: 'PAGE_DATA', pfns, types, data: body.subarray(8 + 8 * count) };
 }
 
 function dirtyPfns(body: Uint8Array, at: number): number[] {

@@ -166,6 +166,19 @@ describe('page data', () => {
     expect(pd.kind === 'PAGE_DATA' && pd.data.buffer).toBe(img.buffer);
   });
 
+  test('pages are still a view when the record header and entry table came in an earlier chunk', () => {
+    const head = prefix(2);
+    const pd = encodePageData([3, 4, 5], (p) => page(p));
+    const tail = concat([encodeRecord({ layer: 'libxc', kind: 'END' }), encodeRecord({ layer: 'libxl', kind: 'END' })]);
+    const pagesChunk = pd.slice(16 + 24); // exactly the three pages, in a chunk of their own
+    const d = new StreamDecoder({ kind: 'libxl' });
+    d.push(concat([head, pd.subarray(0, 16 + 24)]));
+    const [item] = d.push(pagesChunk);
+    expect(item?.item === 'record' && item.record.kind === 'PAGE_DATA' && item.record.data.buffer).toBe(pagesChunk.buffer);
+    d.push(tail);
+    expect(d.end()).toEqual([]);
+  });
+
   test('a record straddling chunks is copied once and decodes the same', () => {
     const img = plainHvmImage({ pages: 100 });
     const whole = decodeAll(img, { kind: 'libxl' });
