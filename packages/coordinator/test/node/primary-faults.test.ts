@@ -23,7 +23,9 @@ import { FAST, startPrimary, waitFor } from './pair.js';
 class ScriptedSecondary {
   private readonly decoder = new StreamDecoder({ kind: 'libxl' });
   private readonly seen: StreamRecord[] = [];
-  constructor(readonly link: PeerLink) {
+  readonly link: PeerLink;
+  constructor(link: PeerLink) {
+    this.link = link;
     link.onData((b) => {
       for (const it of this.decoder.push(b)) if (it.item === 'record') this.seen.push(it.record);
     });

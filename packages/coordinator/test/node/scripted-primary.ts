@@ -33,10 +33,9 @@ export class ScriptedPrimary {
   private readonly decoder = new StreamDecoder({ kind: 'back-channel' });
   private readonly inbox: StreamRecord[] = [];
   private wake: (() => void) | undefined;
-  constructor(
-    readonly link: PeerLink,
-    pages: number,
-  ) {
+  readonly link: PeerLink;
+  constructor(link: PeerLink, pages: number) {
+    this.link = link;
     this.guest = new SimulatedGuest({ memoryBytes: pages * 4096, name: 'scripted' });
     this.guest.openConnection(1);
     for (let i = 0; i < 40; i++) this.guest.deliverInput(1, resp('SET', `key${i}`, `value-${i}-`.repeat(20)));
