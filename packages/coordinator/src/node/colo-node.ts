@@ -95,6 +95,7 @@ export class ColoNode {
   private counts: Record<CheckpointReason, number> = { initial: 0, miscompare: 0, stale: 0, periodic: 0, manual: 0, output_bound: 0 };
   private lastError: CoordinatorError | null = null;
   private stopped = false;
+  private started = false;
   private readonly precopy: PrecopyLimits;
   private failoverWaiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
 
@@ -130,6 +131,8 @@ export class ColoNode {
   }
 
   async start(): Promise<void> {
+    if (this.started) throw new CoordinatorError(CoordinatorErrorCode.INVALID_STATE, 'the node was already started');
+    this.started = true;
     if (this.currentRole === 'primary') await this.startPrimary();
     else await this.startSecondary();
   }
@@ -577,6 +580,7 @@ export class ColoNode {
         const e = engine();
         void (async () => {
           await e?.idle();
+          if (this.stopped) return;
           // The guest resumes on its last complete checkpoint (anything half-received was discarded).
           if (this.guest?.state === 'suspended') await this.guest.resume();
           this.epochValue = ctx.epoch;
