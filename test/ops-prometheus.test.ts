@@ -1,0 +1,166 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { getStatus, postAction, type NodeStatusDoc } from '../packages/cli/src/client/admin-client.js';
+import { RespClient } from '../packages/cli/src/client/resp-client.js';
+import { startPair, type TestPair } from './support/pair.js';
+import { startPrometheus, waitFor, type TestPrometheus } from './support/prometheus.js';
+
+/**
+ * A real Prometheus, configured from deploy/prometheus/ (targets rewritten to this test's ports), scrapes a real
+ * pair; what it stores must agree with what the nodes say about themselves in /status.
+ * Ports: service 21000/21001, admin 21002/21003, replication 21004/21005, Prometheus 21010.
+ */
+const BASE = 21000;
+const PROM_PORT = BASE + 10;
+const REASONS = ['initial', 'miscompare', 'stale', 'periodic', 'manual', 'output_bound'] as const;
+const ALERTS = ['ColoCheckpointLatencyHigh', 'ColoFailover', 'ColoHeartbeatRttHigh', 'ColoMiscompareStorm', 'ColoTwoPrimaries', 'ColoUnprotected'];
+const MANUAL = 6;
+const TIMES = 4;
+
+let pair: TestPair;
+let prom: TestPrometheus;
+/** Pause of every manual checkpoint this test took, as the primary reported it. */
+const manualPauses: number[] = [];
+let primaryId = '';
+let primaryUrl = '';
+
+beforeAll(async () => {
+  [pair, prom] = await Promise.all([
+    startPair({ basePort: BASE }),
+    startPrometheus({ port: PROM_PORT, targets: [`127.0.0.1:${BASE + 2}`, `127.0.0.1:${BASE + 3}`] }),
+  ]);
+  const p = await pair.waitProtected(60_000);
+  primaryId = p.status.nodeId;
+  primaryUrl = pair.adminUrls[p.index];
+});
+
+afterAll(async () => {
+  await Promise.all([pair?.stop(), prom?.stop()]);
+});
+
+/** Bucket upper bounds of a histogram as the node exports them. */
+async function bucketBounds(adminUrl: string, metric: string): Promise<number[]> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  const les = new Set<number>();
+  for (const m of text.matchAll(new RegExp(`^${metric}_bucket\\{le="([^"]+)"`, 'gm'))) if (m[1] !== '+Inf') les.add(Number(m[1]));
+  return [...les].sort((a, b) => a - b);
+}
+
+/**
+ * Reads /status, waits for a Prometheus scrape of the node that started after that read, queries `exprs`,
+ * then reads /status again. Counters only go up, so when both reads agree the scrape saw exactly those counts.
+ * Retries (a periodic checkpoint may land in between) until they agree.
+ */
+async function stableScrape(exprs: string[]): Promise<{ status: NodeStatusDoc; results: Awaited<ReturnType<TestPrometheus['query']>>[] }> {
+  return waitFor('a Prometheus scrape between two equal /status reads', 30_000, async () => {
+    const before = await getStatus(primaryUrl, 2000);
+    const t0 = Date.now() / 1000;
+    await waitFor('a scrape after the /status read', 10_000, async () => {
+      const r = await prom.query(`timestamp(colo_checkpoints_total{node="${primaryId}",reason="manual"})`);
+      return r.length === 1 && Number(r[0]!.value[1]) > t0 ? true : undefined;
+    }, 200);
+    const results = await Promise.all(exprs.map((e) => prom.query(e)));
+    const after = await getStatus(primaryUrl, 2000);
+    return JSON.stringify(before.checkpoints) === JSON.stringify(after.checkpoints) ? { status: after, results } : undefined;
+  }, 100);
+}
+
+describe('a real Prometheus scraping a real pair', () => {
+  test('loads the six colo alert rules from deploy/prometheus/colo-alerts.yml', async () => {
+    const data = await waitFor('rule groups loaded', 15_000, async () => {
+      const d = await prom.api<{ groups: { name: string; rules: { type: string; name: string; health: string }[] }[] }>('rules');
+      return d.groups.length > 0 ? d : undefined;
+    });
+    const alerts = data.groups.flatMap((g) => g.rules.filter((r) => r.type === 'alerting'));
+    expect(alerts.map((r) => r.name).sort()).toEqual(ALERTS);
+    expect(data.groups.map((g) => g.name)).toEqual(['colo']);
+    // Evaluated at least once against real data without an error (e.g. a many-to-many match).
+    await waitFor('every rule evaluated healthy', 15_000, async () => {
+      const d = await prom.api<{ groups: { rules: { name: string; health: string; lastError?: string }[] }[] }>('rules');
+      const rules = d.groups.flatMap((g) => g.rules);
+      const bad = rules.filter((r) => r.health !== 'ok');
+      if (bad.some((r) => r.health === 'err')) throw new Error(`rule errors: ${JSON.stringify(bad)}`);
+      return bad.length === 0 ? true : undefined;
+    });
+  });
+
+  test('scrapes both nodes with the shipped labels', async () => {
+    const up = await waitFor('both targets up', 20_000, async () => {
+      const r = await prom.query('up{job="colo"}');
+      return r.length === 2 && r.every((s) => s.value[1] === '1') ? r : undefined;
+    });
+    expect(up.map((s) => s.metric.node).sort()).toEqual(['node-a', 'node-b']);
+    expect(up.every((s) => s.metric.pair === 'pair-1')).toBe(true);
+    const roles = await prom.query('colo_role == 1');
+    expect(Object.fromEntries(roles.map((s) => [s.metric.node, s.metric.role]))).toEqual({ [primaryId]: 'primary', [primaryId === 'node-a' ? 'node-b' : 'node-a']: 'secondary' });
+  });
+
+  test('checkpoints by reason and the pause quantile agree with /status', async () => {
+    // Manual checkpoints through the admin API, each pause cross-checked with /status.
+    for (let i = 0; i < MANUAL; i++) {
+      const answer = (await postAction(primaryUrl, 'checkpoint', pair.token, 10_000)) as { ok: boolean; checkpoint: { seq: number; reason: string; pauseSeconds: number } };
+      expect(answer.ok).toBe(true);
+      expect(answer.checkpoint.reason).toBe('manual');
+      const s = await getStatus(primaryUrl);
+      const lc = s.lastCheckpoint as NonNullable<NodeStatusDoc['lastCheckpoint']> & { pauseSeconds: number };
+      if (lc.seq === answer.checkpoint.seq) expect(lc.pauseSeconds).toBeCloseTo(answer.checkpoint.pauseSeconds, 9);
+      manualPauses.push(answer.checkpoint.pauseSeconds);
+    }
+    // TIME replies differ between the two guests: each is a COLO miscompare, which forces a checkpoint. Half on
+    // one long connection, half on a fresh connection each (as redis-cli does: connect, command, close).
+    const port = (await getStatus(primaryUrl)).service!.port;
+    const client = await RespClient.connect('127.0.0.1', port);
+    try {
+      for (let i = 0; i < TIMES; i++) {
+        const r = await client.command('TIME');
+        expect(Array.isArray(r) && r.length === 2).toBe(true);
+        const once = await RespClient.connect('127.0.0.1', port);
+        const r2 = await once.command('TIME').finally(() => once.close());
+        expect(Array.isArray(r2) && r2.length === 2).toBe(true);
+      }
+    } finally {
+      client.close();
+    }
+
+    const byReason = `colo_checkpoints_total{node="${primaryId}"}`;
+    const count = `colo_checkpoint_duration_seconds_count{node="${primaryId}",reason="manual"}`;
+    const q50 = `histogram_quantile(0.5, sum by (le) (colo_checkpoint_duration_seconds_bucket{node="${primaryId}",reason="manual"}))`;
+    const q99 = `histogram_quantile(0.99, sum by (le) (colo_checkpoint_duration_seconds_bucket{node="${primaryId}",reason="manual"}))`;
+    const { status, results } = await stableScrape([byReason, count, q50, q99]);
+    const [counts, manualCount, p50, p99] = results as [Awaited<ReturnType<TestPrometheus['query']>>, ...Awaited<ReturnType<TestPrometheus['query']>>[]];
+
+    const fromProm = Object.fromEntries(counts.map((s) => [s.metric.reason!, Number(s.value[1])]));
+    const fromStatus = Object.fromEntries(REASONS.map((r) => [r, status.checkpoints?.[r]]));
+    expect(fromProm).toEqual(fromStatus);
+    expect(fromStatus.manual).toBe(MANUAL);
+    expect(fromStatus.initial).toBe(1);
+    expect(fromStatus.miscompare, 'every TIME reply differs between the guests, so each forces a miscompare checkpoint').toBeGreaterThanOrEqual(1);
+    expect(Number(manualCount![0]!.value[1])).toBe(MANUAL);
+
+    // The quantiles must lie between the bucket below the smallest pause and the bucket holding the largest.
+    const bounds = await bucketBounds(primaryUrl, 'colo_checkpoint_duration_seconds');
+    expect(bounds.length).toBeGreaterThan(3);
+    const lo = [0, ...bounds].filter((b) => b < Math.min(...manualPauses)).at(-1)!;
+    const hi = bounds.find((b) => b >= Math.max(...manualPauses));
+    expect(hi, `largest manual pause ${Math.max(...manualPauses)} s is beyond the last bucket`).toBeDefined();
+    for (const q of [p50, p99]) {
+      const v = Number(q![0]!.value[1]);
+      expect(v, `quantile ${v} s vs manual pauses ${manualPauses.join(', ')} s`).toBeGreaterThanOrEqual(lo);
+      expect(v).toBeLessThanOrEqual(hi!);
+    }
+  });
+
+  test('the pair is still one protected primary after the miscompare checkpoints (ColoTwoPrimaries stays quiet)', async () => {
+    // Give a broken pair time to show it: a secondary that dropped the link promotes itself within ~1 s.
+    await new Promise((r) => setTimeout(r, 2000));
+    const primaries = await waitFor('a fresh scrape of colo_role', 10_000, async () => {
+      const r = await prom.query('sum by (pair) (colo_role{role="primary"})');
+      const t = await prom.query('timestamp(colo_role{role="primary"})');
+      return t.length === 2 && t.every((s) => Number(s.value[1]) > Date.now() / 1000 - 1.5) ? r : undefined;
+    });
+    const all = await Promise.all(pair.adminUrls.map((u) => getStatus(u)));
+    const summary = all.map((s) => `${s.nodeId}: ${s.role} ${s.state} epoch ${s.epoch}${s.lastError ? ` (${JSON.stringify(s.lastError)})` : ''}`).join('; ');
+    expect(Number(primaries[0]!.value[1]), `nodes acting as primary, per Prometheus; /status: ${summary}`).toBe(1);
+    expect(all.map((s) => s.role).sort(), summary).toEqual(['primary', 'secondary']);
+    expect(all.every((s) => s.protected), summary).toBe(true);
+  });
+});
