@@ -279,7 +279,9 @@ export class ColoNode {
   }
 
   private reportTransition(t: Transition): void {
-    const level = t.to === 'fenced' || t.to === 'halted' || t.to === 'unprotected' ? 'warn' : 'info';
+    // Steps inside the protected/synchronised state repeat at every checkpoint (5 a second in Remus): debug.
+    const routine = (t.from.startsWith('protected.') && t.to.startsWith('protected.')) || (t.from.startsWith('synchronised.') && t.to.startsWith('synchronised.'));
+    const level = t.to === 'fenced' || t.to === 'halted' || t.to === 'unprotected' ? 'warn' : routine ? 'debug' : 'info';
     this.roleLogger()[level]({ from: t.from, to: t.to, event: t.event }, `state ${t.from} -> ${t.to}`);
     for (const cb of this.transitionListeners) {
       try {
