@@ -1,5 +1,5 @@
 /**
- * Operator story with real processes: a Remus pair (primary and secondary in two OS processes, talking over ws
+ * Operator story with real processes: a Remus (and a COLO) pair (primary and secondary in two OS processes, talking over ws
  * on loopback) protects a key-value guest; the primary writes keys and reports each write once the checkpoint
  * covering it is acknowledged by the secondary; then the primary process is killed with SIGKILL. The secondary
  * must take over (epoch 1) and hold every acknowledged key.
@@ -19,7 +19,7 @@ if (child) {
   const out = (o: object) => process.stdout.write(JSON.stringify(o) + '\n');
   const psk = Buffer.from(process.env.COLO_PSK!, 'hex');
   const common = {
-    mode: 'remus' as const,
+    mode: (process.env.COLO_MODE ?? 'remus') as 'remus' | 'colo',
     security: { psk },
     logger: pino({ level: 'silent' }),
     heartbeat: { intervalMs: 50, timeoutMs: 500 },
@@ -96,12 +96,12 @@ if (child) {
     return { p, lines, waitFor };
   }
 
-  describe('a Remus pair in two processes', () => {
+  describe.each(['remus', 'colo'])('a %s pair in two processes', (mode) => {
     it('the secondary takes over after the primary is killed, holding every acknowledged write', async () => {
       const psk = randomBytes(32).toString('hex');
-      const primary = run('primary', { COLO_PSK: psk });
+      const primary = run('primary', { COLO_PSK: psk, COLO_MODE: mode });
       const { url } = (await primary.waitFor('listening', (l) => l.event === 'listening')) as { url: string };
-      const secondary = run('secondary', { COLO_PSK: psk, COLO_PEER: url });
+      const secondary = run('secondary', { COLO_PSK: psk, COLO_PEER: url, COLO_MODE: mode });
       await secondary.waitFor('joined', (l) => l.event === 'joined');
       await primary.waitFor('20 acknowledged writes', () => primary.lines.filter((l) => l.event === 'acked').length >= 20);
       primary.p.kill('SIGKILL');
