@@ -1,0 +1,189 @@
+import { spawn } from 'node:child_process';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { getStatus, type NodeStatusDoc } from '../packages/cli/src/client/admin-client.js';
+import { startPair, type TestPair } from './support/pair.js';
+import { waitFor } from './support/prometheus.js';
+import { coloBin, repo } from './support/tools.js';
+
+/**
+ * The admin API and the operator commands against a real pair: mutating endpoints refuse a missing or wrong
+ * token and then nothing happens; the right token works; `colo checkpoint|failover|status` behave as
+ * docs/operations.md says; no node log ever holds the PSK or the admin token.
+ * Ports: service 21200/21201, admin 21202/21203, replication 21204/21205.
+ */
+const BASE = 21200;
+let pair: TestPair;
+
+beforeAll(async () => {
+  // No periodic checkpoints during the test (max_interval 10 min): checkpoint counts change only when we ask.
+  pair = await startPair({ basePort: BASE, extra: { checkpoint: { max_interval: '10m' } } });
+  await pair.waitProtected(60_000);
+});
+
+afterAll(async () => {
+  await pair?.stop();
+});
+
+function colo(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [coloBin, ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COLO_ADMIN_TOKEN: '', COLO_ADMIN_TOKEN_FILE: '', COLO_NODES: '' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`colo ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** What must not change when a request is refused: role, epoch, checkpoints, failovers, the process itself. */
+async function snapshot() {
+  return Promise.all(
+    pair.sup.nodes.map(async (n, i) => {
+      const s = await getStatus(pair.adminUrls[i]!);
+      return { id: s.nodeId, role: s.role, state: s.state, epoch: s.epoch, protected: s.protected, checkpoints: s.checkpoints, failovers: s.failovers, lastSeq: s.lastCheckpoint?.seq, pid: n.process?.pid, restarts: n.restarts };
+    }),
+  );
+}
+
+function alive(pid: number | undefined): boolean {
+  if (pid === undefined) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('operating a real pair through its admin API', () => {
+  test('colo status --json lists both nodes with role, state, epoch and protection', async () => {
+    const r = await colo(['status', '--json', '--node', pair.adminUrls[0], '--node', pair.adminUrls[1]]);
+    expect(r.code, r.stderr).toBe(0);
+    const nodes = JSON.parse(r.stdout) as (NodeStatusDoc & { node: string })[];
+    expect(nodes.map((n) => [n.node, n.nodeId, n.role, n.epoch, n.protected])).toEqual([
+      [pair.adminUrls[0], 'node-a', 'primary', 0, true],
+      [pair.adminUrls[1], 'node-b', 'secondary', 0, true],
+    ]);
+    for (const n of nodes) expect(typeof n.state === 'string' && n.state.length > 0).toBe(true);
+    // The human form says the same.
+    const h = await colo(['status', '--node', pair.adminUrls[0], '--node', pair.adminUrls[1]]);
+    expect(h.code).toBe(0);
+    expect(h.stdout).toMatch(/node-a \(http:\/\/127\.0\.0\.1:21202\)\n {2}role +primary, protected/);
+    expect(h.stdout).toMatch(/node-b \(http:\/\/127\.0\.0\.1:21203\)\n {2}role +secondary/);
+  });
+
+  test('every mutating endpoint refuses a missing or wrong token with 401, and nothing happens', async () => {
+    const before = await snapshot();
+    const wrong: (Record<string, string> | undefined)[] = [
+      undefined,
+      { authorization: 'Bearer not-the-token' },
+      { authorization: `Bearer ${pair.token}x` },
+      { authorization: `Bearer ${pair.token.slice(0, -1)}` },
+      { authorization: pair.token },
+      { authorization: `Basic ${Buffer.from(`colo:${pair.token}`).toString('base64')}` },
+      { authorization: 'Bearer ' },
+    ];
+    const answers: string[] = [];
+    for (const url of pair.adminUrls) {
+      for (const path of ['/checkpoint', '/failover', '/crash']) {
+        for (const headers of wrong) {
+          const res = await fetch(`${url}${path}`, { method: 'POST', headers, signal: AbortSignal.timeout(5000) });
+          answers.push(`${url}${path} ${JSON.stringify(headers)} -> ${res.status}`);
+          expect(res.status, answers.at(-1)).toBe(401);
+          expect(await res.text()).not.toContain(pair.token);
+        }
+      }
+    }
+    // A crash or a failover would show within this time (the node dies at once; a promotion takes ms).
+    await new Promise((r) => setTimeout(r, 1500));
+    const after = await snapshot();
+    expect(after).toEqual(before);
+    for (const n of after) expect(alive(n.pid), `${n.id} pid ${n.pid}`).toBe(true);
+  });
+
+  test('with the right token POST /checkpoint takes one manual checkpoint', async () => {
+    const before = await getStatus(pair.adminUrls[0]);
+    const res = await fetch(`${pair.adminUrls[0]}/checkpoint`, { method: 'POST', headers: { authorization: `Bearer ${pair.token}` }, signal: AbortSignal.timeout(10_000) });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { ok: boolean; checkpoint: { reason: string; seq: number } };
+    expect(body.ok).toBe(true);
+    expect(body.checkpoint.reason).toBe('manual');
+    const after = await getStatus(pair.adminUrls[0]);
+    expect(after.checkpoints!.manual).toBe(before.checkpoints!.manual! + 1);
+    expect(after.lastCheckpoint!.seq).toBe(body.checkpoint.seq);
+    expect(after.lastCheckpoint!.reason).toBe('manual');
+    expect({ ...after.checkpoints, manual: 0 }).toEqual({ ...before.checkpoints, manual: 0 });
+  });
+
+  test('colo checkpoint / colo failover without a token (or with a wrong one) exit 1 with ADMIN_UNAUTHORIZED', async () => {
+    const before = await snapshot();
+    const badFile = join(pair.dir, 'wrong-token');
+    writeFileSync(badFile, 'definitely-wrong\n', { mode: 0o600 });
+    for (const action of ['checkpoint', 'failover']) {
+      for (const url of pair.adminUrls) {
+        for (const extra of [[], ['--token-file', badFile]]) {
+          const r = await colo([action, '--node', url, ...extra]);
+          expect(r.code, `colo ${action} --node ${url} ${extra.join(' ')}: ${r.stderr}`).toBe(1);
+          expect(r.stderr).toContain('ADMIN_UNAUTHORIZED');
+          expect(r.stderr).toContain('401');
+        }
+      }
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await snapshot()).toEqual(before);
+  });
+
+  test('colo failover on the secondary promotes it (epoch +1); the old primary stops acting as primary; the pair re-protects', async () => {
+    const [a0, b0] = await Promise.all(pair.adminUrls.map((u) => getStatus(u)));
+    expect([a0!.role, b0!.role]).toEqual(['primary', 'secondary']);
+    const r = await colo(['failover', '--node', pair.adminUrls[1], '--token-file', join(pair.dir, 'admin-token'), '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const b1 = await getStatus(pair.adminUrls[1]);
+    expect(b1.role).toBe('primary');
+    expect(b1.epoch).toBe(b0!.epoch + 1);
+    expect(b1.failovers).toBe(1);
+    // docs/operations.md, "Fail over by hand": the old primary, on meeting the higher epoch, stops acting as
+    // primary. Two primaries for longer than a few seconds is split brain (the ColoTwoPrimaries alert).
+    const stepped = await waitFor('the old primary to stop acting as primary', 10_000, async () => {
+      const a = await getStatus(pair.adminUrls[0], 1000).catch(() => undefined);
+      return a?.role === 'primary' ? undefined : (a ?? { role: 'unreachable' });
+    }, 100).catch(async (e: Error) => {
+      const all = await Promise.all(pair.adminUrls.map((u) => getStatus(u, 1000).catch(() => undefined)));
+      throw new Error(`${e.message}; split brain: ${all.map((s) => s && `${s.nodeId} ${s.role} ${s.state} epoch ${s.epoch}`).join(' | ')}; logs in ${pair.dir}`);
+    });
+    expect(stepped.role).not.toBe('primary');
+    // `colo pair` re-protects: node-a comes back as node-b's secondary.
+    const p = await pair.waitProtected(30_000);
+    expect(p.status.nodeId).toBe('node-b');
+    expect(p.status.epoch).toBe(b1.epoch);
+    const a2 = await getStatus(pair.adminUrls[0]);
+    expect(a2.role).toBe('secondary');
+  });
+
+  test('no node log holds the PSK or the admin token', async () => {
+    const psk = readFileSync(join(pair.dir, 'psk'), 'utf8').trim();
+    expect(psk.length).toBeGreaterThan(20);
+    const logs = readdirSync(pair.dir).filter((f) => /^node-.*\.log$/.test(f));
+    expect(logs.sort()).toEqual(['node-a.log', 'node-b.log']);
+    let bytes = 0;
+    for (const f of logs) {
+      const text = readFileSync(join(pair.dir, f), 'utf8');
+      bytes += text.length;
+      expect(text.includes(psk), `${f} contains the PSK`).toBe(false);
+      expect(text.includes(pair.token), `${f} contains the admin token`).toBe(false);
+      expect(text.includes(Buffer.from(psk, 'base64').toString('hex')), `${f} contains the PSK in hex`).toBe(false);
+    }
+    // The logs are not empty: the admin requests above (refused and accepted) were logged.
+    expect(bytes).toBeGreaterThan(1000);
+    expect(readFileSync(join(pair.dir, 'node-a.log'), 'utf8')).toContain('mutating admin request refused');
+  });
+});
