@@ -134,7 +134,8 @@ describe('ServiceListener (real sockets on loopback)', { timeout: 10_000 }, () =
     slow.pause();
     await until((e) => e.length === 1);
     const chunk = Buffer.alloc(64 * 1024, 'x');
-    for (let i = 0; i < 64 && !service.isPausedForOutput(1); i++) {
+    // Loopback kernel buffers can absorb several MiB before the socket's own buffer grows: write up to 64 MiB.
+    for (let i = 0; i < 1024 && !service.isPausedForOutput(1); i++) {
       service.write(1, chunk);
       await new Promise<void>((r) => setImmediate(r));
     }
