@@ -106,7 +106,7 @@ describe('operating a real pair through its admin API', () => {
     // A crash or a failover would show within this time (the node dies at once; a promotion takes ms).
     await new Promise((r) => setTimeout(r, 1500));
     const after = await snapshot();
-    expect(after).toEqual(before);
+    expect(after, `logs in ${pair.dir}`).toEqual(before);
     for (const n of after) expect(alive(n.pid), `${n.id} pid ${n.pid}`).toBe(true);
   });
 
@@ -139,7 +139,7 @@ describe('operating a real pair through its admin API', () => {
       }
     }
     await new Promise((r) => setTimeout(r, 1000));
-    expect(await snapshot()).toEqual(before);
+    expect(await snapshot(), `logs in ${pair.dir}`).toEqual(before);
   });
 
   test('colo failover on the secondary promotes it (epoch +1); the old primary stops acting as primary; the pair re-protects', async () => {

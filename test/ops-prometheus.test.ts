@@ -158,9 +158,14 @@ describe('a real Prometheus scraping a real pair', () => {
       return t.length === 2 && t.every((s) => Number(s.value[1]) > Date.now() / 1000 - 1.5) ? r : undefined;
     });
     const all = await Promise.all(pair.adminUrls.map((u) => getStatus(u)));
-    const summary = all.map((s) => `${s.nodeId}: ${s.role} ${s.state} epoch ${s.epoch}${s.lastError ? ` (${JSON.stringify(s.lastError)})` : ''}`).join('; ');
+    const summary = all.map((s) => `${s.nodeId}: ${s.role} ${s.state} epoch ${s.epoch} failovers ${String(s.failovers)}${s.lastError ? ` (${JSON.stringify(s.lastError)})` : ''}`).join('; ') + `; restarts ${pair.sup.nodes.map((n) => n.restarts).join('/')}; logs in ${pair.dir}`;
     expect(Number(primaries[0]!.value[1]), `nodes acting as primary, per Prometheus; /status: ${summary}`).toBe(1);
-    expect(all.map((s) => s.role).sort(), summary).toEqual(['primary', 'secondary']);
+    // A miscompare is a checkpoint, never a failover: nobody promoted, nobody was restarted (colo pair would
+    // fence a second primary and restart it, which hides a split brain from the role check alone).
+    expect(all.map((s) => s.epoch), summary).toEqual([0, 0]);
+    expect(all.map((s) => s.failovers), summary).toEqual([0, 0]);
+    expect(pair.sup.nodes.map((n) => n.restarts), summary).toEqual([0, 0]);
+    expect(all.map((s) => s.role), summary).toEqual(['primary', 'secondary']);
     expect(all.every((s) => s.protected), summary).toBe(true);
   });
 });

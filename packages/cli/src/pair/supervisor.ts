@@ -45,6 +45,8 @@ export class PairSupervisor {
   private readonly opts: PairOptions;
   private stopping = false;
   private logs = new Map<string, WriteStream>();
+  private watchdog: NodeJS.Timeout | undefined;
+  private fencing = false;
   onEvent: (line: string) => void = () => {};
 
   constructor(opts: PairOptions) {
@@ -85,10 +87,52 @@ export class PairSupervisor {
     return this.opts.coloCommand ?? [process.execPath, ...process.execArgv, process.argv[1]!];
   }
 
-  /** Starts node A as primary and node B as its secondary. */
+  /**
+   * Starts node A as primary and node B as its secondary, once A listens for it (a secondary that dials too
+   * early fails to start), and watches for two primaries.
+   */
   start(): void {
     this.spawnNode(this.nodes[0], 'primary');
-    this.spawnNode(this.nodes[1], 'secondary');
+    void this.whenListening(this.nodes[0], 30_000).then(() => {
+      if (!this.stopping) this.spawnNode(this.nodes[1], 'secondary');
+    });
+    this.watchdog = setInterval(() => void this.fenceSplitBrain(), 500);
+    this.watchdog.unref();
+  }
+
+  /** Resolves when `n` reports a replication listener (or after `timeoutMs`: the secondary then retries by restart). */
+  private async whenListening(n: PairNode, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.stopping && Date.now() < deadline) {
+      const s = await getStatus(n.adminUrl, 1000).catch(() => undefined);
+      if (s?.role === 'primary' && s.listening) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /**
+   * Two primaries (a secondary promoted itself while the old primary kept running, e.g. after `colo failover`):
+   * docs/operations.md, "Split brain": stop the node with the lower epoch and re-add it as a secondary. The
+   * exit handler restarts it as a secondary of the newer primary. Ties are left alone (no way to tell).
+   */
+  private async fenceSplitBrain(): Promise<void> {
+    if (this.fencing || this.stopping) return;
+    this.fencing = true;
+    try {
+      const [a, b] = await this.statuses();
+      if (a?.role !== 'primary' || b?.role !== 'primary' || a.epoch === b.epoch || this.stopping) return;
+      const [loser, winner] = a.epoch < b.epoch ? [this.nodes[0], this.nodes[1]] : [this.nodes[1], this.nodes[0]];
+      const child = loser.process;
+      if (!child || child.exitCode !== null || child.signalCode !== null) return;
+      this.onEvent(`${loser.id} (epoch ${Math.min(a.epoch, b.epoch)}) and ${winner.id} (epoch ${Math.max(a.epoch, b.epoch)}) both act as primary: stopping ${loser.id}, the older, to re-add it as a secondary`);
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      child.kill('SIGTERM');
+      await exited;
+      clearTimeout(timer);
+    } finally {
+      this.fencing = false;
+    }
   }
 
   private spawnNode(n: PairNode, role: 'primary' | 'secondary'): void {
@@ -139,6 +183,7 @@ export class PairSupervisor {
   /** Stops both nodes (SIGTERM, then SIGKILL after the grace period). */
   async stop(graceMs = 5000): Promise<void> {
     this.stopping = true;
+    clearInterval(this.watchdog);
     await Promise.all(
       this.nodes.map(
         (n) =>
