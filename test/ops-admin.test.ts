@@ -79,6 +79,11 @@ describe('operating a real pair through its admin API', () => {
     expect(h.code).toBe(0);
     expect(h.stdout).toMatch(/node-a \(http:\/\/127\.0\.0\.1:21202\)\n {2}role +primary, protected/);
     expect(h.stdout).toMatch(/node-b \(http:\/\/127\.0\.0\.1:21203\)\n {2}role +secondary/);
+    // The pause it prints is the guest's pause (the histogram's), not the checkpoint's whole duration.
+    const lc = (await getStatus(pair.adminUrls[0])).lastCheckpoint!;
+    expect(lc.pauseSeconds).toBeDefined();
+    expect(h.stdout).toContain(`checkpoint  #${lc.seq} (${lc.reason})`);
+    expect(h.stdout).toContain(`pause ${(lc.pauseSeconds! * 1000).toFixed(1)} ms`);
   });
 
   test('every mutating endpoint refuses a missing or wrong token with 401, and nothing happens', async () => {

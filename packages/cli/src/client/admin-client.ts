@@ -21,7 +21,8 @@ export interface NodeStatusDoc {
   protected: boolean;
   peer?: string | null;
   service?: { host: string; port: number } | null;
-  lastCheckpoint?: { seq: number; reason: string; at: string; durationSeconds: number; pages: number; bytes: number } | null;
+  /** durationSeconds: trigger to completion; pauseSeconds: what the guest sees (the colo_checkpoint_duration_seconds histogram). */
+  lastCheckpoint?: { seq: number; reason: string; at: string; durationSeconds: number; pauseSeconds?: number; pages: number; bytes: number } | null;
   checkpoints?: Record<string, number>;
   [k: string]: unknown;
 }

@@ -30,7 +30,7 @@ export function formatStatus(node: string, s: NodeStatusDoc): string {
     `  mode/epoch  ${s.mode} / ${s.epoch}`,
     `  peer        ${s.peer ?? 'none'}`,
     ...(s.service ? [`  service     ${s.service.host}:${s.service.port}`] : []),
-    `  checkpoint  ${lc ? `#${lc.seq} (${lc.reason}) ${age(lc.at)}, pause ${(lc.durationSeconds * 1000).toFixed(1)} ms, ${lc.pages} pages` : 'none yet'}`,
+    `  checkpoint  ${lc ? `#${lc.seq} (${lc.reason}) ${age(lc.at)}, pause ${((lc.pauseSeconds ?? lc.durationSeconds) * 1000).toFixed(1)} ms, ${lc.pages} pages` : 'none yet'}`,
   ].join('\n');
 }
 
