@@ -13,7 +13,8 @@
  * returns at each checkpoint, so the checkpoint carries N real pages without the cost of a workload that
  * writes them. Everything else (engine, codec, transport, secondary apply) is the production path.
  *
- * Run: `npx tsx --conditions=@colo/source bench/run.ts checkpoint` (COLO_BENCH_QUICK=1 for a short run).
+ * Run: `npx tsx --conditions=@colo/source bench/run.ts checkpoint` (COLO_BENCH_QUICK=1 for a short run;
+ * COLO_BENCH_PARTS=pause or =sync runs one half, COLO_BENCH_MODES=colo / =remus one mode, for profiling).
  */
 import { randomBytes } from 'node:crypto';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
@@ -26,6 +27,8 @@ import { GiB, measureRawTcpThroughput } from './transport-baseline.js';
 const PAGE = 4096;
 const quiet = pino({ level: 'silent' });
 const QUICK = process.env.COLO_BENCH_QUICK === '1';
+const PARTS = (process.env.COLO_BENCH_PARTS ?? 'pause,sync').split(',');
+const MODES = (process.env.COLO_BENCH_MODES ?? 'colo,remus').split(',') as ReplicationMode[];
 
 /** A guest whose dirty log also reports the pfns the bench asks for (see the file comment). */
 function withInjectedDirty(inner: SimulatedGuest): Domain & { inject(pfns: number[]): void } {
@@ -174,7 +177,7 @@ const suite: BenchSuite = {
 
     // ---- checkpoint pause by dirty pages
     const guestPages = 65_536; // 256 MiB: room for 50,000 distinct dirty pages
-    for (const mode of ['colo', 'remus'] as const) {
+    for (const mode of PARTS.includes('pause') ? MODES : []) {
       const inner = new SimulatedGuest({ memoryBytes: guestPages * PAGE });
       const guest = withInjectedDirty(inner);
       const pair = await startPair(mode, guestPages, guest);
@@ -209,6 +212,7 @@ const suite: BenchSuite = {
     }
 
     // ---- initial synchronisation of a 1 GiB guest
+    if (!PARTS.includes('sync')) return rows;
     const syncPages = (QUICK ? 256 * 1024 * 1024 : GiB) / PAGE;
     const big = new SimulatedGuest({ memoryBytes: syncPages * PAGE });
     const pair = await startPair('remus', syncPages, big);
