@@ -327,16 +327,49 @@ function countPages(pfns: ArrayLike<number>, types: ArrayLike<number> | undefine
  * memory) and handing it to the sink once. The record header and entry table of each batch go out as one piece.
  */
 export function writePageData(sink: ByteSink, pfns: ArrayLike<number>, pageOf: (pfn: number) => Uint8Array, opts?: PageDataOptions): void {
+  forEachPageDataRecord(pfns, pageOf, opts, (head, pages) => {
+    sink.write(head);
+    for (const run of pages) sink.write(run);
+  }, false);
+}
+
+/**
+ * PAGE_DATA records for `pfns` as pieces, without copying a single page: each record is its header and entry
+ * table (a fresh small buffer) followed by views of the pages as `pageOf` returned them, runs of pages that lie
+ * back to back in one buffer (consecutive pfns of guest memory) joined into one view. Concatenated, the pieces
+ * of a record are exactly encodePageData's bytes for it. For a transport that writes several buffers at once
+ * (writev): the views reference guest memory, so the pages must not change until the transport has written them.
+ */
+export function pageDataRecordPieces(pfns: ArrayLike<number>, pageOf: (pfn: number) => Uint8Array, opts?: PageDataOptions): Uint8Array[][] {
+  const records: Uint8Array[][] = [];
+  forEachPageDataRecord(pfns, pageOf, opts, (head, pages) => records.push([head, ...pages]), true);
+  return records;
+}
+
+/**
+ * The one PAGE_DATA encoder: calls `emit` per record of at most `batch` pfns with the record's header + entry
+ * table and its pages as views (runs of adjacent pages joined). With `freshHeads` every record gets its own
+ * header buffer (the caller keeps them); without, one buffer is reused (the caller copies it before returning).
+ */
+function forEachPageDataRecord(
+  pfns: ArrayLike<number>,
+  pageOf: (pfn: number) => Uint8Array,
+  opts: PageDataOptions | undefined,
+  emit: (head: Uint8Array, pages: Uint8Array[]) => void,
+  freshHeads: boolean,
+): void {
   const batch = batchOf(opts);
   const types = opts?.types;
   countPages(pfns, types);
-  const head = new Uint8Array(RECORD_HEADER_SIZE + 8 + 8 * Math.min(batch, pfns.length));
-  const hv = dataView(head);
-  // Entries are written as u32 pairs straight into a Uint32Array on little-endian hosts (all x86 and ARM
-  // Linux ones); the DataView path keeps big-endian hosts correct.
-  const h32 = LITTLE_ENDIAN_HOST ? new Uint32Array(head.buffer, head.byteOffset, head.length / 4) : undefined;
+  const headBytes = (n: number) => RECORD_HEADER_SIZE + 8 + 8 * n;
+  let shared = freshHeads ? undefined : new Uint8Array(headBytes(Math.min(batch, pfns.length)));
   for (let start = 0; start < pfns.length; start += batch) {
     const n = Math.min(batch, pfns.length - start);
+    const head = shared ? shared.subarray(0, headBytes(n)) : new Uint8Array(headBytes(n));
+    const hv = dataView(head);
+    // Entries are written as u32 pairs straight into a Uint32Array on little-endian hosts (all x86 and ARM
+    // Linux ones); the DataView path keeps big-endian hosts correct.
+    const h32 = LITTLE_ENDIAN_HOST ? new Uint32Array(head.buffer, head.byteOffset, head.length / 4) : undefined;
     let withData = 0;
     for (let i = 0; i < n; i++) {
       const t = types ? types[start + i]! : 0;
@@ -356,9 +389,9 @@ export function writePageData(sink: ByteSink, pfns: ArrayLike<number>, pageOf: (
     hv.setUint32(4, 8 + 8 * n + PAGE_SIZE * withData, true);
     hv.setUint32(8, n, true);
     hv.setUint32(12, 0, true);
-    sink.write(head.subarray(0, 16 + 8 * n));
-    // Pages that lie back to back in one buffer (consecutive pfns of guest memory) go out as one copy:
-    // a single large copy is much cheaper than a thousand 4 KiB ones.
+    // Pages that lie back to back in one buffer (consecutive pfns of guest memory) go out as one view:
+    // a single large copy (or iovec) is much cheaper than a thousand 4 KiB ones.
+    const pages: Uint8Array[] = [];
     let run: Uint8Array | undefined;
     let runEnd = 0;
     for (let i = 0; i < n; i++) {
@@ -370,12 +403,13 @@ export function writePageData(sink: ByteSink, pfns: ArrayLike<number>, pageOf: (
       if (run !== undefined && page.byteOffset === runEnd && page.buffer === run.buffer) {
         runEnd += PAGE_SIZE;
       } else {
-        if (run !== undefined) sink.write(new Uint8Array(run.buffer, run.byteOffset, runEnd - run.byteOffset));
+        if (run !== undefined) pages.push(new Uint8Array(run.buffer, run.byteOffset, runEnd - run.byteOffset));
         run = page;
         runEnd = page.byteOffset + PAGE_SIZE;
       }
     }
-    if (run !== undefined) sink.write(new Uint8Array(run.buffer, run.byteOffset, runEnd - run.byteOffset));
+    if (run !== undefined) pages.push(new Uint8Array(run.buffer, run.byteOffset, runEnd - run.byteOffset));
+    emit(head, pages);
   }
 }
 

@@ -10,6 +10,7 @@ export {
   encodeRawRecord,
   encodePageData,
   writePageData,
+  pageDataRecordPieces,
   pageDataSize,
   RECORD_HEADER_SIZE,
   XL_HEADER_SIZE,

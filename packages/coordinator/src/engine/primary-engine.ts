@@ -7,6 +7,7 @@ import {
   encodeLibxlHeader,
   encodePageData,
   encodeRecord,
+  pageDataRecordPieces,
   GuestType,
   MAX_PFNS_PER_PAGE_DATA,
   StreamDecoder,
@@ -32,6 +33,13 @@ export interface PrimaryEngineOptions {
   domain: Domain;
   /** Writes main-stream bytes; resolves when more may be written (backpressure). */
   send: (bytes: Uint8Array) => Promise<void>;
+  /**
+   * Optional, with whenWritten: writes the concatenation of `pieces` (in order with send()) without joining
+   * them. PAGE_DATA then goes out as record headers plus views of guest memory, no copy on the primary.
+   */
+  sendPieces?: (pieces: readonly Uint8Array[]) => Promise<void>;
+  /** Resolves when everything written so far has left the process (the views may change from then on). */
+  whenWritten?: () => Promise<void>;
   mode: ReplicationMode;
   /** Extensions both sides negotiated in their hello. */
   extensions: readonly string[];
@@ -198,6 +206,9 @@ export class PrimaryCheckpointEngine {
         encodeRecord({ layer: 'libxl', kind: 'CHECKPOINT_END' }),
       );
       await this.write(concat(tail));
+      // Pages went out as views of guest memory: the guest must not run (and change them) before every byte
+      // has reached the kernel. In COLO the READY wait covers this anyway; in Remus this is the transfer's end.
+      if (this.zeroCopy) await this.o.whenWritten!();
       if (cp) cp.endWrittenAt = performance.now();
       if (cp) this.o.onCheckpointWritten?.(cp.seq, d);
       this.o.emit({ type: 'CHECKPOINT_SENT' });
@@ -315,13 +326,30 @@ export class PrimaryCheckpointEngine {
     await this.o.send(bytes);
   }
 
+  private get zeroCopy(): boolean {
+    return this.o.sendPieces !== undefined && this.o.whenWritten !== undefined;
+  }
+
+  /**
+   * PAGE_DATA for `pfns`, `pagesPerRecord` pages a record. With sendPieces each record goes out as its header
+   * plus views of the guest's pages (copying every page into a fresh record buffer cost the primary a copy
+   * and, worse, page faults on new memory for every byte: about 0.7 s of a 1 GiB synchronisation); otherwise
+   * each record is encoded into one buffer.
+   */
   private async writePages(pfns: ArrayLike<number>): Promise<void> {
     const d = this.o.domain;
     const pageOf = (pfn: number) => d.page(pfn);
     const per = Math.min(MAX_PFNS_PER_PAGE_DATA, Math.max(1, this.o.pagesPerRecord ?? DEFAULT_PAGES_PER_RECORD));
+    const sendPieces = this.zeroCopy ? this.o.sendPieces! : undefined;
     for (let i = 0; i < pfns.length && !this.aborted; i += per) {
-      const batch = Array.from({ length: Math.min(per, pfns.length - i) }, (_, k) => pfns[i + k]!);
-      await this.write(encodePageData(batch, pageOf));
+      const batch = Array.prototype.slice.call(pfns, i, Math.min(pfns.length, i + per)) as number[];
+      if (!sendPieces) {
+        await this.write(encodePageData(batch, pageOf));
+        continue;
+      }
+      const [pieces] = pageDataRecordPieces(batch, pageOf, { batch: per });
+      if (this.cp) for (const p of pieces!) this.cp.bytes += p.length;
+      await sendPieces(pieces!);
     }
   }
 }

@@ -375,6 +375,8 @@ export class ColoNode {
     const engine = new PrimaryCheckpointEngine({
       domain: this.guest!,
       send: (b) => link.send(b),
+      // Links that can write several buffers as one frame get PAGE_DATA as views of guest memory (no copy).
+      ...(link.sendPieces && link.whenWritten ? { sendPieces: (p: readonly Uint8Array[]) => link.sendPieces!(p), whenWritten: () => link.whenWritten!() } : {}),
       mode: this.o.mode,
       extensions: link.extensions,
       precopy: this.precopy,

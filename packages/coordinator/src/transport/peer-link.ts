@@ -26,6 +26,18 @@ export interface PeerLink {
    * once the link is closed.
    */
   send(bytes: Uint8Array): Promise<void>;
+  /**
+   * Optional (WsPeerLink has it): sends the concatenation of `pieces` as if by send(concat(pieces)), without
+   * copying them into one buffer first (one frame and one writev when they fit a frame). The pieces are
+   * referenced until written (see whenWritten()): do not modify them before.
+   */
+  sendPieces?(pieces: readonly Uint8Array[]): Promise<void>;
+  /**
+   * Optional (with sendPieces): resolves once every byte given to send()/sendPieces() so far has been handed
+   * to the kernel, i.e. the caller's buffers are no longer referenced; rejects with the link's LinkError if
+   * the link ends first.
+   */
+  whenWritten?(): Promise<void>;
   /** Bytes handed to the socket and not yet written to the kernel. */
   readonly bufferedAmount: number;
   /**

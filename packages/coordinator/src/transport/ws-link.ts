@@ -21,6 +21,44 @@ export interface WsLinkOptions {
 }
 
 type Waiter = { resolve: () => void; reject: (e: LinkError) => void };
+type RawSocket = {
+  cork(): void;
+  uncork(): void;
+  write(chunk: Buffer, cb?: (err?: Error | null) => void): boolean;
+  destroyed?: boolean;
+  writable?: boolean;
+};
+
+const EMPTY_BUFFER = Buffer.alloc(0);
+
+/** RFC 6455 header of one unmasked, final, binary frame of `length` bytes (server to client). */
+function binaryFrameHeader(length: number): Buffer {
+  if (length < 126) return Buffer.from([0x82, length]);
+  if (length < 0x10000) {
+    const h = Buffer.allocUnsafe(4);
+    h[0] = 0x82;
+    h[1] = 126;
+    h.writeUInt16BE(length, 2);
+    return h;
+  }
+  const h = Buffer.allocUnsafe(10);
+  h[0] = 0x82;
+  h[1] = 127;
+  h.writeUInt32BE(Math.floor(length / 0x100000000), 2);
+  h.writeUInt32BE(length >>> 0, 6);
+  return h;
+}
+
+function joinPieces(pieces: readonly Uint8Array[], total: number): Uint8Array {
+  if (pieces.length === 1) return pieces[0]!;
+  const out = Buffer.allocUnsafe(total);
+  let at = 0;
+  for (const p of pieces) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
 
 /** The PeerLink over one authenticated ws socket, opened once the handshake is done. */
 export class WsPeerLink implements PeerLink {
@@ -48,6 +86,11 @@ export class WsPeerLink implements PeerLink {
   private sendChain: Promise<void> = Promise.resolve();
   private drainWaiters: Waiter[] = [];
   private stallWaiters: Waiter[] = [];
+  /** whenWritten() callers, each waiting for the frames queued before its call (in call order). */
+  private flushWaiters: (Waiter & { target: number })[] = [];
+  /** Data frames handed to the socket with the `written` callback, and those whose callback has run. */
+  private framesQueued = 0;
+  private framesWritten = 0;
   private rtt: number | undefined;
 
   constructor(ws: WebSocket, handshake: HandshakeResult, opts: WsLinkOptions) {
@@ -107,6 +150,25 @@ export class WsPeerLink implements PeerLink {
   send(bytes: Uint8Array): Promise<void> {
     const done = this.sendChain.then(() => this.sendFrames(bytes));
     this.sendChain = done.catch(() => undefined);
+    return done;
+  }
+
+  sendPieces(pieces: readonly Uint8Array[]): Promise<void> {
+    const done = this.sendChain.then(() => this.sendPieceFrames(pieces));
+    this.sendChain = done.catch(() => undefined);
+    return done;
+  }
+
+  whenWritten(): Promise<void> {
+    // Queued behind every send so far; then wait for the socket's own queue to reach the kernel.
+    const done = this.sendChain.then(
+      () =>
+        new Promise<void>((resolve, reject) => {
+          if (this.ended !== undefined) return reject(this.endedError());
+          if (this.framesWritten >= this.framesQueued) return resolve();
+          this.flushWaiters.push({ target: this.framesQueued, resolve, reject });
+        }),
+    );
     return done;
   }
 
@@ -204,17 +266,69 @@ export class WsPeerLink implements PeerLink {
         continue;
       }
       const frame = bytes.subarray(offset, offset + MAX_FRAME_BYTES);
+      this.framesQueued++;
       this.ws.send(frame, { binary: true }, this.written);
       offset += frame.length;
     }
     if (this.ended !== undefined) throw this.endedError();
   }
 
-  /** Called by ws as each frame reaches the kernel: wake senders once under the high-water mark. */
+  /**
+   * Sends `pieces` as one binary frame when the link is the server side of the socket (unmasked frames, RFC
+   * 6455) and they fit a frame: the frame header and the pieces go to the socket corked, so Node writes them
+   * with one writev and nothing is copied in user space. Otherwise (a client must mask, which copies anyway;
+   * ws busy with a queued frame; a larger total) they are joined and sent as send() would.
+   */
+  private async sendPieceFrames(pieces: readonly Uint8Array[]): Promise<void> {
+    let total = 0;
+    for (const p of pieces) total += p.length;
+    if (total === 0) return;
+    const socket = this.rawFrameSocket();
+    if (!socket || total > MAX_FRAME_BYTES) return this.sendFrames(joinPieces(pieces, total));
+    if (this.stalled) await this.wait(this.stallWaiters);
+    if (this.ended !== undefined) throw this.endedError();
+    while (this.ws.bufferedAmount >= this.highWaterMark) {
+      await this.wait(this.drainWaiters);
+      if (this.ended !== undefined) throw this.endedError();
+    }
+    if (this.stalled || this.rawFrameSocket() !== socket) return this.sendFrames(joinPieces(pieces, total));
+    this.framesQueued++;
+    socket.cork();
+    socket.write(binaryFrameHeader(total));
+    for (let i = 0; i < pieces.length; i++) {
+      const p = pieces[i]!;
+      if (p.length === 0) continue;
+      const b = Buffer.isBuffer(p) ? p : Buffer.from(p.buffer, p.byteOffset, p.length);
+      socket.write(b, i === pieces.length - 1 ? this.written : undefined);
+    }
+    if (pieces[pieces.length - 1]!.length === 0) socket.write(EMPTY_BUFFER, this.written);
+    socket.uncork();
+    if (this.ended !== undefined) throw this.endedError();
+  }
+
+  /**
+   * The socket under ws when frames may be written to it directly: open, server side (no masking), ws's
+   * sender idle (it queues only while compressing or reading a Blob, neither of which colo does), not
+   * stalled. Relies on ws internals (`_socket`, `_isServer`, `_sender._state`), checked at every use.
+   */
+  private rawFrameSocket(): RawSocket | undefined {
+    const ws = this.ws as unknown as { _socket?: RawSocket | null; _isServer?: boolean; _sender?: { _state?: number; _queue?: unknown[] } };
+    const socket = ws._socket;
+    if (!socket || ws._isServer !== true || this.ws.readyState !== 1 || this.stalled) return undefined;
+    if (!ws._sender || ws._sender._state !== 0 || (ws._sender._queue?.length ?? 0) > 0) return undefined;
+    if (typeof socket.cork !== 'function' || socket.destroyed || socket.writable === false) return undefined;
+    return socket;
+  }
+
+  /** Called by ws (and sendPieceFrames) as each frame reaches the kernel: wake senders once under the high-water mark. */
   private readonly written = (): void => {
-    if (this.ws.bufferedAmount < this.highWaterMark) {
+    const buffered = this.ws.bufferedAmount;
+    if (buffered < this.highWaterMark) {
       for (const w of this.drainWaiters.splice(0)) w.resolve();
     }
+    // Frames complete in the order they were written.
+    this.framesWritten++;
+    while (this.flushWaiters.length > 0 && this.flushWaiters[0]!.target <= this.framesWritten) this.flushWaiters.shift()!.resolve();
   };
 
   private wait(list: Waiter[]): Promise<void> {
@@ -328,6 +442,7 @@ export class WsPeerLink implements PeerLink {
     const sendError = this.endedError();
     for (const w of this.drainWaiters.splice(0)) w.reject(sendError);
     for (const w of this.stallWaiters.splice(0)) w.reject(sendError);
+    for (const w of this.flushWaiters.splice(0)) w.reject(sendError);
     // Bytes that arrived before the end are delivered before the end is announced.
     this.flush();
     const listeners = [...this.closeListeners];
