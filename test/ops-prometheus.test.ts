@@ -25,7 +25,9 @@ let primaryUrl = '';
 
 beforeAll(async () => {
   [pair, prom] = await Promise.all([
-    startPair({ basePort: BASE }),
+    // No periodic checkpoints (max_interval 10 min): every checkpoint after the initial one is one this test
+    // asked for, so a failure points at a request. (The agreement check below tolerates periodic ones anyway.)
+    startPair({ basePort: BASE, extra: { checkpoint: { max_interval: '10m' } } }),
     startPrometheus({ port: PROM_PORT, targets: [`127.0.0.1:${BASE + 2}`, `127.0.0.1:${BASE + 3}`] }),
   ]);
   const p = await pair.waitProtected(60_000);
@@ -97,7 +99,10 @@ describe('a real Prometheus scraping a real pair', () => {
   test('checkpoints by reason and the pause quantile agree with /status', async () => {
     // Manual checkpoints through the admin API, each pause cross-checked with /status.
     for (let i = 0; i < MANUAL; i++) {
-      const answer = (await postAction(primaryUrl, 'checkpoint', pair.token, 10_000)) as { ok: boolean; checkpoint: { seq: number; reason: string; pauseSeconds: number } };
+      const answer = (await postAction(primaryUrl, 'checkpoint', pair.token, 10_000).catch(async (e: Error) => {
+        const all = await Promise.all(pair.adminUrls.map((u) => getStatus(u, 1000).catch(() => undefined)));
+        throw new Error(`manual checkpoint ${i + 1} of ${MANUAL} failed: ${e.message}; pair now: ${all.map((s) => s && `${s.nodeId} ${s.role} ${s.state} epoch ${s.epoch}`).join(' | ')}; logs in ${pair.dir}`);
+      })) as { ok: boolean; checkpoint: { seq: number; reason: string; pauseSeconds: number } };
       expect(answer.ok).toBe(true);
       expect(answer.checkpoint.reason).toBe('manual');
       const s = await getStatus(primaryUrl);
@@ -121,6 +126,9 @@ describe('a real Prometheus scraping a real pair', () => {
       client.close();
     }
 
+    // Counters live in the node process: if the pair failed over meanwhile, the primary's counts are gone.
+    const now = await Promise.all(pair.adminUrls.map((u) => getStatus(u, 1000).catch(() => undefined)));
+    expect(pair.sup.nodes.map((n) => n.restarts), `the pair failed over during the checkpoints (restarts ${pair.sup.nodes.map((n) => n.restarts).join('/')}): ${now.map((s) => s && `${s.nodeId} ${s.role} ${s.state} epoch ${s.epoch}`).join(' | ')}; logs in ${pair.dir}`).toEqual([0, 0]);
     const byReason = `colo_checkpoints_total{node="${primaryId}"}`;
     const count = `colo_checkpoint_duration_seconds_count{node="${primaryId}",reason="manual"}`;
     const q50 = `histogram_quantile(0.5, sum by (le) (colo_checkpoint_duration_seconds_bucket{node="${primaryId}",reason="manual"}))`;
@@ -142,6 +150,7 @@ describe('a real Prometheus scraping a real pair', () => {
     const lo = [0, ...bounds].filter((b) => b < Math.min(...manualPauses)).at(-1)!;
     const hi = bounds.find((b) => b >= Math.max(...manualPauses));
     expect(hi, `largest manual pause ${Math.max(...manualPauses)} s is beyond the last bucket`).toBeDefined();
+    console.log(`manual pauses ${manualPauses.map((p) => (p * 1000).toFixed(2)).join(', ')} ms; Prometheus p50 ${(Number(p50![0]!.value[1]) * 1000).toFixed(2)} ms, p99 ${(Number(p99![0]!.value[1]) * 1000).toFixed(2)} ms (bucket bounds ${lo}..${hi} s); counts ${JSON.stringify(fromProm)}`);
     for (const q of [p50, p99]) {
       const v = Number(q![0]!.value[1]);
       expect(v, `quantile ${v} s vs manual pauses ${manualPauses.join(', ')} s`).toBeGreaterThanOrEqual(lo);
