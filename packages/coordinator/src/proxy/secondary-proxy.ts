@@ -34,6 +34,12 @@ export class SecondaryProxy {
   #offLink: (() => void) | null;
   #generation = 0;
   #inCheckpoint = false;
+  /**
+   * COLO: a checkpoint is applied but its barrier has not arrived yet, so the log is not realigned: the gate
+   * stays closed even if the node resumes the guest meanwhile (it does, right after applying). Opening it
+   * would deliver input the checkpoint already holds, and the late rewind would find the gate open.
+   */
+  #awaitingBarrier = false;
   #running = false;
   #done = false;
   /** BARRIER{k, N} received, by k (they may arrive before the node reports the checkpoint). */
@@ -107,11 +113,19 @@ export class SecondaryProxy {
     this.#running = false;
     this.#log.close();
     // Remus does not wait: its guest does not run on mirrored input; the barrier only trims the close list.
+    this.#awaitingBarrier = this.mode === 'colo';
     const n = this.mode === 'colo' ? await this.#waitBarrier(k, timeoutMs) : this.#barriers.get(k);
-    if (this.mode === 'colo') this.#log.rewindTo(n!);
+    if (this.#done) return;
+    if (this.mode === 'colo') {
+      // The node may have resumed the guest while the barrier was on its way: close the gate for the rewind.
+      this.#log.close();
+      this.#log.rewindTo(n!);
+    }
+    this.#awaitingBarrier = false;
     this.#generation = Math.max(this.#generation, k);
     if (n !== undefined) this.#recentCloses = this.#recentCloses.filter((c) => c.seq > n);
     for (const key of this.#barriers.keys()) if (key <= k) this.#barriers.delete(key);
+    this.#updateGate();
   }
 
   /** The guest runs again (after a checkpoint, or after the node discarded an incomplete one). */
@@ -215,7 +229,7 @@ export class SecondaryProxy {
   }
 
   #updateGate(): void {
-    if (!this.#done && this.mode === 'colo' && this.#running && !this.#inCheckpoint && this.#generation > 0) this.#log.open();
+    if (!this.#done && this.mode === 'colo' && this.#running && !this.#inCheckpoint && !this.#awaitingBarrier && this.#generation > 0) this.#log.open();
     else this.#log.close();
   }
 }
