@@ -17,6 +17,8 @@
  * COLO_BENCH_PARTS=pause or =sync runs one half, COLO_BENCH_MODES=colo / =remus one mode, for profiling).
  */
 import { randomBytes } from 'node:crypto';
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { SimulatedGuest, type Domain } from '@colo/domain';
 import { ColoNode, unionAscending, type CheckpointMeasurement, type ReplicationMode } from '@colo/coordinator';
@@ -76,23 +78,33 @@ function secondaryNode(mode: ReplicationMode, psk: Uint8Array, url: string, page
   });
 }
 
-/** The secondary's side when it runs in a worker thread: start, report, stop on request. */
-if (!isMainThread && workerData?.coloBenchSecondary) {
-  const { mode, psk, url, pages } = workerData as { mode: ReplicationMode; psk: Uint8Array; url: string; pages: number };
-  const node = secondaryNode(mode, psk, url, pages);
-  parentPort!.postMessage({ ready: true });
-  parentPort!.on('message', async (m: { start?: boolean; stop?: boolean }) => {
+type SecondaryData = { mode: ReplicationMode; psk: Uint8Array; url: string; pages: number };
+
+/** The secondary's side in a worker thread or a child process: start, report, stop on request. */
+function serveSecondary(data: SecondaryData, post: (m: object) => void, onMessage: (l: (m: { start?: boolean; stop?: boolean }) => void) => void): void {
+  const node = secondaryNode(data.mode, data.psk, data.url, data.pages);
+  post({ ready: true });
+  onMessage(async (m) => {
     if (m.start) {
       node.start().then(
-        () => parentPort!.postMessage({ started: true }),
-        (e: Error) => parentPort!.postMessage({ error: e.message }),
+        () => post({ started: true }),
+        (e: Error) => post({ error: e.message }),
       );
     }
     if (m.stop) {
       await node.stop();
       node.domain?.destroy();
-      parentPort!.postMessage({ stopped: true });
+      post({ stopped: true });
     }
+  });
+}
+
+if (!isMainThread && workerData?.coloBenchSecondary) {
+  serveSecondary(workerData as SecondaryData, (m) => parentPort!.postMessage(m), (l) => parentPort!.on('message', l));
+}
+if (isMainThread && process.env.COLO_BENCH_CHILD === '1' && process.send) {
+  process.once('message', (data: SecondaryData) => {
+    serveSecondary(data, (m) => process.send!(m), (l) => process.on('message', l));
   });
 }
 
@@ -126,6 +138,42 @@ async function startSecondaryWorker(mode: ReplicationMode, psk: Uint8Array, url:
   };
 }
 
+/**
+ * The secondary in a child process (COLO_BENCH_SECONDARY=process): its own address space, as on two hosts. A
+ * worker thread shares the primary's address space, so the two nodes' page faults and munmaps contend for one
+ * mm lock and cost each other TLB shootdowns, a cost two hosts do not pay (see docs/performance.md).
+ */
+async function startSecondaryProcess(mode: ReplicationMode, psk: Uint8Array, url: string, pages: number): Promise<{ start(): Promise<void>; stop(): Promise<void> }> {
+  const child = fork(fileURLToPath(import.meta.url), [], {
+    execArgv: ['--import', 'tsx', '--conditions=@colo/source'],
+    env: { ...process.env, COLO_BENCH_CHILD: '1' },
+    serialization: 'advanced',
+  });
+  const reply = () =>
+    new Promise<void>((resolve, reject) => {
+      child.once('message', (m: { error?: string }) => (m.error ? reject(new Error(m.error)) : resolve()));
+      child.once('error', reject);
+    });
+  const loaded = reply();
+  child.send({ mode, psk, url, pages });
+  await loaded;
+  return {
+    async start() {
+      const started = reply();
+      child.send({ start: true });
+      await started;
+    },
+    async stop() {
+      const done = reply();
+      child.send({ stop: true });
+      await done;
+      child.kill();
+    },
+  };
+}
+
+const SECONDARY_IN = process.env.COLO_BENCH_SECONDARY === 'process' ? 'process' : 'worker';
+
 async function startPair(mode: ReplicationMode, pages: number, guest: Domain) {
   const psk = randomBytes(32);
   const primary = new ColoNode({ ...nodeOptions(mode, psk), nodeId: 'bench-a', role: 'primary', domain: guest, replication: { listen: { host: '127.0.0.1', port: 0 } } });
@@ -141,7 +189,7 @@ async function startPair(mode: ReplicationMode, pages: number, guest: Domain) {
       secondary.domain?.destroy();
     };
   } else {
-    const w = await startSecondaryWorker(mode, psk, primary.listenUrl!, pages);
+    const w = await (SECONDARY_IN === 'process' ? startSecondaryProcess : startSecondaryWorker)(mode, psk, primary.listenUrl!, pages);
     t0 = performance.now();
     await w.start();
     stopSecondary = () => w.stop();
@@ -172,7 +220,7 @@ const suite: BenchSuite = {
     const rows: BenchRow[] = [];
     const tcp = await measureRawTcpThroughput(QUICK ? 256 * 1024 * 1024 : GiB);
     const tcpGBs = tcp.bytesPerSecond / 1e9;
-    log(`raw TCP loopback: ${tcpGBs.toFixed(2)} GB/s`);
+    log(`raw TCP loopback: ${tcpGBs.toFixed(2)} GB/s; secondary in ${ONE_THREAD ? 'the main thread' : SECONDARY_IN === 'process' ? 'a child process' : 'a worker thread'}`);
     rows.push({ name: 'raw TCP loopback throughput (baseline)', value: tcpGBs, unit: 'GB/s' });
 
     // ---- checkpoint pause by dirty pages
@@ -184,18 +232,28 @@ const suite: BenchSuite = {
       for (const n of [100, 1_000, 10_000, 50_000]) {
         const reps = QUICK ? 5 : n >= 50_000 ? 20 : n >= 10_000 ? 40 : 100;
         const pauses: number[] = [];
+        const transfers: number[] = [];
+        const applies: number[] = [];
         for (let i = 0; i < reps + 2; i++) {
           const start = Math.floor(Math.random() * (guestPages - n));
           guest.inject(Array.from({ length: n }, (_, k) => start + k));
           const m: CheckpointMeasurement = await pair.primary.requestCheckpoint('manual');
           if (m.pages < n) throw new Error(`checkpoint carried ${m.pages} pages, expected at least ${n}`);
-          if (i >= 2) pauses.push(m.pauseSeconds); // two warm-up checkpoints
+          if (i >= 2) {
+            // two warm-up checkpoints
+            pauses.push(m.pauseSeconds);
+            transfers.push(m.phases.transfer);
+            applies.push(m.phases.secondary_apply ?? 0);
+          }
         }
         const p50 = percentile(pauses, 50) * 1000;
         const p99 = percentile(pauses, 99) * 1000;
         const ideal = ((n * PAGE) / tcp.bytesPerSecond) * 1000;
         const target = 1.5 * ideal + 2;
-        log(`${mode} ${n} pages: p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms (target ${target.toFixed(2)} ms)`);
+        log(
+          `${mode} ${n} pages: p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms (target ${target.toFixed(2)} ms); ` +
+            `median phases: transfer ${(percentile(transfers, 50) * 1000).toFixed(2)} ms, secondary apply + READY ${(percentile(applies, 50) * 1000).toFixed(2)} ms`,
+        );
         rows.push({ name: `${mode} pause p50, ${n} dirty pages`, value: p50, unit: 'ms', baseline: `raw TCP ${ideal.toFixed(2)} ms`, ratio: p50 / ideal });
         rows.push({
           name: `${mode} pause p99, ${n} dirty pages`,
