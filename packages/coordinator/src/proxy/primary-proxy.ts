@@ -144,6 +144,11 @@ export class PrimaryProxy {
     }
     this.#mode = mode;
     this.#link = link;
+    // Checkpoint numbers belong to one secondary's link: the node counts them from 1 again for each secondary
+    // (and the secondary tags its output from generation 1). Keeping the last secondary's count would tag
+    // Remus output with an epoch the new numbering reaches only after as many checkpoints (replies held for
+    // seconds), and make COLO treat the new secondary's output as an old generation (ignored, then stale).
+    this.#lastCompleted = 0;
     const release = (conn: ConnectionId, bytes: OutputBytes) => this.#release(conn, bytes);
     const checkpointNeeded = (reason: ProxyCheckpointReason) => this.#requestCheckpoint(reason);
     const bounds = { maxHeldBytesPerConnection: this.#opts.maxHeldBytesPerConnection, maxHeldBytes: this.#opts.maxHeldBytes };
