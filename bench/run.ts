@@ -9,6 +9,7 @@ const suites: Record<string, () => Promise<BenchSuite>> = {
   guest: async () => (await import('./guest.js')).default,
   checkpoint: async () => (await import('./checkpoint.js')).default,
   transport: async () => (await import('./transport-baseline.js')).default,
+  pair: async () => (await import('./pair.js')).default,
 };
 
 const wanted = process.argv.slice(2);

@@ -1,0 +1,209 @@
+/**
+ * The protected service end to end: redis-benchmark through a real COLO pair (two `colo node` processes of the
+ * built CLI on loopback, as `colo pair` runs them) against the unprotected simulated guest (`colo guest --listen`,
+ * same CLI, same guest size) measured in the same run, alternately, best of two each. Then:
+ * - COLO throughput as the share of TIME commands grows (0, 0.1 %, 1 %, 10 %), driven by a small client of our
+ *   own (50 connections, one command in flight each, SET/GET/INCR otherwise), as a ratio of the 0 % run;
+ * - Remus throughput and latency at checkpoint.remus_interval 20, 50 and 200 ms (redis-benchmark).
+ * Target: the COLO pair keeps >= 0.6 of the unprotected guest's throughput with no nondeterministic command.
+ *
+ * Needs a build (`npx turbo run build`) and the Redis tools (`npm run tools`).
+ * Run alone: `npx tsx --conditions=@colo/source bench/run.ts pair`.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { RespClient } from '../packages/cli/src/client/resp-client.js';
+import { getStatus } from '../packages/cli/src/client/admin-client.js';
+import { PairSupervisor } from '../packages/cli/src/pair/supervisor.js';
+import type { BenchRow, BenchSuite } from './harness.js';
+
+const repo = resolve(import.meta.dirname, '..');
+const coloBin = join(repo, 'packages/cli/dist/bin.js');
+const TARGET_RATIO = 0.6;
+/** Ports 22800..22899 (the e2e test files use 22000..22599). */
+const BASE = 22800;
+
+function tool(name: string): string {
+  const envFile = join(repo, '.tools/env');
+  const line = existsSync(envFile) ? readFileSync(envFile, 'utf8').split('\n').find((l) => l.startsWith(`${name}=`)) : undefined;
+  const path = line?.slice(name.length + 1).trim();
+  if (!path || !existsSync(path)) throw new Error(`${name} is not installed: run 'npm run tools'`);
+  return path;
+}
+
+interface Figures {
+  rps: number;
+  p50: number;
+  p99: number;
+}
+
+/** redis-benchmark --csv: per test, requests/s and p50/p99 latency (ms). */
+function redisBenchmark(port: number, tests: string, requests: number): Map<string, Figures> {
+  const r = spawnSync(tool('REDIS_BENCHMARK'), ['-h', '127.0.0.1', '-p', String(port), '-t', tests, '-n', String(requests), '--csv'], { encoding: 'utf8', timeout: 300_000 });
+  if (r.status !== 0) throw new Error(`redis-benchmark failed (${r.status}): ${r.stderr}`);
+  const out = new Map<string, Figures>();
+  for (const line of r.stdout.split('\n')) {
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    const f = line.trim().split(',').map((x) => x.replace(/"/g, ''));
+    if (f.length >= 7 && /^[A-Z]+$/.test(f[0]!)) out.set(f[0]!, { rps: Number(f[1]), p50: Number(f[4]), p99: Number(f[6]) });
+  }
+  if (out.size !== tests.split(',').length) throw new Error(`unexpected redis-benchmark output: ${r.stdout}${r.stderr}`);
+  return out;
+}
+
+/** Sum of SET/GET/INCR throughputs as one figure (mean rps), worst p50/p99 among them. */
+function combine(m: Map<string, Figures>): Figures {
+  const v = [...m.values()];
+  return { rps: v.reduce((a, b) => a + b.rps, 0) / v.length, p50: Math.max(...v.map((x) => x.p50)), p99: Math.max(...v.map((x) => x.p99)) };
+}
+
+function best(a: Figures, b: Figures): Figures {
+  return a.rps >= b.rps ? a : b;
+}
+
+/** `colo guest --listen` (the unprotected guest), from the built CLI like the pair's nodes. */
+async function startGuest(port: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [coloBin, 'guest', '--listen', `127.0.0.1:${port}`, '--memory', '16MiB'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  await new Promise<void>((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`colo guest did not start: ${out}`)), 30_000);
+    const on = (d: Buffer) => {
+      out += d;
+      if (/listening on/.test(out)) {
+        clearTimeout(timer);
+        ok();
+      }
+    };
+    child.stdout!.on('data', on);
+    child.stderr!.on('data', on);
+    child.on('exit', (code) => fail(new Error(`colo guest exited with ${code}: ${out}`)));
+  });
+  return child;
+}
+
+/** A supervised pair like `colo pair`; resolves once protected, with its service port. */
+async function startPair(base: number, mode: 'colo' | 'remus', extra: Record<string, unknown> = {}): Promise<{ sup: PairSupervisor; port: number }> {
+  const sup = new PairSupervisor({
+    dir: mkdtempSync(join(tmpdir(), 'colo-bench-pair-')),
+    mode,
+    memory: '16MiB',
+    host: '127.0.0.1',
+    servicePort: base,
+    adminPort: base + 2,
+    replicationPort: base + 4,
+    dirtyRate: 0,
+    extra,
+    logLevel: 'warn',
+    coloCommand: [process.execPath, coloBin],
+  });
+  sup.start();
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const [a, b] = await sup.statuses();
+    if (a?.role === 'primary' && a.protected && b?.role === 'secondary' && b.protected && a.service) return { sup, port: a.service.port };
+    if (Date.now() > deadline) {
+      await sup.stop();
+      throw new Error(`the ${mode} pair was not protected within 60 s`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Our own load: `connections` clients, one command in flight each, for `ms`: TIME at `timeShare`, otherwise
+ * SET / GET / INCR in turn. Returns commands/s and p50/p99 latency.
+ */
+async function mixedLoad(port: number, timeShare: number, connections: number, ms: number): Promise<Figures> {
+  const clients = await Promise.all(Array.from({ length: connections }, () => RespClient.connect('127.0.0.1', port, 5000)));
+  const lat: number[] = [];
+  const end = performance.now() + ms;
+  let n = 0;
+  // A deterministic spread of TIME commands: every 1/timeShare-th command overall.
+  const every = timeShare > 0 ? Math.round(1 / timeShare) : 0;
+  await Promise.all(
+    clients.map(async (c, i) => {
+      while (performance.now() < end) {
+        const k = n++;
+        const t0 = performance.now();
+        if (every > 0 && k % every === 0) await c.command('TIME');
+        else if (k % 3 === 0) await c.command('SET', `b:${i}`, `v${k}`);
+        else if (k % 3 === 1) await c.command('GET', `b:${i}`);
+        else await c.command('INCR', `n:${i}`);
+        lat.push(performance.now() - t0);
+      }
+    }),
+  );
+  for (const c of clients) c.close();
+  lat.sort((a, b) => a - b);
+  return { rps: lat.length / (ms / 1000), p50: lat[Math.floor(lat.length * 0.5)]!, p99: lat[Math.floor(lat.length * 0.99)]! };
+}
+
+const suite: BenchSuite = {
+  name: 'Protected service: COLO and Remus pairs vs the unprotected guest (redis-benchmark, 50 clients)',
+  async run(log) {
+    tool('REDIS_BENCHMARK');
+    if (!existsSync(coloBin)) throw new Error(`${coloBin} is missing: build first (npx turbo run build)`);
+    const rows: BenchRow[] = [];
+    const requests = 50_000;
+
+    // 1. COLO pair vs unprotected guest, no nondeterminism.
+    const guestPort = BASE + 90;
+    const guest = await startGuest(guestPort);
+    const colo = await startPair(BASE, 'colo');
+    try {
+      redisBenchmark(guestPort, 'set,get,incr', requests / 10);
+      redisBenchmark(colo.port, 'set,get,incr', requests / 10);
+      const g1 = redisBenchmark(guestPort, 'set,get,incr', requests);
+      const c1 = redisBenchmark(colo.port, 'set,get,incr', requests);
+      const g2 = redisBenchmark(guestPort, 'set,get,incr', requests);
+      const c2 = redisBenchmark(colo.port, 'set,get,incr', requests);
+      for (const test of ['SET', 'GET', 'INCR']) {
+        const g = best(g1.get(test)!, g2.get(test)!);
+        const c = best(c1.get(test)!, c2.get(test)!);
+        const ratio = c.rps / g.rps;
+        log(`${test}: COLO ${c.rps.toFixed(0)} rps p50 ${c.p50} p99 ${c.p99} ms; guest ${g.rps.toFixed(0)} rps p50 ${g.p50} p99 ${g.p99} ms; ratio ${ratio.toFixed(2)}`);
+        rows.push({ name: `COLO pair ${test} (no pipelining)`, value: c.rps, unit: 'ops/s', baseline: `unprotected guest ${g.rps.toFixed(0)} ops/s`, ratio, target: `>= ${TARGET_RATIO} of the guest`, met: ratio >= TARGET_RATIO });
+        rows.push({ name: `COLO pair ${test} p50 / p99 latency`, value: c.p50, unit: `ms / ${c.p99} ms`, baseline: `guest ${g.p50} / ${g.p99} ms` });
+      }
+      const cs = await getStatus(`http://127.0.0.1:${BASE + 2}`);
+      log(`COLO primary checkpoints after the redis-benchmark runs: ${JSON.stringify(cs.checkpoints)}`);
+
+      // 2. COLO with a growing share of TIME (each one a miscompare checkpoint), our own 50-connection client.
+      const loadMs = 3000;
+      await mixedLoad(colo.port, 0, 50, 500);
+      const guest0 = await mixedLoad(guestPort, 0, 50, loadMs);
+      const base = await mixedLoad(colo.port, 0, 50, loadMs);
+      log(`mixed load, 0 % TIME: COLO ${base.rps.toFixed(0)} cmd/s (p50 ${base.p50.toFixed(2)} p99 ${base.p99.toFixed(2)} ms), guest ${guest0.rps.toFixed(0)} cmd/s`);
+      rows.push({ name: 'COLO pair, own client, 0 % TIME', value: base.rps, unit: 'cmd/s', baseline: `unprotected guest ${guest0.rps.toFixed(0)} cmd/s`, ratio: base.rps / guest0.rps });
+      for (const share of [0.001, 0.01, 0.1]) {
+        const before = (await getStatus(`http://127.0.0.1:${BASE + 2}`)).checkpoints?.miscompare ?? 0;
+        const f = await mixedLoad(colo.port, share, 50, loadMs);
+        const after = (await getStatus(`http://127.0.0.1:${BASE + 2}`)).checkpoints?.miscompare ?? 0;
+        log(`mixed load, ${share * 100} % TIME: ${f.rps.toFixed(0)} cmd/s, p50 ${f.p50.toFixed(2)} p99 ${f.p99.toFixed(2)} ms, ${after - before} miscompare checkpoints (${((after - before) / (loadMs / 1000)).toFixed(0)}/s)`);
+        rows.push({ name: `COLO pair, own client, ${share * 100} % TIME (p50 ${f.p50.toFixed(2)} / p99 ${f.p99.toFixed(1)} ms; ${after - before} miscompare checkpoints)`, value: f.rps, unit: 'cmd/s', baseline: `0 % TIME ${base.rps.toFixed(0)} cmd/s`, ratio: f.rps / base.rps });
+      }
+    } finally {
+      guest.kill('SIGTERM');
+      await colo.sup.stop();
+    }
+
+    // 3. Remus at three checkpoint intervals (each reply waits for the acknowledged checkpoint covering it).
+    for (const [i, interval] of [20, 50, 200].entries()) {
+      const remus = await startPair(BASE + 10 * (i + 1), 'remus', { checkpoint: { remus_interval: `${interval}ms` } });
+      try {
+        // 50 clients, each reply waits about one interval: size the run to a few seconds per test.
+        const n = Math.round((50 * 3000) / (interval * 1.3));
+        redisBenchmark(remus.port, 'set', Math.round(n / 5));
+        const f = combine(redisBenchmark(remus.port, 'set,get,incr', n));
+        log(`Remus ${interval} ms: ${f.rps.toFixed(0)} ops/s, p50 ${f.p50} p99 ${f.p99} ms`);
+        rows.push({ name: `Remus pair, remus_interval ${interval} ms, SET/GET/INCR mean (p50 ${f.p50} / p99 ${f.p99} ms)`, value: f.rps, unit: 'ops/s', baseline: `50 clients / interval = ${(50_000 / interval).toFixed(0)} ops/s` , ratio: f.rps / (50_000 / interval) });
+      } finally {
+        await remus.sup.stop();
+      }
+    }
+    return rows;
+  },
+};
+export default suite;
