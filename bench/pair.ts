@@ -63,6 +63,18 @@ function best(a: Figures, b: Figures): Figures {
   return a.rps >= b.rps ? a : b;
 }
 
+/**
+ * GET /status, retried once: the bench blocks its event loop in spawnSync(redis-benchmark) for longer than the
+ * admin server's keep-alive, so fetch may reuse a pooled connection the server has already closed.
+ */
+async function status(adminPort: number): Promise<Awaited<ReturnType<typeof getStatus>>> {
+  try {
+    return await getStatus(`http://127.0.0.1:${adminPort}`);
+  } catch {
+    return getStatus(`http://127.0.0.1:${adminPort}`);
+  }
+}
+
 /** `colo guest --listen` (the unprotected guest), from the built CLI like the pair's nodes. */
 async function startGuest(port: number): Promise<ChildProcess> {
   const child = spawn(process.execPath, [coloBin, 'guest', '--listen', `127.0.0.1:${port}`, '--memory', '16MiB'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -167,7 +179,7 @@ const suite: BenchSuite = {
         rows.push({ name: `COLO pair ${test} (no pipelining)`, value: c.rps, unit: 'ops/s', baseline: `unprotected guest ${g.rps.toFixed(0)} ops/s`, ratio, target: `>= ${TARGET_RATIO} of the guest`, met: ratio >= TARGET_RATIO });
         rows.push({ name: `COLO pair ${test} p50 / p99 latency`, value: c.p50, unit: `ms / ${c.p99} ms`, baseline: `guest ${g.p50} / ${g.p99} ms` });
       }
-      const cs = await getStatus(`http://127.0.0.1:${BASE + 2}`);
+      const cs = await status(BASE + 2);
       log(`COLO primary checkpoints after the redis-benchmark runs: ${JSON.stringify(cs.checkpoints)}`);
 
       // 2. COLO with a growing share of TIME (each one a miscompare checkpoint), our own 50-connection client.
@@ -178,9 +190,9 @@ const suite: BenchSuite = {
       log(`mixed load, 0 % TIME: COLO ${base.rps.toFixed(0)} cmd/s (p50 ${base.p50.toFixed(2)} p99 ${base.p99.toFixed(2)} ms), guest ${guest0.rps.toFixed(0)} cmd/s`);
       rows.push({ name: 'COLO pair, own client, 0 % TIME', value: base.rps, unit: 'cmd/s', baseline: `unprotected guest ${guest0.rps.toFixed(0)} cmd/s`, ratio: base.rps / guest0.rps });
       for (const share of [0.001, 0.01, 0.1]) {
-        const before = (await getStatus(`http://127.0.0.1:${BASE + 2}`)).checkpoints?.miscompare ?? 0;
+        const before = (await status(BASE + 2)).checkpoints?.miscompare ?? 0;
         const f = await mixedLoad(colo.port, share, 50, loadMs);
-        const after = (await getStatus(`http://127.0.0.1:${BASE + 2}`)).checkpoints?.miscompare ?? 0;
+        const after = (await status(BASE + 2)).checkpoints?.miscompare ?? 0;
         log(`mixed load, ${share * 100} % TIME: ${f.rps.toFixed(0)} cmd/s, p50 ${f.p50.toFixed(2)} p99 ${f.p99.toFixed(2)} ms, ${after - before} miscompare checkpoints (${((after - before) / (loadMs / 1000)).toFixed(0)}/s)`);
         rows.push({ name: `COLO pair, own client, ${share * 100} % TIME (p50 ${f.p50.toFixed(2)} / p99 ${f.p99.toFixed(1)} ms; ${after - before} miscompare checkpoints)`, value: f.rps, unit: 'cmd/s', baseline: `0 % TIME ${base.rps.toFixed(0)} cmd/s`, ratio: f.rps / base.rps });
       }

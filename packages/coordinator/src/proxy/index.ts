@@ -8,3 +8,4 @@ export * from './service.js';
 export * from './metrics.js';
 export * from './primary-proxy.js';
 export * from './secondary-proxy.js';
+export * from './frame-batcher.js';

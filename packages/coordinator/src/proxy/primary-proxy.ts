@@ -5,6 +5,7 @@ import { InputLog } from './input-log.js';
 import { Listeners } from './listeners.js';
 import { emptyRequests, type ProxyMetrics } from './metrics.js';
 import { RemusOutputBuffer } from './remus-buffer.js';
+import { FrameBatcher } from './frame-batcher.js';
 import { ServiceListener } from './service.js';
 import type { ConnectionId, InputEvent, InputKind, OutputBytes, ProtectionMode, ProxyCheckpointReason, ProxyLink } from './types.js';
 import { encodeBarrier, encodeInput, ProxyFrameDecoder } from './wire.js';
@@ -56,6 +57,8 @@ export class PrimaryProxy {
   readonly #offOutput: () => void;
   #mode: ProtectionMode | null = null;
   #link: ProxyLink | null = null;
+  /** Frames to the secondary, one link message per event-loop turn. */
+  #out: FrameBatcher | null = null;
   #offLink: (() => void) | null = null;
   #comparator: OutputComparator | null = null;
   #remus: RemusOutputBuffer | null = null;
@@ -144,6 +147,7 @@ export class PrimaryProxy {
     }
     this.#mode = mode;
     this.#link = link;
+    this.#out = new FrameBatcher(link);
     // Checkpoint numbers belong to one secondary's link: the node counts them from 1 again for each secondary
     // (and the secondary tags its output from generation 1). Keeping the last secondary's count would tag
     // Remus output with an epoch the new numbering reaches only after as many checkpoints (replies held for
@@ -190,6 +194,8 @@ export class PrimaryProxy {
     this.#offLink?.();
     this.#offLink = null;
     this.#link = null;
+    this.#out?.discard();
+    this.#out = null;
     this.#stopStaleTimer();
     const comparator = this.#comparator;
     const remus = this.#remus;
@@ -214,7 +220,11 @@ export class PrimaryProxy {
     if (this.#mode !== null) this.#inFlight = k;
     this.#log.close();
     const n = this.#log.lastDelivered;
-    if (this.#link) this.#send(encodeBarrier(k, n));
+    if (this.#link) {
+      this.#send(encodeBarrier(k, n));
+      // The secondary waits for this barrier to realign: it goes now, with the input before it.
+      this.#out?.flush();
+    }
     this.#remus?.onCheckpointStarted(k);
     return n;
   }
@@ -320,7 +330,7 @@ export class PrimaryProxy {
 
   #send(bytes: Uint8Array): void {
     // A failed send means the link is gone; the node learns that from the link itself and calls secondaryLost().
-    this.#link?.send(bytes).catch(() => {});
+    this.#out?.push(bytes);
   }
 
   #requestCheckpoint(reason: ProxyCheckpointReason): void {

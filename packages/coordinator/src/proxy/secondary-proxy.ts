@@ -1,6 +1,7 @@
 import type { Domain } from '@colo/domain';
 import { ProxyError, ProxyErrorCode } from './errors.js';
 import { InputLog } from './input-log.js';
+import { FrameBatcher } from './frame-batcher.js';
 import { Listeners } from './listeners.js';
 import { emptyRequests, type ProxyMetrics } from './metrics.js';
 import { PrimaryProxy, type PrimaryProxyOptions } from './primary-proxy.js';
@@ -26,7 +27,8 @@ export interface SecondaryProxyOptions {
 export class SecondaryProxy {
   readonly domain: Domain;
   readonly mode: ProtectionMode;
-  readonly #link: ProxyLink;
+  /** OUTPUT frames to the primary, one link message per event-loop turn. */
+  readonly #out: FrameBatcher;
   readonly #barrierTimeoutMs: number;
   readonly #log: InputLog;
   readonly #linkErrors = new Listeners<[ProxyError]>();
@@ -56,14 +58,14 @@ export class SecondaryProxy {
   constructor(options: SecondaryProxyOptions) {
     this.domain = options.domain;
     this.mode = options.mode;
-    this.#link = options.link;
+    this.#out = new FrameBatcher(options.link);
     this.#barrierTimeoutMs = options.barrierTimeoutMs ?? 5000;
     this.#log = new InputLog({ deliver: (e) => this.#deliver(e), retainDelivered: true, firstSeq: null });
     this.#offOutput = options.domain.onOutput((conn, bytes) => {
       // Output before the first checkpoint comes from no consistent state: nothing to compare it with.
       if (this.mode !== 'colo' || this.#generation === 0 || this.#done) return;
       this.#bytesOut += bytes?.byteLength ?? 0;
-      this.#link.send(encodeOutput(this.#generation, conn, bytes)).catch(() => {});
+      this.#out.push(encodeOutput(this.#generation, conn, bytes));
     });
     const decoder = new ProxyFrameDecoder({ maxFrameBytes: options.maxFrameBytes });
     this.#offLink = options.link.onData((chunk) => {
@@ -158,6 +160,7 @@ export class SecondaryProxy {
   close(): void {
     if (this.#done) return;
     this.#done = true;
+    this.#out.discard();
     this.#log.close();
     this.#offLink?.();
     this.#offOutput();
