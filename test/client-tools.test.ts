@@ -76,10 +76,14 @@ describe('COLO pair with redis-cli and redis-benchmark', () => {
   }, 240_000);
 
   test('redis-benchmark -t set,get,incr -n 20000 completes with no errors; data is consistent afterwards', async () => {
-    const { port } = await waitServing(pair);
+    const { index, port } = await waitServing(pair);
+    const before = await statusCheckpoints(pair.adminUrls[index]);
     const bench = await redisBenchmark(port, ['-t', 'set,get,incr', '-n', '20000', '-q']);
     expect(Object.keys(bench.rps).sort()).toEqual(['GET', 'INCR', 'SET']);
     for (const r of Object.values(bench.rps)) expect(r).toBeGreaterThan(0);
+    // INCR is deterministic too: still no miscompare.
+    const after = await statusCheckpoints(pair.adminUrls[index]);
+    expect(after.miscompare ?? 0, `checkpoints before ${JSON.stringify(before)} after ${JSON.stringify(after)}`).toBe(before.miscompare ?? 0);
     console.log(`COLO pair redis-benchmark: ${JSON.stringify(bench.rps)} rps, p50 ${JSON.stringify(bench.p50)} ms`);
     // redis-benchmark's INCR test increments 'counter:__rand_int__' (one key without -r): 20000 acknowledged increments.
     expect(Number(redisCli(port, 'GET', 'counter:__rand_int__'))).toBeGreaterThanOrEqual(20_000);
