@@ -78,8 +78,19 @@ export async function startAdminServer(opts: {
         return send(res, 401, { error: 'unauthorized', message: 'send Authorization: Bearer <admin token>' }, { 'www-authenticate': 'Bearer realm="colo"' });
       }
       log.info({ path, remote: req.socket.remoteAddress }, 'admin request');
-      if (path === '/checkpoint') return send(res, 200, { ok: true, checkpoint: await opts.target.checkpoint() });
-      if (path === '/failover') return send(res, 200, { ok: true, result: await opts.target.failover() });
+      try {
+        if (path === '/checkpoint') return send(res, 200, { ok: true, checkpoint: await opts.target.checkpoint() });
+        if (path === '/failover') return send(res, 200, { ok: true, result: await opts.target.failover() });
+      } catch (e) {
+        // A request the node cannot honour now (no secondary to checkpoint to, not synchronised): a conflict
+        // with its state, not a server fault.
+        const code = (e as { code?: unknown }).code;
+        if (typeof code === 'string') {
+          log.warn({ path, code, message: (e as Error).message }, 'admin request refused by the node');
+          return send(res, 409, { ok: false, error: code, message: (e as Error).message });
+        }
+        throw e;
+      }
       send(res, 202, { ok: true, message: 'crashing now' });
       res.on('finish', () => opts.target.crash());
       return;

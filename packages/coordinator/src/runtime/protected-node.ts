@@ -34,6 +34,8 @@ export interface ProtectedNodeOptions {
   output: { compareTimeoutMs: number; maxHeldPerConnection: number; maxHeldTotal: number };
   service: { listen: { host: string; port: number }; promoteHook?: string };
   admin?: { listen: { host: string; port: number }; token?: string };
+  /** Secondary: how long to keep retrying a primary that is not reachable yet at start. Default 60 s. */
+  startRetryMs?: number;
   logger: Logger;
 }
 
@@ -157,6 +159,9 @@ export class ProtectedNode {
           checkpoint: async () => this.node.requestCheckpoint('manual'),
           failover: async () => {
             this.manualFailover = true;
+            // A planned takeover fences the old primary first, so there is never a moment with two primaries
+            // (an unprotected old primary would acknowledge writes the new one never sees).
+            if (this.node.role === 'secondary' && this.node.status().protected) await this.fenceOldPrimary();
             await this.node.failover();
             return this.status();
           },
@@ -176,15 +181,58 @@ export class ProtectedNode {
       await this.node.start();
     } else {
       // The proxy link first: the primary mirrors input from the moment this secondary's first checkpoint starts.
-      this.proxyLink = await connectToPeer({
+      this.proxyLink = await this.dialPrimary();
+      this.watchProxyLink(this.proxyLink);
+      await this.node.start();
+    }
+  }
+
+  /**
+   * Dials the primary's proxy channel. A primary that is not up yet (refused, timed out) is retried every
+   * second for up to startRetryMs, so hosts may start in any order; an authentication failure is not retried.
+   */
+  private async dialPrimary(): Promise<PeerLink> {
+    const o = this.o;
+    const deadline = Date.now() + (o.startRetryMs ?? 60_000);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await connectToPeer({
+          url: o.replication.peer!,
+          security: o.replication.security,
+          heartbeat: o.replication.heartbeat,
+          hello: { protocol: PROTOCOL_VERSION, channel: 'proxy', nodeId: o.nodeId, role: 'secondary', mode: o.mode, epoch: this.node.epoch, extensions: [] },
+          logger: o.logger.child({ channel: 'proxy' }),
+        });
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        const retryable = code === 'LINK_SOCKET_ERROR' || code === 'LINK_CONNECT_TIMEOUT' || code === 'LINK_CLOSED';
+        if (!retryable || this.stopped || Date.now() > deadline) throw e;
+        if (attempt === 1 || attempt % 10 === 0) this.log.warn({ err: e, peer: o.replication.peer, attempt }, 'primary not reachable yet: retrying');
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  /**
+   * Planned failover: tells the primary that a node of a higher epoch exists (a hello at epoch + 1 on its
+   * replication listener), which makes it step down (stop serving, suspend its guest) and end its links; the
+   * caller then promotes this node. If the primary cannot be reached it is already gone: nothing to fence.
+   */
+  private async fenceOldPrimary(): Promise<void> {
+    const o = this.o;
+    try {
+      const probe = await connectToPeer({
         url: o.replication.peer!,
         security: o.replication.security,
         heartbeat: o.replication.heartbeat,
-        hello: { protocol: PROTOCOL_VERSION, channel: 'proxy', nodeId: o.nodeId, role: 'secondary', mode: o.mode, epoch: this.node.epoch, extensions: [] },
-        logger: o.logger.child({ component: 'transport', channel: 'proxy' }),
+        hello: { protocol: PROTOCOL_VERSION, channel: 'replication', nodeId: o.nodeId, role: 'secondary', mode: o.mode, epoch: this.node.epoch + 1, extensions: [] },
+        timeoutMs: 3000,
+        logger: o.logger.child({ channel: 'fence' }),
       });
-      this.watchProxyLink(this.proxyLink);
-      await this.node.start();
+      probe.close('fencing probe');
+      this.log.warn('the old primary accepted the fencing probe instead of stepping down');
+    } catch (e) {
+      this.log.info({ code: (e as { code?: string }).code }, 'old primary fenced (or unreachable) before the takeover');
     }
   }
 

@@ -62,4 +62,18 @@ describe('admin API', () => {
     server = await startAdminServer({ host: '127.0.0.1', port: 0, token: TOKEN, target: { ...t, ready: () => false }, logger: silentLogger() });
     expect((await fetch(`${server.url}/readyz`)).status).toBe(503);
   });
+
+  test('a request the node cannot honour now answers 409 with the stable code, not 500', async () => {
+    const { t } = target();
+    const refusing: AdminTarget = {
+      ...t,
+      checkpoint: async () => {
+        throw Object.assign(new Error('no synchronised secondary'), { code: 'COLO_UNPROTECTED' });
+      },
+    };
+    server = await startAdminServer({ host: '127.0.0.1', port: 0, token: TOKEN, target: refusing, logger: silentLogger() });
+    const res = await fetch(`${server.url}/checkpoint`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(res.status).toBe(409);
+    expect(await res.json()).toMatchObject({ ok: false, error: 'COLO_UNPROTECTED' });
+  });
 });
