@@ -41,7 +41,10 @@ async function call(url: string, init: RequestInit & { timeoutMs?: number }): Pr
 }
 
 export async function getStatus(node: string, timeoutMs?: number): Promise<NodeStatusDoc> {
-  const res = await call(`${normaliseNodeUrl(node)}/status`, { timeoutMs });
+  const url = `${normaliseNodeUrl(node)}/status`;
+  // One retry: a pooled keep-alive connection the node already closed fails at once ("other side closed")
+  // when the caller's event loop was busy; a GET is safe to repeat.
+  const res = await call(url, { timeoutMs }).catch(() => call(url, { timeoutMs }));
   if (!res.ok) throw new AdminClientError('ADMIN_FAILED', `${node}/status answered ${res.status}`, res.status);
   return (await res.json()) as NodeStatusDoc;
 }
