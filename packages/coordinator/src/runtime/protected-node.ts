@@ -161,8 +161,13 @@ export class ProtectedNode {
             this.manualFailover = true;
             // A planned takeover fences the old primary first, so there is never a moment with two primaries
             // (an unprotected old primary would acknowledge writes the new one never sees).
-            if (this.node.role === 'secondary' && this.node.status().protected) await this.fenceOldPrimary();
-            await this.node.failover();
+            if (this.node.role === 'secondary' && this.node.status().protected) {
+              // A fenced primary ends its links, and losing the primary promotes this node by itself: wait for
+              // that rather than racing it (a failover() on a node just promoted would step it down again).
+              await this.fenceOldPrimary();
+              await this.promotedWithin(3000);
+            }
+            if (this.node.role === 'secondary') await this.node.failover();
             return this.status();
           },
           crash: () => {
@@ -234,6 +239,20 @@ export class ProtectedNode {
     } catch (e) {
       this.log.info({ code: (e as { code?: string }).code }, 'old primary fenced (or unreachable) before the takeover');
     }
+  }
+
+  /** Resolves once this node acts as primary, or after timeoutMs. */
+  private promotedWithin(timeoutMs: number): Promise<void> {
+    if (this.node.role === 'primary') return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      const off = this.node.on('promoted', done);
+      function done() {
+        clearTimeout(timer);
+        off();
+        resolve();
+      }
+    });
   }
 
   async stop(): Promise<void> {
