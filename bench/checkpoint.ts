@@ -145,7 +145,8 @@ async function startSecondaryWorker(mode: ReplicationMode, psk: Uint8Array, url:
  */
 async function startSecondaryProcess(mode: ReplicationMode, psk: Uint8Array, url: string, pages: number): Promise<{ start(): Promise<void>; stop(): Promise<void> }> {
   const child = fork(fileURLToPath(import.meta.url), [], {
-    execArgv: ['--import', 'tsx', '--conditions=@colo/source'],
+    // COLO_BENCH_CPU_PROF=<dir>: the secondary writes a CPU profile there (it exits on its own to write it).
+    execArgv: ['--import', 'tsx', '--conditions=@colo/source', ...(CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : [])],
     env: { ...process.env, COLO_BENCH_CHILD: '1' },
     serialization: 'advanced',
   });
@@ -167,11 +168,16 @@ async function startSecondaryProcess(mode: ReplicationMode, psk: Uint8Array, url
       const done = reply();
       child.send({ stop: true });
       await done;
-      child.kill();
+      if (CPU_PROF) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.disconnect();
+        await exited;
+      } else child.kill();
     },
   };
 }
 
+const CPU_PROF = process.env.COLO_BENCH_CPU_PROF;
 const SECONDARY_IN = process.env.COLO_BENCH_SECONDARY === 'process' ? 'process' : 'worker';
 
 async function startPair(mode: ReplicationMode, pages: number, guest: Domain) {

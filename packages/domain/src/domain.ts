@@ -51,6 +51,15 @@ export interface Domain {
    * (the simulated guest: DomainError DOMAIN_NOT_SUSPENDED), before changing any page.
    */
   writePages(pfns: ArrayLike<number>, data: Uint8Array): void;
+  /**
+   * Optional: a staging copy of guest memory for a guest that has never run, filled page by page and adopted
+   * whole (QEMU: incoming migration into RAM the guest does not use yet; Xen: restore into a domain built
+   * paused). Lets a secondary's initial synchronisation write pages as they arrive instead of buffering the
+   * whole stream, while keeping the all-or-nothing guarantee: until `adopt()` the guest is untouched, and a
+   * staging that is dropped (or `discard()`ed) leaves no trace. Returns undefined when the guest cannot stage
+   * (it has run); the caller then buffers and uses writePages.
+   */
+  stageMemory?(): MemoryStaging | undefined;
 
   /** vCPU and platform state, the HVM_CONTEXT blob (Xen: xc_domain_hvm_getcontext; QEMU: vmstate of the CPUs). */
   getVcpuContext(): Uint8Array;
@@ -92,3 +101,20 @@ export interface Domain {
 }
 
 export type DomainState = 'running' | 'suspended';
+
+/** A staging copy of a never-run guest's memory (Domain.stageMemory). */
+export interface MemoryStaging {
+  /**
+   * Writes pages into the staging copy, as Domain.writePages would into the guest (same checks: a bad pfn or a
+   * data length that is not pfns.length pages throws DomainError before anything is written).
+   */
+  writePages(pfns: ArrayLike<number>, data: Uint8Array): void;
+  /**
+   * Makes the staging copy the guest's memory: staged pages replace the guest's, pages never staged keep the
+   * guest's bytes. Throws DomainError STAGING_STALE (guest untouched) if the guest has run since stageMemory().
+   * The staging is spent afterwards.
+   */
+  adopt(): void;
+  /** Drops the staged pages; the guest is not touched. */
+  discard(): void;
+}

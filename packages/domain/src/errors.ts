@@ -26,6 +26,8 @@ export const DomainErrorCode = {
   IMAGE_BAD_MEMORY: 'DOMAIN_IMAGE_BAD_MEMORY',
   /** An image holds a record a simulated HVM guest cannot use (PV records, a checkpointed stream's records). */
   IMAGE_UNSUPPORTED: 'DOMAIN_IMAGE_UNSUPPORTED',
+  /** A memory staging used after it was adopted or discarded. */
+  STAGING_SPENT: 'DOMAIN_STAGING_SPENT',
 } as const;
 export type DomainErrorCode = (typeof DomainErrorCode)[keyof typeof DomainErrorCode];
 

@@ -8,9 +8,10 @@ import { DirtyBitmap } from './dirty-bitmap.js';
  */
 export class GuestMemory {
   readonly pageCount: number;
-  readonly bytes: Buffer;
+  /** Replaced (never resized) only by `adopt`; hold `this` (the GuestMemory), not the buffer. */
+  bytes: Buffer;
   /** Word view over the same bytes, for the 4-byte-aligned fields of the service's data structures. */
-  readonly words: Uint32Array;
+  words: Uint32Array;
   readonly dirty: DirtyBitmap;
   /** Whether guest writes are being logged (Xen: log-dirty mode on). */
   logging = false;
@@ -81,5 +82,28 @@ export class GuestMemory {
   /** The hypervisor's write of one page (restore, checkpoint apply): not logged. */
   hypervisorWrite(pfn: number, data: Uint8Array, dataOffset: number): void {
     this.bytes.set(data.subarray(dataOffset, dataOffset + PAGE_SIZE), pfn * PAGE_SIZE);
+  }
+
+  /**
+   * Takes `staged` (same size) as the guest's memory: pages marked in `stagedPages` keep the staged bytes, every
+   * other page is copied over from the current memory, so the result is what writing the staged pages would
+   * have given, without copying them a second time. Not logged (a hypervisor write).
+   */
+  adopt(staged: Buffer, stagedPages: DirtyBitmap): void {
+    if (staged.length !== this.bytes.length) throw new RangeError(`staged memory is ${staged.length} bytes, the guest's ${this.bytes.length}`);
+    const old = this.bytes;
+    let pfn = 0;
+    while (pfn < this.pageCount) {
+      if (stagedPages.isDirty(pfn)) {
+        pfn++;
+        continue;
+      }
+      // One copy per run of pages that were not staged.
+      const first = pfn;
+      while (pfn < this.pageCount && !stagedPages.isDirty(pfn)) pfn++;
+      staged.set(old.subarray(first * PAGE_SIZE, pfn * PAGE_SIZE), first * PAGE_SIZE);
+    }
+    this.bytes = staged;
+    this.words = new Uint32Array(staged.buffer, staged.byteOffset, staged.length >>> 2);
   }
 }

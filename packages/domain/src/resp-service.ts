@@ -10,7 +10,8 @@ import { INT64_MIN, parseInt64 } from './int64.js';
 export interface ServiceContext {
   readonly store: KvStore;
   /** The guest's memory, so values are copied from their pages straight into replies. */
-  readonly memory: Buffer;
+  /** Not readonly: a guest that adopts staged memory (SimulatedGuest.stageMemory) points it at the new buffer. */
+  memory: Buffer;
   /** Milliseconds since the epoch, with a fraction (TIME). */
   readonly clock: () => number;
   /** Uniform in [0, 1) (RANDOMKEY). */

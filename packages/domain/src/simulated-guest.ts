@@ -1,8 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { PAGE_SIZE, type HvmParam, type TscInfo, type XenstoreEntry } from '@colo/stream';
-import type { Domain, DomainState } from './domain.js';
+import type { Domain, DomainState, MemoryStaging } from './domain.js';
 import { DomainError, DomainErrorCode } from './errors.js';
 import { GuestMemory } from './guest-memory.js';
+import { GuestMemoryStaging } from './memory-staging.js';
 import { KvStore, StoreCorruptError } from './kv-store.js';
 import { MIN_PAGES, planLayout, type Layout } from './layout.js';
 import { RespParser, RespProtocolError, MAX_BULK_LENGTH } from './resp-parser.js';
@@ -185,6 +186,21 @@ export class SimulatedGuest implements Domain {
     for (let i = 0; i < pfns.length; i++) this.mem.hypervisorWrite(pfns[i]!, data, i * PAGE_SIZE);
     // The pages are the truth: re-read the store's layout (it is undefined if the pages hold no valid store).
     this.store.reload();
+  }
+
+  /** A staging copy of memory, adopted as writePages of the staged pages would apply (see Domain.stageMemory). */
+  stageMemory(): MemoryStaging {
+    this.alive();
+    return new GuestMemoryStaging(this.pageCount, (bytes, staged) => {
+      this.alive();
+      if (this._state === 'running' && this.hasRun) {
+        throw new DomainError(DomainErrorCode.NOT_SUSPENDED, 'staged memory can be adopted only while the guest is suspended (or before it first runs)');
+      }
+      this.mem.adopt(bytes, staged);
+      // The service reads memory through the context: point it at the adopted buffer.
+      this.ctx.memory = this.mem.bytes;
+      this.store.reload();
+    });
   }
 
   private checkPfn(pfn: number): void {

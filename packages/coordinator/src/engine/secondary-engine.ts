@@ -39,6 +39,8 @@ export class SecondaryCheckpointEngine {
   private readonly framer: RecordFramer;
   private readonly decoder = new StreamDecoder({ kind: 'libxl' });
   private pending = new PendingCheckpoint();
+  /** CHECKPOINT_ENDs seen: the first checkpoint (the initial synchronisation) may be staged, later ones not. */
+  private checkpointsReceived = 0;
   /** A checkpoint received whole (CHECKPOINT_END seen), waiting for the machine's apply. */
   private received: PendingCheckpoint | undefined;
   private failed = false;
@@ -141,9 +143,17 @@ export class SecondaryCheckpointEngine {
       case 'X86_MSR_POLICY':
         this.ensureDomain();
         break;
-      case 'PAGE_DATA':
-        this.pending.addPages(r, this.ensureDomain().pageCount);
+      case 'PAGE_DATA': {
+        const d = this.ensureDomain();
+        if (this.checkpointsReceived === 0 && this.pending.pageCount === 0 && !this.pending.staged && d.stageMemory) {
+          // The initial synchronisation carries the whole memory: stage it in a copy the guest adopts at apply
+          // (one copy per page, nothing buffered) rather than buffer 1 GiB of records and copy them at the end.
+          const staging = d.stageMemory();
+          if (staging) this.pending.stageInto(staging);
+        }
+        this.pending.addPages(r, d.pageCount);
         break;
+      }
       case 'X86_TSC_INFO':
         this.pending.setTsc({ mode: r.mode, khz: r.khz, nsec: r.nsec, incarnation: r.incarnation });
         break;
@@ -168,6 +178,7 @@ export class SecondaryCheckpointEngine {
         }
         this.atCheckpointBoundary = true;
         this.received = this.pending;
+        this.checkpointsReceived++;
         this.pending = new PendingCheckpoint();
         this.o.emit({ type: 'CHECKPOINT_RECEIVED' });
         return;
@@ -272,6 +283,7 @@ export class SecondaryCheckpointEngine {
   discard(): void {
     this.failed = true;
     clearTimeout(this.stallTimer);
+    this.pending.discard();
     this.pending = new PendingCheckpoint();
   }
 

@@ -1,0 +1,65 @@
+import { PAGE_SIZE } from '@colo/stream';
+import type { MemoryStaging } from './domain.js';
+import { DirtyBitmap } from './dirty-bitmap.js';
+import { DomainError, DomainErrorCode } from './errors.js';
+
+/**
+ * A staging copy of a guest's memory (Domain.stageMemory): a second buffer of the guest's size that pages are
+ * written into as they arrive, plus a bitmap of the pages written. The guest's own memory is not touched until
+ * `adopt`, which hands the buffer to the guest (see GuestMemory.adopt): a secondary's initial synchronisation
+ * thus copies each page once, from the received record into what becomes guest memory, and keeps no 1 GiB of
+ * records waiting for CHECKPOINT_END.
+ */
+export class GuestMemoryStaging implements MemoryStaging {
+  private readonly pageCount: number;
+  private readonly adoptInto: (bytes: Buffer, staged: DirtyBitmap) => void;
+  private bytes: Buffer | undefined;
+  private readonly staged: DirtyBitmap;
+
+  /** `adoptInto` checks the guest can take the write (throwing leaves the staging usable) and adopts. */
+  constructor(pageCount: number, adoptInto: (bytes: Buffer, staged: DirtyBitmap) => void) {
+    this.pageCount = pageCount;
+    this.adoptInto = adoptInto;
+    // Zero-filled by calloc: only the pages written are faulted in.
+    this.bytes = Buffer.alloc(pageCount * PAGE_SIZE);
+    this.staged = new DirtyBitmap(pageCount);
+  }
+
+  writePages(pfns: ArrayLike<number>, data: Uint8Array): void {
+    const bytes = this.usable();
+    if (data.length !== pfns.length * PAGE_SIZE) {
+      throw new DomainError(DomainErrorCode.BAD_PAGE_DATA, `writePages: ${pfns.length} pfns need ${pfns.length * PAGE_SIZE} bytes, got ${data.length}`);
+    }
+    for (let i = 0; i < pfns.length; i++) {
+      const pfn = pfns[i]!;
+      if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.pageCount) {
+        throw new DomainError(DomainErrorCode.BAD_PFN, `pfn ${pfn} is outside 0..${this.pageCount - 1}`);
+      }
+    }
+    let i = 0;
+    while (i < pfns.length) {
+      // Consecutive pfns (the usual case in a synchronisation) go in one copy.
+      const first = pfns[i]!;
+      let n = 1;
+      while (i + n < pfns.length && pfns[i + n] === first + n) n++;
+      bytes.set(data.subarray(i * PAGE_SIZE, (i + n) * PAGE_SIZE), first * PAGE_SIZE);
+      this.staged.markRange(first, first + n - 1);
+      i += n;
+    }
+  }
+
+  adopt(): void {
+    const bytes = this.usable();
+    this.adoptInto(bytes, this.staged);
+    this.bytes = undefined;
+  }
+
+  discard(): void {
+    this.bytes = undefined;
+  }
+
+  private usable(): Buffer {
+    if (!this.bytes) throw new DomainError(DomainErrorCode.STAGING_SPENT, 'the memory staging was already adopted or discarded');
+    return this.bytes;
+  }
+}
