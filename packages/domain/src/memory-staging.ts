@@ -2,6 +2,13 @@ import { PAGE_SIZE } from '@colo/stream';
 import type { MemoryStaging } from './domain.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { DomainError, DomainErrorCode } from './errors.js';
+import { Prefaulter } from './prefault.js';
+
+/**
+ * Stagings of at least this size fault their memory in on a helper thread (Prefaulter): below it, the thread
+ * costs more than the faults (a 64 MiB staging faults in about 40 ms here).
+ */
+export const PREFAULT_MIN_BYTES = 64 * 1024 * 1024;
 
 /**
  * A staging copy of a guest's memory (Domain.stageMemory): a second buffer of the guest's size that pages are
@@ -15,13 +22,22 @@ export class GuestMemoryStaging implements MemoryStaging {
   private readonly adoptInto: (bytes: Buffer, staged: DirtyBitmap) => void;
   private bytes: Buffer | undefined;
   private readonly staged: DirtyBitmap;
+  private readonly prefaulter: Prefaulter | undefined;
 
-  /** `adoptInto` checks the guest can take the write (throwing leaves the staging usable) and adopts. */
-  constructor(pageCount: number, adoptInto: (bytes: Buffer, staged: DirtyBitmap) => void) {
+  /**
+   * `adoptInto` checks the guest can take the write (throwing leaves the staging usable) and adopts.
+   * `prefault` (default: from PREFAULT_MIN_BYTES) faults the memory in on a helper thread ahead of the writes.
+   */
+  constructor(pageCount: number, adoptInto: (bytes: Buffer, staged: DirtyBitmap) => void, prefault = pageCount * PAGE_SIZE >= PREFAULT_MIN_BYTES) {
     this.pageCount = pageCount;
     this.adoptInto = adoptInto;
-    // Zero-filled by calloc: only the pages written are faulted in.
-    this.bytes = Buffer.alloc(pageCount * PAGE_SIZE);
+    if (prefault) {
+      // Shared, so the helper thread can touch it; zero-filled like Buffer.alloc (calloc: faulted in on first write).
+      this.prefaulter = new Prefaulter(new SharedArrayBuffer(pageCount * PAGE_SIZE));
+      this.bytes = Buffer.from(this.prefaulter.memory);
+    } else {
+      this.bytes = Buffer.alloc(pageCount * PAGE_SIZE);
+    }
     this.staged = new DirtyBitmap(pageCount);
   }
 
@@ -42,6 +58,7 @@ export class GuestMemoryStaging implements MemoryStaging {
       const first = pfns[i]!;
       let n = 1;
       while (i + n < pfns.length && pfns[i + n] === first + n) n++;
+      this.prefaulter?.claim(first * PAGE_SIZE, (first + n) * PAGE_SIZE);
       bytes.set(data.subarray(i * PAGE_SIZE, (i + n) * PAGE_SIZE), first * PAGE_SIZE);
       this.staged.markRange(first, first + n - 1);
       i += n;
@@ -50,11 +67,14 @@ export class GuestMemoryStaging implements MemoryStaging {
 
   adopt(): void {
     const bytes = this.usable();
+    // The pages never staged are copied in by the adopt: the whole buffer must be ours, the helper done with it.
+    this.prefaulter?.claim(0, bytes.length);
     this.adoptInto(bytes, this.staged);
     this.bytes = undefined;
   }
 
   discard(): void {
+    this.prefaulter?.stop();
     this.bytes = undefined;
   }
 

@@ -96,3 +96,40 @@ describe('SimulatedGuest.stageMemory', () => {
     h.guest.destroy();
   });
 });
+
+describe('a large staging (memory faulted in on a helper thread)', () => {
+  it('holds exactly the staged pages, whatever the order of the writes relative to the helper', async () => {
+    const BIG = 64 * 1024 * 1024; // PREFAULT_MIN_BYTES: the helper thread runs
+    const target = new SimulatedGuest({ memoryBytes: BIG, startSuspended: true });
+    const reference = new SimulatedGuest({ memoryBytes: BIG, startSuspended: true });
+    const staging = target.stageMemory();
+    // Writes ahead of, behind and inside the helper's progress: the last pages first, then every 7th page from
+    // the start while yielding (the helper runs meanwhile), then a run across many chunks.
+    const n = target.pageCount;
+    const writes: { pfns: number[]; fill: number }[] = [
+      { pfns: [n - 3, n - 2, n - 1], fill: 0xa1 },
+      ...Array.from({ length: 40 }, (_, i) => ({ pfns: [i * 7 * 41], fill: 0x10 + i })),
+      { pfns: Array.from({ length: 3000 }, (_, i) => 5000 + i), fill: 0x5c },
+    ];
+    for (const w of writes) {
+      const data = Buffer.alloc(w.pfns.length * PAGE, w.fill);
+      staging.writePages(w.pfns, data);
+      reference.writePages(w.pfns, data);
+      await new Promise((r) => setImmediate(r));
+    }
+    staging.adopt();
+    expect(target.memoryDigest()).toBe(reference.memoryDigest());
+    target.destroy();
+    reference.destroy();
+  });
+
+  it('discarded while the helper runs: the guest is untouched', () => {
+    const g = new SimulatedGuest({ memoryBytes: 64 * 1024 * 1024, startSuspended: true });
+    const before = g.memoryDigest();
+    const s = g.stageMemory();
+    s.writePages([100], Buffer.alloc(PAGE, 9));
+    s.discard();
+    expect(g.memoryDigest()).toBe(before);
+    g.destroy();
+  });
+});
