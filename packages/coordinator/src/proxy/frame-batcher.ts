@@ -21,11 +21,19 @@ export class FrameBatcher {
     this.#maxBatchBytes = maxBatchBytes;
   }
 
-  /** Queues one frame; it leaves with the others of this turn. */
-  push(frame: Uint8Array): void {
+  /**
+   * Queues one frame (or its head and, as `payload`, the bytes that end it: the payload is then copied once, into
+   * the batch, instead of into a frame of its own first); it leaves with the others of this turn. The payload
+   * must not change until the batch is sent (client chunks and guest output are never reused).
+   */
+  push(frame: Uint8Array, payload?: Uint8Array): void {
     if (this.#discarded) return;
     this.#frames.push(frame);
     this.#bytes += frame.byteLength;
+    if (payload !== undefined && payload.byteLength > 0) {
+      this.#frames.push(payload);
+      this.#bytes += payload.byteLength;
+    }
     if (this.#bytes >= this.#maxBatchBytes) this.flush();
     else this.#scheduled ??= setImmediate(() => this.flush());
   }

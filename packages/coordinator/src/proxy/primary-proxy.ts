@@ -8,7 +8,7 @@ import { RemusOutputBuffer } from './remus-buffer.js';
 import { FrameBatcher } from './frame-batcher.js';
 import { ServiceListener } from './service.js';
 import type { ConnectionId, InputEvent, InputKind, OutputBytes, ProtectionMode, ProxyCheckpointReason, ProxyLink } from './types.js';
-import { encodeBarrier, encodeInput, ProxyFrameDecoder } from './wire.js';
+import { encodeBarrier, encodeInputHead, ProxyFrameDecoder } from './wire.js';
 
 export interface PrimaryProxyOptions {
   domain: Domain;
@@ -325,7 +325,7 @@ export class PrimaryProxy {
   #mirror(e: InputEvent): void {
     if (this.#link === null) return;
     // Remus needs no input, only the connection table (so a promoted secondary can close the old clients).
-    if (this.#mode === 'colo' || e.kind !== 'data') this.#send(encodeInput(e));
+    if (this.#mode === 'colo' || e.kind !== 'data') this.#out?.push(encodeInputHead(e), e.bytes);
   }
 
   #send(bytes: Uint8Array): void {

@@ -6,7 +6,7 @@ import { Listeners } from './listeners.js';
 import { emptyRequests, type ProxyMetrics } from './metrics.js';
 import { PrimaryProxy, type PrimaryProxyOptions } from './primary-proxy.js';
 import type { ConnectionId, InputEvent, ProtectionMode, ProxyLink } from './types.js';
-import { encodeOutput, ProxyFrameDecoder } from './wire.js';
+import { encodeOutput, encodeOutputHead, outputRoom, ProxyFrameDecoder } from './wire.js';
 
 export interface SecondaryProxyOptions {
   domain: Domain;
@@ -65,7 +65,9 @@ export class SecondaryProxy {
       // Output before the first checkpoint comes from no consistent state: nothing to compare it with.
       if (this.mode !== 'colo' || this.#generation === 0 || this.#done) return;
       this.#bytesOut += bytes?.byteLength ?? 0;
-      this.#out.push(encodeOutput(this.#generation, conn, bytes));
+      // The usual reply fits one frame: queue head and bytes, copied once into the batch.
+      if (bytes === null || bytes.byteLength <= outputRoom()) this.#out.push(encodeOutputHead(this.#generation, conn, bytes), bytes ?? undefined);
+      else this.#out.push(encodeOutput(this.#generation, conn, bytes));
     });
     const decoder = new ProxyFrameDecoder({ maxFrameBytes: options.maxFrameBytes });
     this.#offLink = options.link.onData((chunk) => {

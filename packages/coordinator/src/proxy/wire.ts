@@ -29,18 +29,23 @@ const BARRIER_FIXED = 1 + 8 + 8;
 const KIND_CODE: Record<InputKind, number> = { open: 1, data: 2, close: 3 };
 const CODE_KIND: Record<number, InputKind> = { 1: 'open', 2: 'data', 3: 'close' };
 
-function frame(fixed: number, payload: Uint8Array | undefined): { buf: Uint8Array; view: DataView } {
-  const bodyLength = fixed + (payload?.byteLength ?? 0);
-  const buf = new Uint8Array(LENGTH_BYTES + bodyLength);
-  const view = new DataView(buf.buffer);
-  view.setUint32(0, bodyLength, true);
-  if (payload) buf.set(payload, LENGTH_BYTES + fixed);
-  return { buf, view };
+/**
+ * The frame head (length, type and fixed fields) of a frame whose body ends with `payloadBytes` bytes. Heads
+ * are small Buffers from Node's shared pool (no zero fill, no ArrayBuffer of their own): the proxies make one
+ * per client event, so the encoder must not allocate more than that. u64 fields are written as two u32 halves
+ * (no BigInt on the hot path).
+ */
+function head(fixed: number, type: number, payloadBytes: number): Buffer {
+  const buf = Buffer.allocUnsafe(LENGTH_BYTES + fixed);
+  buf.writeUInt32LE(fixed + payloadBytes, 0);
+  buf[4] = type;
+  return buf;
 }
 
-function checkU64(name: string, n: number): bigint {
+function writeU64(buf: Buffer, at: number, name: string, n: number): void {
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${name} must be a non-negative safe integer, got ${n}`);
-  return BigInt(n);
+  buf.writeUInt32LE(n % 0x100000000, at);
+  buf.writeUInt32LE(Math.floor(n / 0x100000000), at + 4);
 }
 
 function checkU32(name: string, n: number): number {
@@ -48,13 +53,43 @@ function checkU32(name: string, n: number): number {
   return n;
 }
 
+/** The bytes an INPUT frame carries after its head (data events only). */
+function inputPayload(event: InputEvent): Uint8Array | undefined {
+  return event.kind === 'data' ? (event.bytes ?? new Uint8Array(0)) : undefined;
+}
+
+/**
+ * The head of an event's INPUT frame; the frame is this head followed by the event's data bytes (if any).
+ * Lets a sender queue head and data as two parts and copy the data once, into the batch it sends.
+ */
+export function encodeInputHead(event: InputEvent): Uint8Array {
+  const buf = head(INPUT_FIXED, ProxyMessageType.INPUT, inputPayload(event)?.byteLength ?? 0);
+  writeU64(buf, 5, 'seq', event.seq);
+  buf.writeUInt32LE(checkU32('conn', event.conn), 13);
+  buf[17] = KIND_CODE[event.kind];
+  return buf;
+}
+
 export function encodeInput(event: InputEvent): Uint8Array {
-  const payload = event.kind === 'data' ? (event.bytes ?? new Uint8Array(0)) : undefined;
-  const { buf, view } = frame(INPUT_FIXED, payload);
-  view.setUint8(4, ProxyMessageType.INPUT);
-  view.setBigUint64(5, checkU64('seq', event.seq), true);
-  view.setUint32(13, checkU32('conn', event.conn), true);
-  view.setUint8(17, KIND_CODE[event.kind]);
+  const payload = inputPayload(event);
+  const h = encodeInputHead(event);
+  return payload ? concat([h, payload]) : h;
+}
+
+/** The most output bytes one OUTPUT frame carries under `maxFrameBytes`. */
+export function outputRoom(maxFrameBytes = DEFAULT_MAX_FRAME_BYTES): number {
+  return maxFrameBytes - OUTPUT_FIXED;
+}
+
+/**
+ * The head of an OUTPUT frame carrying all of `bytes` (which must fit: at most outputRoom() bytes); the frame is
+ * this head followed by the bytes.
+ */
+export function encodeOutputHead(generation: number, conn: ConnectionId, bytes: OutputBytes): Uint8Array {
+  const buf = head(OUTPUT_FIXED, ProxyMessageType.OUTPUT, bytes?.byteLength ?? 0);
+  writeU64(buf, 5, 'generation', generation);
+  buf.writeUInt32LE(checkU32('conn', conn), 13);
+  buf[17] = bytes === null ? 1 : 0;
   return buf;
 }
 
@@ -68,7 +103,7 @@ export function encodeOutput(
   bytes: OutputBytes,
   maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
 ): Uint8Array {
-  const room = maxFrameBytes - OUTPUT_FIXED;
+  const room = outputRoom(maxFrameBytes);
   if (bytes !== null && bytes.byteLength > room) {
     const parts: Uint8Array[] = [];
     for (let at = 0; at < bytes.byteLength; at += room) {
@@ -76,19 +111,14 @@ export function encodeOutput(
     }
     return concat(parts);
   }
-  const { buf, view } = frame(OUTPUT_FIXED, bytes ?? undefined);
-  view.setUint8(4, ProxyMessageType.OUTPUT);
-  view.setBigUint64(5, checkU64('generation', generation), true);
-  view.setUint32(13, checkU32('conn', conn), true);
-  view.setUint8(17, bytes === null ? 1 : 0);
-  return buf;
+  const h = encodeOutputHead(generation, conn, bytes);
+  return bytes === null || bytes.byteLength === 0 ? h : concat([h, bytes]);
 }
 
 export function encodeBarrier(checkpoint: number, lastSeq: number): Uint8Array {
-  const { buf, view } = frame(BARRIER_FIXED, undefined);
-  view.setUint8(4, ProxyMessageType.BARRIER);
-  view.setBigUint64(5, checkU64('checkpoint', checkpoint), true);
-  view.setBigUint64(13, checkU64('lastSeq', lastSeq), true);
+  const buf = head(BARRIER_FIXED, ProxyMessageType.BARRIER, 0);
+  writeU64(buf, 5, 'checkpoint', checkpoint);
+  writeU64(buf, 13, 'lastSeq', lastSeq);
   return buf;
 }
 
@@ -196,9 +226,10 @@ export class ProxyFrameDecoder {
     const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
     const type = view.getUint8(0);
     const u64 = (at: number, name: string): number => {
-      const v = view.getBigUint64(at, true);
-      if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw this.#malformed(`${name} ${v} is beyond 2^53`);
-      return Number(v);
+      // Two u32 halves: a high half of 2^21 or more puts the value beyond 2^53 (no BigInt per frame).
+      const hi = view.getUint32(at + 4, true);
+      if (hi >= 0x200000) throw this.#malformed(`${name} ${view.getBigUint64(at, true)} is beyond 2^53`);
+      return hi * 0x100000000 + view.getUint32(at, true);
     };
     switch (type) {
       case ProxyMessageType.INPUT: {
