@@ -101,6 +101,14 @@ describe('proxy link wire format', () => {
     expect(codeOf(() => d.end())).toBe(ProxyErrorCode.TRUNCATED_FRAME);
   });
 
+  it('accepts u64 fields up to 2^53-1 and refuses 2^53 (the largest exact JS integer is the limit)', () => {
+    // 2^53-1 = 0x001fffffffffffff, 2^53 = 0x0020000000000000 (little-endian below)
+    const max = new ProxyFrameDecoder().push(fromHex('11000000 03 ffffffffffff1f00 0100000000000000'));
+    expect(max).toEqual([{ type: 'barrier', checkpoint: Number.MAX_SAFE_INTEGER, lastSeq: 1 }]);
+    expect(codeOf(() => new ProxyFrameDecoder().push(fromHex('11000000 03 0000000000002000 0100000000000000')))).toBe(ProxyErrorCode.MALFORMED_FRAME);
+    expect(codeOf(() => new ProxyFrameDecoder().push(fromHex('11000000 03 0100000000000000 0000000000002000')))).toBe(ProxyErrorCode.MALFORMED_FRAME);
+  });
+
   it('never crashes on random bytes: messages or a ProxyError', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 200 }), (junk) => {
