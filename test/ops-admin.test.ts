@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { getStatus, type NodeStatusDoc } from '../packages/cli/src/client/admin-client.js';
 import { startPair, type TestPair } from './support/pair.js';
 import { waitFor } from './support/prometheus.js';
-import { coloBin, repo } from './support/tools.js';
+import { runColo as colo } from './support/cli.js';
 
 /**
  * The admin API and the operator commands against a real pair: mutating endpoints refuse a missing or wrong
@@ -26,23 +25,6 @@ afterAll(async () => {
   await pair?.stop();
 });
 
-function colo(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [coloBin, ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COLO_ADMIN_TOKEN: '', COLO_ADMIN_TOKEN_FILE: '', COLO_NODES: '' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`colo ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 /** What must not change when a request is refused: role, epoch, checkpoints, failovers, the process itself. */
 async function snapshot() {

@@ -1,10 +1,9 @@
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { formatDrillReport, runDrill, type DrillReport } from '../packages/cli/src/drill/drill.js';
 import { RespClient } from '../packages/cli/src/client/resp-client.js';
 import { startPair, type TestPair } from './support/pair.js';
-import { coloBin, repo } from './support/tools.js';
+import { runColo as colo } from './support/cli.js';
 
 /**
  * `colo drill` against a real supervised pair: the built CLI crashes the primary, measures the RTO, verifies the
@@ -25,23 +24,6 @@ afterAll(async () => {
 });
 
 /** Runs the built CLI; resolves with exit code and output. Killed (and failed) after `timeoutMs`. */
-function colo(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [coloBin, ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COLO_ADMIN_TOKEN: '', COLO_ADMIN_TOKEN_FILE: '' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`colo ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 describe('colo drill against a real pair', () => {
   test('passes: RTO measured, every acknowledged key verified, re-protected', async () => {
