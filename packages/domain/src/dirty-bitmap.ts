@@ -24,11 +24,6 @@ export class DirtyBitmap {
     for (let p = first; p <= last; p++) this.words[p >>> 5]! |= 1 << (p & 31);
   }
 
-  /** Clears every page from `first` to `last` inclusive. */
-  clearRange(first: number, last: number): void {
-    for (let p = first; p <= last; p++) this.words[p >>> 5]! &= ~(1 << (p & 31));
-  }
-
   markAll(): void {
     this.words.fill(0xffffffff);
     const tail = this.pageCount & 31;

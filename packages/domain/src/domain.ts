@@ -60,16 +60,6 @@ export interface Domain {
    * (it has run); the caller then buffers and uses writePages.
    */
   stageMemory?(): MemoryStaging | undefined;
-  /**
-   * Optional: a staging for a later checkpoint that writes its pages straight into the suspended guest as they
-   * arrive and keeps the bytes they replace (an undo log), so CHECKPOINT_END has nothing left to copy: `adopt()`
-   * keeps the pages, `discard()` puts the old bytes back (and so does resuming the guest before either). Same
-   * all-or-nothing guarantee as stageMemory, with the copy moved off the pause (QEMU's COLO secondary instead
-   * fills a RAM cache and flushes it at the end; Xen's buffers the records). Returns undefined when the guest
-   * cannot take it now (it is running, or another staging is open); the caller then buffers. While it is open
-   * the guest refuses writePages (DOMAIN_STAGING_BUSY) and other stagings.
-   */
-  stagePagesInPlace?(): MemoryStaging | undefined;
 
   /** vCPU and platform state, the HVM_CONTEXT blob (Xen: xc_domain_hvm_getcontext; QEMU: vmstate of the CPUs). */
   getVcpuContext(): Uint8Array;
@@ -112,7 +102,7 @@ export interface Domain {
 
 export type DomainState = 'running' | 'suspended';
 
-/** Pages written for a checkpoint and kept or dropped whole (Domain.stageMemory, Domain.stagePagesInPlace). */
+/** A staging copy of a never-run guest's memory (Domain.stageMemory). */
 export interface MemoryStaging {
   /**
    * Writes pages into the staging copy, as Domain.writePages would into the guest (same checks: a bad pfn or a

@@ -28,8 +28,6 @@ export const DomainErrorCode = {
   IMAGE_UNSUPPORTED: 'DOMAIN_IMAGE_UNSUPPORTED',
   /** A memory staging used after it was adopted or discarded. */
   STAGING_SPENT: 'DOMAIN_STAGING_SPENT',
-  /** A hypervisor page write while a checkpoint's pages are staged in place (they would escape its undo log). */
-  STAGING_BUSY: 'DOMAIN_STAGING_BUSY',
   /** The helper thread that faults a staging's memory in did not finish a chunk in time (never expected). */
   STAGING_STALLED: 'DOMAIN_STAGING_STALLED',
 } as const;

@@ -3,7 +3,6 @@ import { PAGE_SIZE, type HvmParam, type TscInfo, type XenstoreEntry } from '@col
 import type { Domain, DomainState, MemoryStaging } from './domain.js';
 import { DomainError, DomainErrorCode } from './errors.js';
 import { GuestMemory } from './guest-memory.js';
-import { InPlaceStaging, UndoLog } from './in-place-staging.js';
 import { GuestMemoryStaging } from './memory-staging.js';
 import { KvStore, StoreCorruptError } from './kv-store.js';
 import { MIN_PAGES, planLayout, type Layout } from './layout.js';
@@ -76,9 +75,6 @@ export class SimulatedGuest implements Domain {
   private destroyed = false;
   /** Whether the guest has processed input: after that the hypervisor may write pages only while suspended. */
   private hasRun = false;
-  /** The open in-place staging of a checkpoint, if any (stagePagesInPlace), and its undo memory (kept). */
-  private inPlace: InPlaceStaging | undefined;
-  private undo: UndoLog | undefined;
   private retired = 0n;
   private hvmParams: HvmParam[] = DEFAULT_HVM_PARAMS.map((p) => ({ ...p }));
   private tscInfo: TscInfo = { mode: 0, khz: 2_000_000, nsec: 0n, incarnation: 0 };
@@ -136,8 +132,6 @@ export class SimulatedGuest implements Domain {
   async resume(): Promise<void> {
     this.alive();
     if (this._state === 'running') return;
-    // A checkpoint staged in place and never adopted is not part of the guest: it must not run on top of it.
-    this.inPlace?.discard();
     this._state = 'running';
     // A listener may suspend the guest again while the queue drains (e.g. on an output miscompare): stop there.
     while (this._state === 'running' && this.queue.length > 0) this.dispatch(this.queue.shift()!);
@@ -185,9 +179,6 @@ export class SimulatedGuest implements Domain {
     if (this._state === 'running' && this.hasRun) {
       throw new DomainError(DomainErrorCode.NOT_SUSPENDED, 'pages can be written only while the guest is suspended (or before it first runs)');
     }
-    if (this.inPlace) {
-      throw new DomainError(DomainErrorCode.STAGING_BUSY, 'pages cannot be written while a checkpoint is staged in place (its undo log would miss them)');
-    }
     if (data.length !== pfns.length * PAGE_SIZE) {
       throw new DomainError(DomainErrorCode.BAD_PAGE_DATA, `writePages: ${pfns.length} pfns need ${pfns.length * PAGE_SIZE} bytes, got ${data.length}`);
     }
@@ -198,9 +189,8 @@ export class SimulatedGuest implements Domain {
   }
 
   /** A staging copy of memory, adopted as writePages of the staged pages would apply (see Domain.stageMemory). */
-  stageMemory(): MemoryStaging | undefined {
+  stageMemory(): MemoryStaging {
     this.alive();
-    if (this.inPlace) return undefined;
     return new GuestMemoryStaging(this.pageCount, (bytes, staged) => {
       this.alive();
       if (this._state === 'running' && this.hasRun) {
@@ -211,29 +201,6 @@ export class SimulatedGuest implements Domain {
       this.ctx.memory = this.mem.bytes;
       this.store.reload();
     });
-  }
-
-  /** A later checkpoint's pages written in place with an undo log (see Domain.stagePagesInPlace). */
-  stagePagesInPlace(): MemoryStaging | undefined {
-    this.alive();
-    if (this.inPlace || (this._state === 'running' && this.hasRun)) return undefined;
-    // Undo memory for up to a quarter of the guest (at least 64 MiB) stays allocated between checkpoints.
-    this.undo ??= new UndoLog(this.pageCount, Math.max(64 * 1024 * 1024, (this.pageCount * PAGE_SIZE) / 4));
-    const staging = new InPlaceStaging(this.mem, this.undo, {
-      checkWritable: () => {
-        this.alive();
-        if (this._state === 'running' && this.hasRun) {
-          throw new DomainError(DomainErrorCode.NOT_SUSPENDED, 'pages can be written only while the guest is suspended (or before it first runs)');
-        }
-      },
-      settled: () => {
-        if (this.inPlace === staging) this.inPlace = undefined;
-        // The pages are the truth: re-read the store's layout, as after writePages.
-        this.store.reload();
-      },
-    });
-    this.inPlace = staging;
-    return staging;
   }
 
   private checkPfn(pfn: number): void {

@@ -12,10 +12,9 @@ import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
 export class PendingCheckpoint {
   private pages: { pfns: number[]; data: Uint8Array }[] = [];
   /**
-   * Where page data goes instead of `pages` when set: a staging copy of guest memory (the initial
-   * synchronisation) or the suspended guest itself with an undo log (later checkpoints), written as records
-   * arrive and adopted in applyTo. Dropped by discard() (the undo log put back), so the all-or-nothing guarantee
-   * holds just as for buffered pages.
+   * Where page data goes instead of `pages` when set (the initial synchronisation, if the guest can stage): a
+   * staging copy of guest memory, written as records arrive and adopted by the guest in applyTo. Dropped by
+   * discard(), so the all-or-nothing guarantee holds just as for buffered pages.
    */
   private staging: MemoryStaging | undefined;
   private tsc: TscInfo | undefined;

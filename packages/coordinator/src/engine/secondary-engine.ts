@@ -148,7 +148,12 @@ export class SecondaryCheckpointEngine {
         break;
       case 'PAGE_DATA': {
         const d = this.ensureDomain();
-        if (this.pending.pageCount === 0 && !this.pending.staged) this.chooseStaging(d);
+        if (this.checkpointsReceived === 0 && this.pending.pageCount === 0 && !this.pending.staged && d.stageMemory) {
+          // The initial synchronisation carries the whole memory: stage it in a copy the guest adopts at apply
+          // (one copy per page, nothing buffered) rather than buffer 1 GiB of records and copy them at the end.
+          const staging = d.stageMemory();
+          if (staging) this.pending.stageInto(staging);
+        }
         this.pending.addPages(r, d.pageCount);
         break;
       }
@@ -209,19 +214,6 @@ export class SecondaryCheckpointEngine {
     if (!this.progressPending) return;
     this.progressPending = false;
     if (!this.failed) this.o.emit({ type: 'STREAM_PROGRESS' });
-  }
-
-  /**
-   * Where a checkpoint's pages go, decided at its first page. The initial synchronisation carries the whole
-   * memory: into a staging copy the guest adopts at apply (one copy per page, nothing buffered, rather than 1 GiB
-   * of records copied at the end). Later checkpoints: straight into the suspended guest with an undo log, so the
-   * apply at CHECKPOINT_END (inside the primary's pause) has nothing left to copy; but not while an earlier
-   * checkpoint waits to be applied (its older pages would land on top of these). Otherwise, or when the guest
-   * offers neither, the records are buffered and copied at apply.
-   */
-  private chooseStaging(d: Domain): void {
-    const staging = this.checkpointsReceived === 0 ? d.stageMemory?.() : this.received ? undefined : d.stagePagesInPlace?.();
-    if (staging) this.pending.stageInto(staging);
   }
 
   private ensureDomain(): Domain {
