@@ -84,7 +84,9 @@ export async function connectToPeer(opts: ConnectOptions): Promise<PeerLink> {
   const wsOptions: ClientOptions = {
     perMessageDeflate: false,
     maxPayload,
-    handshakeTimeout: timeoutMs,
+    // Our own deadline (dialerHandshake) names the timeout LINK_CONNECT_TIMEOUT; ws's timer is only a backstop,
+    // later, so that under load the two never race and the same hang gets a different code.
+    handshakeTimeout: timeoutMs + 1000,
     followRedirects: false,
     ...(tls ? { cert: tls.cert, key: tls.key, ca: tls.ca } : {}),
     ...(url.protocol === 'wss:'
