@@ -177,4 +177,36 @@ describe('operating a real pair through its admin API', () => {
     expect(bytes).toBeGreaterThan(1000);
     expect(readFileSync(join(pair.dir, 'node-a.log'), 'utf8')).toContain('mutating admin request refused');
   });
+
+  test('every node log line is one JSON object with no key twice (bindings of nested components)', () => {
+    let lines = 0;
+    for (const f of ['node-a.log', 'node-b.log']) {
+      for (const line of readFileSync(join(pair.dir, f), 'utf8').split('\n').filter(Boolean)) {
+        lines++;
+        // JSON.parse keeps only the last of two equal keys: count the keys as written.
+        const top = Object.keys(JSON.parse(line) as object);
+        expect(topLevelKeyCount(line), `${f}: ${line.slice(0, 200)}`).toBe(top.length);
+      }
+    }
+    expect(lines).toBeGreaterThan(10);
+  });
 });
+
+/** The number of keys written at the top level of one JSON object text (duplicates counted). */
+function topLevelKeyCount(text: string): number {
+  let depth = 0;
+  let keys = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      const start = i;
+      for (i++; text[i] !== '"'; i++) if (text[i] === '\\') i++;
+      // A string at depth 1 followed by a colon is a key of the top-level object.
+      let j = i + 1;
+      while (text[j] === ' ') j++;
+      if (depth === 1 && text[j] === ':' && start > 0) keys++;
+    } else if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') depth--;
+  }
+  return keys;
+}

@@ -27,6 +27,7 @@ import {
 } from '../transport/index.js';
 import type { ColoNodeOptions } from './options.js';
 import { stateName, transitionInspector, type Transition } from './transitions.js';
+import { childLogger } from '../observability/logger.js';
 
 export interface NodeStatus {
   nodeId: string;
@@ -75,6 +76,8 @@ interface Waiter {
 export class ColoNode {
   private readonly o: ColoNodeOptions;
   private readonly log: Logger;
+  /** The node's logger without a component: each part (transport, engine) binds its own. */
+  private readonly baseLog: Logger;
   private readonly arbiter: Arbiter;
   private readonly events = new EventEmitter<ColoNodeEvents>();
   private readonly transitionListeners = new Set<(t: Transition) => void>();
@@ -106,7 +109,8 @@ export class ColoNode {
     this.epochValue = options.epoch ?? 0;
     this.arbiter = options.arbiter ?? noArbiter();
     this.precopy = { ...DEFAULT_PRECOPY, ...options.precopy };
-    this.log = (options.logger ?? pino({ level: 'info' })).child({ node: options.nodeId, component: 'replication' });
+    this.baseLog = childLogger(options.logger ?? pino({ level: 'info' }), { node: options.nodeId });
+    this.log = childLogger(this.baseLog, { component: 'replication' });
     this.guest = options.domain;
   }
 
@@ -338,7 +342,7 @@ export class ColoNode {
       hello: (peer) => this.answerSecondaryHello(peer),
       onLink: (link) => (link.peerHello.channel === 'replication' ? this.attachSecondary(link) : this.o.onSideLink?.(link)),
       onRefused: (error, remote) => this.roleLogger().warn({ err: error, remote }, 'refused a peer'),
-      logger: this.log.child({ component: 'transport' }),
+      logger: childLogger(this.baseLog, { component: 'transport' }),
     });
     this.roleLogger().info({ url: this.server.url }, 'listening for a secondary');
   }
@@ -382,7 +386,7 @@ export class ColoNode {
       precopy: this.precopy,
       emit,
       onCheckpointWritten: (seq, d) => this.events.emit('written', seq, d),
-      logger: this.log.child({ component: 'engine' }),
+      logger: childLogger(this.baseLog, { component: 'engine' }),
     });
     this.primaryEngine = engine;
     link.onData((bytes) => {
@@ -492,7 +496,7 @@ export class ColoNode {
         heartbeat: this.o.heartbeat ?? DEFAULT_HEARTBEAT,
         hello: this.hello('secondary'),
         timeoutMs: this.o.connectTimeoutMs,
-        logger: this.log.child({ component: 'transport' }),
+        logger: childLogger(this.baseLog, { component: 'transport' }),
       });
       const peer = link.peerHello;
       if (peer.role !== 'primary' || peer.mode !== this.o.mode) {
@@ -547,7 +551,7 @@ export class ColoNode {
       },
       maxRecordLength: this.o.maxRecordLength,
       stallTimeoutMs: this.o.timings?.stallTimeoutMs ?? DEFAULT_TIMINGS.stallTimeoutMs,
-      logger: this.log.child({ component: 'engine' }),
+      logger: childLogger(this.baseLog, { component: 'engine' }),
     });
     this.secondaryEngine = engine;
     link.onData((bytes) => {
@@ -590,7 +594,7 @@ export class ColoNode {
           this.epochValue = ctx.epoch;
           this.currentRole = 'primary';
           this.secondaryEngine = undefined;
-          this.roleLogger().warn({ epoch: ctx.epoch }, 'promoted: acting as primary, unprotected');
+          this.roleLogger().warn('promoted: acting as primary, unprotected'); // the role logger binds the new epoch
           try {
             await this.startPrimary(this.completedSeq);
             this.events.emit('promoted', ctx.epoch);

@@ -32,3 +32,15 @@ export function createLogger(opts: { nodeId: string; level?: string; destination
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
+
+/**
+ * A child logger carrying only the `bindings` its parent does not carry yet. pino appends a child's bindings to
+ * its parent's, so a key bound twice (a node id, a component, a channel set by the caller and again by the
+ * callee) printed twice in one JSON line. The caller's binding wins: it knows the more specific context.
+ */
+export function childLogger(parent: Logger, bindings: Record<string, unknown>): Logger {
+  const bound = parent.bindings();
+  const fresh: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(bindings)) if (!(k in bound)) fresh[k] = v;
+  return parent.child(fresh);
+}

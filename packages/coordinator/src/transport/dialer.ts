@@ -19,6 +19,7 @@ import {
 import type { LinkSecurity, PeerLink } from './peer-link.js';
 import { asLinkError, refuse } from './refuse.js';
 import { DEFAULT_HIGH_WATER_MARK, WsPeerLink } from './ws-link.js';
+import { childLogger } from '../observability/logger.js';
 
 export interface ConnectOptions {
   /** ws://host:port or wss://host:port (wss with security.tls for mutual TLS). */
@@ -46,7 +47,7 @@ export async function connectToPeer(opts: ConnectOptions): Promise<PeerLink> {
   const maxPayload = checkPositive('maxPayload', opts.maxPayload, DEFAULT_MAX_PAYLOAD);
   const timeoutMs = checkPositive('timeoutMs', opts.timeoutMs, DEFAULT_CONNECT_TIMEOUT_MS);
   const highWaterMark = checkPositive('highWaterMark', opts.highWaterMark, DEFAULT_HIGH_WATER_MARK);
-  const log = loggerOr(opts.logger).child({ component: 'transport-dialer', url: opts.url });
+  const log = childLogger(loggerOr(opts.logger), { component: 'transport-dialer', url: opts.url });
 
   let url: URL;
   try {

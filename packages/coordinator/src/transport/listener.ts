@@ -20,6 +20,7 @@ import {
 import type { LinkSecurity, PeerLink } from './peer-link.js';
 import { asLinkError, refuse } from './refuse.js';
 import { DEFAULT_HIGH_WATER_MARK, WsPeerLink } from './ws-link.js';
+import { childLogger } from '../observability/logger.js';
 
 export interface PeerServer {
   readonly url: string;
@@ -65,7 +66,7 @@ export async function listenForPeers(opts: ListenOptions): Promise<PeerServer> {
   const maxPayload = checkPositive('maxPayload', opts.maxPayload, DEFAULT_MAX_PAYLOAD);
   const handshakeTimeoutMs = checkPositive('handshakeTimeoutMs', opts.handshakeTimeoutMs, DEFAULT_HANDSHAKE_TIMEOUT_MS);
   const highWaterMark = checkPositive('highWaterMark', opts.highWaterMark, DEFAULT_HIGH_WATER_MARK);
-  const log = loggerOr(opts.logger).child({ component: 'transport-listener' });
+  const log = childLogger(loggerOr(opts.logger), { component: 'transport-listener' });
   const tls = opts.security.tls;
 
   const refused = (error: LinkError, remoteAddress: string) => {

@@ -7,6 +7,7 @@ import { Heartbeat, type HeartbeatOptions } from './heartbeat.js';
 import { negotiateExtensions, type Hello } from './hello.js';
 import type { PeerLink } from './peer-link.js';
 import { errorFromSocket } from './socket-errors.js';
+import { childLogger } from '../observability/logger.js';
 
 /** Largest frame send() produces: small enough that a pong never waits long behind one. */
 export const MAX_FRAME_BYTES = 1024 * 1024;
@@ -100,7 +101,7 @@ export class WsPeerLink implements PeerLink {
     this.extensions = Object.freeze(negotiateExtensions(this.localHello.extensions, this.peerHello.extensions));
     this.remoteAddress = opts.remoteAddress;
     this.highWaterMark = opts.highWaterMark;
-    this.log = opts.logger.child({
+    this.log = childLogger(opts.logger, {
       component: 'transport',
       channel: this.localHello.channel,
       peer: this.peerHello.nodeId,

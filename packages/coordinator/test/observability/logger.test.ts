@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { expect, test } from 'vitest';
-import { createLogger } from '../../src/observability/logger.js';
+import { childLogger, createLogger } from '../../src/observability/logger.js';
 
 function capture() {
   const lines: Record<string, unknown>[] = [];
@@ -40,4 +40,14 @@ test('the level comes from configuration', () => {
   log.info('hidden');
   log.warn('shown');
   expect(lines.map((l) => l.msg)).toEqual(['shown']);
+});
+
+test('childLogger binds only keys its parent does not carry, so no key is written twice', () => {
+  const { raw, lines, destination } = capture();
+  const root = createLogger({ nodeId: 'node-a', destination });
+  const transport = childLogger(childLogger(root, { node: 'node-a' }), { component: 'transport' });
+  childLogger(transport, { component: 'transport-dialer', channel: 'main' }).info('dialing');
+  expect(raw[0]!.match(/"component"/g)).toHaveLength(1);
+  expect(raw[0]!.match(/"node"/g)).toHaveLength(1);
+  expect(lines[0]).toMatchObject({ node: 'node-a', component: 'transport', channel: 'main', msg: 'dialing' });
 });
