@@ -78,6 +78,7 @@ export class ColoNode {
   private readonly log: Logger;
   /** The node's logger without a component: each part (transport, engine) binds its own. */
   private readonly baseLog: Logger;
+  private streamBytesReceived = 0;
   private readonly arbiter: Arbiter;
   private readonly events = new EventEmitter<ColoNodeEvents>();
   private readonly transitionListeners = new Set<(t: Transition) => void>();
@@ -118,6 +119,10 @@ export class ColoNode {
 
   get nodeId(): string {
     return this.o.nodeId;
+  }
+  /** Main-stream bytes this node has received as a secondary, over every link so far (for metrics). */
+  get replicationBytesReceived(): number {
+    return this.streamBytesReceived;
   }
   get role(): NodeRole {
     return this.currentRole;
@@ -555,7 +560,9 @@ export class ColoNode {
     });
     this.secondaryEngine = engine;
     link.onData((bytes) => {
-      if (current()) engine.receive(bytes);
+      if (!current()) return;
+      this.streamBytesReceived += bytes.length;
+      engine.receive(bytes);
     });
     link.onClose((error) => {
       emit({

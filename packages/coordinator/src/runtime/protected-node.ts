@@ -84,6 +84,7 @@ export class ProtectedNode {
   private terminal: 'fenced' | 'halted' | undefined;
   private failoverCount = 0;
   private lastProxyMetrics: ProxyMetrics | undefined;
+  private lastStreamBytesReceived = 0;
   private metricsTimer: ReturnType<typeof setInterval> | undefined;
   private stopped = false;
   private readonly exitListeners = new Set<(reason: 'halted' | 'fenced', error: Error) => void>();
@@ -501,6 +502,11 @@ export class ProtectedNode {
   }
 
   private refreshProxyMetrics(): void {
+    const received = this.node.replicationBytesReceived;
+    if (received > this.lastStreamBytesReceived) {
+      this.metrics.replicationBytes.inc({ direction: 'received', channel: 'replication' }, received - this.lastStreamBytesReceived);
+      this.lastStreamBytesReceived = received;
+    }
     const m = this.primaryProxy?.metrics() ?? this.secondaryProxy?.metrics();
     if (!m) return;
     const prev = this.lastProxyMetrics;
