@@ -91,6 +91,8 @@ export class PrimaryCheckpointEngine {
   } | null = null;
   /** Pre-copy progress of the initial synchronisation (for status and logs). */
   precopyRounds: { round: number; pages: number }[] = [];
+  /** The live migration's progress while it runs (pre-copy round, pages of this round sent so far), else undefined. */
+  syncProgress: { round: number; pagesSent: number; totalPages: number } | undefined;
 
   constructor(opts: PrimaryEngineOptions) {
     this.o = opts;
@@ -159,12 +161,15 @@ export class PrimaryCheckpointEngine {
       this.precopyRounds = [];
       for (let round = 1; ; round++) {
         const pfns = d.readAndClearDirty();
-        await this.writePages(pfns);
+        const progress = { round, pagesSent: 0, totalPages: pfns.length };
+        this.syncProgress = progress;
+        await this.writePages(pfns, progress);
         this.precopyRounds.push({ round, pages: pfns.length });
         if (this.aborted) return;
         const stillDirty = d.peekDirty().length;
         if (round >= this.o.precopy.maxRounds || stillDirty < this.o.precopy.minDirtyPages) break;
       }
+      this.syncProgress = undefined;
       this.o.emit({ type: 'PRECOPY_DONE' });
     });
   }
@@ -336,7 +341,7 @@ export class PrimaryCheckpointEngine {
    * and, worse, page faults on new memory for every byte: about 0.7 s of a 1 GiB synchronisation); otherwise
    * each record is encoded into one buffer.
    */
-  private async writePages(pfns: ArrayLike<number>): Promise<void> {
+  private async writePages(pfns: ArrayLike<number>, progress?: { pagesSent: number }): Promise<void> {
     const d = this.o.domain;
     const pageOf = (pfn: number) => d.page(pfn);
     const per = Math.min(MAX_PFNS_PER_PAGE_DATA, Math.max(1, this.o.pagesPerRecord ?? DEFAULT_PAGES_PER_RECORD));
@@ -345,11 +350,13 @@ export class PrimaryCheckpointEngine {
       const batch = Array.prototype.slice.call(pfns, i, Math.min(pfns.length, i + per)) as number[];
       if (!sendPieces) {
         await this.write(encodePageData(batch, pageOf));
+        if (progress) progress.pagesSent += batch.length;
         continue;
       }
       const [pieces] = pageDataRecordPieces(batch, pageOf, { batch: per });
       if (this.cp) for (const p of pieces!) this.cp.bytes += p.length;
       await sendPieces(pieces!);
+      if (progress) progress.pagesSent += batch.length;
     }
   }
 }

@@ -46,6 +46,8 @@ export interface NodeStatus {
   checkpoints: Record<CheckpointReason, number>;
   /** Why the node last left an active state (fenced, halted, dropped secondary), if it did. */
   lastError: { code: string; message: string } | null;
+  /** Primary, during a secondary's initial synchronisation: the pre-copy round and its pages sent so far. */
+  sync: { round: number; pagesSent: number; totalPages: number } | null;
 }
 
 /** Events a node emits (besides onTransition). */
@@ -262,6 +264,7 @@ export class ColoNode {
         : null,
       checkpoints: { ...this.counts },
       lastError: this.lastError ? { code: this.lastError.code, message: this.lastError.message } : null,
+      sync: this.currentRole === 'primary' && this.primaryEngine?.syncProgress ? { ...this.primaryEngine.syncProgress } : null,
     };
   }
 

@@ -56,6 +56,8 @@ export interface ProtectedNodeStatus {
   output: ProxyMetrics | null;
   failovers: number;
   lastError: { code: string; message: string } | null;
+  /** Primary, during a secondary's initial synchronisation: the pre-copy round and its pages sent so far. */
+  sync: { round: number; pagesSent: number; totalPages: number } | null;
   version: string;
 }
 
@@ -286,6 +288,7 @@ export class ProtectedNode {
       output: this.primaryProxy?.metrics() ?? this.secondaryProxy?.metrics() ?? null,
       failovers: this.failoverCount,
       lastError: s.lastError,
+      sync: s.sync,
       version: this.o.version,
     };
   }
