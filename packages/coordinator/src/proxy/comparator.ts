@@ -69,6 +69,8 @@ export class OutputComparator {
   #staleSeen = false;
   #boundSeen = false;
   #conns = new Map<ConnectionId, Connection>();
+  /** Records of forgotten connections, empty (no items, offsets 0, not closing), for reuse. */
+  readonly #spare: Connection[] = [];
   /** Secondary output already tagged with a generation the primary has not completed yet. */
   #future: { generation: number; conn: ConnectionId; bytes: OutputBytes; at: number }[] = [];
   #heldPrimary = 0;
@@ -134,6 +136,24 @@ export class OutputComparator {
       return;
     }
     if (this.#state === 'diverged') return; // discarded at the checkpoint anyway
+    // The usual case (one request in flight): the primary's reply waits alone, the secondary's twin arrives
+    // whole. Compare and release it as it is, without queueing the twin.
+    if (bytes !== null && bytes.byteLength > 0) {
+      const c = this.#conns.get(conn);
+      if (c !== undefined && c.secondary.items.length === 0 && c.primary.offset === 0 && c.primary.items.length > 0) {
+        const pb = c.primary.items[0]!.bytes;
+        if (pb !== null && pb.byteLength === bytes.byteLength && equalBytes(pb, bytes)) {
+          const n = pb.byteLength;
+          c.primary.items.shift();
+          c.primary.bytes -= n;
+          this.#heldPrimary -= n;
+          this.counters.match++;
+          this.#emit(conn, pb);
+          this.#settled(conn, c);
+          return;
+        }
+      }
+    }
     const c = this.#conn(conn);
     this.#enqueue(c.secondary, bytes);
     this.#heldSecondary += bytes?.byteLength ?? 0;
@@ -215,7 +235,7 @@ export class OutputComparator {
   #conn(conn: ConnectionId): Connection {
     let c = this.#conns.get(conn);
     if (c === undefined) {
-      c = { primary: { items: [], offset: 0, bytes: 0 }, secondary: { items: [], offset: 0, bytes: 0 }, closeWhenReleased: false };
+      c = this.#spare.pop() ?? { primary: { items: [], offset: 0, bytes: 0 }, secondary: { items: [], offset: 0, bytes: 0 }, closeWhenReleased: false };
       this.#conns.set(conn, c);
     }
     return c;
@@ -258,12 +278,21 @@ export class OutputComparator {
       this.counters.match++;
       this.#emit(conn, pv);
     }
-    if (p.items.length === 0 && c.closeWhenReleased) {
+    this.#settled(conn, c);
+  }
+
+  /** After a match: end a closed client whose output is all out; forget a connection with nothing held. */
+  #settled(conn: ConnectionId, c: Connection): void {
+    if (c.primary.items.length > 0) return;
+    if (c.closeWhenReleased) {
       c.closeWhenReleased = false;
       this.#emit(conn, null);
     }
-    // Fully matched: nothing to remember about this connection.
-    if (p.items.length === 0 && s.items.length === 0) this.#conns.delete(conn);
+    if (c.secondary.items.length === 0 && this.#conns.get(conn) === c) {
+      this.#conns.delete(conn);
+      // Its (empty) record serves the next connection that needs one: one per reply would be garbage.
+      if (this.#spare.length < 256) this.#spare.push(c);
+    }
   }
 
   #consume(side: Side, n: number): void {

@@ -1,5 +1,8 @@
 import type { ProxyLink } from './types.js';
 
+/** Size of the buffers batches are written into; a batch never spans two, a larger frame gets one of its own. */
+const ARENA_BYTES = 256 * 1024;
+
 /**
  * Coalesces proxy-link frames into one link message per event-loop turn. The proxies send one small frame per
  * client event (INPUT on the primary, OUTPUT on the secondary); one transport message (one socket write) each
@@ -7,45 +10,91 @@ import type { ProxyLink } from './types.js';
  * primary's CPU in writev/writeBuffer). Frames keep their order; the proxy framing finds the boundaries on the
  * other side (a link message may carry any number of frames). The batch goes out at setImmediate, after the
  * poll phase has handed over every client socket that was ready, or at once when it reaches `maxBatchBytes`.
+ *
+ * Frames are written straight into the batch (reserve()): a batch is a slice of a shared arena, so a frame
+ * costs no allocation of its own and the batch no concatenation. A slice handed to the link is never written
+ * again (the link may still be sending it); the next batch starts after it, and a full arena is left to the
+ * garbage collector once its batches are sent.
  */
 export class FrameBatcher {
   readonly #link: ProxyLink;
   readonly #maxBatchBytes: number;
-  #frames: Uint8Array[] = [];
-  #bytes = 0;
+  #arena: Buffer = Buffer.allocUnsafeSlow(ARENA_BYTES);
+  /** The batch being filled is arena[#start, #start + #length). */
+  #start = 0;
+  #length = 0;
   #scheduled: ReturnType<typeof setImmediate> | null = null;
   #discarded = false;
+  /** Link messages sent (for tests and measurements). */
+  messages = 0;
 
   constructor(link: ProxyLink, maxBatchBytes = 256 * 1024) {
     this.#link = link;
     this.#maxBatchBytes = maxBatchBytes;
   }
 
+  /** The buffer reserve() returns offsets into (valid until the next reserve() or push()). */
+  get buffer(): Buffer {
+    return this.#arena;
+  }
+  /** Bytes queued and not sent yet. */
+  get queuedBytes(): number {
+    return this.#length;
+  }
+
   /**
-   * Queues one frame (or its head and, as `payload`, the bytes that end it: the payload is then copied once, into
-   * the batch, instead of into a frame of its own first); it leaves with the others of this turn. The payload
-   * must not change until the batch is sent (client chunks and guest output are never reused).
+   * Room for a frame of n bytes at the end of the batch: the caller writes it at buffer[at, at + n) before it
+   * returns to the event loop (the batch leaves at setImmediate). A batch that would grow past maxBatchBytes is
+   * sent first. After discard() the room is scratch space that is never sent.
+   */
+  reserve(n: number): number {
+    if (this.#discarded) {
+      if (this.#arena.length < n) this.#arena = Buffer.allocUnsafeSlow(n);
+      return 0;
+    }
+    if (this.#length > 0 && this.#length + n > this.#maxBatchBytes) this.flush();
+    const end = this.#start + this.#length;
+    if (end + n > this.#arena.length) {
+      // The batch moves to a new arena (the old one stays with the batches already sent).
+      const next = Buffer.allocUnsafeSlow(Math.max(ARENA_BYTES, this.#length + n));
+      if (this.#length > 0) this.#arena.copy(next, 0, this.#start, end);
+      this.#arena = next;
+      this.#start = 0;
+    }
+    const at = this.#start + this.#length;
+    this.#length += n;
+    this.#scheduled ??= setImmediate(() => this.flush());
+    return at;
+  }
+
+  /** Gives back the room of the last reserve(), which returned `at` (its frame could not be written). */
+  unreserve(at: number): void {
+    if (!this.#discarded && at >= this.#start && at <= this.#start + this.#length) this.#length = at - this.#start;
+  }
+
+  /**
+   * Queues one whole frame (or its head and, as `payload`, the bytes that end it); it leaves with the others of
+   * this turn. Both are copied into the batch at once.
    */
   push(frame: Uint8Array, payload?: Uint8Array): void {
+    const n = frame.byteLength + (payload?.byteLength ?? 0);
+    const at = this.reserve(n);
     if (this.#discarded) return;
-    this.#frames.push(frame);
-    this.#bytes += frame.byteLength;
-    if (payload !== undefined && payload.byteLength > 0) {
-      this.#frames.push(payload);
-      this.#bytes += payload.byteLength;
-    }
-    if (this.#bytes >= this.#maxBatchBytes) this.flush();
-    else this.#scheduled ??= setImmediate(() => this.flush());
+    this.#arena.set(frame, at);
+    if (payload !== undefined && payload.byteLength > 0) this.#arena.set(payload, at + frame.byteLength);
+    if (this.#length >= this.#maxBatchBytes) this.flush();
   }
 
   /** Sends what is queued now, as one link message. */
   flush(): void {
     if (this.#scheduled) clearImmediate(this.#scheduled);
     this.#scheduled = null;
-    if (this.#frames.length === 0 || this.#discarded) return;
-    const msg = this.#frames.length === 1 ? this.#frames[0]! : Buffer.concat(this.#frames, this.#bytes);
-    this.#frames = [];
-    this.#bytes = 0;
+    if (this.#length === 0 || this.#discarded) return;
+    const msg = this.#arena.subarray(this.#start, this.#start + this.#length);
+    // The next batch starts 8-aligned after this one.
+    this.#start = (this.#start + this.#length + 7) & ~7;
+    this.#length = 0;
+    this.messages++;
     // A failed send means the link is gone; the node learns that from the link itself.
     this.#link.send(msg).catch(() => {});
   }
@@ -55,7 +104,6 @@ export class FrameBatcher {
     this.#discarded = true;
     if (this.#scheduled) clearImmediate(this.#scheduled);
     this.#scheduled = null;
-    this.#frames = [];
-    this.#bytes = 0;
+    this.#length = 0;
   }
 }

@@ -178,7 +178,8 @@ export class InputLog {
       this.#cursor -= this.#head;
       this.#head = 0;
     } else if (this.#head === this.#items.length && this.#head > 0) {
-      this.#items = [];
+      // Emptied (on the primary, after every delivery): reuse the array rather than make a new one.
+      this.#items.length = 0;
       this.#cursor = 0;
       this.#head = 0;
     }

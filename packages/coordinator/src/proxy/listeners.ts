@@ -8,6 +8,13 @@ export class Listeners<A extends unknown[]> {
   }
 
   emit(...args: A): void {
+    // Per client reply on the primary: no copy of the set when there is nothing (or one thing) to call.
+    const n = this.#set.size;
+    if (n === 0) return;
+    if (n === 1) {
+      for (const l of this.#set) l(...args);
+      return;
+    }
     for (const l of [...this.#set]) l(...args);
   }
 

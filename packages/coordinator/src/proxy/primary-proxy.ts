@@ -6,9 +6,10 @@ import { Listeners } from './listeners.js';
 import { emptyRequests, type ProxyMetrics } from './metrics.js';
 import { RemusOutputBuffer } from './remus-buffer.js';
 import { FrameBatcher } from './frame-batcher.js';
+import { guestInput, type GuestInput } from './guest-input.js';
 import { ServiceListener } from './service.js';
 import type { ConnectionId, InputEvent, InputKind, OutputBytes, ProtectionMode, ProxyCheckpointReason, ProxyLink } from './types.js';
-import { encodeBarrier, encodeInputHead, ProxyFrameDecoder } from './wire.js';
+import { encodeBarrier, INPUT_HEAD_BYTES, ProxyFrameDecoder, writeInputHead } from './wire.js';
 
 export interface PrimaryProxyOptions {
   domain: Domain;
@@ -73,9 +74,12 @@ export class PrimaryProxy {
   readonly #requests = emptyRequests();
   #bytesIn = 0;
   #bytesOut = 0;
+  /** The guest's input methods, looked up once: the node hands a Proxy-wrapped Domain whose lookups bind anew. */
+  readonly #guest: GuestInput;
 
   constructor(options: PrimaryProxyOptions) {
     this.domain = options.domain;
+    this.#guest = guestInput(options.domain);
     this.#opts = options;
     this.#log = new InputLog({ deliver: (e) => this.#deliver(e) });
     this.#running = options.domain.state === 'running';
@@ -281,13 +285,13 @@ export class PrimaryProxy {
     switch (e.kind) {
       case 'open':
         this.#ends.set(e.conn, { clientClosed: false, ended: false });
-        this.domain.openConnection(e.conn);
+        this.#guest.open(e.conn);
         break;
       case 'data':
-        this.domain.deliverInput(e.conn, e.bytes!);
+        this.#guest.deliver(e.conn, e.bytes!);
         break;
       case 'close': {
-        this.domain.closeConnection(e.conn);
+        this.#guest.close(e.conn);
         const end = this.#ends.get(e.conn);
         if (end === undefined || end.ended) {
           this.#ends.delete(e.conn);
@@ -325,7 +329,18 @@ export class PrimaryProxy {
   #mirror(e: InputEvent): void {
     if (this.#link === null) return;
     // Remus needs no input, only the connection table (so a promoted secondary can close the old clients).
-    if (this.#mode === 'colo' || e.kind !== 'data') this.#out?.push(encodeInputHead(e), e.bytes);
+    if (this.#mode !== 'colo' && e.kind === 'data') return;
+    const out = this.#out!;
+    const bytes = e.kind === 'data' ? e.bytes : undefined;
+    const n = bytes === undefined ? 0 : bytes.byteLength;
+    const at = out.reserve(INPUT_HEAD_BYTES + n);
+    try {
+      writeInputHead(out.buffer, at, e);
+    } catch (err) {
+      out.unreserve(at);
+      throw err;
+    }
+    if (n > 0) out.buffer.set(bytes!, at + INPUT_HEAD_BYTES);
   }
 
   #send(bytes: Uint8Array): void {

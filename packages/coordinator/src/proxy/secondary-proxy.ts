@@ -2,11 +2,12 @@ import type { Domain } from '@colo/domain';
 import { ProxyError, ProxyErrorCode } from './errors.js';
 import { InputLog } from './input-log.js';
 import { FrameBatcher } from './frame-batcher.js';
+import { guestInput, type GuestInput } from './guest-input.js';
 import { Listeners } from './listeners.js';
 import { emptyRequests, type ProxyMetrics } from './metrics.js';
 import { PrimaryProxy, type PrimaryProxyOptions } from './primary-proxy.js';
 import type { ConnectionId, InputEvent, ProtectionMode, ProxyLink } from './types.js';
-import { encodeOutput, encodeOutputHead, outputRoom, ProxyFrameDecoder } from './wire.js';
+import { encodeOutput, OUTPUT_HEAD_BYTES, outputRoom, ProxyFrameDecoder, writeOutputHead } from './wire.js';
 
 export interface SecondaryProxyOptions {
   domain: Domain;
@@ -54,9 +55,11 @@ export class SecondaryProxy {
   #maxConn = 0;
   #bytesIn = 0;
   #bytesOut = 0;
+  readonly #guest: GuestInput;
 
   constructor(options: SecondaryProxyOptions) {
     this.domain = options.domain;
+    this.#guest = guestInput(options.domain);
     this.mode = options.mode;
     this.#out = new FrameBatcher(options.link);
     this.#barrierTimeoutMs = options.barrierTimeoutMs ?? 5000;
@@ -65,9 +68,21 @@ export class SecondaryProxy {
       // Output before the first checkpoint comes from no consistent state: nothing to compare it with.
       if (this.mode !== 'colo' || this.#generation === 0 || this.#done) return;
       this.#bytesOut += bytes?.byteLength ?? 0;
-      // The usual reply fits one frame: queue head and bytes, copied once into the batch.
-      if (bytes === null || bytes.byteLength <= outputRoom()) this.#out.push(encodeOutputHead(this.#generation, conn, bytes), bytes ?? undefined);
-      else this.#out.push(encodeOutput(this.#generation, conn, bytes));
+      // The usual reply fits one frame: head and bytes are written straight into the batch.
+      if (bytes !== null && bytes.byteLength > outputRoom()) {
+        this.#out.push(encodeOutput(this.#generation, conn, bytes));
+        return;
+      }
+      const n = bytes === null ? 0 : bytes.byteLength;
+      const out = this.#out;
+      const at = out.reserve(OUTPUT_HEAD_BYTES + n);
+      try {
+        writeOutputHead(out.buffer, at, this.#generation, conn, bytes);
+      } catch (err) {
+        out.unreserve(at);
+        throw err;
+      }
+      if (n > 0) out.buffer.set(bytes!, at + OUTPUT_HEAD_BYTES);
     });
     const decoder = new ProxyFrameDecoder({ maxFrameBytes: options.maxFrameBytes });
     this.#offLink = options.link.onData((chunk) => {
@@ -228,9 +243,9 @@ export class SecondaryProxy {
   }
 
   #deliver(e: InputEvent): void {
-    if (e.kind === 'open') this.domain.openConnection(e.conn);
-    else if (e.kind === 'data') this.domain.deliverInput(e.conn, e.bytes!);
-    else this.domain.closeConnection(e.conn);
+    if (e.kind === 'data') this.#guest.deliver(e.conn, e.bytes!);
+    else if (e.kind === 'open') this.#guest.open(e.conn);
+    else this.#guest.close(e.conn);
   }
 
   #updateGate(): void {

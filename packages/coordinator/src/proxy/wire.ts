@@ -29,18 +29,10 @@ const BARRIER_FIXED = 1 + 8 + 8;
 const KIND_CODE: Record<InputKind, number> = { open: 1, data: 2, close: 3 };
 const CODE_KIND: Record<number, InputKind> = { 1: 'open', 2: 'data', 3: 'close' };
 
-/**
- * The frame head (length, type and fixed fields) of a frame whose body ends with `payloadBytes` bytes. Heads
- * are small Buffers from Node's shared pool (no zero fill, no ArrayBuffer of their own): the proxies make one
- * per client event, so the encoder must not allocate more than that. u64 fields are written as two u32 halves
- * (no BigInt on the hot path).
- */
-function head(fixed: number, type: number, payloadBytes: number): Buffer {
-  const buf = Buffer.allocUnsafe(LENGTH_BYTES + fixed);
-  buf.writeUInt32LE(fixed + payloadBytes, 0);
-  buf[4] = type;
-  return buf;
-}
+/** Bytes of an INPUT frame's head (length, type, fixed fields); the event's data bytes follow it. */
+export const INPUT_HEAD_BYTES = LENGTH_BYTES + INPUT_FIXED;
+/** Bytes of an OUTPUT frame's head; the output bytes follow it. */
+export const OUTPUT_HEAD_BYTES = LENGTH_BYTES + OUTPUT_FIXED;
 
 function writeU64(buf: Buffer, at: number, name: string, n: number): void {
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${name} must be a non-negative safe integer, got ${n}`);
@@ -59,14 +51,25 @@ function inputPayload(event: InputEvent): Uint8Array | undefined {
 }
 
 /**
- * The head of an event's INPUT frame; the frame is this head followed by the event's data bytes (if any).
- * Lets a sender queue head and data as two parts and copy the data once, into the batch it sends.
+ * Writes the head of an event's INPUT frame (INPUT_HEAD_BYTES) at `at`; the frame is this head followed by the
+ * event's data bytes (if any). Senders write heads straight into the batch they send (FrameBatcher.reserve):
+ * the proxies make one per client event, so encoding must not allocate. u64 fields are written as two u32
+ * halves (no BigInt on the hot path). Throws RangeError (before writing anything) on numbers the wire cannot carry.
  */
+export function writeInputHead(buf: Buffer, at: number, event: InputEvent): void {
+  const conn = checkU32('conn', event.conn);
+  if (!Number.isSafeInteger(event.seq) || event.seq < 0) throw new RangeError(`seq must be a non-negative safe integer, got ${event.seq}`);
+  buf.writeUInt32LE(INPUT_FIXED + (event.kind === 'data' ? (event.bytes?.byteLength ?? 0) : 0), at);
+  buf[at + 4] = ProxyMessageType.INPUT;
+  writeU64(buf, at + 5, 'seq', event.seq);
+  buf.writeUInt32LE(conn, at + 13);
+  buf[at + 17] = KIND_CODE[event.kind];
+}
+
+/** The head of an event's INPUT frame as a Buffer of its own (see writeInputHead). */
 export function encodeInputHead(event: InputEvent): Uint8Array {
-  const buf = head(INPUT_FIXED, ProxyMessageType.INPUT, inputPayload(event)?.byteLength ?? 0);
-  writeU64(buf, 5, 'seq', event.seq);
-  buf.writeUInt32LE(checkU32('conn', event.conn), 13);
-  buf[17] = KIND_CODE[event.kind];
+  const buf = Buffer.allocUnsafe(INPUT_HEAD_BYTES);
+  writeInputHead(buf, 0, event);
   return buf;
 }
 
@@ -82,14 +85,23 @@ export function outputRoom(maxFrameBytes = DEFAULT_MAX_FRAME_BYTES): number {
 }
 
 /**
- * The head of an OUTPUT frame carrying all of `bytes` (which must fit: at most outputRoom() bytes); the frame is
- * this head followed by the bytes.
+ * Writes the head of an OUTPUT frame (OUTPUT_HEAD_BYTES) carrying all of `bytes` (which must fit: at most
+ * outputRoom() bytes) at `at`; the frame is this head followed by the bytes.
  */
+export function writeOutputHead(buf: Buffer, at: number, generation: number, conn: ConnectionId, bytes: OutputBytes): void {
+  checkU32('conn', conn);
+  if (!Number.isSafeInteger(generation) || generation < 0) throw new RangeError(`generation must be a non-negative safe integer, got ${generation}`);
+  buf.writeUInt32LE(OUTPUT_FIXED + (bytes?.byteLength ?? 0), at);
+  buf[at + 4] = ProxyMessageType.OUTPUT;
+  writeU64(buf, at + 5, 'generation', generation);
+  buf.writeUInt32LE(conn, at + 13);
+  buf[at + 17] = bytes === null ? 1 : 0;
+}
+
+/** The head of an OUTPUT frame as a Buffer of its own (see writeOutputHead). */
 export function encodeOutputHead(generation: number, conn: ConnectionId, bytes: OutputBytes): Uint8Array {
-  const buf = head(OUTPUT_FIXED, ProxyMessageType.OUTPUT, bytes?.byteLength ?? 0);
-  writeU64(buf, 5, 'generation', generation);
-  buf.writeUInt32LE(checkU32('conn', conn), 13);
-  buf[17] = bytes === null ? 1 : 0;
+  const buf = Buffer.allocUnsafe(OUTPUT_HEAD_BYTES);
+  writeOutputHead(buf, 0, generation, conn, bytes);
   return buf;
 }
 
@@ -116,7 +128,9 @@ export function encodeOutput(
 }
 
 export function encodeBarrier(checkpoint: number, lastSeq: number): Uint8Array {
-  const buf = head(BARRIER_FIXED, ProxyMessageType.BARRIER, 0);
+  const buf = Buffer.allocUnsafe(LENGTH_BYTES + BARRIER_FIXED);
+  buf.writeUInt32LE(BARRIER_FIXED, 0);
+  buf[4] = ProxyMessageType.BARRIER;
   writeU64(buf, 5, 'checkpoint', checkpoint);
   writeU64(buf, 13, 'lastSeq', lastSeq);
   return buf;
@@ -150,16 +164,28 @@ export interface ProxyDecoderOptions {
   maxFrameBytes?: number;
 }
 
+/** A Buffer view of the same bytes (no copy), so the decoder can use Buffer's integer readers. */
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
 /**
  * Incremental decoder of the proxy link: push() the bytes as they arrive (any split), get whole messages back.
  * Malformed input throws a ProxyError with a stable code; after that the decoder stays failed (the link's
  * framing is lost, so the only safe action is to drop the link) and rethrows the same error.
  * Data and output bytes in the returned messages may be views of the pushed chunks.
+ *
+ * It runs once per client event on each side of a COLO pair, so it reads frames in place: a link message that
+ * holds whole frames is decoded without copying; only a frame split across messages is joined (once, when all
+ * of it has arrived).
  */
 export class ProxyFrameDecoder {
   readonly #maxFrameBytes: number;
-  #chunks: Uint8Array[] = [];
+  /** Bytes of an incomplete frame (or length field), waiting for the rest. */
+  #pending: Uint8Array[] = [];
   #buffered = 0;
+  /** Bytes `#pending` must reach before anything can be decoded: the length field, then the whole frame. */
+  #need = LENGTH_BYTES;
   #failed: ProxyError | null = null;
   /** Offset in the link's byte stream of the next unread byte, for error messages. */
   #offset = 0;
@@ -175,16 +201,24 @@ export class ProxyFrameDecoder {
 
   push(chunk: Uint8Array): ProxyMessage[] {
     if (this.#failed) throw this.#failed;
-    if (chunk.byteLength > 0) {
-      this.#chunks.push(chunk);
-      this.#buffered += chunk.byteLength;
-    }
     const out: ProxyMessage[] = [];
+    if (chunk.byteLength === 0) return out;
+    let buf: Buffer;
+    if (this.#buffered === 0) {
+      buf = asBuffer(chunk);
+    } else {
+      this.#pending.push(chunk);
+      this.#buffered += chunk.byteLength;
+      if (this.#buffered < this.#need) return out;
+      buf = Buffer.concat(this.#pending, this.#buffered);
+      this.#pending = [];
+      this.#buffered = 0;
+    }
     try {
-      for (;;) {
-        if (this.#buffered < LENGTH_BYTES) break;
-        const head = this.#peek(LENGTH_BYTES);
-        const bodyLength = new DataView(head.buffer, head.byteOffset, LENGTH_BYTES).getUint32(0, true);
+      const end = buf.length;
+      let pos = 0;
+      while (end - pos >= LENGTH_BYTES) {
+        const bodyLength = buf.readUInt32LE(pos);
         if (bodyLength > this.#maxFrameBytes) {
           throw new ProxyError(
             ProxyErrorCode.FRAME_TOO_LARGE,
@@ -192,14 +226,23 @@ export class ProxyFrameDecoder {
           );
         }
         if (bodyLength < 1) throw this.#malformed('an empty frame');
-        if (this.#buffered < LENGTH_BYTES + bodyLength) break;
-        const whole = this.#take(LENGTH_BYTES + bodyLength);
-        out.push(this.#decodeBody(whole.subarray(LENGTH_BYTES)));
+        const frameEnd = pos + LENGTH_BYTES + bodyLength;
+        if (frameEnd > end) break;
+        out.push(this.#decodeBody(buf, pos + LENGTH_BYTES, frameEnd));
         this.#offset += LENGTH_BYTES + bodyLength;
+        pos = frameEnd;
+      }
+      if (pos < end) {
+        const rest = buf.subarray(pos);
+        this.#pending = [rest];
+        this.#buffered = rest.length;
+        this.#need = rest.length >= LENGTH_BYTES ? LENGTH_BYTES + rest.readUInt32LE(0) : LENGTH_BYTES;
+      } else {
+        this.#need = LENGTH_BYTES;
       }
     } catch (e) {
       this.#failed = e as ProxyError;
-      this.#chunks = [];
+      this.#pending = [];
       this.#buffered = 0;
       throw e;
     }
@@ -222,43 +265,46 @@ export class ProxyFrameDecoder {
     return new ProxyError(ProxyErrorCode.MALFORMED_FRAME, `proxy link frame at byte ${this.#offset}: ${what}`);
   }
 
-  #decodeBody(body: Uint8Array): ProxyMessage {
-    const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
-    const type = view.getUint8(0);
-    const u64 = (at: number, name: string): number => {
-      // Two u32 halves: a high half of 2^21 or more puts the value beyond 2^53 (no BigInt per frame).
-      const hi = view.getUint32(at + 4, true);
-      if (hi >= 0x200000) throw this.#malformed(`${name} ${view.getBigUint64(at, true)} is beyond 2^53`);
-      return hi * 0x100000000 + view.getUint32(at, true);
-    };
+  /** A u64 field at `at`, read as two u32 halves: a high half of 2^21 or more puts it beyond 2^53 (no BigInt). */
+  #u64(buf: Buffer, at: number, name: string): number {
+    const hi = buf.readUInt32LE(at + 4);
+    if (hi >= 0x200000) throw this.#malformed(`${name} ${buf.readBigUInt64LE(at)} is beyond 2^53`);
+    return hi * 0x100000000 + buf.readUInt32LE(at);
+  }
+
+  /** The frame body at [start, end) of buf. */
+  #decodeBody(buf: Buffer, start: number, end: number): ProxyMessage {
+    const type = buf[start]!;
+    const length = end - start;
     switch (type) {
       case ProxyMessageType.INPUT: {
-        if (body.byteLength < INPUT_FIXED) throw this.#malformed(`INPUT needs ${INPUT_FIXED} bytes, has ${body.byteLength}`);
-        const seq = u64(1, 'seq');
-        const conn = view.getUint32(9, true);
-        const kind = CODE_KIND[view.getUint8(13)];
-        if (kind === undefined) throw this.#malformed(`INPUT kind ${view.getUint8(13)} is not 1 (open), 2 (data) or 3 (close)`);
+        if (length < INPUT_FIXED) throw this.#malformed(`INPUT needs ${INPUT_FIXED} bytes, has ${length}`);
+        const seq = this.#u64(buf, start + 1, 'seq');
+        const conn = buf.readUInt32LE(start + 9);
+        const code = buf[start + 13]!;
+        const kind = CODE_KIND[code];
+        if (kind === undefined) throw this.#malformed(`INPUT kind ${code} is not 1 (open), 2 (data) or 3 (close)`);
         if (kind !== 'data') {
-          if (body.byteLength !== INPUT_FIXED) throw this.#malformed(`INPUT ${kind} carries ${body.byteLength - INPUT_FIXED} data bytes`);
+          if (length !== INPUT_FIXED) throw this.#malformed(`INPUT ${kind} carries ${length - INPUT_FIXED} data bytes`);
           return { type: 'input', event: { seq, conn, kind } };
         }
-        return { type: 'input', event: { seq, conn, kind, bytes: body.subarray(INPUT_FIXED) } };
+        return { type: 'input', event: { seq, conn, kind, bytes: buf.subarray(start + INPUT_FIXED, end) } };
       }
       case ProxyMessageType.OUTPUT: {
-        if (body.byteLength < OUTPUT_FIXED) throw this.#malformed(`OUTPUT needs ${OUTPUT_FIXED} bytes, has ${body.byteLength}`);
-        const generation = u64(1, 'generation');
-        const conn = view.getUint32(9, true);
-        const flag = view.getUint8(13);
+        if (length < OUTPUT_FIXED) throw this.#malformed(`OUTPUT needs ${OUTPUT_FIXED} bytes, has ${length}`);
+        const generation = this.#u64(buf, start + 1, 'generation');
+        const conn = buf.readUInt32LE(start + 9);
+        const flag = buf[start + 13]!;
         if (flag === 1) {
-          if (body.byteLength !== OUTPUT_FIXED) throw this.#malformed('OUTPUT close carries bytes');
+          if (length !== OUTPUT_FIXED) throw this.#malformed('OUTPUT close carries bytes');
           return { type: 'output', generation, conn, bytes: null };
         }
         if (flag !== 0) throw this.#malformed(`OUTPUT flag ${flag} is not 0 (bytes) or 1 (close)`);
-        return { type: 'output', generation, conn, bytes: body.subarray(OUTPUT_FIXED) };
+        return { type: 'output', generation, conn, bytes: buf.subarray(start + OUTPUT_FIXED, end) };
       }
       case ProxyMessageType.BARRIER: {
-        if (body.byteLength !== BARRIER_FIXED) throw this.#malformed(`BARRIER must be ${BARRIER_FIXED} bytes, is ${body.byteLength}`);
-        return { type: 'barrier', checkpoint: u64(1, 'checkpoint'), lastSeq: u64(9, 'lastSeq') };
+        if (length !== BARRIER_FIXED) throw this.#malformed(`BARRIER must be ${BARRIER_FIXED} bytes, is ${length}`);
+        return { type: 'barrier', checkpoint: this.#u64(buf, start + 1, 'checkpoint'), lastSeq: this.#u64(buf, start + 9, 'lastSeq') };
       }
       default:
         throw new ProxyError(
@@ -266,37 +312,5 @@ export class ProxyFrameDecoder {
           `proxy link frame at byte ${this.#offset} has unknown type ${type}: the peer speaks another proxy version`,
         );
     }
-  }
-
-  /** The first n buffered bytes (n <= buffered), without consuming them. */
-  #peek(n: number): Uint8Array {
-    while (this.#chunks[0]!.byteLength < n) {
-      // Merge only the leading chunks (a header split across tiny pushes), never the whole backlog.
-      const [a, b] = this.#chunks.splice(0, 2);
-      this.#chunks.unshift(concat([a!, b!]));
-    }
-    return this.#chunks[0]!.subarray(0, n);
-  }
-
-  /** Consumes the first n buffered bytes (n <= buffered). Concatenates only when a frame spans chunks. */
-  #take(n: number): Uint8Array {
-    let first = this.#chunks[0]!;
-    if (first.byteLength < n) {
-      // Merge just enough chunks to hold the frame: the rest stay as they are.
-      const parts: Uint8Array[] = [];
-      let have = 0;
-      while (have < n) {
-        const c = this.#chunks.shift()!;
-        parts.push(c);
-        have += c.byteLength;
-      }
-      this.#chunks.unshift(concat(parts));
-      first = this.#chunks[0]!;
-    }
-    const out = first.subarray(0, n);
-    if (first.byteLength === n) this.#chunks.shift();
-    else this.#chunks[0] = first.subarray(n);
-    this.#buffered -= n;
-    return out;
   }
 }
