@@ -56,6 +56,24 @@ const sessions = fc.array(
 );
 
 describe('OutputComparator (COLO)', () => {
+  it('one reply at a time per connection: a whole equal twin releases it, an equal-length different one does not', () => {
+    const h = harness();
+    for (let i = 0; i < 3; i++) {
+      h.c.pushPrimary(1, enc(`:${i}\r\n`));
+      expect(h.text(1)).toBe(Array.from({ length: i }, (_, j) => `:${j}\r\n`).join(''));
+      h.c.pushSecondary(0, 1, enc(`:${i}\r\n`));
+      expect(h.text(1)).toBe(Array.from({ length: i + 1 }, (_, j) => `:${j}\r\n`).join(''));
+    }
+    expect(h.c.heldBytes).toBe(0);
+    expect(h.c.counters.match).toBe(3);
+    h.c.pushPrimary(2, enc('+1234'));
+    h.c.pushSecondary(0, 2, enc('+1243'));
+    expect(h.text(2)).toBe('');
+    expect(h.c.state).toBe('diverged');
+    expect(h.requests).toEqual(['miscompare']);
+    expect(h.c.heldBytes).toBe(5);
+  });
+
   it('releases identical output at once and in order, however each side chunks it', () => {
     fc.assert(
       fc.property(sessions, fc.array(fc.boolean(), { minLength: 200, maxLength: 200 }), (ss, coin) => {
