@@ -26,8 +26,13 @@ const INPUT_FIXED = 1 + 8 + 4 + 1;
 const OUTPUT_FIXED = 1 + 8 + 4 + 1;
 const BARRIER_FIXED = 1 + 8 + 8;
 
-const KIND_CODE: Record<InputKind, number> = { open: 1, data: 2, close: 3 };
-const CODE_KIND: Record<number, InputKind> = { 1: 'open', 2: 'data', 3: 'close' };
+// Plain comparisons, not lookup tables: a table indexed by the kind string is a megamorphic keyed load per frame.
+function kindCode(kind: InputKind): number {
+  return kind === 'data' ? 2 : kind === 'open' ? 1 : kind === 'close' ? 3 : 0;
+}
+function codeKind(code: number): InputKind | undefined {
+  return code === 2 ? 'data' : code === 1 ? 'open' : code === 3 ? 'close' : undefined;
+}
 
 /** Bytes of an INPUT frame's head (length, type, fixed fields); the event's data bytes follow it. */
 export const INPUT_HEAD_BYTES = LENGTH_BYTES + INPUT_FIXED;
@@ -63,7 +68,7 @@ export function writeInputHead(buf: Buffer, at: number, event: InputEvent): void
   buf[at + 4] = ProxyMessageType.INPUT;
   writeU64(buf, at + 5, 'seq', event.seq);
   buf.writeUInt32LE(conn, at + 13);
-  buf[at + 17] = KIND_CODE[event.kind];
+  buf[at + 17] = kindCode(event.kind);
 }
 
 /** The head of an event's INPUT frame as a Buffer of its own (see writeInputHead). */
@@ -282,7 +287,7 @@ export class ProxyFrameDecoder {
         const seq = this.#u64(buf, start + 1, 'seq');
         const conn = buf.readUInt32LE(start + 9);
         const code = buf[start + 13]!;
-        const kind = CODE_KIND[code];
+        const kind = codeKind(code);
         if (kind === undefined) throw this.#malformed(`INPUT kind ${code} is not 1 (open), 2 (data) or 3 (close)`);
         if (kind !== 'data') {
           if (length !== INPUT_FIXED) throw this.#malformed(`INPUT ${kind} carries ${length - INPUT_FIXED} data bytes`);
