@@ -15,14 +15,20 @@
  *
  * Run: `npx tsx --conditions=@colo/source bench/run.ts checkpoint` (COLO_BENCH_QUICK=1 for a short run;
  * COLO_BENCH_PARTS=pause or =sync runs one half, COLO_BENCH_MODES=colo / =remus one mode, for profiling).
+ * Diagnostics: COLO_BENCH_GC=1 prints the slow pauses with the collections that overlapped them;
+ * COLO_BENCH_SECONDARY=process with COLO_BENCH_CHILD_FLAGS='--trace-gc' traces the secondary's collector alone.
+ * `npm run bench` runs with the nodes' heap flags (NODE_HEAP_FLAGS; V8 flags are per process, so the worker
+ * thread has them too); run tsx without them to see the difference.
  */
 import { randomBytes } from 'node:crypto';
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { SimulatedGuest, type Domain } from '@colo/domain';
 import { ColoNode, unionAscending, type CheckpointMeasurement, type ReplicationMode } from '@colo/coordinator';
 import pino from 'pino';
+import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
 import type { BenchRow, BenchSuite } from './harness.js';
 import { GiB, measureRawTcpThroughput } from './transport-baseline.js';
 
@@ -57,6 +63,21 @@ function withInjectedDirty(inner: SimulatedGuest): Domain & { inject(pfns: numbe
 }
 
 const ONE_THREAD = process.env.COLO_BENCH_ONE_THREAD === '1';
+/** COLO_BENCH_GC=1: every pause above twice its group's median is printed with its phases and the garbage
+ * collections (of either node) that overlapped it, to tell the collector's share of the tail from the rest. */
+const GC_LOG = process.env.COLO_BENCH_GC === '1';
+type GcSpan = { start: number; end: number; kind: number };
+function observeGc(): GcSpan[] {
+  const spans: GcSpan[] = [];
+  if (!GC_LOG) return spans;
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const start = performance.timeOrigin + e.startTime;
+      spans.push({ start, end: start + e.duration, kind: (e.detail as { kind?: number } | undefined)?.kind ?? 0 });
+    }
+  }).observe({ entryTypes: ['gc'] });
+  return spans;
+}
 
 function nodeOptions(mode: ReplicationMode, psk: Uint8Array) {
   return {
@@ -81,10 +102,12 @@ function secondaryNode(mode: ReplicationMode, psk: Uint8Array, url: string, page
 type SecondaryData = { mode: ReplicationMode; psk: Uint8Array; url: string; pages: number };
 
 /** The secondary's side in a worker thread or a child process: start, report, stop on request. */
-function serveSecondary(data: SecondaryData, post: (m: object) => void, onMessage: (l: (m: { start?: boolean; stop?: boolean }) => void) => void): void {
+function serveSecondary(data: SecondaryData, post: (m: object) => void, onMessage: (l: (m: { start?: boolean; stop?: boolean; gc?: boolean }) => void) => void): void {
   const node = secondaryNode(data.mode, data.psk, data.url, data.pages);
+  const gcSpans = observeGc();
   post({ ready: true });
   onMessage(async (m) => {
+    if (m.gc) post({ gcSpans: gcSpans.splice(0) });
     if (m.start) {
       node.start().then(
         () => post({ started: true }),
@@ -108,7 +131,9 @@ if (isMainThread && process.env.COLO_BENCH_CHILD === '1' && process.send) {
   });
 }
 
-async function startSecondaryWorker(mode: ReplicationMode, psk: Uint8Array, url: string, pages: number): Promise<{ start(): Promise<void>; stop(): Promise<void> }> {
+type SecondaryHandle = { start(): Promise<void>; stop(): Promise<void>; gc(): Promise<GcSpan[]> };
+
+async function startSecondaryWorker(mode: ReplicationMode, psk: Uint8Array, url: string, pages: number): Promise<SecondaryHandle> {
   // The worker runs this same TypeScript file: Node 20 workers do not inherit tsx's loader, so the worker
   // registers it first (tsx/esm/api), with the source export condition as on the main thread.
   const boot = `import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(import.meta.url)}); })`;
@@ -129,6 +154,10 @@ async function startSecondaryWorker(mode: ReplicationMode, psk: Uint8Array, url:
       worker.postMessage({ start: true });
       await started;
     },
+    gc: () => new Promise<GcSpan[]>((r) => {
+      worker.once('message', (m: { gcSpans: GcSpan[] }) => r(m.gcSpans));
+      worker.postMessage({ gc: true });
+    }),
     async stop() {
       const done = new Promise((r) => worker.once('message', r));
       worker.postMessage({ stop: true });
@@ -143,10 +172,11 @@ async function startSecondaryWorker(mode: ReplicationMode, psk: Uint8Array, url:
  * worker thread shares the primary's address space, so the two nodes' page faults and munmaps contend for one
  * mm lock and cost each other TLB shootdowns, a cost two hosts do not pay (see docs/performance.md).
  */
-async function startSecondaryProcess(mode: ReplicationMode, psk: Uint8Array, url: string, pages: number): Promise<{ start(): Promise<void>; stop(): Promise<void> }> {
+async function startSecondaryProcess(mode: ReplicationMode, psk: Uint8Array, url: string, pages: number): Promise<SecondaryHandle> {
   const child = fork(fileURLToPath(import.meta.url), [], {
     // COLO_BENCH_CPU_PROF=<dir>: the secondary writes a CPU profile there (it exits on its own to write it).
-    execArgv: ['--import', 'tsx', '--conditions=@colo/source', ...(CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : [])],
+    // COLO_BENCH_CHILD_FLAGS: extra V8/Node flags for the secondary alone (e.g. --trace-gc).
+    execArgv: ['--import', 'tsx', '--conditions=@colo/source', ...NODE_HEAP_FLAGS, ...(CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : []), ...(process.env.COLO_BENCH_CHILD_FLAGS?.split(' ').filter(Boolean) ?? [])],
     env: { ...process.env, COLO_BENCH_CHILD: '1' },
     serialization: 'advanced',
   });
@@ -164,6 +194,10 @@ async function startSecondaryProcess(mode: ReplicationMode, psk: Uint8Array, url
       child.send({ start: true });
       await started;
     },
+    gc: () => new Promise<GcSpan[]>((r) => {
+      child.once('message', (m: { gcSpans: GcSpan[] }) => r(m.gcSpans));
+      child.send({ gc: true });
+    }),
     async stop() {
       const done = reply();
       child.send({ stop: true });
@@ -185,6 +219,7 @@ async function startPair(mode: ReplicationMode, pages: number, guest: Domain) {
   const primary = new ColoNode({ ...nodeOptions(mode, psk), nodeId: 'bench-a', role: 'primary', domain: guest, replication: { listen: { host: '127.0.0.1', port: 0 } } });
   await primary.start();
   let stopSecondary: () => Promise<void>;
+  let secondaryGc: () => Promise<GcSpan[]> = async () => [];
   let t0: number;
   if (ONE_THREAD) {
     const secondary = secondaryNode(mode, psk, primary.listenUrl!, pages);
@@ -199,6 +234,7 @@ async function startPair(mode: ReplicationMode, pages: number, guest: Domain) {
     t0 = performance.now();
     await w.start();
     stopSecondary = () => w.stop();
+    secondaryGc = () => w.gc();
   }
   await new Promise<void>((resolve) => {
     if (primary.status().protected) return resolve();
@@ -208,11 +244,31 @@ async function startPair(mode: ReplicationMode, pages: number, guest: Domain) {
   return {
     primary,
     syncSeconds,
+    secondaryGc,
     async stop() {
       await stopSecondary();
       await primary.stop();
     },
   };
+}
+
+const mainGc = observeGc();
+
+/** COLO_BENCH_GC=1 (see GC_LOG): the slow checkpoints of a group, each with the collections that overlapped it. */
+function reportOutliers(log: (l: string) => void, group: string, p50: number, windows: { from: number; to: number; m: CheckpointMeasurement }[], primaryGc: GcSpan[], secondaryGcSpans: GcSpan[]): void {
+  const ms = (x: number) => (x * 1000).toFixed(2);
+  const overlapping = (spans: GcSpan[], w: { from: number; to: number }) =>
+    spans.filter((g) => g.end > w.from && g.start < w.to).map((g) => `kind ${g.kind} ${(g.end - g.start).toFixed(2)} ms`);
+  const slow = windows.filter((w) => w.m.pauseSeconds * 1000 > 2 * p50);
+  const withGc = slow.filter((w) => overlapping(primaryGc, w).length + overlapping(secondaryGcSpans, w).length > 0).length;
+  log(`${group}: ${slow.length} of ${windows.length} pauses above 2 x p50, ${withGc} of them overlapping a collection; collections during the group: primary ${primaryGc.length}, secondary ${secondaryGcSpans.length}`);
+  for (const w of slow) {
+    const p = w.m.phases;
+    log(
+      `  pause ${ms(w.m.pauseSeconds)} ms: suspend ${ms(p.suspend)}, secondary suspend ${ms(p.secondary_suspend ?? 0)}, transfer ${ms(p.transfer)}, secondary apply ${ms(p.secondary_apply ?? 0)}, resume ${ms(p.resume)}; ` +
+        `primary gc [${overlapping(primaryGc, w).join(', ')}], secondary gc [${overlapping(secondaryGcSpans, w).join(', ')}]`,
+    );
+  }
 }
 
 function median(xs: number[]): number {
@@ -266,10 +322,15 @@ const suite: BenchSuite = {
         const pauses: number[] = [];
         const transfers: number[] = [];
         const applies: number[] = [];
+        const windows: { from: number; to: number; m: CheckpointMeasurement }[] = [];
+        mainGc.splice(0);
+        await pair.secondaryGc();
         for (let i = 0; i < reps + 2; i++) {
           const start = Math.floor(Math.random() * (guestPages - n));
           guest.inject(Array.from({ length: n }, (_, k) => start + k));
+          const from = performance.timeOrigin + performance.now();
           const m: CheckpointMeasurement = await pair.primary.requestCheckpoint('manual');
+          if (i >= 2) windows.push({ from, to: performance.timeOrigin + performance.now(), m });
           if (m.pages < n) throw new Error(`checkpoint carried ${m.pages} pages, expected at least ${n}`);
           if (i >= 2) {
             // two warm-up checkpoints
@@ -280,6 +341,7 @@ const suite: BenchSuite = {
         }
         const p50 = percentile(pauses, 50) * 1000;
         const p99 = percentile(pauses, 99) * 1000;
+        if (GC_LOG) reportOutliers(log, `${mode} ${n}`, p50, windows, mainGc.splice(0), await pair.secondaryGc());
         const after = await sampleTcp();
         const ideal = ((n * PAGE) / baseline()) * 1000;
         const target = 1.5 * ideal + 2;

@@ -17,6 +17,7 @@ import { join, resolve } from 'node:path';
 import { RespClient } from '../packages/cli/src/client/resp-client.js';
 import { getStatus } from '../packages/cli/src/client/admin-client.js';
 import { PairSupervisor } from '../packages/cli/src/pair/supervisor.js';
+import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
 import type { BenchRow, BenchSuite } from './harness.js';
 
 const repo = resolve(import.meta.dirname, '..');
@@ -75,9 +76,9 @@ async function status(adminPort: number): Promise<Awaited<ReturnType<typeof getS
   }
 }
 
-/** `colo guest --listen` (the unprotected guest), from the built CLI like the pair's nodes. */
+/** `colo guest --listen` (the unprotected guest), from the built CLI like the pair's nodes, with the same V8 flags. */
 async function startGuest(port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [coloBin, 'guest', '--listen', `127.0.0.1:${port}`, '--memory', '16MiB'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...NODE_HEAP_FLAGS, coloBin, 'guest', '--listen', `127.0.0.1:${port}`, '--memory', '16MiB'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   await new Promise<void>((ok, fail) => {
     const timer = setTimeout(() => fail(new Error(`colo guest did not start: ${out}`)), 30_000);
@@ -108,7 +109,7 @@ async function startPair(base: number, mode: 'colo' | 'remus', extra: Record<str
     dirtyRate: 0,
     extra,
     logLevel: 'warn',
-    coloCommand: [process.execPath, coloBin],
+    coloCommand: [process.execPath, ...NODE_HEAP_FLAGS, coloBin],
   });
   sup.start();
   const deadline = Date.now() + 60_000;

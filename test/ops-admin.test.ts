@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -5,6 +6,8 @@ import { getStatus, type NodeStatusDoc } from '../packages/cli/src/client/admin-
 import { startPair, type TestPair } from './support/pair.js';
 import { waitFor } from './support/prometheus.js';
 import { runColo as colo } from './support/cli.js';
+import { coloBin } from './support/tools.js';
+import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
 
 /**
  * The admin API and the operator commands against a real pair: mutating endpoints refuse a missing or wrong
@@ -189,6 +192,41 @@ describe('operating a real pair through its admin API', () => {
       }
     }
     expect(lines).toBeGreaterThan(10);
+  });
+
+  test('the nodes run with their heap flags; a node started without them says so in its log', async () => {
+    for (const f of ['node-a.log', 'node-b.log']) {
+      const text = readFileSync(join(pair.dir, f), 'utf8');
+      expect(text).toContain('starting as');
+      expect(text, f).not.toContain('runs without its heap flags');
+    }
+    // node-a's own config, other ports, started by hand without the flags: a lone primary.
+    const config = readFileSync(join(pair.dir, 'node-a.yaml'), 'utf8')
+      .replace(/^(\s*listen: 127\.0\.0\.1:)\d+$/gm, '$10')
+      .replace(/^\s*peer: .*$/m, '');
+    const file = join(pair.dir, 'lone.yaml');
+    writeFileSync(file, config);
+    const child = spawn(process.execPath, [coloBin, 'node', '--config', file, '--node-role', 'primary'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no warning within 20 s: ${out}`)), 20_000);
+        const on = (d: Buffer) => {
+          out += d;
+          if (out.includes('runs without its heap flags')) {
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        child.stdout.on('data', on);
+        child.stderr.on('data', on);
+        child.on('exit', (code) => reject(new Error(`colo node exited with ${code}: ${out}`)));
+      });
+    } finally {
+      child.kill('SIGKILL');
+    }
+    const warning = out.split('\n').find((l) => l.includes('runs without its heap flags'))!;
+    expect(JSON.parse(warning)).toMatchObject({ level: 'warn', missing: [...NODE_HEAP_FLAGS] });
   });
 });
 

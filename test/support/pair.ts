@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { PairSupervisor, type PairOptions } from '../../packages/cli/src/pair/supervisor.js';
 import { getStatus, type NodeStatusDoc } from '../../packages/cli/src/client/admin-client.js';
+import { NODE_HEAP_FLAGS } from '../../packages/cli/src/runtime/node-flags.js';
 import { coloBin } from './tools.js';
 
 /**
@@ -35,7 +36,8 @@ export async function startPair(opts: { basePort: number; mode?: 'colo' | 'remus
     dirtyRate: 0,
     extra: opts.extra ?? {},
     logLevel: opts.logLevel ?? 'info',
-    coloCommand: [process.execPath, coloBin],
+    // As `colo pair` runs its nodes: with their heap flags.
+    coloCommand: [process.execPath, ...NODE_HEAP_FLAGS, coloBin],
   };
   const sup = new PairSupervisor(o);
   sup.start();

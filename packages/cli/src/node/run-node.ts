@@ -5,6 +5,7 @@ import { createLogger, ProtectedNode } from '@colo/coordinator';
 import { ExitCode, type CommandIo } from '../command.js';
 import { ConfigError, loadConfig, redactedConfig, requireForRole, settingFlagOptions, settingFlags, type NodeConfig } from '../config/load.js';
 import { VERSION } from '../version.js';
+import { hasNodeHeapFlags, NODE_HEAP_FLAGS } from '../runtime/node-flags.js';
 
 export const NODE_HELP_OPTIONS = `Options:
   --config FILE       YAML configuration (docs/configuration.md); flags and COLO_* environment variables override it
@@ -91,6 +92,12 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     logger,
   });
   logger.info({ config: redactedConfig(config) }, `starting as ${role}`);
+  if (!hasNodeHeapFlags()) {
+    logger.warn(
+      { missing: NODE_HEAP_FLAGS },
+      'node runs without its heap flags: expect the collector to pause inside checkpoints (colo pair adds them; see docs/operations.md)',
+    );
+  }
 
   let finish!: (code: number) => void;
   const finished = new Promise<number>((r) => (finish = r));

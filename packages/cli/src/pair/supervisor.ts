@@ -4,6 +4,7 @@ import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from 'n
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { getStatus, type NodeStatusDoc } from '../client/admin-client.js';
+import { withNodeHeapFlags } from '../runtime/node-flags.js';
 
 /**
  * `colo pair`: both nodes of a pair on this machine, as two separate `colo node` processes, the embedded
@@ -84,7 +85,7 @@ export class PairSupervisor {
   }
 
   private coloCommand(): string[] {
-    return this.opts.coloCommand ?? [process.execPath, ...process.execArgv, process.argv[1]!];
+    return this.opts.coloCommand ?? [process.execPath, ...withNodeHeapFlags(process.execArgv), process.argv[1]!];
   }
 
   /**
