@@ -130,6 +130,53 @@ function misplaced(what: string) {
   };
 }
 
+/** Every back-channel report, each misplaced: for the states that expect none of them. */
+const noReportExpected = {
+  SECONDARY_SUSPENDED: misplaced('SUSPENDED'),
+  SECONDARY_DIRTY: misplaced('a dirty pfn list'),
+  SECONDARY_READY: misplaced('READY'),
+  SECONDARY_RESUMED: misplaced('RESUMED'),
+  CHECKPOINT_ACK: misplaced('a checkpoint ACK'),
+};
+
+/**
+ * How a written checkpoint completes, the same for the initial synchronisation and for every later one (only
+ * the final state's name and the timeout messages differ): COLO waits for READY, resumes, then waits for
+ * RESUMED; Remus resumes at once (Xen does too; output stays held until the ACK) and, if the secondary
+ * negotiated acknowledgements, waits for the ACK of this checkpoint.
+ */
+function completion(done: string, what: { ready: string; ack: string }) {
+  return {
+    /** The CHECKPOINT_SENT transitions of the state that wrote the checkpoint. */
+    sent: [
+      { guard: 'isColo' as const, target: 'awaitingReady' },
+      { guard: 'ackEnabled' as const, target: 'awaitingAck', actions: 'resumeGuest' as const },
+      { target: done, actions: 'resumeGuest' as const },
+    ],
+    /** The waiting states, siblings of the writing state and of `done`. */
+    states: {
+      awaitingReady: {
+        on: { SECONDARY_READY: { target: 'awaitingResumed', actions: 'resumeGuest' as const } },
+        after: { phaseTimeout: timeoutTransition(what.ready) },
+      },
+      awaitingResumed: {
+        on: { SECONDARY_RESUMED: done },
+        after: { phaseTimeout: timeoutTransition('report RESUMED') },
+      },
+      awaitingAck: {
+        on: { CHECKPOINT_ACK: [{ guard: 'ackMatches' as const, target: done }, misplaced('an ACK for the wrong checkpoint')] },
+        after: { phaseTimeout: timeoutTransition(what.ack) },
+      },
+    },
+  };
+}
+
+const initialCompletion = completion('synchronised', {
+  ready: 'report READY after the initial synchronisation',
+  ack: 'acknowledge the initial synchronisation',
+});
+const checkpointCompletion = completion('done', { ready: 'report READY', ack: 'acknowledge the checkpoint' });
+
 export const primaryMachine = setup({
   types: {
     context: {} as PrimaryContext,
@@ -244,11 +291,7 @@ export const primaryMachine = setup({
       on: {
         SECONDARY_LOST: lostTransition,
         CHECKPOINT_REQUESTED: { actions: 'coalesce' },
-        SECONDARY_SUSPENDED: misplaced('SUSPENDED'),
-        SECONDARY_DIRTY: misplaced('a dirty pfn list'),
-        SECONDARY_READY: misplaced('READY'),
-        SECONDARY_RESUMED: misplaced('RESUMED'),
-        CHECKPOINT_ACK: misplaced('a checkpoint ACK'),
+        ...noReportExpected,
       },
       states: {
         // Pre-copy rounds while the guest runs; no timer: the heartbeat and the secondary's stall timer cover it.
@@ -258,26 +301,9 @@ export const primaryMachine = setup({
         },
         stopAndCopy: {
           entry: { type: 'suspendAndSendCheckpoint', params: () => ({ secondaryDirty: [] }) },
-          on: {
-            CHECKPOINT_SENT: [
-              { guard: 'isColo', target: 'awaitingReady' },
-              { guard: 'ackEnabled', target: 'awaitingAck', actions: 'resumeGuest' },
-              { target: 'synchronised', actions: 'resumeGuest' },
-            ],
-          },
+          on: { CHECKPOINT_SENT: initialCompletion.sent },
         },
-        awaitingReady: {
-          on: { SECONDARY_READY: { target: 'awaitingResumed', actions: 'resumeGuest' } },
-          after: { phaseTimeout: timeoutTransition('report READY after the initial synchronisation') },
-        },
-        awaitingResumed: {
-          on: { SECONDARY_RESUMED: 'synchronised' },
-          after: { phaseTimeout: timeoutTransition('report RESUMED') },
-        },
-        awaitingAck: {
-          on: { CHECKPOINT_ACK: [{ guard: 'ackMatches', target: 'synchronised' }, misplaced('an ACK for the wrong checkpoint')] },
-          after: { phaseTimeout: timeoutTransition('acknowledge the initial synchronisation') },
-        },
+        ...initialCompletion.states,
         synchronised: {
           type: 'final',
           entry: [
@@ -298,11 +324,7 @@ export const primaryMachine = setup({
         idle: {
           on: {
             CHECKPOINT_REQUESTED: { target: 'checkpointing', actions: 'startRequested' },
-            SECONDARY_SUSPENDED: misplaced('SUSPENDED'),
-            SECONDARY_DIRTY: misplaced('a dirty pfn list'),
-            SECONDARY_READY: misplaced('READY'),
-            SECONDARY_RESUMED: misplaced('RESUMED'),
-            CHECKPOINT_ACK: misplaced('a checkpoint ACK'),
+            ...noReportExpected,
           },
           after: { checkpointInterval: { target: 'checkpointing', actions: 'startPeriodic' } },
         },
@@ -310,11 +332,8 @@ export const primaryMachine = setup({
           initial: 'starting',
           on: {
             CHECKPOINT_REQUESTED: { actions: 'coalesce' },
-            SECONDARY_SUSPENDED: misplaced('SUSPENDED'),
-            SECONDARY_DIRTY: misplaced('a dirty pfn list'),
-            SECONDARY_READY: misplaced('READY'),
-            SECONDARY_RESUMED: misplaced('RESUMED'),
-            CHECKPOINT_ACK: misplaced('a checkpoint ACK'),
+            // The states below override the reports they wait for.
+            ...noReportExpected,
           },
           states: {
             starting: {
@@ -336,27 +355,9 @@ export const primaryMachine = setup({
                 type: 'suspendAndSendCheckpoint',
                 params: ({ event }) => ({ secondaryDirty: event.type === 'SECONDARY_DIRTY' ? event.pfns : [] }),
               },
-              on: {
-                CHECKPOINT_SENT: [
-                  { guard: 'isColo', target: 'awaitingReady' },
-                  // Remus resumes as soon as the checkpoint is written (Xen does too); output stays held until the ACK.
-                  { guard: 'ackEnabled', target: 'awaitingAck', actions: 'resumeGuest' },
-                  { target: 'done', actions: 'resumeGuest' },
-                ],
-              },
+              on: { CHECKPOINT_SENT: checkpointCompletion.sent },
             },
-            awaitingReady: {
-              on: { SECONDARY_READY: { target: 'awaitingResumed', actions: 'resumeGuest' } },
-              after: { phaseTimeout: timeoutTransition('report READY') },
-            },
-            awaitingResumed: {
-              on: { SECONDARY_RESUMED: 'done' },
-              after: { phaseTimeout: timeoutTransition('report RESUMED') },
-            },
-            awaitingAck: {
-              on: { CHECKPOINT_ACK: [{ guard: 'ackMatches', target: 'done' }, misplaced('an ACK for the wrong checkpoint')] },
-              after: { phaseTimeout: timeoutTransition('acknowledge the checkpoint') },
-            },
+            ...checkpointCompletion.states,
             done: { type: 'final', entry: [{ type: 'checkpointCompleted', params: () => ({}) }, 'finishCheckpoint'] },
           },
           onDone: [
