@@ -21,6 +21,11 @@ test('the Grafana dashboard only queries metrics that nodes export, and shows wh
     for (const t of p.targets) for (const m of t.expr.matchAll(/colo_[a-z_]+/g)) used.add(m[0].replace(/_(bucket|sum|count)$/, ''));
   }
   for (const name of used) expect(documented, name).toContain(name);
+  // The process metrics (prom-client's collectors, not in the table) must be named in the document's prose.
+  const prose = readFileSync(join(repo, 'docs/metrics.md'), 'utf8');
+  const processMetrics = dashboard.panels.flatMap((p) => p.targets.flatMap((t) => [...t.expr.matchAll(/\b(?:nodejs|process)_[a-z0-9_]+/g)].map((m) => m[0].replace(/_(bucket|sum|count)$/, ''))));
+  expect(processMetrics.length).toBeGreaterThan(0);
+  for (const name of processMetrics) expect(prose, name).toContain(`\`${name}\``);
   const titles = dashboard.panels.map((p) => p.title.toLowerCase()).join('\n');
-  for (const want of ['percentiles', 'heatmap', 'by reason', 'protection state', 'bandwidth', 'miscompare']) expect(titles).toContain(want);
+  for (const want of ['percentiles', 'heatmap', 'by reason', 'protection state', 'bandwidth', 'miscompare', 'collector']) expect(titles).toContain(want);
 });

@@ -103,6 +103,21 @@ describe('a real Prometheus scraping a real pair', () => {
     expect(Object.fromEntries(roles.map((s) => [s.metric.node, s.metric.role]))).toEqual({ [primaryId]: 'primary', [primaryId === 'node-a' ? 'node-b' : 'node-a']: 'secondary' });
   });
 
+  test("each node exports its process's metrics: collector pauses by kind, event-loop lag, CPU", async () => {
+    for (const node of ['node-a', 'node-b']) {
+      const gc = await waitFor(`${node}'s collector pauses scraped`, 20_000, async () => {
+        const r = await prom.query(`nodejs_gc_duration_seconds_count{node="${node}"}`);
+        return r.length > 0 ? r : undefined;
+      });
+      expect(gc.every((s) => ['minor', 'major', 'incremental', 'weakcb'].includes(s.metric.kind!))).toBe(true);
+      // A node that has synchronised a guest has collected garbage at least once.
+      expect(gc.reduce((n, s) => n + Number(s.value[1]), 0)).toBeGreaterThan(0);
+      for (const series of ['nodejs_eventloop_lag_seconds', 'process_cpu_seconds_total']) {
+        expect(await prom.query(`${series}{node="${node}"}`), `${node} ${series}`).toHaveLength(1);
+      }
+    }
+  });
+
   test('checkpoints by reason and the pause quantile agree with /status', async () => {
     // Manual checkpoints through the admin API, each pause cross-checked with /status.
     for (let i = 0; i < MANUAL; i++) {

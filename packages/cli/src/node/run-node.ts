@@ -65,6 +65,7 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     role,
     mode: config.node.mode,
     version: VERSION,
+    processMetrics: true,
     guest,
     hostGuest: (pageCount) =>
       new SimulatedGuest({

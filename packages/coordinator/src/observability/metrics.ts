@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /**
  * Every metric a node exports, in one place. Base units (seconds, bytes), `_total` on counters, `colo_` prefix.
@@ -152,4 +152,19 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
 /** Marks `current` as the one active label value of a one-hot gauge. */
 export function setOneHot<L extends string>(gauge: Gauge<L>, label: L, values: readonly string[], current: string): void {
   for (const v of values) gauge.set({ [label]: v } as Record<L, string>, v === current ? 1 : 0);
+}
+
+/**
+ * Garbage-collection pauses that matter here are 0.5-15 ms (a collection inside a checkpoint adds to its pause):
+ * finer buckets than prom-client's default, which start at 1 ms.
+ */
+const GC_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1];
+
+/**
+ * The process's own metrics on a node's registry: prom-client's defaults (`nodejs_gc_duration_seconds{kind}`,
+ * `nodejs_eventloop_lag_*`, `process_cpu_*`, `nodejs_heap_*`, ...; docs/metrics.md). Once per process: each call
+ * starts its own observers.
+ */
+export function collectProcessMetrics(registry: Registry): void {
+  collectDefaultMetrics({ register: registry, gcDurationBuckets: GC_BUCKETS });
 }

@@ -5,7 +5,7 @@ import type { CheckpointMeasurement } from '../engine/measurement.js';
 import { ColoNode } from '../node/colo-node.js';
 import { CoordinatorErrorCode } from '../errors.js';
 import type { Transition } from '../node/transitions.js';
-import { createNodeMetrics, NODE_ROLES, setOneHot, type NodeMetrics } from '../observability/metrics.js';
+import { collectProcessMetrics, createNodeMetrics, NODE_ROLES, setOneHot, type NodeMetrics } from '../observability/metrics.js';
 import { PrimaryProxy } from '../proxy/primary-proxy.js';
 import { SecondaryProxy } from '../proxy/secondary-proxy.js';
 import type { ProxyMetrics } from '../proxy/metrics.js';
@@ -36,6 +36,12 @@ export interface ProtectedNodeOptions {
   admin?: { listen: { host: string; port: number }; token?: string };
   /** Secondary: how long to keep retrying a primary that is not reachable yet at start. Default 60 s. */
   startRetryMs?: number;
+  /**
+   * Also export the process's own metrics (prom-client's defaults: garbage-collection pauses by kind, event-loop
+   * lag, CPU, heap, file descriptors). For a node that owns its process (`colo node`): they describe the process,
+   * not the node, so a test or bench running several nodes in one process leaves them off.
+   */
+  processMetrics?: boolean;
   logger: Logger;
 }
 
@@ -97,6 +103,7 @@ export class ProtectedNode {
     this.o = options;
     this.log = options.logger.child({ component: 'runtime' });
     this.metrics = createNodeMetrics({ nodeId: options.nodeId, mode: options.mode, version: options.version });
+    if (options.processMetrics) collectProcessMetrics(this.metrics.registry);
   }
 
   get role(): NodeRole {

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { createNodeMetrics } from '../../src/observability/metrics.js';
+import { collectProcessMetrics, createNodeMetrics } from '../../src/observability/metrics.js';
 
 const repo = resolve(import.meta.dirname, '../../../..');
 
@@ -58,5 +58,29 @@ describe('metrics', () => {
     // promtool reads the exposition on stdin and exits non-zero (printing the problems) on lint findings
     const out = execFileSync('sh', ['-c', `"${promtool}" check metrics < "${file}" 2>&1; echo "exit=$?"`]).toString();
     expect(out.trim()).toBe('exit=0');
+  });
+
+  test('with the process metrics too (colo node): promtool passes, collector pauses have sub-millisecond buckets', async () => {
+    const promtool = toolPath('PROMTOOL');
+    const m = createNodeMetrics({ nodeId: 'n1', mode: 'colo', version: '0.0.0' });
+    collectProcessMetrics(m.registry);
+    // Make garbage so that at least one collection is observed.
+    let keep = 0;
+    for (let i = 0; i < 200; i++) keep += Buffer.alloc(1 << 20)[0]!;
+    await new Promise((r) => setTimeout(r, 50));
+    const text = await m.registry.metrics();
+    expect(keep).toBe(0);
+    expect(text).toMatch(/^nodejs_gc_duration_seconds_bucket\{le="0.0005",kind="[a-z]+"\} \d+$/m);
+    expect(text).toMatch(/^process_cpu_seconds_total \d/m);
+    const dir = mkdtempSync(join(tmpdir(), 'colo-metrics-'));
+    const file = join(dir, 'metrics.txt');
+    writeFileSync(file, text);
+    const out = execFileSync('sh', ['-c', `"${promtool}" check metrics < "${file}" 2>&1; echo "exit=$?"`]).toString();
+    // prom-client names three of its gauges with a _total suffix (its naming, kept for dashboards that know
+    // it); promtool's only findings must be those three.
+    const findings = out.trim().split('\n').filter((l) => !l.startsWith('exit='));
+    expect(findings.sort()).toEqual(
+      ['handles', 'requests', 'resources'].map((r) => `nodejs_active_${r}_total non-counter metrics should not have "_total" suffix`),
+    );
   });
 });
