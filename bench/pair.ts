@@ -29,7 +29,7 @@ const ROUNDS = Number(process.env.COLO_BENCH_ROUNDS ?? 5);
 /** Ports 22800..22899 (the e2e test files use 22000..22599). */
 const BASE = 22800;
 
-function tool(name: string): string {
+export function tool(name: string): string {
   const envFile = join(repo, '.tools/env');
   const line = existsSync(envFile) ? readFileSync(envFile, 'utf8').split('\n').find((l) => l.startsWith(`${name}=`)) : undefined;
   const path = line?.slice(name.length + 1).trim();
