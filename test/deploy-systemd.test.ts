@@ -1,0 +1,30 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
+import { repo } from './support/tools.js';
+
+const units = ['colo-node.service', 'colo-secondary@.service'];
+
+describe('systemd units in deploy/systemd', () => {
+  test.each(units)('%s starts colo with the node heap flags, exec\'d so the node is the main process', (unit) => {
+    const text = readFileSync(join(repo, 'deploy/systemd', unit), 'utf8');
+    const exec = text.split('\n').filter((l) => l.startsWith('ExecStart='));
+    expect(exec).toHaveLength(1);
+    for (const flag of NODE_HEAP_FLAGS) expect(exec[0]).toContain(` ${flag} `);
+    expect(exec[0]).toMatch(/'exec node /);
+  });
+
+  test.each(units)('%s passes systemd-analyze verify', (unit) => {
+    const analyze = spawnSync('sh', ['-c', 'command -v systemd-analyze'], { encoding: 'utf8' }).stdout.trim();
+    if (!analyze) throw new Error('systemd-analyze is not installed (Debian package systemd): cannot check the units');
+    const dir = mkdtempSync(join(tmpdir(), 'colo-units-'));
+    // A template is verified as an instance (the instance name must be a plain word for the verifier).
+    const file = join(dir, unit.replace('@.', '@host-b.'));
+    copyFileSync(join(repo, 'deploy/systemd', unit), file);
+    const out = execFileSync('sh', ['-c', `"${analyze}" verify "${file}" 2>&1; echo "exit=$?"`], { encoding: 'utf8' });
+    expect(out.trim()).toBe('exit=0');
+  });
+});
