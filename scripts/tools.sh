@@ -3,6 +3,7 @@
 #   - Xen's migration stream verifier (xen-utils-4.17, unpacked into .tools/xen, never installed system-wide)
 #   - Prometheus and promtool (prometheus, unpacked into .tools/prometheus)
 #   - redis-cli, redis-benchmark, redis-server (redis-tools + redis-server, installed: they need shared libs)
+#   - systemd-analyze (systemd, installed if missing), which checks the units in deploy/systemd
 # Writes .tools/env with the paths found. A tool that cannot be obtained is reported loudly, and the tests
 # that need it fail with that message (they never pass silently).
 set -uo pipefail
@@ -48,6 +49,14 @@ if ! command -v redis-benchmark >/dev/null || ! command -v redis-server >/dev/nu
 fi
 command -v redis-cli >/dev/null && say "redis: $(command -v redis-cli)"
 
+if ! command -v systemd-analyze >/dev/null; then
+  apt_update_once
+  say "apt-get install systemd (for systemd-analyze)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null 2>&1 \
+    || { say "ERROR: could not install systemd (systemd-analyze)"; status=1; }
+fi
+command -v systemd-analyze >/dev/null && say "systemd-analyze: $(command -v systemd-analyze)"
+
 cat > "$tools/env" <<ENV
 XEN_VERIFY=$tools/xen/usr/lib/xen-4.17/bin/verify-stream-v2
 XEN_PYTHONPATH=$tools/xen/usr/lib/xen-4.17/lib/python
@@ -56,6 +65,7 @@ PROMTOOL=$tools/prometheus/usr/bin/promtool
 REDIS_CLI=$(command -v redis-cli || echo missing)
 REDIS_BENCHMARK=$(command -v redis-benchmark || echo missing)
 REDIS_SERVER=$(command -v redis-server || echo missing)
+SYSTEMD_ANALYZE=$(command -v systemd-analyze || echo missing)
 ENV
 [ $status = 0 ] || say "WARNING: some tools are missing; tests that need them will fail and say which"
 exit 0
