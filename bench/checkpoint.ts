@@ -29,7 +29,7 @@ import { SimulatedGuest, type Domain } from '@colo/domain';
 import { ColoNode, unionAscending, type CheckpointMeasurement, type ReplicationMode } from '@colo/coordinator';
 import pino from 'pino';
 import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
-import type { BenchRow, BenchSuite } from './harness.js';
+import { median, type BenchRow, type BenchSuite } from './harness.js';
 import { GiB, measureRawTcpThroughput } from './transport-baseline.js';
 
 const PAGE = 4096;
@@ -271,12 +271,6 @@ function reportOutliers(log: (l: string) => void, group: string, p50: number, wi
   }
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
 /** The baseline row first: the median raw TCP throughput and the spread of its samples. */
 function withBaselineRow(rows: BenchRow[], samples: number[]): BenchRow[] {
   const gbs = samples.map((x) => x / 1e9);
@@ -330,10 +324,11 @@ const suite: BenchSuite = {
           guest.inject(Array.from({ length: n }, (_, k) => start + k));
           const from = performance.timeOrigin + performance.now();
           const m: CheckpointMeasurement = await pair.primary.requestCheckpoint('manual');
-          if (i >= 2) windows.push({ from, to: performance.timeOrigin + performance.now(), m });
+          const to = performance.timeOrigin + performance.now();
           if (m.pages < n) throw new Error(`checkpoint carried ${m.pages} pages, expected at least ${n}`);
           if (i >= 2) {
             // two warm-up checkpoints
+            windows.push({ from, to, m });
             pauses.push(m.pauseSeconds);
             transfers.push(m.phases.transfer);
             applies.push(m.phases.secondary_apply ?? 0);

@@ -33,3 +33,10 @@ export function formatRows(rows: BenchRow[]): string {
 function fmt(v: number): string {
   return Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3);
 }
+
+/** The median of `xs` (the mean of the middle two for an even count). */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}

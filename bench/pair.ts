@@ -19,7 +19,7 @@ import { RespClient } from '../packages/cli/src/client/resp-client.js';
 import { getStatus } from '../packages/cli/src/client/admin-client.js';
 import { PairSupervisor } from '../packages/cli/src/pair/supervisor.js';
 import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
-import type { BenchRow, BenchSuite } from './harness.js';
+import { median, type BenchRow, type BenchSuite } from './harness.js';
 
 const repo = resolve(import.meta.dirname, '..');
 const coloBin = join(repo, 'packages/cli/dist/bin.js');
@@ -37,14 +37,14 @@ export function tool(name: string): string {
   return path;
 }
 
-interface Figures {
+export interface Figures {
   rps: number;
   p50: number;
   p99: number;
 }
 
 /** redis-benchmark --csv: per test, requests/s and p50/p99 latency (ms). */
-function redisBenchmark(port: number, tests: string, requests: number): Map<string, Figures> {
+export function redisBenchmark(port: number, tests: string, requests: number): Map<string, Figures> {
   const r = spawnSync(tool('REDIS_BENCHMARK'), ['-h', '127.0.0.1', '-p', String(port), '-t', tests, '-n', String(requests), '--csv'], { encoding: 'utf8', timeout: 300_000 });
   if (r.status !== 0) throw new Error(`redis-benchmark failed (${r.status}): ${r.stderr}`);
   const out = new Map<string, Figures>();
@@ -58,15 +58,9 @@ function redisBenchmark(port: number, tests: string, requests: number): Map<stri
 }
 
 /** Sum of SET/GET/INCR throughputs as one figure (mean rps), worst p50/p99 among them. */
-function combine(m: Map<string, Figures>): Figures {
+export function combine(m: Map<string, Figures>): Figures {
   const v = [...m.values()];
   return { rps: v.reduce((a, b) => a + b.rps, 0) / v.length, p50: Math.max(...v.map((x) => x.p50)), p99: Math.max(...v.map((x) => x.p99)) };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 /** The median of each figure over rounds. */
@@ -87,8 +81,8 @@ async function status(adminPort: number): Promise<Awaited<ReturnType<typeof getS
 }
 
 /** `colo guest --listen` (the unprotected guest), from the built CLI like the pair's nodes, with the same V8 flags. */
-async function startGuest(port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...NODE_HEAP_FLAGS, coloBin, 'guest', '--listen', `127.0.0.1:${port}`, '--memory', '16MiB'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startGuest(port: number, bin = coloBin): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [...NODE_HEAP_FLAGS, bin, 'guest', '--listen', `127.0.0.1:${port}`, '--memory', '16MiB'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   await new Promise<void>((ok, fail) => {
     const timer = setTimeout(() => fail(new Error(`colo guest did not start: ${out}`)), 30_000);
@@ -106,8 +100,16 @@ async function startGuest(port: number): Promise<ChildProcess> {
   return child;
 }
 
-/** A supervised pair like `colo pair`; resolves once protected, with its service port. */
-async function startPair(base: number, mode: 'colo' | 'remus', extra: Record<string, unknown> = {}): Promise<{ sup: PairSupervisor; port: number }> {
+/**
+ * A supervised pair like `colo pair`; resolves once protected, with its service port. `coloCommand`: how to
+ * start a node (default: this tree's built CLI with the node heap flags).
+ */
+export async function startPair(
+  base: number,
+  mode: 'colo' | 'remus',
+  extra: Record<string, unknown> = {},
+  coloCommand: string[] = [process.execPath, ...NODE_HEAP_FLAGS, coloBin],
+): Promise<{ sup: PairSupervisor; port: number }> {
   const sup = new PairSupervisor({
     dir: mkdtempSync(join(tmpdir(), 'colo-bench-pair-')),
     mode,
@@ -119,7 +121,7 @@ async function startPair(base: number, mode: 'colo' | 'remus', extra: Record<str
     dirtyRate: 0,
     extra,
     logLevel: 'warn',
-    coloCommand: [process.execPath, ...NODE_HEAP_FLAGS, coloBin],
+    coloCommand,
   });
   sup.start();
   const deadline = Date.now() + 60_000;
