@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -20,7 +20,8 @@ let pair: TestPair;
 
 beforeAll(async () => {
   // No periodic checkpoints during the test (max_interval 10 min): checkpoint counts change only when we ask.
-  pair = await startPair({ basePort: BASE, extra: { checkpoint: { max_interval: '10m' } } });
+  // The secondary preallocates its guest memory (guest.prealloc), as an operator's standby would.
+  pair = await startPair({ basePort: BASE, extra: { checkpoint: { max_interval: '10m' }, guest: { memory: '16MiB', dirty_rate: 0, prealloc: true } } });
   await pair.waitProtected(60_000);
 });
 
@@ -227,6 +228,43 @@ describe('operating a real pair through its admin API', () => {
     }
     const warning = out.split('\n').find((l) => l.includes('runs without its heap flags'))!;
     expect(JSON.parse(warning)).toMatchObject({ level: 'warn', missing: [...NODE_HEAP_FLAGS] });
+  });
+
+  test('guest.prealloc: the secondary commits its memory before it dials; memory it cannot get fails the start (exit 3)', async () => {
+    // Each run of a node (the tests above fail over, so both logs hold runs in both roles): a run that starts as
+    // secondary preallocates once, before its dialer logs anything; a run that starts as primary never does.
+    let secondaryRuns = 0;
+    for (const f of ['node-a.log', 'node-b.log']) {
+      type Line = { msg: string; component?: string; bytes?: number; seconds?: number };
+      const lines = readFileSync(join(pair.dir, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+      const runs: Line[][] = [];
+      for (const l of lines) {
+        if (l.msg.startsWith('starting as')) runs.push([]);
+        runs.at(-1)?.push(l);
+      }
+      for (const run of runs) {
+        const prealloc = run.filter((l) => l.msg === 'guest memory preallocated');
+        if (run[0]!.msg === 'starting as primary') {
+          expect(prealloc, f).toEqual([]);
+          continue;
+        }
+        secondaryRuns++;
+        expect(prealloc, `${f}: a secondary run without exactly one "guest memory preallocated"`).toHaveLength(1);
+        expect(prealloc[0]).toMatchObject({ bytes: 16 * 1024 * 1024 });
+        expect(prealloc[0]!.seconds).toBeGreaterThan(0);
+        const dialed = run.findIndex((l) => l.component === 'transport-dialer');
+        if (dialed >= 0) expect(run.indexOf(prealloc[0]!)).toBeLessThan(dialed);
+        expect(run.some((l) => l.msg.includes('preallocated memory goes unused'))).toBe(false);
+      }
+    }
+    expect(secondaryRuns).toBeGreaterThanOrEqual(1);
+
+    // A secondary asking for more memory than the host gives it (here: an address-space limit of ~3 GB for a
+    // 4 GiB guest) stops at once with the reason, before it dials anyone.
+    const r = spawnSync('sh', ['-c', `ulimit -v 3000000 && exec "$0" "$@"`, process.execPath, coloBin, 'node', '--config', join(pair.dir, 'node-b.yaml'), '--node-role', 'secondary', '--guest-memory', '4GiB', '--replication-peer', 'ws://127.0.0.1:9'], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(3);
+    expect(r.stderr).toContain('could not start');
+    expect(r.stderr).toContain('DOMAIN_MEMORY_UNAVAILABLE');
   });
 });
 

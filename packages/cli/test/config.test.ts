@@ -31,6 +31,7 @@ describe('configuration', () => {
     const c = loadConfig({});
     expect(c.node.mode).toBe('colo');
     expect(c.guest.memoryBytes).toBe(256 * 1024 * 1024);
+    expect(c.guest.prealloc).toBe(false);
     expect(c.heartbeat).toEqual({ intervalMs: 100, timeoutMs: 1000 });
     expect(c.checkpoint.remusIntervalMs).toBe(200);
     expect(c.admin.listen).toEqual({ host: '127.0.0.1', port: 9464 });
@@ -38,7 +39,8 @@ describe('configuration', () => {
 
   test('file < environment < flags', () => {
     const file = yaml('node:\n  role: primary\n  mode: remus\nguest:\n  memory: 64MiB\nheartbeat:\n  interval: 50ms\n  timeout: 2s\n');
-    const c = loadConfig({ file, env: { COLO_GUEST_MEMORY: '128MiB', COLO_HEARTBEAT_TIMEOUT: '3s' }, flags: { 'heartbeat.timeout': '4s' } });
+    const c = loadConfig({ file, env: { COLO_GUEST_MEMORY: '128MiB', COLO_HEARTBEAT_TIMEOUT: '3s', COLO_GUEST_PREALLOC: 'true' }, flags: { 'heartbeat.timeout': '4s' } });
+    expect(c.guest.prealloc).toBe(true);
     expect(c.node).toMatchObject({ role: 'primary', mode: 'remus' });
     expect(c.guest.memoryBytes).toBe(128 * 1024 * 1024);
     expect(c.heartbeat).toEqual({ intervalMs: 50, timeoutMs: 4000 });
@@ -56,6 +58,7 @@ describe('configuration', () => {
     ['node:\n  mode: paxos\n', 'node.mode', 'one of colo, remus'],
     ['guest:\n  memory: lots\n', 'guest.memory', 'a size such as'],
     ['guest:\n  memory: 1000\n', 'guest.memory', 'multiple of 4 KiB'],
+    ['guest:\n  prealloc: yes please\n', 'guest.prealloc', 'true or false'],
     ['heartbeat:\n  interval: 500ms\n  timeout: 600ms\n', 'heartbeat.timeout', 'at least twice'],
     ['heartbeat:\n  interval: soon\n', 'heartbeat.interval', 'a duration such as'],
     ['replication:\n  listen: localhost\n', 'replication.listen', 'HOST:PORT'],

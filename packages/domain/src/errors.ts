@@ -30,6 +30,8 @@ export const DomainErrorCode = {
   STAGING_SPENT: 'DOMAIN_STAGING_SPENT',
   /** The helper thread that faults a staging's memory in did not finish a chunk in time (never expected). */
   STAGING_STALLED: 'DOMAIN_STAGING_STALLED',
+  /** The host could not give the memory asked for (preallocateMemory). */
+  MEMORY_UNAVAILABLE: 'DOMAIN_MEMORY_UNAVAILABLE',
 } as const;
 export type DomainErrorCode = (typeof DomainErrorCode)[keyof typeof DomainErrorCode];
 

@@ -7,3 +7,4 @@ export { decodeDeviceState, encodeDeviceState, type DeviceState } from './device
 export { planLayout, type Layout } from './layout.js';
 export { RecordBatch, applyPageData, pagesWithData } from './apply.js';
 export { saveImage, saveImageToBuffer, restoreImage, IMAGE_XEN_VERSION, type SaveImageOptions, type RestoreImageOptions } from './image.js';
+export { preallocateMemory, type PreallocatedMemory } from './prealloc.js';

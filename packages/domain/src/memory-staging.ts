@@ -24,14 +24,30 @@ export class GuestMemoryStaging implements MemoryStaging {
   private readonly staged: DirtyBitmap;
   private readonly prefaulter: Prefaulter | undefined;
 
+  /** Whether the staging writes into memory faulted in ahead (preallocateMemory) rather than fresh memory. */
+  readonly preallocated: boolean;
+
   /**
    * `adoptInto` checks the guest can take the write (throwing leaves the staging usable) and adopts.
-   * `prefault` (default: from PREFAULT_MIN_BYTES) faults the memory in on a helper thread ahead of the writes.
+   * `memory.preallocated`: zeroed memory of the guest's size, faulted in already (preallocateMemory), to write
+   * into. Otherwise fresh memory; `memory.prefault` (default: from PREFAULT_MIN_BYTES) then faults it in on a
+   * helper thread ahead of the writes.
    */
-  constructor(pageCount: number, adoptInto: (bytes: Buffer, staged: DirtyBitmap) => void, prefault = pageCount * PAGE_SIZE >= PREFAULT_MIN_BYTES) {
+  constructor(
+    pageCount: number,
+    adoptInto: (bytes: Buffer, staged: DirtyBitmap) => void,
+    memory: { preallocated?: SharedArrayBuffer; prefault?: boolean } = {},
+  ) {
     this.pageCount = pageCount;
     this.adoptInto = adoptInto;
-    if (prefault) {
+    const prefault = memory.prefault ?? pageCount * PAGE_SIZE >= PREFAULT_MIN_BYTES;
+    this.preallocated = memory.preallocated !== undefined;
+    if (memory.preallocated) {
+      if (memory.preallocated.byteLength !== pageCount * PAGE_SIZE) {
+        throw new DomainError(DomainErrorCode.BAD_OPTIONS, `preallocated memory is ${memory.preallocated.byteLength} bytes, the guest's ${pageCount * PAGE_SIZE}`);
+      }
+      this.bytes = Buffer.from(memory.preallocated);
+    } else if (prefault) {
       // Shared, so the helper thread can touch it; zero-filled like Buffer.alloc (calloc: faulted in on first write).
       this.prefaulter = new Prefaulter(new SharedArrayBuffer(pageCount * PAGE_SIZE));
       this.bytes = Buffer.from(this.prefaulter.memory);

@@ -120,6 +120,22 @@ export class Prefaulter {
   }
 
   /**
+   * For memory nobody has written yet (preallocateMemory): waits for the helper, then faults in, on this thread,
+   * the chunks it left to the owner (the first LEAD_CHUNKS - 1 of them, or every chunk if it failed). Zeroes
+   * written over an owner's bytes would destroy them, hence "nobody has written yet".
+   */
+  async faultAllUnwritten(): Promise<void> {
+    // Here the caller waits for the helper: it must keep the process alive meanwhile (a node that preallocates
+    // before it opens any socket has nothing else that would).
+    this.worker.ref();
+    await this.helperDone;
+    const bytes = new Uint8Array(this.memory);
+    for (let k = 0; k < this.chunks; k++) {
+      if (Atomics.load(this.states, k) === OWNED) bytes.fill(0, k * this.chunkBytes, Math.min(bytes.length, (k + 1) * this.chunkBytes));
+    }
+  }
+
+  /**
    * Stops the helper: every untouched chunk becomes the owner's, and the helper, once through the chunk it may be
    * filling, finds nothing left and exits. Not terminated mid-chunk: its chunk would stay FAULTING.
    */

@@ -29,6 +29,11 @@ export interface SimulatedGuestOptions {
   clock?: () => number;
   /** Create the guest suspended (a restore target, a secondary waiting for its first checkpoint). Default false. */
   startSuspended?: boolean;
+  /**
+   * Memory of this guest's size faulted in ahead (preallocateMemory) for the first staging (a secondary's initial
+   * synchronisation) to write into; later stagings take fresh memory. Its contents are not looked at.
+   */
+  preallocated?: SharedArrayBuffer;
 }
 
 export const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
@@ -80,6 +85,9 @@ export class SimulatedGuest implements Domain {
   private tscInfo: TscInfo = { mode: 0, khz: 2_000_000, nsec: 0n, incarnation: 0 };
   private xenstore: XenstoreEntry[] = [];
 
+  /** For the first staging only (see SimulatedGuestOptions.preallocated). */
+  private preallocated: SharedArrayBuffer | undefined;
+
   private bgRate: number;
   private readonly bgTickMs: number;
   private bgTimer: NodeJS.Timeout | undefined;
@@ -113,6 +121,10 @@ export class SimulatedGuest implements Domain {
     this.maxCommand = this.maxBulk + 1024 * 1024;
     this.bgRate = rate;
     this.bgTickMs = options.backgroundTickMs ?? 10;
+    if (options.preallocated && options.preallocated.byteLength !== memoryBytes) {
+      throw new DomainError(DomainErrorCode.BAD_OPTIONS, `preallocated memory is ${options.preallocated.byteLength} bytes, the guest's ${memoryBytes}`);
+    }
+    this.preallocated = options.preallocated;
     this._state = options.startSuspended ? 'suspended' : 'running';
     if (this._state === 'running') this.startBackground();
   }
@@ -191,6 +203,8 @@ export class SimulatedGuest implements Domain {
   /** A staging copy of memory, adopted as writePages of the staged pages would apply (see Domain.stageMemory). */
   stageMemory(): MemoryStaging {
     this.alive();
+    const preallocated = this.preallocated;
+    this.preallocated = undefined;
     return new GuestMemoryStaging(this.pageCount, (bytes, staged) => {
       this.alive();
       if (this._state === 'running' && this.hasRun) {
@@ -200,7 +214,7 @@ export class SimulatedGuest implements Domain {
       // The service reads memory through the context: point it at the adopted buffer.
       this.ctx.memory = this.mem.bytes;
       this.store.reload();
-    });
+    }, { preallocated });
   }
 
   private checkPfn(pfn: number): void {

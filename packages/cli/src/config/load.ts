@@ -7,7 +7,7 @@ import { parseBytes, parseDurationMs, parseHostPort } from './units.js';
 /** A node's configuration after merging file < environment < flags and validating every field. */
 export interface NodeConfig {
   node: { id: string; role?: 'primary' | 'secondary'; mode: 'colo' | 'remus' };
-  guest: { memoryBytes: number; dirtyRate: number; image?: string };
+  guest: { memoryBytes: number; dirtyRate: number; prealloc: boolean; image?: string };
   replication: {
     listen: { host: string; port: number };
     peer?: string;
@@ -213,7 +213,7 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
 
   return {
     node: { id: nodeId, role: get('node.role'), mode: get('node.mode') },
-    guest: { memoryBytes: memory, dirtyRate: get('guest.dirty_rate'), image: get('guest.image') },
+    guest: { memoryBytes: memory, dirtyRate: get('guest.dirty_rate'), prealloc: get('guest.prealloc'), image: get('guest.image') },
     replication: { listen: get('replication.listen'), peer: get('replication.peer'), psk, tls, maxFrameBytes: get('replication.max_frame') },
     heartbeat: hb,
     checkpoint: {

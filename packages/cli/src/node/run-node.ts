@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
-import { SimulatedGuest, restoreImage } from '@colo/domain';
+import { SimulatedGuest, preallocateMemory, restoreImage } from '@colo/domain';
 import { createLogger, ProtectedNode } from '@colo/coordinator';
 import { ExitCode, type CommandIo } from '../command.js';
 import { ConfigError, loadConfig, redactedConfig, requireForRole, settingFlagOptions, settingFlags, type NodeConfig } from '../config/load.js';
@@ -15,7 +15,7 @@ export const NODE_HELP_OPTIONS = `Options:
 
 Exit codes: 0 stopped by SIGINT/SIGTERM, 1 the node stopped acting (a secondary that lost its primary before
 its first checkpoint, a primary fenced by a newer epoch), 2 invalid configuration or usage, 3 a listen address
-in use or the primary unreachable at start.`;
+in use, the primary unreachable or the guest memory unavailable (guest.prealloc) at start.`;
 
 /** Parses flags + config for `colo node|primary|secondary`, forcing the role when the command names one. */
 export function nodeConfig(argv: string[], forcedRole: 'primary' | 'secondary' | undefined, env: NodeJS.ProcessEnv): { config: NodeConfig; print: boolean } {
@@ -67,13 +67,16 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     version: VERSION,
     processMetrics: true,
     guest,
-    hostGuest: (pageCount) =>
-      new SimulatedGuest({
+    hostGuest: (pageCount) => {
+      const memoryBytes = pageCount !== undefined ? pageCount * 4096 : config.guest.memoryBytes;
+      return new SimulatedGuest({
         name: config.node.id,
-        memoryBytes: pageCount !== undefined ? pageCount * 4096 : config.guest.memoryBytes,
+        memoryBytes,
         backgroundDirtyPagesPerSecond: config.guest.dirtyRate,
         startSuspended: true,
-      }),
+        preallocated: takePreallocated(memoryBytes),
+      });
+    },
     replication: {
       listen: config.replication.listen,
       peer: config.replication.peer,
@@ -98,6 +101,30 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
       { missing: NODE_HEAP_FLAGS },
       'node runs without its heap flags: expect the collector to pause inside checkpoints (colo pair adds them; see docs/operations.md)',
     );
+  }
+
+  // guest.prealloc: the memory the initial synchronisation writes into, committed before the secondary dials.
+  let preallocated: SharedArrayBuffer | undefined;
+  if (role === 'secondary' && config.guest.prealloc) {
+    try {
+      const p = await preallocateMemory(config.guest.memoryBytes);
+      preallocated = p.memory;
+      logger.info({ bytes: p.memory.byteLength, seconds: Number(p.seconds.toFixed(3)) }, 'guest memory preallocated');
+    } catch (e) {
+      logger.error({ err: e }, 'could not preallocate the guest memory');
+      io.stderr.write(`colo node: could not start: ${(e as Error).message}\n`);
+      return ExitCode.IO;
+    }
+  }
+  /** The preallocated memory, once, if the primary's guest has its size. */
+  function takePreallocated(bytes: number): SharedArrayBuffer | undefined {
+    const memory = preallocated;
+    preallocated = undefined;
+    if (memory && memory.byteLength !== bytes) {
+      logger.warn({ preallocated: memory.byteLength, guest: bytes }, "the primary's guest is not guest.memory in size: the preallocated memory goes unused");
+      return undefined;
+    }
+    return memory;
   }
 
   let finish!: (code: number) => void;
