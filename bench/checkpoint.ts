@@ -17,6 +17,7 @@
  * Run: `npx tsx --conditions=@colo/source bench/run.ts checkpoint` (COLO_BENCH_QUICK=1 for a short run;
  * COLO_BENCH_PARTS=pause or =sync runs one half, COLO_BENCH_MODES=colo / =remus one mode, COLO_BENCH_SYNC=prealloc /
  * =fresh one of the two synchronisations, for profiling).
+ * Each size's measured checkpoints follow as many unmeasured ones (COLO_BENCH_WARMUP to change; see WARMUP_ENV).
  * Diagnostics: COLO_BENCH_GC=1 prints the slow pauses with the collections that overlapped them;
  * COLO_BENCH_SECONDARY=process with COLO_BENCH_CHILD_FLAGS='--trace-gc' traces the secondary's collector alone.
  * `npm run bench` runs with the nodes' heap flags (NODE_HEAP_FLAGS; V8 flags are per process, so the worker
@@ -39,6 +40,15 @@ const quiet = pino({ level: 'silent' });
 const QUICK = process.env.COLO_BENCH_QUICK === '1';
 const PARTS = (process.env.COLO_BENCH_PARTS ?? 'pause,sync').split(',');
 const MODES = (process.env.COLO_BENCH_MODES ?? 'colo,remus').split(',') as ReplicationMode[];
+/** COLO_BENCH_SIZES=100,1000: only those checkpoint sizes (dirty pages); COLO_BENCH_REPS: checkpoints per size. For profiling. */
+const SIZES = (process.env.COLO_BENCH_SIZES ?? '100,1000,10000,50000').split(',').map(Number);
+/**
+ * Checkpoints run before the measured ones of each size (COLO_BENCH_WARMUP, default as many as are measured): a
+ * pair that has run for a while executes V8's optimised code, while the first hundred or so checkpoints of a
+ * size still run partly in its lower tiers (with 2 warm-ups, 1,000-page p99s were 17-20 ms against 11-13 ms
+ * with 200; docs/performance.md).
+ */
+const WARMUP_ENV = process.env.COLO_BENCH_WARMUP;
 /** COLO_BENCH_SYNC=prealloc or =fresh runs one of the two synchronisations (secondary memory preallocated or not). */
 const SYNC_MEMORY = (process.env.COLO_BENCH_SYNC ?? 'prealloc,fresh').split(',').map((m) => m === 'prealloc');
 
@@ -319,23 +329,23 @@ const suite: BenchSuite = {
       const inner = new SimulatedGuest({ memoryBytes: guestPages * PAGE });
       const guest = withInjectedDirty(inner);
       const pair = await startPair(mode, guestPages, guest);
-      for (const n of [100, 1_000, 10_000, 50_000]) {
-        const reps = QUICK ? 5 : n >= 50_000 ? 20 : n >= 10_000 ? 40 : 100;
+      for (const n of SIZES) {
+        const reps = Number(process.env.COLO_BENCH_REPS ?? 0) || (QUICK ? 5 : n >= 50_000 ? 20 : n >= 10_000 ? 40 : 100);
         const pauses: number[] = [];
         const transfers: number[] = [];
         const applies: number[] = [];
         const windows: { from: number; to: number; m: CheckpointMeasurement }[] = [];
         mainGc.splice(0);
         await pair.secondaryGc();
-        for (let i = 0; i < reps + 2; i++) {
+        const WARMUP = WARMUP_ENV !== undefined ? Number(WARMUP_ENV) : reps;
+        for (let i = 0; i < reps + WARMUP; i++) {
           const start = Math.floor(Math.random() * (guestPages - n));
           guest.inject(Array.from({ length: n }, (_, k) => start + k));
           const from = performance.timeOrigin + performance.now();
           const m: CheckpointMeasurement = await pair.primary.requestCheckpoint('manual');
           const to = performance.timeOrigin + performance.now();
           if (m.pages < n) throw new Error(`checkpoint carried ${m.pages} pages, expected at least ${n}`);
-          if (i >= 2) {
-            // two warm-up checkpoints
+          if (i >= WARMUP) {
             windows.push({ from, to, m });
             pauses.push(m.pauseSeconds);
             transfers.push(m.phases.transfer);
