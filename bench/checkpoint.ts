@@ -33,7 +33,7 @@ import { ColoNode, unionAscending, type CheckpointMeasurement, type ReplicationM
 import pino from 'pino';
 import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
 import { median, type BenchRow, type BenchSuite } from './harness.js';
-import { GiB, measureRawTcpThroughput } from './transport-baseline.js';
+import { GiB, measureRawTcpThroughput, measureRawTcpThroughputTwoThreads } from './transport-baseline.js';
 
 const PAGE = 4096;
 const quiet = pino({ level: 'silent' });
@@ -405,6 +405,17 @@ const suite: BenchSuite = {
         met: rate / tcpGBs >= 0.7,
       });
     }
+    // For comparison: plain TCP with each end on a thread of its own, as the pair's two nodes are. On this VM it
+    // moved about twice what one thread does (docs/performance.md, fifth round).
+    const two = await measureRawTcpThroughputTwoThreads(bytes);
+    log(`raw TCP, receiver in a worker thread: ${(two.bytesPerSecond / 1e9).toFixed(2)} GB/s`);
+    const syncs = rows.filter((r) => r.name.startsWith('initial synchronisation'));
+    const shares = syncs.map((r) => `${(r.value / (two.bytesPerSecond / 1e9)).toFixed(2)} ${r.name.includes('prealloc') ? 'preallocated' : 'fresh'}`);
+    rows.push({
+      name: `raw TCP loopback, receiving end in its own thread (comparison only; synchronisation at ${shares.join(', ')} of it)`,
+      value: two.bytesPerSecond / 1e9,
+      unit: 'GB/s',
+    });
     return withBaselineRow(rows, samples);
   },
 };

@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { connectToPeer, listenForPeers, type Hello, type PeerLink } from '@colo/coordinator';
 import type { BenchRow, BenchSuite } from './harness.js';
 
@@ -63,6 +64,54 @@ export async function measureRawTcpThroughput(bytes: number = GiB): Promise<Thro
     sender.destroy();
     return result;
   } finally {
+    await new Promise((r) => server.close(r));
+  }
+}
+
+/** The receiving end of measureRawTcpThroughputTwoThreads: plain JavaScript (a worker has no TypeScript loader). */
+const TCP_RECEIVER = `
+const { connect } = require('node:net');
+const { parentPort, workerData } = require('node:worker_threads');
+const socket = connect({ port: workerData.port, host: '127.0.0.1', noDelay: true });
+let received = 0;
+socket.on('data', (b) => {
+  received += b.length;
+  if (received >= workerData.bytes) { parentPort.postMessage('done'); socket.destroy(); }
+});
+`;
+
+/**
+ * As measureRawTcpThroughput, with the receiving end in a worker thread: what plain TCP moves when, as in the
+ * checkpoint bench's pair, each end has a thread of its own. For comparison only; the targets are stated against
+ * the one-thread figure.
+ */
+export async function measureRawTcpThroughputTwoThreads(bytes: number = GiB): Promise<Throughput> {
+  const chunk = randomBytes(CHUNK);
+  const accepted: Socket[] = [];
+  const server = createServer({ noDelay: true }, (s) => accepted.push(s));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  const worker = new Worker(TCP_RECEIVER, { eval: true, workerData: { port, bytes } });
+  try {
+    const done = new Promise<void>((resolve, reject) => {
+      worker.once('message', () => resolve());
+      worker.once('error', reject);
+    });
+    while (accepted.length === 0) await new Promise((r) => setTimeout(r, 1));
+    const sender = accepted[0]!;
+    const start = process.hrtime.bigint();
+    for (let sent = 0; sent < bytes; sent += CHUNK) {
+      const n = Math.min(CHUNK, bytes - sent);
+      if (!sender.write(n === CHUNK ? chunk : chunk.subarray(0, n))) {
+        await new Promise<void>((resolve) => sender.once('drain', resolve));
+      }
+    }
+    await done;
+    const result = throughput(bytes, start);
+    sender.destroy();
+    return result;
+  } finally {
+    await worker.terminate();
     await new Promise((r) => server.close(r));
   }
 }
