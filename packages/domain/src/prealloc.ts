@@ -17,7 +17,8 @@ export interface PreallocatedMemory {
  *   overcommitted host would otherwise kill the secondary in the middle of the synchronisation, or later);
  * - the synchronisation runs at the speed of the stream, not of first-touch page faults (on the virtual machines
  *   this project is measured on those cost 2-10 s per GiB, more than the transfer itself).
- * The cost moves to start-up: worth it for a secondary started ahead of need, not for one started on demand.
+ * The faulting itself costs as much as before; it moves from the synchronisation (while the primary streams) to
+ * before the secondary dials.
  */
 export async function preallocateMemory(bytes: number): Promise<PreallocatedMemory> {
   if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % PAGE_SIZE !== 0) {

@@ -100,6 +100,9 @@ export class SimulatedGuest implements Domain {
     if (!Number.isSafeInteger(memoryBytes) || memoryBytes % PAGE_SIZE !== 0 || memoryBytes < MIN_PAGES * PAGE_SIZE || memoryBytes > MAX_MEMORY_BYTES) {
       throw new DomainError(DomainErrorCode.BAD_OPTIONS, `memoryBytes must be a multiple of 4096 between ${MIN_PAGES * PAGE_SIZE} and ${MAX_MEMORY_BYTES}, got ${memoryBytes}`);
     }
+    if (options.preallocated && options.preallocated.byteLength !== memoryBytes) {
+      throw new DomainError(DomainErrorCode.BAD_OPTIONS, `preallocated memory is ${options.preallocated.byteLength} bytes, the guest's ${memoryBytes}`);
+    }
     const rate = options.backgroundDirtyPagesPerSecond ?? 0;
     if (!(rate >= 0) || !Number.isFinite(rate)) throw new DomainError(DomainErrorCode.BAD_OPTIONS, `backgroundDirtyPagesPerSecond must be >= 0, got ${rate}`);
     this.name = options.name ?? 'colo-guest';
@@ -121,9 +124,6 @@ export class SimulatedGuest implements Domain {
     this.maxCommand = this.maxBulk + 1024 * 1024;
     this.bgRate = rate;
     this.bgTickMs = options.backgroundTickMs ?? 10;
-    if (options.preallocated && options.preallocated.byteLength !== memoryBytes) {
-      throw new DomainError(DomainErrorCode.BAD_OPTIONS, `preallocated memory is ${options.preallocated.byteLength} bytes, the guest's ${memoryBytes}`);
-    }
     this.preallocated = options.preallocated;
     this._state = options.startSuspended ? 'suspended' : 'running';
     if (this._state === 'running') this.startBackground();
