@@ -1,11 +1,12 @@
 import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
-import { SimulatedGuest, preallocateMemory, restoreImage } from '@colo/domain';
+import { SimulatedGuest, restoreImage } from '@colo/domain';
 import { createLogger, ProtectedNode } from '@colo/coordinator';
 import { ExitCode, type CommandIo } from '../command.js';
 import { ConfigError, loadConfig, redactedConfig, requireForRole, settingFlagOptions, settingFlags, type NodeConfig } from '../config/load.js';
 import { VERSION } from '../version.js';
 import { hasNodeHeapFlags, NODE_HEAP_FLAGS } from '../runtime/node-flags.js';
+import { preallocateGuestMemory } from './preallocated.js';
 
 export const NODE_HELP_OPTIONS = `Options:
   --config FILE       YAML configuration (docs/configuration.md); flags and COLO_* environment variables override it
@@ -54,6 +55,8 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
   const logger = createLogger({ nodeId: config.node.id, level: config.log.level });
   const role = config.node.role!;
   let guest: SimulatedGuest | undefined;
+  /** guest.prealloc's memory for the guest the synchronisation creates (none without the setting). */
+  let takePreallocated: (guestBytes: number) => SharedArrayBuffer | undefined = () => undefined;
   if (role === 'primary') {
     guest = config.guest.image
       ? await restoreImage(await readFile(config.guest.image))
@@ -104,27 +107,14 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
   }
 
   // guest.prealloc: the memory the initial synchronisation writes into, committed before the secondary dials.
-  let preallocated: SharedArrayBuffer | undefined;
   if (role === 'secondary' && config.guest.prealloc) {
     try {
-      const p = await preallocateMemory(config.guest.memoryBytes);
-      preallocated = p.memory;
-      logger.info({ bytes: p.memory.byteLength, seconds: Number(p.seconds.toFixed(3)) }, 'guest memory preallocated');
+      takePreallocated = await preallocateGuestMemory(config.guest.memoryBytes, logger);
     } catch (e) {
       logger.error({ err: e }, 'could not preallocate the guest memory');
       io.stderr.write(`colo node: could not start: ${(e as Error).message}\n`);
       return ExitCode.IO;
     }
-  }
-  /** The preallocated memory, once, if the primary's guest has its size. */
-  function takePreallocated(bytes: number): SharedArrayBuffer | undefined {
-    const memory = preallocated;
-    preallocated = undefined;
-    if (memory && memory.byteLength !== bytes) {
-      logger.warn({ preallocated: memory.byteLength, guest: bytes }, "the primary's guest is not guest.memory in size: the preallocated memory goes unused");
-      return undefined;
-    }
-    return memory;
   }
 
   let finish!: (code: number) => void;
