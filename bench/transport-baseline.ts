@@ -30,45 +30,39 @@ function throughput(bytes: number, startNs: bigint): Throughput {
 }
 
 /** Plain TCP on loopback, one process: the listener's socket writes `bytes` to the dialer's socket. */
-export async function measureRawTcpThroughput(bytes: number = GiB): Promise<Throughput> {
-  const chunk = randomBytes(CHUNK);
-  const accepted: Socket[] = [];
-  const server = createServer({ noDelay: true }, (s) => accepted.push(s));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  try {
-    const client = connect({ port, host: '127.0.0.1', noDelay: true });
-    await new Promise<void>((resolve, reject) => {
-      client.once('connect', resolve);
-      client.once('error', reject);
-    });
-    while (accepted.length === 0) await new Promise((r) => setImmediate(r));
-    const sender = accepted[0]!;
-    let received = 0;
-    const start = process.hrtime.bigint();
-    const done = new Promise<void>((resolve) => {
-      client.on('data', (b: Buffer) => {
-        received += b.length;
-        if (received >= bytes) resolve();
-      });
-    });
-    for (let sent = 0; sent < bytes; sent += CHUNK) {
-      const n = Math.min(CHUNK, bytes - sent);
-      if (!sender.write(n === CHUNK ? chunk : chunk.subarray(0, n))) {
-        await new Promise<void>((resolve) => sender.once('drain', resolve));
-      }
-    }
-    await done;
-    const result = throughput(bytes, start);
-    client.destroy();
-    sender.destroy();
-    return result;
-  } finally {
-    await new Promise((r) => server.close(r));
-  }
+export function measureRawTcpThroughput(bytes: number = GiB): Promise<Throughput> {
+  return measureRawTcp(bytes, receiveOnThisThread);
 }
 
-/** The receiving end of measureRawTcpThroughputTwoThreads: plain JavaScript (a worker has no TypeScript loader). */
+/**
+ * As measureRawTcpThroughput, with the receiving end in a worker thread: what plain TCP moves when, as in the
+ * checkpoint bench's pair, each end has a thread of its own. For comparison only; the targets are stated against
+ * the one-thread figure.
+ */
+export function measureRawTcpThroughputTwoThreads(bytes: number = GiB): Promise<Throughput> {
+  return measureRawTcp(bytes, receiveInWorker);
+}
+
+/** The dialing, receiving end: resolves `done` once `bytes` have arrived. */
+type TcpReceiver = { done: Promise<void>; close(): Promise<void> };
+
+async function receiveOnThisThread(port: number, bytes: number): Promise<TcpReceiver> {
+  const client = connect({ port, host: '127.0.0.1', noDelay: true });
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', resolve);
+    client.once('error', reject);
+  });
+  let received = 0;
+  const done = new Promise<void>((resolve) => {
+    client.on('data', (b: Buffer) => {
+      received += b.length;
+      if (received >= bytes) resolve();
+    });
+  });
+  return { done, close: async () => void client.destroy() };
+}
+
+/** The receiving end of a worker thread: plain JavaScript (a worker has no TypeScript loader). */
 const TCP_RECEIVER = `
 const { connect } = require('node:net');
 const { parentPort, workerData } = require('node:worker_threads');
@@ -80,24 +74,25 @@ socket.on('data', (b) => {
 });
 `;
 
-/**
- * As measureRawTcpThroughput, with the receiving end in a worker thread: what plain TCP moves when, as in the
- * checkpoint bench's pair, each end has a thread of its own. For comparison only; the targets are stated against
- * the one-thread figure.
- */
-export async function measureRawTcpThroughputTwoThreads(bytes: number = GiB): Promise<Throughput> {
+async function receiveInWorker(port: number, bytes: number): Promise<TcpReceiver> {
+  const worker = new Worker(TCP_RECEIVER, { eval: true, workerData: { port, bytes } });
+  const done = new Promise<void>((resolve, reject) => {
+    worker.once('message', () => resolve());
+    worker.once('error', reject);
+  });
+  return { done, close: async () => void (await worker.terminate()) };
+}
+
+async function measureRawTcp(bytes: number, receiver: (port: number, bytes: number) => Promise<TcpReceiver>): Promise<Throughput> {
   const chunk = randomBytes(CHUNK);
   const accepted: Socket[] = [];
   const server = createServer({ noDelay: true }, (s) => accepted.push(s));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
-  const worker = new Worker(TCP_RECEIVER, { eval: true, workerData: { port, bytes } });
+  let end: TcpReceiver | undefined;
   try {
-    const done = new Promise<void>((resolve, reject) => {
-      worker.once('message', () => resolve());
-      worker.once('error', reject);
-    });
-    while (accepted.length === 0) await new Promise((r) => setTimeout(r, 1));
+    end = await receiver(port, bytes);
+    while (accepted.length === 0) await new Promise((r) => setImmediate(r));
     const sender = accepted[0]!;
     const start = process.hrtime.bigint();
     for (let sent = 0; sent < bytes; sent += CHUNK) {
@@ -106,12 +101,12 @@ export async function measureRawTcpThroughputTwoThreads(bytes: number = GiB): Pr
         await new Promise<void>((resolve) => sender.once('drain', resolve));
       }
     }
-    await done;
+    await end.done;
     const result = throughput(bytes, start);
     sender.destroy();
     return result;
   } finally {
-    await worker.terminate();
+    await end?.close();
     await new Promise((r) => server.close(r));
   }
 }
