@@ -7,6 +7,8 @@
  *   own (50 connections, one command in flight each, SET/GET/INCR otherwise), as a ratio of the 0 % run;
  * - Remus throughput and latency at checkpoint.remus_interval 20, 50 and 200 ms (redis-benchmark).
  * Target: the COLO pair keeps >= 0.6 of the unprotected guest's throughput with no nondeterministic command.
+ * Each round also reads the CPU time (Linux /proc) each process spent per request; with two cores shared by the
+ * servers and redis-benchmark, the ratio of those sums is what the pair can reach when the cores are the limit.
  *
  * Needs a build (`npx turbo run build`) and the Redis tools (`npm run tools`).
  * Run alone: `npx tsx --conditions=@colo/source bench/run.ts pair`.
@@ -63,9 +65,39 @@ export function combine(m: Map<string, Figures>): Figures {
   return { rps: v.reduce((a, b) => a + b.rps, 0) / v.length, p50: Math.max(...v.map((x) => x.p50)), p99: Math.max(...v.map((x) => x.p99)) };
 }
 
+/** Clock ticks per second of /proc's CPU times (getconf CLK_TCK; 100 on Linux almost everywhere). */
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
+
+/** /proc/<pid>/stat fields after the command name: [0] is the state (field 3 of proc(5)). */
+function statFields(pid: number | 'self'): string[] {
+  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return text.slice(text.lastIndexOf(')') + 2).split(' ');
+}
+
+/**
+ * CPU seconds (user + system) of the running servers, and of this process's reaped children (cutime + cstime:
+ * redis-benchmark once spawnSync has returned), read around one redis-benchmark run. Linux /proc.
+ */
+function cpuAround<T>(serverPids: number[], run: () => T): { result: T; servers: number[]; client: number } {
+  const used = (pid: number) => {
+    const f = statFields(pid);
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  };
+  const reaped = () => {
+    const f = statFields('self');
+    return (Number(f[13]) + Number(f[14])) / CLK_TCK;
+  };
+  const before = serverPids.map(used);
+  const clientBefore = reaped();
+  const result = run();
+  return { result, servers: serverPids.map((p, i) => used(p) - before[i]!), client: reaped() - clientBefore };
+}
+
 /** The median of each figure over rounds. */
 function medianFigures(fs: Figures[]): Figures {
-  return { rps: median(fs.map((f) => f.rps)), p50: median(fs.map((f) => f.p50)), p99: median(fs.map((f) => f.p99)) };
+  // Latencies to the microsecond redis-benchmark prints (a median of an even count is a mean: no float noise).
+  const us = (x: number) => Math.round(x * 1000) / 1000;
+  return { rps: median(fs.map((f) => f.rps)), p50: us(median(fs.map((f) => f.p50))), p99: us(median(fs.map((f) => f.p99))) };
 }
 
 /**
@@ -184,11 +216,29 @@ const suite: BenchSuite = {
       // and the median of the rounds reported: this machine's speed drifts by 2x within minutes, and a ratio of
       // two runs minutes apart measures the drift as much as the pair.
       const perTest = new Map<string, { guest: Figures[]; pair: Figures[]; ratios: number[] }>();
+      // CPU per request of each process (us), per round: what the two cores are shared by (see the row below).
+      const cpu = { guest: [] as number[], guestClient: [] as number[], primary: [] as number[], secondary: [] as number[], pairClient: [] as number[] };
+      const nodePids = colo.sup.nodes.map((n) => n.process?.pid).filter((p): p is number => p !== undefined);
+      const perRequest = (seconds: number) => (seconds / (3 * requests)) * 1e6;
       for (let round = 0; round < ROUNDS; round++) {
-        const first = round % 2 === 0 ? guestPort : colo.port;
-        const a = redisBenchmark(first, 'set,get,incr', requests);
-        const b = redisBenchmark(first === guestPort ? colo.port : guestPort, 'set,get,incr', requests);
-        const [g, c] = first === guestPort ? [a, b] : [b, a];
+        const guestFirst = round % 2 === 0;
+        const runGuest = () => cpuAround([guest.pid!], () => redisBenchmark(guestPort, 'set,get,incr', requests));
+        const runPair = () => cpuAround(nodePids, () => redisBenchmark(colo.port, 'set,get,incr', requests));
+        let gr: ReturnType<typeof runGuest>;
+        let cr: ReturnType<typeof runPair>;
+        if (guestFirst) {
+          gr = runGuest();
+          cr = runPair();
+        } else {
+          cr = runPair();
+          gr = runGuest();
+        }
+        const [g, c] = [gr.result, cr.result];
+        cpu.guest.push(perRequest(gr.servers[0]!));
+        cpu.guestClient.push(perRequest(gr.client));
+        cpu.primary.push(perRequest(cr.servers[0] ?? 0));
+        cpu.secondary.push(perRequest(cr.servers[1] ?? 0));
+        cpu.pairClient.push(perRequest(cr.client));
         for (const test of ['SET', 'GET', 'INCR']) {
           const t = perTest.get(test) ?? { guest: [], pair: [], ratios: [] };
           t.guest.push(g.get(test)!);
@@ -206,6 +256,17 @@ const suite: BenchSuite = {
         rows.push({ name: `COLO pair ${test} (no pipelining; median of ${ROUNDS} rounds, per-round ratios ${spread})`, value: c.rps, unit: 'ops/s', baseline: `unprotected guest ${g.rps.toFixed(0)} ops/s`, ratio, target: `>= ${TARGET_RATIO} of the guest`, met: ratio >= TARGET_RATIO });
         rows.push({ name: `COLO pair ${test} p50 / p99 latency (medians)`, value: c.p50, unit: `ms / ${c.p99} ms`, baseline: `guest ${g.p50} / ${g.p99} ms` });
       }
+      // If the three processes of a run keep the two cores busy, throughput goes as the inverse of the CPU all of
+      // them spend per request: this ratio is what the pair can reach here, whatever its latency.
+      const m = Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, median(v)])) as Record<keyof typeof cpu, number>;
+      const implied = (m.guest + m.guestClient) / (m.primary + m.secondary + m.pairClient);
+      const us = (x: number) => x.toFixed(1);
+      log(`CPU per request (us, medians of rounds): guest ${us(m.guest)} + redis-benchmark ${us(m.guestClient)}; pair primary ${us(m.primary)} + secondary ${us(m.secondary)} + redis-benchmark ${us(m.pairClient)}; CPU-bound ratio ${implied.toFixed(2)}`);
+      rows.push({
+        name: `CPU per request, us (guest ${us(m.guest)} + client ${us(m.guestClient)}; pair: primary ${us(m.primary)} + secondary ${us(m.secondary)} + client ${us(m.pairClient)}): the ratio if the 2 cores are the limit`,
+        value: implied,
+        unit: 'x',
+      });
       const cs = await status(BASE + 2);
       log(`COLO primary checkpoints after the redis-benchmark runs: ${JSON.stringify(cs.checkpoints)}`);
 
