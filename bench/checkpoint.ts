@@ -119,7 +119,13 @@ type SecondaryData = { mode: ReplicationMode; psk: Uint8Array; url: string; page
 /** The secondary's side in a worker thread or a child process: start, report, stop on request. */
 async function serveSecondary(data: SecondaryData, post: (m: object) => void, onMessage: (l: (m: { start?: boolean; stop?: boolean; gc?: boolean }) => void) => void): Promise<void> {
   // As `colo node` with guest.prealloc does before it dials: not part of the measured synchronisation.
-  const preallocated = data.prealloc ? (await preallocateMemory(data.pages * PAGE)).memory : undefined;
+  let preallocated: SharedArrayBuffer | undefined;
+  try {
+    if (data.prealloc) preallocated = (await preallocateMemory(data.pages * PAGE)).memory;
+  } catch (e) {
+    post({ error: (e as Error).message }); // the bench's reply() rejects with it instead of waiting forever
+    return;
+  }
   const node = secondaryNode(data.mode, data.psk, data.url, data.pages, preallocated);
   const gcSpans = observeGc();
   post({ ready: true });

@@ -10,6 +10,13 @@ import { Prefaulter } from './prefault.js';
  */
 export const PREFAULT_MIN_BYTES = 64 * 1024 * 1024;
 
+/** Preallocated memory (preallocateMemory) must be exactly the guest's size: DomainError BAD_OPTIONS otherwise. */
+export function checkPreallocatedSize(memory: SharedArrayBuffer, guestBytes: number): void {
+  if (memory.byteLength !== guestBytes) {
+    throw new DomainError(DomainErrorCode.BAD_OPTIONS, `preallocated memory is ${memory.byteLength} bytes, the guest's ${guestBytes}`);
+  }
+}
+
 /**
  * A staging copy of a guest's memory (Domain.stageMemory): a second buffer of the guest's size that pages are
  * written into as they arrive, plus a bitmap of the pages written. The guest's own memory is not touched until
@@ -43,9 +50,7 @@ export class GuestMemoryStaging implements MemoryStaging {
     const prefault = memory.prefault ?? pageCount * PAGE_SIZE >= PREFAULT_MIN_BYTES;
     this.preallocated = memory.preallocated !== undefined;
     if (memory.preallocated) {
-      if (memory.preallocated.byteLength !== pageCount * PAGE_SIZE) {
-        throw new DomainError(DomainErrorCode.BAD_OPTIONS, `preallocated memory is ${memory.preallocated.byteLength} bytes, the guest's ${pageCount * PAGE_SIZE}`);
-      }
+      checkPreallocatedSize(memory.preallocated, pageCount * PAGE_SIZE);
       this.bytes = Buffer.from(memory.preallocated);
     } else if (prefault) {
       // Shared, so the helper thread can touch it; zero-filled like Buffer.alloc (calloc: faulted in on first write).

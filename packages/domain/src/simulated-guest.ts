@@ -3,7 +3,7 @@ import { PAGE_SIZE, type HvmParam, type TscInfo, type XenstoreEntry } from '@col
 import type { Domain, DomainState, MemoryStaging } from './domain.js';
 import { DomainError, DomainErrorCode } from './errors.js';
 import { GuestMemory } from './guest-memory.js';
-import { GuestMemoryStaging } from './memory-staging.js';
+import { checkPreallocatedSize, GuestMemoryStaging } from './memory-staging.js';
 import { KvStore, StoreCorruptError } from './kv-store.js';
 import { MIN_PAGES, planLayout, type Layout } from './layout.js';
 import { RespParser, RespProtocolError, MAX_BULK_LENGTH } from './resp-parser.js';
@@ -100,9 +100,8 @@ export class SimulatedGuest implements Domain {
     if (!Number.isSafeInteger(memoryBytes) || memoryBytes % PAGE_SIZE !== 0 || memoryBytes < MIN_PAGES * PAGE_SIZE || memoryBytes > MAX_MEMORY_BYTES) {
       throw new DomainError(DomainErrorCode.BAD_OPTIONS, `memoryBytes must be a multiple of 4096 between ${MIN_PAGES * PAGE_SIZE} and ${MAX_MEMORY_BYTES}, got ${memoryBytes}`);
     }
-    if (options.preallocated && options.preallocated.byteLength !== memoryBytes) {
-      throw new DomainError(DomainErrorCode.BAD_OPTIONS, `preallocated memory is ${options.preallocated.byteLength} bytes, the guest's ${memoryBytes}`);
-    }
+    // Refused before anything is allocated (the staging would refuse it only at the synchronisation).
+    if (options.preallocated) checkPreallocatedSize(options.preallocated, memoryBytes);
     const rate = options.backgroundDirtyPagesPerSecond ?? 0;
     if (!(rate >= 0) || !Number.isFinite(rate)) throw new DomainError(DomainErrorCode.BAD_OPTIONS, `backgroundDirtyPagesPerSecond must be >= 0, got ${rate}`);
     this.name = options.name ?? 'colo-guest';
