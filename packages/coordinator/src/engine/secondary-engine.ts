@@ -203,6 +203,10 @@ export class SecondaryCheckpointEngine {
    * pending one is sent before any other event, so the order the machine sees is the stream's.
    */
   private emit(event: SecondaryEvent): void {
+    // Records followed by their CHECKPOINT_END: the END alone tells the machine what the run of them would
+    // (every state that takes records takes the END; every state that refuses records refuses the END the same
+    // way), so a small checkpoint arriving in one message costs one transition, not two.
+    if (event.type === 'CHECKPOINT_RECEIVED') this.progressPending = false;
     if (this.progressPending) {
       this.progressPending = false;
       this.o.emit({ type: 'STREAM_PROGRESS' });

@@ -30,8 +30,6 @@ type RawSocket = {
   writable?: boolean;
 };
 
-const EMPTY_BUFFER = Buffer.alloc(0);
-
 /** RFC 6455 header of one unmasked, final, binary frame of `length` bytes (server to client). */
 function binaryFrameHeader(length: number): Buffer {
   if (length < 126) return Buffer.from([0x82, length]);
@@ -275,17 +273,18 @@ export class WsPeerLink implements PeerLink {
   }
 
   /**
-   * Sends `pieces` as one binary frame when the link is the server side of the socket (unmasked frames, RFC
-   * 6455) and they fit a frame: the frame header and the pieces go to the socket corked, so Node writes them
-   * with one writev and nothing is copied in user space. Otherwise (a client must mask, which copies anyway;
-   * ws busy with a queued frame; a larger total) they are joined and sent as send() would.
+   * Sends `pieces` as binary frames of at most MAX_FRAME_BYTES when the link is the server side of the socket
+   * (unmasked frames, RFC 6455): the frame headers and the pieces (a piece may be cut between two frames, as a
+   * view) go to the socket corked, so Node writes them with one writev and nothing is copied in user space.
+   * Otherwise (a client must mask, which copies anyway; ws busy with a queued frame) they are joined and sent
+   * as send() would.
    */
   private async sendPieceFrames(pieces: readonly Uint8Array[]): Promise<void> {
     let total = 0;
     for (const p of pieces) total += p.length;
     if (total === 0) return;
     const socket = this.rawFrameSocket();
-    if (!socket || total > MAX_FRAME_BYTES) return this.sendFrames(joinPieces(pieces, total));
+    if (!socket) return this.sendFrames(joinPieces(pieces, total));
     if (this.stalled) await this.wait(this.stallWaiters);
     if (this.ended !== undefined) throw this.endedError();
     while (this.ws.bufferedAmount >= this.highWaterMark) {
@@ -293,16 +292,30 @@ export class WsPeerLink implements PeerLink {
       if (this.ended !== undefined) throw this.endedError();
     }
     if (this.stalled || this.rawFrameSocket() !== socket) return this.sendFrames(joinPieces(pieces, total));
-    this.framesQueued++;
     socket.cork();
-    socket.write(binaryFrameHeader(total));
-    for (let i = 0; i < pieces.length; i++) {
-      const p = pieces[i]!;
-      if (p.length === 0) continue;
-      const b = Buffer.isBuffer(p) ? p : Buffer.from(p.buffer, p.byteOffset, p.length);
-      socket.write(b, i === pieces.length - 1 ? this.written : undefined);
+    let i = 0;
+    let offset = 0; // into pieces[i]
+    for (let left = total; left > 0; ) {
+      const frameBytes = Math.min(MAX_FRAME_BYTES, left);
+      left -= frameBytes;
+      this.framesQueued++;
+      socket.write(binaryFrameHeader(frameBytes));
+      for (let need = frameBytes; need > 0; ) {
+        const p = pieces[i]!;
+        const take = Math.min(p.length - offset, need);
+        if (take > 0) {
+          const b = Buffer.isBuffer(p) ? p : Buffer.from(p.buffer, p.byteOffset, p.length);
+          need -= take;
+          // The frame's last write carries the callback that counts it as written.
+          socket.write(take === b.length ? b : b.subarray(offset, offset + take), need === 0 ? this.written : undefined);
+          offset += take;
+        }
+        if (offset === p.length) {
+          i++;
+          offset = 0;
+        }
+      }
     }
-    if (pieces[pieces.length - 1]!.length === 0) socket.write(EMPTY_BUFFER, this.written);
     socket.uncork();
     if (this.ended !== undefined) throw this.endedError();
   }

@@ -1,4 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { WebSocket } from 'ws';
+import { MAX_FRAME_BYTES } from '@colo/coordinator';
 import { closed, collect, dial, listen, pair, type Listening } from './helpers.js';
 
 const servers: Listening[] = [];
@@ -35,6 +38,29 @@ describe('a PeerLink between a listener and a dialer', () => {
     expect(err?.code).toBe('LINK_CLOSED');
     expect(err?.message).toContain('test over');
     await expect(client.send(Buffer.from('late'))).rejects.toMatchObject({ code: 'LINK_CLOSED' });
+  });
+});
+
+describe('sendPieces (the primary sends guest pages as views)', () => {
+  it('delivers the exact concatenation in frames of at most MAX_FRAME_BYTES, cutting pieces larger than a frame', async () => {
+    const { l, server, client } = await pair();
+    servers.push(l);
+    // A piece larger than a frame, empty pieces, and a total that ends mid-frame: 3 frames.
+    const pieces = [randomBytes(100), randomBytes(MAX_FRAME_BYTES + 12_345), Buffer.alloc(0), randomBytes(300_000), new Uint8Array(randomBytes(777)), Buffer.alloc(0)];
+    const total = pieces.reduce((n, p) => n + p.length, 0);
+    const frames: number[] = [];
+    (client as unknown as { rawSocket: WebSocket }).rawSocket.on('message', (data: Buffer) => frames.push(data.length));
+    const atClient = collect(client);
+    await server.sendPieces!(pieces);
+    await server.whenWritten!();
+    expect(Buffer.compare(await atClient.waitFor(total), Buffer.concat(pieces))).toBe(0);
+    expect(frames.reduce((a, b) => a + b, 0)).toBe(total);
+    expect(frames).toHaveLength(Math.ceil(total / MAX_FRAME_BYTES));
+    expect(Math.max(...frames)).toBeLessThanOrEqual(MAX_FRAME_BYTES);
+    // The dialer masks its frames, so its pieces are joined and sent as send() would: same bytes.
+    const atServer = collect(server);
+    await client.sendPieces!(pieces);
+    expect(Buffer.compare(await atServer.waitFor(total), Buffer.concat(pieces))).toBe(0);
   });
 });
 
