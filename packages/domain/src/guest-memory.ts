@@ -79,9 +79,12 @@ export class GuestMemory {
     return this.bytes.subarray(start, start + PAGE_SIZE);
   }
 
-  /** The hypervisor's write of one page (restore, checkpoint apply): not logged. */
-  hypervisorWrite(pfn: number, data: Uint8Array, dataOffset: number): void {
-    this.bytes.set(data.subarray(dataOffset, dataOffset + PAGE_SIZE), pfn * PAGE_SIZE);
+  /**
+   * The hypervisor's write (restore, checkpoint apply) of `pages` consecutive pages from `pfn` on, taken from
+   * data[dataOffset...]: one copy for the run, not logged.
+   */
+  hypervisorWrite(pfn: number, data: Uint8Array, dataOffset: number, pages = 1): void {
+    this.bytes.set(data.subarray(dataOffset, dataOffset + pages * PAGE_SIZE), pfn * PAGE_SIZE);
   }
 
   /**

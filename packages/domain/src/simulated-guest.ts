@@ -194,7 +194,15 @@ export class SimulatedGuest implements Domain {
       throw new DomainError(DomainErrorCode.BAD_PAGE_DATA, `writePages: ${pfns.length} pfns need ${pfns.length * PAGE_SIZE} bytes, got ${data.length}`);
     }
     for (let i = 0; i < pfns.length; i++) this.checkPfn(pfns[i]!);
-    for (let i = 0; i < pfns.length; i++) this.mem.hypervisorWrite(pfns[i]!, data, i * PAGE_SIZE);
+    for (let i = 0; i < pfns.length; ) {
+      // A run of consecutive pfns (the usual shape of a dirty set) is one copy; the order of writes is the
+      // stream's, so a later copy of a page still wins.
+      const first = pfns[i]!;
+      let n = 1;
+      while (i + n < pfns.length && pfns[i + n] === first + n) n++;
+      this.mem.hypervisorWrite(first, data, i * PAGE_SIZE, n);
+      i += n;
+    }
     // The pages are the truth: re-read the store's layout (it is undefined if the pages hold no valid store).
     this.store.reload();
   }
