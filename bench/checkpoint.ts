@@ -69,7 +69,7 @@ function withInjectedDirty(inner: SimulatedGuest): Domain & { inject(pfns: numbe
     inject: { value: (pfns: number[]) => (injected = pfns) },
   });
   // Methods that use private fields must run on the real guest.
-  for (const m of ['suspend', 'resume', 'enableLogDirty', 'disableLogDirty', 'peekDirty', 'page', 'writePages', 'getVcpuContext', 'setVcpuContext', 'getHvmParams', 'setHvmParams', 'getTscInfo', 'setTscInfo', 'getDeviceState', 'setDeviceState', 'getXenstore', 'setXenstore', 'destroy'] as const) {
+  for (const m of ['suspend', 'resume', 'enableLogDirty', 'disableLogDirty', 'peekDirty', 'page', 'pages', 'writePages', 'getVcpuContext', 'setVcpuContext', 'getHvmParams', 'setHvmParams', 'getTscInfo', 'setTscInfo', 'getDeviceState', 'setDeviceState', 'getXenstore', 'setXenstore', 'destroy'] as const) {
     Object.defineProperty(d, m, { value: (inner[m] as (...a: unknown[]) => unknown).bind(inner) });
   }
   for (const p of ['uuid', 'name', 'pageCount'] as const) Object.defineProperty(d, p, { get: () => inner[p] });

@@ -45,6 +45,12 @@ export interface Domain {
    */
   page(pfn: number): Uint8Array;
   /**
+   * Optional: a view of `count` consecutive pages from `firstPfn` on, as page() gives one (a guest whose memory
+   * is one buffer, like the simulated guest or a QEMU RAMBlock). Senders use it to take a run of dirty pages as
+   * one view.
+   */
+  pages?(firstPfn: number, count: number): Uint8Array;
+  /**
    * Overwrites pages: `data` holds pfns.length pages of 4096 bytes in order. Only while suspended or before the
    * guest first runs (Xen: the restore side's foreign mappings; QEMU: incoming migration's ram_load).
    * Writes by the hypervisor do not mark pages dirty. A guest that cannot take the write now throws

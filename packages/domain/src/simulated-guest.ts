@@ -185,6 +185,14 @@ export class SimulatedGuest implements Domain {
     return this.mem.page(pfn);
   }
 
+  pages(firstPfn: number, count: number): Uint8Array {
+    this.alive();
+    if (!Number.isInteger(count) || count < 1) throw new DomainError(DomainErrorCode.BAD_PFN, `a run of ${count} pages is not a run`);
+    this.checkPfn(firstPfn);
+    this.checkPfn(firstPfn + count - 1);
+    return this.mem.bytes.subarray(firstPfn * PAGE_SIZE, (firstPfn + count) * PAGE_SIZE);
+  }
+
   writePages(pfns: ArrayLike<number>, data: Uint8Array): void {
     this.alive();
     if (this._state === 'running' && this.hasRun) {

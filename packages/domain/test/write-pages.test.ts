@@ -31,4 +31,21 @@ describe('SimulatedGuest.writePages (checkpoint apply)', () => {
       { numRuns: 200 },
     );
   });
+
+  it('pages(first, count) is the run page() gives one by one, and refuses runs outside the guest', () => {
+    const g = new SimulatedGuest({ memoryBytes: PAGES * PAGE, startSuspended: true });
+    try {
+      const data = new Uint8Array(3 * PAGE);
+      data.fill(7, 0, PAGE).fill(8, PAGE, 2 * PAGE).fill(9, 2 * PAGE);
+      g.writePages([10, 11, 12], data);
+      const run = g.pages(10, 3);
+      expect(run.length).toBe(3 * PAGE);
+      for (let i = 0; i < 3; i++) expect(Buffer.compare(run.subarray(i * PAGE, (i + 1) * PAGE), g.page(10 + i))).toBe(0);
+      for (const [first, count] of [[PAGES - 2, 3], [-1, 2], [0, 0], [0, 1.5]] as const) {
+        expect(() => g.pages(first, count)).toThrowError(expect.objectContaining({ code: 'DOMAIN_BAD_PFN' }));
+      }
+    } finally {
+      g.destroy();
+    }
+  });
 });

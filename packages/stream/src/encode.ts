@@ -293,6 +293,12 @@ export interface PageDataOptions {
   types?: ArrayLike<number>;
   /** Pfns per record, 1..1024 (Xen's batch, the default). */
   batch?: number;
+  /**
+   * A view of `count` consecutive pages from `firstPfn` on (count x 4096 bytes, in pfn order), for callers whose
+   * memory is one buffer (Domain.pages): a run of consecutive pfns then costs one view instead of one per page
+   * (100,000 views were ~35 ms of a 100,000-page checkpoint). Without it, `pageOf` is asked for every page.
+   */
+  pageRun?: (firstPfn: number, count: number) => Uint8Array;
 }
 
 /** Where page records are written: a flat buffer or a StreamWriter's chunks. */
@@ -360,6 +366,7 @@ function forEachPageDataRecord(
 ): void {
   const batch = batchOf(opts);
   const types = opts?.types;
+  const pageRun = opts?.pageRun;
   countPages(pfns, types);
   const headBytes = (n: number) => RECORD_HEADER_SIZE + 8 + 8 * n;
   let shared = freshHeads ? undefined : new Uint8Array(headBytes(Math.min(batch, pfns.length)));
@@ -394,10 +401,22 @@ function forEachPageDataRecord(
     const pages: Uint8Array[] = [];
     let run: Uint8Array | undefined;
     let runEnd = 0;
+    const carries = (j: number) => {
+      const t = types ? types[start + j]! : 0;
+      return t <= 4 || (t >= 9 && t <= 12);
+    };
     for (let i = 0; i < n; i++) {
-      const t = types ? types[start + i]! : 0;
-      if (!(t <= 4 || (t >= 9 && t <= 12))) continue;
+      if (!carries(i)) continue;
       const pfn = pfns[start + i]!;
+      if (pageRun) {
+        let k = 1;
+        while (i + k < n && pfns[start + i + k] === pfn + k && carries(i + k)) k++;
+        const view = pageRun(pfn, k);
+        if (view.length !== k * PAGE_SIZE) throw unencodable(`pageRun(${pfn}, ${k}) returned ${view.length} bytes, expected ${k * PAGE_SIZE}`);
+        pages.push(view);
+        i += k - 1;
+        continue;
+      }
       const page = pageOf(pfn);
       if (page.length !== PAGE_SIZE) throw unencodable(`pageOf(${pfn}) returned ${page.length} bytes, expected ${PAGE_SIZE}`);
       if (run !== undefined && page.byteOffset === runEnd && page.buffer === run.buffer) {

@@ -347,16 +347,18 @@ export class PrimaryCheckpointEngine {
     const d = this.o.domain;
     const pageOf = (pfn: number) => d.page(pfn);
     const per = Math.min(MAX_PFNS_PER_PAGE_DATA, Math.max(1, this.o.pagesPerRecord ?? DEFAULT_PAGES_PER_RECORD));
+    const opts = { batch: per, pageRun: d.pages ? (first: number, count: number) => d.pages!(first, count) : undefined };
     const sendPieces = this.zeroCopy ? this.o.sendPieces! : undefined;
     let trailerSent = false;
     for (let i = 0; i < pfns.length && !this.aborted; i += per) {
-      const batch = Array.prototype.slice.call(pfns, i, Math.min(pfns.length, i + per)) as number[];
+      const end = Math.min(pfns.length, i + per);
+      const batch = pfns instanceof Uint32Array ? pfns.subarray(i, end) : Array.prototype.slice.call(pfns, i, end);
       if (!sendPieces) {
-        await this.write(encodePageData(batch, pageOf));
+        await this.write(encodePageData(batch, pageOf, opts));
         if (progress) progress.pagesSent += batch.length;
         continue;
       }
-      const [pieces] = pageDataRecordPieces(batch, pageOf, { batch: per });
+      const [pieces] = pageDataRecordPieces(batch, pageOf, opts);
       if (trailer && i + per >= pfns.length) {
         pieces!.push(trailer);
         trailerSent = true;
