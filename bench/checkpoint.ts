@@ -33,7 +33,7 @@ import { ColoNode, unionAscending, type CheckpointMeasurement, type ReplicationM
 import pino from 'pino';
 import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
 import { median, type BenchRow, type BenchSuite } from './harness.js';
-import { GiB, measureRawTcpThroughput, measureRawTcpThroughputTwoThreads } from './transport-baseline.js';
+import { GiB, measureRawHandshakeReplay, measureRawTcpThroughput, measureRawTcpThroughputTwoThreads } from './transport-baseline.js';
 
 const PAGE = 4096;
 const quiet = pino({ level: 'silent' });
@@ -378,6 +378,15 @@ const suite: BenchSuite = {
           target: `<= 1.5 x raw + 2 ms = ${target.toFixed(2)} ms`,
           met: p99 <= target,
         });
+        if (mode === 'colo') {
+          // For comparison: the same messages over plain TCP between two threads, nothing else: the pause this
+          // machine gives a coordinator that costs nothing (its tail is the machine's, not the coordinator's).
+          const replay = await measureRawHandshakeReplay(n, reps);
+          const r50 = percentile(replay, 50) * 1000;
+          const r99 = percentile(replay, 99) * 1000;
+          log(`  raw TCP replay of the COLO handshake, ${n} pages: p50 ${r50.toFixed(2)} ms, p99 ${r99.toFixed(2)} ms`);
+          rows.push({ name: `raw TCP replay of the COLO handshake's messages, ${n} pages (comparison only): p50 / p99`, value: r50, unit: `ms / ${r99.toFixed(2)} ms`, baseline: `colo ${p50.toFixed(2)} / ${p99.toFixed(2)} ms` });
+        }
       }
       await pair.stop();
       inner.destroy();

@@ -111,6 +111,85 @@ async function measureRawTcp(bytes: number, receiver: (port: number, bytes: numb
   }
 }
 
+/**
+ * The dialing end of the handshake replay, in a worker thread (plain JavaScript): a COLO secondary reduced to its
+ * messages. NEW (16 B) in, SUSPENDED + dirty list (40 B) out; the checkpoint (pages + 208 B of closing records)
+ * in, READY (16 B) out, then RESUMED (16 B) on the next turn, as the secondary resumes its guest in between.
+ */
+const REPLAY_SECONDARY = `
+const { connect } = require('node:net');
+const { workerData } = require('node:worker_threads');
+const socket = connect({ port: workerData.port, host: '127.0.0.1', noDelay: true });
+const checkpoint = workerData.pages * 4096 + 208;
+let buffered = 0;
+let awaiting = 16;
+socket.on('data', (b) => {
+  buffered += b.length;
+  if (awaiting === 16 && buffered >= 16) {
+    buffered -= 16;
+    awaiting = checkpoint;
+    socket.write(Buffer.alloc(40));
+  }
+  if (awaiting === checkpoint && buffered >= checkpoint) {
+    buffered -= checkpoint;
+    awaiting = 16;
+    socket.write(Buffer.alloc(16));
+    setImmediate(() => socket.write(Buffer.alloc(16)));
+  }
+});
+`;
+
+/**
+ * A COLO checkpoint's message pattern over plain TCP on loopback, the secondary's end in a worker thread (as in
+ * the checkpoint bench): the pause the primary would see if coordinating cost nothing but the socket work, i.e.
+ * from the secondary's dirty list arriving to its READY arriving (the pages written in one call). `reps`
+ * measured after as many unmeasured; returns the pauses in seconds. For comparison with the checkpoint pause.
+ */
+export async function measureRawHandshakeReplay(pages: number, reps: number): Promise<number[]> {
+  const data = randomBytes(pages * 4096 + 208);
+  const accepted: Socket[] = [];
+  const server = createServer({ noDelay: true }, (s) => accepted.push(s));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const worker = new Worker(REPLAY_SECONDARY, { eval: true, workerData: { port: (server.address() as AddressInfo).port, pages } });
+  try {
+    while (accepted.length === 0) await new Promise((r) => setImmediate(r));
+    const primary = accepted[0]!;
+    const pauses: number[] = [];
+    let buffered = 0;
+    let waiter: { n: number; resolve: () => void } | undefined;
+    primary.on('data', (b: Buffer) => {
+      buffered += b.length;
+      if (waiter && buffered >= waiter.n) {
+        buffered -= waiter.n;
+        const w = waiter;
+        waiter = undefined;
+        w.resolve();
+      }
+    });
+    const receive = (n: number) =>
+      new Promise<void>((resolve) => {
+        if (buffered >= n) {
+          buffered -= n;
+          resolve();
+        } else waiter = { n, resolve };
+      });
+    for (let i = 0; i < 2 * reps; i++) {
+      primary.write(Buffer.alloc(16)); // NEW
+      await receive(40); // SUSPENDED + dirty list
+      const start = performance.now();
+      primary.write(data); // pages and closing records
+      await receive(16); // READY
+      if (i >= reps) pauses.push((performance.now() - start) / 1000);
+      await receive(16); // RESUMED
+    }
+    primary.destroy();
+    return pauses;
+  } finally {
+    await worker.terminate();
+    await new Promise((r) => server.close(r));
+  }
+}
+
 function benchHello(role: Hello['role']): Hello {
   return { protocol: 1, channel: 'replication', nodeId: role, role, mode: 'colo', epoch: 1, extensions: [] };
 }
