@@ -1,19 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { SimulatedGuest } from '@colo/domain';
-import { EmulatorId, encodeLibxcDomainHeader, encodeLibxcImageHeader, encodeLibxlHeader, encodePageData, encodeRecord, GuestType } from '@colo/stream';
+import { EmulatorId, encodePageData, encodeRecord } from '@colo/stream';
 import { SecondaryCheckpointEngine } from '../../src/engine/secondary-engine.js';
 import type { SecondaryEvent } from '../../src/statechart/secondary.js';
+import { streamHead } from './stream-head.js';
 
 const PAGES = 16;
 
 /** The initial synchronisation's stream, as the primary writes it: headers, pages, state records, CHECKPOINT_END. */
 function firstCheckpoint(guest: SimulatedGuest): { records: Buffer; end: Buffer } {
   const records = Buffer.concat([
-    encodeLibxlHeader(),
-    encodeRecord({ layer: 'libxl', kind: 'LIBXC_CONTEXT' }),
-    encodeLibxcImageHeader(),
-    encodeLibxcDomainHeader({ guestType: GuestType.X86_HVM, pageShift: 12, xenMajor: 4, xenMinor: 17 }),
-    encodeRecord({ layer: 'libxc', kind: 'STATIC_DATA_END' }),
+    streamHead(),
     encodePageData([1, 2, 3], (pfn) => new Uint8Array(4096).fill(pfn)),
     encodeRecord({ layer: 'libxc', kind: 'X86_TSC_INFO', ...guest.getTscInfo() }),
     encodeRecord({ layer: 'libxc', kind: 'HVM_CONTEXT', blob: guest.getVcpuContext() }),

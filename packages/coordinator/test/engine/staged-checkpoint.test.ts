@@ -1,17 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { SimulatedGuest } from '@colo/domain';
-import { StreamDecoder, encodeLibxcDomainHeader, encodeLibxcImageHeader, encodeLibxlHeader, encodePageData, encodeRecord, GuestType, type PageDataRecord } from '@colo/stream';
+import { StreamDecoder, encodePageData, type PageDataRecord } from '@colo/stream';
 import { CoordinatorErrorCode, PendingCheckpoint } from '@colo/coordinator';
+import { streamHead } from './stream-head.js';
 
 const PAGES = 64;
 
 function pageRecord(pfns: number[], fill: number): PageDataRecord {
   const bytes = Buffer.concat([
-    encodeLibxlHeader(),
-    encodeRecord({ layer: 'libxl', kind: 'LIBXC_CONTEXT' }),
-    encodeLibxcImageHeader(),
-    encodeLibxcDomainHeader({ guestType: GuestType.X86_HVM, pageShift: 12, xenMajor: 4, xenMinor: 17 }),
-    encodeRecord({ layer: 'libxc', kind: 'STATIC_DATA_END' }),
+    streamHead(),
     encodePageData(pfns, (pfn) => new Uint8Array(4096).fill(fill ^ pfn)),
   ]);
   const rec = new StreamDecoder({ kind: 'libxl' }).push(bytes).find((i) => i.item === 'record' && i.record.kind === 'PAGE_DATA');
