@@ -83,17 +83,28 @@ async function receiveInWorker(port: number, bytes: number): Promise<TcpReceiver
   return { done, close: async () => void (await worker.terminate()) };
 }
 
+/** A plain TCP listener on loopback for one connection: its port, the accepted socket once it is there, close. */
+async function loopbackListener(): Promise<{ port: number; accepted(): Promise<Socket>; close(): Promise<void> }> {
+  const sockets: Socket[] = [];
+  const server = createServer({ noDelay: true }, (s) => sockets.push(s));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    async accepted() {
+      while (sockets.length === 0) await new Promise((r) => setImmediate(r));
+      return sockets[0]!;
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
 async function measureRawTcp(bytes: number, receiver: (port: number, bytes: number) => Promise<TcpReceiver>): Promise<Throughput> {
   const chunk = randomBytes(CHUNK);
-  const accepted: Socket[] = [];
-  const server = createServer({ noDelay: true }, (s) => accepted.push(s));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
+  const listener = await loopbackListener();
   let end: TcpReceiver | undefined;
   try {
-    end = await receiver(port, bytes);
-    while (accepted.length === 0) await new Promise((r) => setImmediate(r));
-    const sender = accepted[0]!;
+    end = await receiver(listener.port, bytes);
+    const sender = await listener.accepted();
     const start = process.hrtime.bigint();
     for (let sent = 0; sent < bytes; sent += CHUNK) {
       const n = Math.min(CHUNK, bytes - sent);
@@ -107,7 +118,7 @@ async function measureRawTcp(bytes: number, receiver: (port: number, bytes: numb
     return result;
   } finally {
     await end?.close();
-    await new Promise((r) => server.close(r));
+    await listener.close();
   }
 }
 
@@ -147,13 +158,10 @@ socket.on('data', (b) => {
  */
 export async function measureRawHandshakeReplay(pages: number, reps: number): Promise<number[]> {
   const data = randomBytes(pages * 4096 + 208);
-  const accepted: Socket[] = [];
-  const server = createServer({ noDelay: true }, (s) => accepted.push(s));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const worker = new Worker(REPLAY_SECONDARY, { eval: true, workerData: { port: (server.address() as AddressInfo).port, pages } });
+  const listener = await loopbackListener();
+  const worker = new Worker(REPLAY_SECONDARY, { eval: true, workerData: { port: listener.port, pages } });
   try {
-    while (accepted.length === 0) await new Promise((r) => setImmediate(r));
-    const primary = accepted[0]!;
+    const primary = await listener.accepted();
     const pauses: number[] = [];
     let buffered = 0;
     let waiter: { n: number; resolve: () => void } | undefined;
@@ -186,7 +194,7 @@ export async function measureRawHandshakeReplay(pages: number, reps: number): Pr
     return pauses;
   } finally {
     await worker.terminate();
-    await new Promise((r) => server.close(r));
+    await listener.close();
   }
 }
 

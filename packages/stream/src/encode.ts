@@ -401,10 +401,7 @@ function forEachPageDataRecord(
     const pages: Uint8Array[] = [];
     let run: Uint8Array | undefined;
     let runEnd = 0;
-    const carries = (j: number) => {
-      const t = types ? types[start + j]! : 0;
-      return t <= 4 || (t >= 9 && t <= 12);
-    };
+    const carries = (j: number) => pageTypeCarriesData(pageType(types, start + j));
     for (let i = 0; i < n; i++) {
       if (!carries(i)) continue;
       const pfn = pfns[start + i]!;
