@@ -43,6 +43,8 @@ export type SetResult = 'ok' | 'skipped' | 'oom';
 export class KvStore {
   private readonly mem: GuestMemory;
   private layout: Layout | undefined;
+  /** Memory changed under the store (reload): read the layout again before using it. */
+  private stale = false;
   private readonly found: Found = { entry: 0, link: 0, hash: 0 };
 
   constructor(mem: GuestMemory) {
@@ -51,16 +53,24 @@ export class KvStore {
 
   /** Lays out an empty store (a fresh guest, FLUSHALL). */
   format(): void {
+    this.stale = false;
     this.layout = planLayout(this.mem.pageCount);
     formatStore(this.mem, this.layout);
   }
 
-  /** Re-reads the layout after the hypervisor replaced the pages (restore, checkpoint). */
+  /**
+   * The hypervisor replaced pages (restore, checkpoint): the layout is re-read from memory at its next use, so
+   * a checkpoint applied in many writes reads it once.
+   */
   reload(): void {
-    this.layout = readLayout(this.mem);
+    this.stale = true;
   }
 
   private get l(): Layout {
+    if (this.stale) {
+      this.layout = readLayout(this.mem);
+      this.stale = false;
+    }
     if (!this.layout) throw new StoreCorruptError('guest memory holds no valid store superblock');
     return this.layout;
   }

@@ -42,6 +42,22 @@ export class ByteQueue {
     return out;
   }
 
+  /** Consumes n bytes (n <= length) as views of the pushed chunks, in order: nothing is copied. */
+  takePieces(n: number): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    let left = n;
+    while (left > 0) {
+      const c = this.chunks[this.head]!;
+      const k = Math.min(c.length - this.pos, left);
+      out.push(c.subarray(this.pos, this.pos + k));
+      left -= k;
+      this.pos += k;
+      if (this.pos === c.length) this.dropHead();
+    }
+    this.length -= n;
+    return out;
+  }
+
   private dropHead(): void {
     this.chunks[this.head] = EMPTY; // let the chunk be collected
     this.head++;

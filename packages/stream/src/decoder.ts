@@ -42,6 +42,12 @@ export interface DecoderOptions {
    * follows): a recording of a replication that was still running. Default false: the stream must reach END.
    */
   acceptCheckpointBoundary?: boolean;
+  /**
+   * PAGE_DATA records carry their page bytes as `dataPieces`, views of the pushed chunks, instead of one
+   * contiguous `data` copied together when the bytes straddle chunks (a receiver that applies pages from pieces
+   * saves a copy of every page). Default false.
+   */
+  pageDataPieces?: boolean;
 }
 
 type Phase =
@@ -65,6 +71,7 @@ export class StreamDecoder {
   readonly kind: StreamKind;
   readonly maxRecordLength: number;
   private readonly acceptCheckpointBoundary: boolean;
+  private readonly pageDataPieces: boolean;
   private readonly queue = new ByteQueue();
   private phase: Phase;
   private _offset = 0;
@@ -101,6 +108,7 @@ export class StreamDecoder {
     this.kind = opts.kind;
     this.maxRecordLength = max;
     this.acceptCheckpointBoundary = opts.acceptCheckpointBoundary ?? false;
+    this.pageDataPieces = opts.pageDataPieces ?? false;
     switch (opts.kind) {
       case 'xl':
         this.phase = 'xl-header';
@@ -252,6 +260,12 @@ export class StreamDecoder {
       const n = this.need();
       if (this.queue.length < n) return;
       const at = this._offset;
+      if (this.phase === 'page-data' && this.pageDataPieces) {
+        const pieces = n === 0 ? [] : this.queue.takePieces(n);
+        this._offset += n;
+        this.pageData(pieces.length === 1 ? pieces[0]! : EMPTY, out, pieces);
+        continue;
+      }
       const bytes = n === 0 ? EMPTY : this.queue.take(n);
       this._offset += n;
       this.step(bytes, at, out);
@@ -303,18 +317,21 @@ export class StreamDecoder {
         this.pageTable = parsePageTable(b, this.recLength, this.recAt);
         this.phase = 'page-data';
         return;
-      case 'page-data': {
-        // The length check of parsePageTable makes the body a multiple of 8: there is no padding to read.
-        const { pfns, types } = this.pageTable!;
-        this.pageTable = undefined;
-        const record: StreamRecord = { layer: 'libxc', kind: 'PAGE_DATA', pfns, types, data: b };
-        this.atBoundary = false;
-        this.phase = 'record-header';
-        this.afterLibxc(record);
-        out.push({ item: 'record', offset: this.recAt, record });
+      case 'page-data':
+        this.pageData(b, out);
         return;
-      }
     }
+  }
+
+  private pageData(data: Uint8Array, out: StreamItem[], dataPieces?: Uint8Array[]): void {
+    // The length check of parsePageTable makes the body a multiple of 8: there is no padding to read.
+    const { pfns, types } = this.pageTable!;
+    this.pageTable = undefined;
+    const record: StreamRecord = dataPieces ? { layer: 'libxc', kind: 'PAGE_DATA', pfns, types, data, dataPieces } : { layer: 'libxc', kind: 'PAGE_DATA', pfns, types, data };
+    this.atBoundary = false;
+    this.phase = 'record-header';
+    this.afterLibxc(record);
+    out.push({ item: 'record', offset: this.recAt, record });
   }
 
   private recordName(): string {

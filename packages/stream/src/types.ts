@@ -148,6 +148,12 @@ export interface PageDataRecord {
   pfns: number[];
   types: Uint8Array;
   data: Uint8Array;
+  /**
+   * Only from a decoder made with `pageDataPieces`: the page bytes as views of the chunks that were pushed, in
+   * order (their concatenation is the data; nothing was copied). `data` is then the one piece, or empty when the
+   * bytes arrived in several.
+   */
+  dataPieces?: Uint8Array[];
 }
 
 export interface TscInfo {

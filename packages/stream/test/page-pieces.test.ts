@@ -1,6 +1,16 @@
 import fc from 'fast-check';
 import { expect, test } from 'vitest';
-import { encodePageData, pageDataRecordPieces, PAGE_SIZE } from '@colo/stream';
+import {
+  encodeLibxcDomainHeader,
+  encodeLibxcImageHeader,
+  encodePageData,
+  encodeRecord,
+  GuestType,
+  pageDataRecordPieces,
+  PAGE_SIZE,
+  StreamDecoder,
+  type PageDataRecord,
+} from '@colo/stream';
 
 /** Guest memory of `pages` pages, each filled with bytes derived from its pfn. */
 function memory(pages: number): Uint8Array {
@@ -73,5 +83,52 @@ test('PAGE_DATA through pageRun is byte-identical to pageOf, for any pfns, page 
   );
   expect(() => pageDataRecordPieces([3, 4, 5], pageOf, { pageRun: (f, c) => mem.subarray(f * PAGE_SIZE, (f + c) * PAGE_SIZE - 1) })).toThrowError(
     expect.objectContaining({ code: 'STREAM_UNENCODABLE' }),
+  );
+});
+
+/** A libxc stream's start up to STATIC_DATA_END (pages may follow). */
+function libxcHeaders(): Uint8Array {
+  return join([
+    encodeLibxcImageHeader(),
+    encodeLibxcDomainHeader({ guestType: GuestType.X86_HVM, pageShift: 12, xenMajor: 4, xenMinor: 17 }),
+    encodeRecord({ layer: 'libxc', kind: 'STATIC_DATA_END' }),
+  ]);
+}
+
+// The secondary decodes with pageDataPieces: the same records, the page bytes left in the chunks they came in.
+test('decoding with pageDataPieces gives the same records, page data as views of the pushed chunks, for any cuts', () => {
+  const mem = memory(512);
+  const pageOf = (pfn: number) => mem.subarray(pfn * PAGE_SIZE, (pfn + 1) * PAGE_SIZE);
+  fc.assert(
+    fc.property(
+      fc.array(fc.uniqueArray(fc.integer({ min: 0, max: 511 }), { minLength: 1, maxLength: 40 }), { minLength: 1, maxLength: 5 }),
+      fc.array(fc.nat(), { maxLength: 20 }),
+      (batches, rawCuts) => {
+        const body = join(batches.map((b) => encodePageData(b, pageOf)));
+        const stream = join([libxcHeaders(), body]);
+        const cuts = [...new Set(rawCuts.map((c) => c % stream.length))].sort((a, b) => a - b).filter((c) => c > 0);
+        const chunks: Uint8Array[] = [];
+        let at = 0;
+        for (const c of [...cuts, stream.length]) {
+          // Each chunk a buffer of its own, as the socket's reads are.
+          chunks.push(stream.slice(at, c));
+          at = c;
+        }
+        const whole = new StreamDecoder({ kind: 'libxc' }).push(stream).filter((i) => i.item === 'record' && i.record.kind === 'PAGE_DATA');
+        const decoder = new StreamDecoder({ kind: 'libxc', pageDataPieces: true });
+        const pieced = chunks.flatMap((c) => decoder.push(c)).filter((i) => i.item === 'record' && i.record.kind === 'PAGE_DATA');
+        expect(whole.length).toBe(batches.length);
+        expect(pieced.length).toBe(whole.length);
+        pieced.forEach((item, i) => {
+          const a = (whole[i] as { record: PageDataRecord }).record;
+          const b = (item as { record: PageDataRecord }).record;
+          expect(b.pfns).toEqual(a.pfns);
+          expect(Buffer.compare(join(b.dataPieces!), a.data)).toBe(0);
+          for (const p of b.dataPieces!) expect(chunks.some((c) => c.buffer === p.buffer)).toBe(true);
+          if (b.dataPieces!.length === 1) expect(b.data).toBe(b.dataPieces![0]);
+        });
+      },
+    ),
+    { numRuns: 80 },
   );
 });

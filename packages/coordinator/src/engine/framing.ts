@@ -2,7 +2,7 @@ import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
 
 /**
  * Cuts the main stream into whole units (the libxl header, the two libxc headers, each record) before they go to
- * the codec's decoder. The transport delivers 1 MiB frames that do not line up with records; the checkpoint
+ * the codec's decoder. The transport delivers bytes as the socket reads them, not lined up with records; the checkpoint
  * engine needs record boundaries for three reasons: a stall is "no complete record for a while", a checkpoint's
  * records are buffered whole, and in COLO the libxl layer keeps the channel after CHECKPOINT_END for one
  * CHECKPOINT_STATE record (Xen's libxl reads it before handing the stream back to libxc), which a layer-tracking
@@ -19,7 +19,24 @@ export interface FramedUnit {
   kind: 'header' | 'record';
   /** For records: the type field. */
   type: number;
-  bytes: Uint8Array;
+  /**
+   * The unit's bytes as views of the pushed chunks, in order: a record spread over several reads is not
+   * copied together here (the decoder copies what it needs contiguous, and hands page data on as pieces).
+   */
+  pieces: Uint8Array[];
+  length: number;
+}
+
+/** A unit's bytes in one buffer: the piece itself when there is one (small units: headers, control records). */
+export function unitBytes(unit: FramedUnit): Uint8Array {
+  if (unit.pieces.length === 1) return unit.pieces[0]!;
+  const out = new Uint8Array(unit.length);
+  let at = 0;
+  for (const p of unit.pieces) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 export class RecordFramer {
@@ -63,9 +80,10 @@ export class RecordFramer {
   private next(): FramedUnit | undefined {
     if (this.nextHeader > 0) {
       if (this.buffered < this.nextHeader) return undefined;
-      const bytes = this.take(this.nextHeader);
+      const length = this.nextHeader;
+      const pieces = this.take(length);
       this.nextHeader = 0;
-      return { kind: 'header', type: -1, bytes };
+      return { kind: 'header', type: -1, pieces, length };
     }
     if (this.buffered < 8) return undefined;
     const head = this.peek(8);
@@ -80,45 +98,44 @@ export class RecordFramer {
     }
     const total = 8 + length + ((8 - (length % 8)) % 8);
     if (this.buffered < total) return undefined;
-    return { kind: 'record', type, bytes: this.take(total) };
+    return { kind: 'record', type, pieces: this.take(total), length: total };
   }
 
   private peek(n: number): Uint8Array {
     const first = this.chunks[0]!;
     if (first.length >= n) return first.subarray(0, n);
-    return this.concat(n, false);
+    return this.concat(n);
   }
 
-  private take(n: number): Uint8Array {
-    const first = this.chunks[0]!;
+  /** Consumes n bytes as views of the chunks. */
+  private take(n: number): Uint8Array[] {
     this.buffered -= n;
-    if (first.length === n) {
-      this.chunks.shift();
-      return first;
+    const out: Uint8Array[] = [];
+    let left = n;
+    while (left > 0) {
+      const first = this.chunks[0]!;
+      if (first.length <= left) {
+        out.push(first);
+        this.chunks.shift();
+        left -= first.length;
+      } else {
+        out.push(first.subarray(0, left));
+        this.chunks[0] = first.subarray(left);
+        left = 0;
+      }
     }
-    if (first.length > n) {
-      this.chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    return this.concat(n, true);
+    return out;
   }
 
-  private concat(n: number, consume: boolean): Uint8Array {
+  /** The first n bytes in one buffer, not consumed (an 8-byte record header split between two reads). */
+  private concat(n: number): Uint8Array {
     const out = new Uint8Array(n);
     let filled = 0;
-    let i = 0;
-    while (filled < n) {
+    for (let i = 0; filled < n; i++) {
       const c = this.chunks[i]!;
       const part = Math.min(c.length, n - filled);
       out.set(c.subarray(0, part), filled);
       filled += part;
-      if (consume) {
-        if (part === c.length) this.chunks.shift();
-        else {
-          this.chunks[0] = c.subarray(part);
-          i = 0;
-        }
-      } else i++;
     }
     return out;
   }

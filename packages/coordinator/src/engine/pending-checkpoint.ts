@@ -1,6 +1,7 @@
 import type { Domain, MemoryStaging } from '@colo/domain';
 import type { HvmParam, PageDataRecord, TscInfo, XenstoreEntry } from '@colo/stream';
 import { PAGE_SIZE, pageTypeCarriesData } from '@colo/stream';
+import { ArenaPool, type PageArena } from './page-arena.js';
 import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
 
 /**
@@ -10,7 +11,11 @@ import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
  * copies: the guest ends up either untouched (discard) or holding the complete checkpoint.
  */
 export class PendingCheckpoint {
+  /** Each buffered record's pages, one contiguous view of an arena (see PageArena) per record. */
   private pages: { pfns: number[]; data: Uint8Array }[] = [];
+  private readonly arenas: ArenaPool;
+  /** Taken from `arenas` at the first buffered page, given back at apply or discard. */
+  private arena: PageArena | undefined;
   /**
    * Where page data goes instead of `pages` when set (the initial synchronisation, if the guest can stage): a
    * staging copy of guest memory, written as records arrive and adopted by the guest in applyTo. Dropped by
@@ -27,6 +32,11 @@ export class PendingCheckpoint {
   bytes = 0;
   /** libxc CHECKPOINT seen (the libxc part is complete). */
   libxcComplete = false;
+
+  /** `arenas`: where buffered pages are copied; an engine passes its own so memory is reused across checkpoints. */
+  constructor(arenas: ArenaPool = new ArenaPool()) {
+    this.arenas = arenas;
+  }
 
   /** Sends page data to `staging` from now on; only before any page is buffered (pages must apply in order). */
   stageInto(staging: MemoryStaging): void {
@@ -52,17 +62,19 @@ export class PendingCheckpoint {
       pfns.push(pfn);
     }
     if (pfns.length === 0) return;
-    // `data` holds exactly the pages of the entries that carry data, in order: keep the view (no per-page views:
-    // a 1 GiB synchronisation made 262,144 of them for the garbage collector).
-    const data = r.data.subarray(0, pfns.length * PAGE_SIZE);
+    // The data holds exactly the pages of the entries that carry data, in order, as one view or as the pieces it
+    // arrived in. Either way it is copied now, so the socket's reads can be freed at once.
+    const pieces = r.dataPieces ?? [r.data];
     if (this.staging) {
-      // Copied now: the record's buffer can be reused or freed at once (no 1 GiB of records held to the end).
-      this.staging.writePages(pfns, data);
+      const staging = this.staging;
+      forEachPageRun(pfns, pieces, (p, d) => staging.writePages(p, d));
     } else {
-      this.pages.push({ pfns, data });
+      // One view per record, not per page: a 1 GiB synchronisation made 262,144 of them for the collector.
+      this.arena ??= this.arenas.acquire();
+      this.pages.push({ pfns, data: this.arena.copy(pieces, pfns.length * PAGE_SIZE) });
     }
     this.pageCount += pfns.length;
-    this.bytes += data.length;
+    this.bytes += pfns.length * PAGE_SIZE;
   }
 
   setTsc(t: TscInfo): void {
@@ -99,12 +111,66 @@ export class PendingCheckpoint {
     if (this.params) domain.setHvmParams(this.params);
     if (this.device) domain.setDeviceState(this.device);
     if (this.xenstore) domain.setXenstore(this.xenstore);
+    this.releasePages();
   }
 
   /** Drops everything buffered or staged: the guest never sees any of it. */
   discard(): void {
     this.staging?.discard();
     this.staging = undefined;
+    this.releasePages();
+  }
+
+  /** The arena goes back to the pool (its memory is the next checkpoint's): nothing may read `pages` after. */
+  private releasePages(): void {
     this.pages = [];
+    if (this.arena) this.arenas.release(this.arena);
+    this.arena = undefined;
+  }
+}
+
+/**
+ * Hands `write` the pages of `pieces` (views whose concatenation is pfns.length pages, in pfn order) in as few
+ * calls as they allow: the whole pages inside one piece together, as a view; a page cut between two pieces
+ * (reads do not respect page boundaries) copied into a scratch page first. `write` must copy what it is given
+ * before it returns (the scratch is reused).
+ */
+export function forEachPageRun(pfns: readonly number[], pieces: readonly Uint8Array[], write: (pfns: number[], data: Uint8Array) => void): void {
+  let page = 0;
+  let piece = 0;
+  let offset = 0;
+  let scratch: Uint8Array | undefined;
+  while (page < pfns.length) {
+    const p = pieces[piece];
+    if (p === undefined) throw new CoordinatorError(CoordinatorErrorCode.INVALID_STATE, `page data ends after ${page} of ${pfns.length} pages`);
+    const whole = Math.min(Math.floor((p.length - offset) / PAGE_SIZE), pfns.length - page);
+    if (whole > 0) {
+      write(pfns.slice(page, page + whole), p.subarray(offset, offset + whole * PAGE_SIZE));
+      page += whole;
+      offset += whole * PAGE_SIZE;
+    }
+    if (offset === p.length) {
+      piece++;
+      offset = 0;
+      continue;
+    }
+    if (page === pfns.length) break;
+    // The next page starts in this piece and ends in a later one.
+    scratch ??= new Uint8Array(PAGE_SIZE);
+    let filled = 0;
+    while (filled < PAGE_SIZE) {
+      const q = pieces[piece];
+      if (q === undefined) throw new CoordinatorError(CoordinatorErrorCode.INVALID_STATE, `page data ends inside page ${page} of ${pfns.length}`);
+      const k = Math.min(q.length - offset, PAGE_SIZE - filled);
+      scratch.set(q.subarray(offset, offset + k), filled);
+      filled += k;
+      offset += k;
+      if (offset === q.length) {
+        piece++;
+        offset = 0;
+      }
+    }
+    write([pfns[page]!], scratch);
+    page++;
   }
 }

@@ -5,7 +5,8 @@ import { asCoordinatorError, CoordinatorError, CoordinatorErrorCode } from '../e
 import type { SecondaryEvent } from '../statechart/secondary.js';
 import type { ReplicationMode } from '../statechart/types.js';
 import { CHECKPOINT_ACK_RECORD, decodeGuestIdentity, encodeAckBody, Extension, GUEST_IDENTITY_RECORD, type GuestIdentity } from './extensions.js';
-import { LIBXL_HEADER_BYTES, RecordFramer } from './framing.js';
+import { LIBXL_HEADER_BYTES, RecordFramer, unitBytes } from './framing.js';
+import { ArenaPool } from './page-arena.js';
 import { PendingCheckpoint } from './pending-checkpoint.js';
 import { concat } from './primary-engine.js';
 
@@ -37,8 +38,11 @@ export interface SecondaryEngineOptions {
 export class SecondaryCheckpointEngine {
   private readonly o: SecondaryEngineOptions;
   private readonly framer: RecordFramer;
-  private readonly decoder = new StreamDecoder({ kind: 'libxl' });
-  private pending = new PendingCheckpoint();
+  /** Page data comes as the pieces it arrived in (views of the socket's reads): PendingCheckpoint copies it once. */
+  private readonly decoder = new StreamDecoder({ kind: 'libxl', pageDataPieces: true });
+  /** Memory for buffered pages, reused from one checkpoint to the next (see PageArena). */
+  private readonly arenas = new ArenaPool();
+  private pending = new PendingCheckpoint(this.arenas);
   /** CHECKPOINT_ENDs seen: the first checkpoint (the initial synchronisation) may be staged, later ones not. */
   private checkpointsReceived = 0;
   /** A checkpoint received whole (CHECKPOINT_END seen), waiting for the machine's apply. */
@@ -87,11 +91,11 @@ export class SecondaryCheckpointEngine {
         units++;
         if (this.failed) return;
         if (unit.kind === 'record' && this.atCheckpointBoundary && this.o.mode === 'colo' && unit.type === LibxlType.CHECKPOINT_STATE) {
-          this.handleControl(unit.bytes);
+          this.handleControl(unitBytes(unit));
           continue;
         }
         if (unit.kind === 'record') this.atCheckpointBoundary = false;
-        for (const item of this.decoder.push(unit.bytes)) this.handle(item);
+        for (const piece of unit.pieces) for (const item of this.decoder.push(piece)) this.handle(item);
       }
     } catch (e) {
       this.fail(asCoordinatorError(e, CoordinatorErrorCode.PEER_STREAM_ERROR, 'the main stream from the primary is corrupt'));
@@ -182,7 +186,7 @@ export class SecondaryCheckpointEngine {
         this.atCheckpointBoundary = true;
         this.received = this.pending;
         this.checkpointsReceived++;
-        this.pending = new PendingCheckpoint();
+        this.pending = new PendingCheckpoint(this.arenas);
         this.emit({ type: 'CHECKPOINT_RECEIVED' });
         return;
       case 'CHECKPOINT_STATE':
@@ -311,7 +315,7 @@ export class SecondaryCheckpointEngine {
     this.failed = true;
     clearTimeout(this.stallTimer);
     this.pending.discard();
-    this.pending = new PendingCheckpoint();
+    this.pending = new PendingCheckpoint(this.arenas);
   }
 
   get pendingPages(): number {

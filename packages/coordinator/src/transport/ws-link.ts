@@ -7,6 +7,7 @@ import { Heartbeat, type HeartbeatOptions } from './heartbeat.js';
 import { negotiateExtensions, type Hello } from './hello.js';
 import type { PeerLink } from './peer-link.js';
 import { errorFromSocket } from './socket-errors.js';
+import { FrameReader } from './frame-reader.js';
 import { childLogger } from '../observability/logger.js';
 
 /** Largest frame send() produces: small enough that a pong never waits long behind one. */
@@ -22,6 +23,20 @@ export interface WsLinkOptions {
 }
 
 type Waiter = { resolve: () => void; reject: (e: LinkError) => void };
+/** The parts of ws's (8.x) receiver the dialer's frame reading takes over from (see takeOverReceiving). */
+type WsReceiver = {
+  _state: number;
+  _buffers: Buffer[];
+  _bufferedBytes: number;
+  _fin: boolean;
+  _opcode: number;
+  _payloadLength: number;
+  _fragmented: number;
+  _fragments: Buffer[];
+  _maxPayload: number;
+  write(chunk: Buffer): boolean;
+  emit(event: string, ...args: unknown[]): boolean;
+};
 type RawSocket = {
   cork(): void;
   uncork(): void;
@@ -45,6 +60,13 @@ function binaryFrameHeader(length: number): Buffer {
   h[1] = 127;
   h.writeUInt32BE(Math.floor(length / 0x100000000), 2);
   h.writeUInt32BE(length >>> 0, 6);
+  return h;
+}
+
+/** An unmasked frame header with first byte `b0` (FIN, opcode) for a payload of `length` bytes. */
+function frameHeader(b0: number, length: number): Buffer {
+  const h = binaryFrameHeader(length);
+  h[0] = b0;
   return h;
 }
 
@@ -134,9 +156,20 @@ export class WsPeerLink implements PeerLink {
       this.finish(error);
     });
     for (const frame of handshake.early) this.hold(frame);
+    // After ws has finished with the chunk it may be reading now (this can run inside its message event).
+    if ((ws as unknown as { _isServer?: boolean })._isServer === false) queueMicrotask(() => this.takeOverReceiving());
     this.heartbeat.start();
     this.log.info({ extensions: this.extensions, peerEpoch: this.peerHello.epoch }, 'link open');
   }
+
+  /**
+   * Whether this link reads the peer's frames itself (the dialer, once open; see takeOverReceiving) rather than
+   * through ws's receiver. Not part of PeerLink: tests check it, so a ws upgrade that defeats it is noticed.
+   */
+  get readsOwnFrames(): boolean {
+    return this.ownFrames;
+  }
+  private ownFrames = false;
 
   get bufferedAmount(): number {
     return this.ws.bufferedAmount;
@@ -438,6 +471,81 @@ export class WsPeerLink implements PeerLink {
       this.socketPaused = false;
       this.ws.resume();
     }
+  }
+
+  /**
+   * The dialer receives the replication stream: it reads the frames itself (FrameReader) and hands their
+   * payload on as views of the socket's reads, instead of letting ws's receiver copy every frame of up to 1 MiB
+   * together from 64 KiB reads (a sixth of the secondary's work in a synchronisation). ws keeps everything else:
+   * its socket listeners call its receiver's write(), which from now on feeds our reader; control frames go back
+   * to ws as the receiver's own events, so ws still answers pings and runs the close handshake. What ws had
+   * read but not yet delivered (a partial frame) is handed over first, with its header rebuilt. Relies on ws 8's
+   * receiver internals, checked here: anything unexpected leaves ws's receiver in charge.
+   */
+  private takeOverReceiving(): void {
+    if (this.ended !== undefined) return;
+    const r = (this.ws as unknown as { _receiver?: WsReceiver })._receiver;
+    if (!r || typeof r.write !== 'function' || !Array.isArray(r._buffers) || !Array.isArray(r._fragments)) {
+      this.log.warn('ws receiver internals not as expected (ws upgraded?): ws reassembles frames, at a copy per frame');
+      return;
+    }
+    // 0 GET_INFO, 1/2 the 16/64-bit length follows, 4 GET_DATA; anything else (mask, inflate, a deferred
+    // message event) is not a state a server's uncompressed frames leave ws in between two reads.
+    if (r._state !== 0 && r._state !== 1 && r._state !== 2 && r._state !== 4) {
+      this.log.warn({ state: r._state }, 'ws receiver in an unexpected state: ws reassembles frames, at a copy per frame');
+      return;
+    }
+    const reader = new FrameReader(
+      {
+        data: (bytes) => this.receivedBytes(bytes),
+        ping: (payload) => r.emit('ping', payload),
+        pong: (payload) => r.emit('pong', payload),
+        close: (code, reason) => r.emit('conclude', code, reason),
+      },
+      r._maxPayload > 0 ? r._maxPayload : Number.MAX_SAFE_INTEGER,
+    );
+    const pending = r._buffers;
+    const fragments = r._fragments;
+    // Inside a fragmented message the reader must expect continuations, unless the frame in progress is the
+    // message's first (binary) frame, whose rebuilt header says so itself.
+    const inMessage = r._fragmented !== 0 && (r._state === 0 || r._opcode !== 0x02);
+    let rebuilt: Buffer | undefined;
+    if (r._state !== 0) {
+      const b0 = (r._fin ? 0x80 : 0) | r._opcode;
+      if (r._state === 4) rebuilt = frameHeader(b0, r._payloadLength);
+      else rebuilt = Buffer.from([b0, r._state === 1 ? 126 : 127]);
+    }
+    r._buffers = [];
+    r._bufferedBytes = 0;
+    r._fragments = [];
+    r._state = 0;
+    r.write = (chunk: Buffer) => {
+      this.readFrames(reader, chunk);
+      return true;
+    };
+    // A fragmented message ws was assembling: its earlier fragments come first, then the frame in progress.
+    for (const f of fragments) this.receivedBytes(f);
+    if (inMessage) this.readFrames(reader, frameHeader(0x02, 0)); // opens the message in the reader's eyes
+    if (rebuilt) this.readFrames(reader, rebuilt);
+    for (const b of pending) this.readFrames(reader, b);
+    this.ownFrames = true;
+  }
+
+  private readFrames(reader: FrameReader, chunk: Buffer): void {
+    if (this.ended !== undefined) return;
+    try {
+      reader.push(chunk);
+    } catch (e) {
+      this.fail(e instanceof LinkError ? e : new LinkError(LinkErrorCode.PROTOCOL, String(e), { cause: e }), 'close');
+    }
+  }
+
+  /** Payload bytes from the dialer's own frame reading (see takeOverReceiving). */
+  private receivedBytes(bytes: Buffer): void {
+    if (this.ended !== undefined || bytes.length === 0) return;
+    this.heartbeat.heard();
+    if (this.held.length === 0 && this.canDeliver()) this.deliver(bytes);
+    else this.hold(bytes);
   }
 
   /** Ends the link for a local reason and tells the peer why (close frame) or just drops it (terminate). */

@@ -28,14 +28,25 @@ describe('RecordFramer', () => {
       fc.property(fc.array(fc.integer({ min: 1, max: 9000 }), { maxLength: 40 }), (cuts) => {
         const framer = new RecordFramer({ firstHeaderBytes: 16, maxRecordLength: 1 << 20 });
         const got: number[] = [];
+        const pieces: Uint8Array[] = [];
+        const take = (us: ReturnType<RecordFramer['push']>) => {
+          for (const u of us) {
+            got.push(u.length);
+            expect(u.pieces.reduce((n, p) => n + p.length, 0)).toBe(u.length);
+            pieces.push(...u.pieces);
+          }
+        };
         let at = 0;
         for (const c of cuts) {
           if (at >= bytes.length) break;
-          for (const u of framer.push(bytes.subarray(at, at + c))) got.push(u.bytes.length);
+          take(framer.push(bytes.subarray(at, at + c)));
           at += c;
         }
-        for (const u of framer.push(bytes.subarray(at))) got.push(u.bytes.length);
+        take(framer.push(bytes.subarray(at)));
         expect(got).toEqual(units);
+        // The units' pieces are the stream, in order, and views of what was pushed (nothing copied).
+        expect(Buffer.compare(Buffer.concat(pieces), Buffer.from(bytes))).toBe(0);
+        for (const p of pieces) expect(p.buffer).toBe(bytes.buffer);
         expect(framer.pendingBytes).toBe(0);
       }),
       { numRuns: 200 },

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { WebSocket } from 'ws';
 import { MAX_FRAME_BYTES } from '@colo/coordinator';
-import { closed, collect, dial, listen, pair, type Listening } from './helpers.js';
+import { closed, collect, dial, listen, pair, within, type Listening } from './helpers.js';
 
 const servers: Listening[] = [];
 afterEach(async () => {
@@ -41,6 +41,21 @@ describe('a PeerLink between a listener and a dialer', () => {
   });
 });
 
+/** Payload lengths of the binary frames in `bytes` (unmasked frames from a server; control frames skipped). */
+function binaryFrameLengths(bytes: Buffer): number[] {
+  const out: number[] = [];
+  for (let at = 0; at < bytes.length; ) {
+    const opcode = bytes[at]! & 0x0f;
+    let length = bytes[at + 1]! & 0x7f;
+    let head = 2;
+    if (length === 126) (length = bytes.readUInt16BE(at + 2)), (head = 4);
+    else if (length === 127) (length = Number(bytes.readBigUInt64BE(at + 2))), (head = 10);
+    if (opcode === 0x2 || opcode === 0x0) out.push(length);
+    at += head + length;
+  }
+  return out;
+}
+
 describe('sendPieces (the primary sends guest pages as views)', () => {
   it('delivers the exact concatenation in frames of at most MAX_FRAME_BYTES, cutting pieces larger than a frame', async () => {
     const { l, server, client } = await pair();
@@ -48,12 +63,15 @@ describe('sendPieces (the primary sends guest pages as views)', () => {
     // A piece larger than a frame, empty pieces, and a total that ends mid-frame: 3 frames.
     const pieces = [randomBytes(100), randomBytes(MAX_FRAME_BYTES + 12_345), Buffer.alloc(0), randomBytes(300_000), new Uint8Array(randomBytes(777)), Buffer.alloc(0)];
     const total = pieces.reduce((n, p) => n + p.length, 0);
-    const frames: number[] = [];
-    (client as unknown as { rawSocket: WebSocket }).rawSocket.on('message', (data: Buffer) => frames.push(data.length));
+    // The frames as they cross the socket (an extra listener on the dialer's TCP socket only watches).
+    const wire: Buffer[] = [];
+    const socket = (client as unknown as { rawSocket: WebSocket & { _socket: import('node:net').Socket } }).rawSocket._socket;
+    socket.on('data', (b: Buffer) => wire.push(b));
     const atClient = collect(client);
     await server.sendPieces!(pieces);
     await server.whenWritten!();
     expect(Buffer.compare(await atClient.waitFor(total), Buffer.concat(pieces))).toBe(0);
+    const frames = binaryFrameLengths(Buffer.concat(wire));
     expect(frames.reduce((a, b) => a + b, 0)).toBe(total);
     expect(frames).toHaveLength(Math.ceil(total / MAX_FRAME_BYTES));
     expect(Math.max(...frames)).toBeLessThanOrEqual(MAX_FRAME_BYTES);
@@ -61,6 +79,39 @@ describe('sendPieces (the primary sends guest pages as views)', () => {
     const atServer = collect(server);
     await client.sendPieces!(pieces);
     expect(Buffer.compare(await atServer.waitFor(total), Buffer.concat(pieces))).toBe(0);
+  });
+});
+
+describe('the dialer reads the frames itself (no reassembly copy by ws)', () => {
+  it('takes over from ws once open, also with data right behind the hello, partly read by ws already', async () => {
+    for (let round = 0; round < 8; round++) {
+      const data = randomBytes(2 * MAX_FRAME_BYTES + Math.floor(Math.random() * MAX_FRAME_BYTES));
+      const sent: Promise<void>[] = [];
+      // The primary writes the moment its end of the link exists: the first frames follow the hello answer
+      // in the same reads, so ws holds some of them (whole, or cut mid-header or mid-payload) at the takeover.
+      const l = await listen({ onLink: (link) => void sent.push(link.sendPieces!([data.subarray(0, 1000), data.subarray(1000)])) });
+      servers.push(l);
+      const client = await dial(l.server.url);
+      const got = collect(client);
+      expect(Buffer.compare(await got.waitFor(data.length), data)).toBe(0);
+      await Promise.all(sent);
+      expect((client as unknown as { readsOwnFrames: boolean }).readsOwnFrames).toBe(true);
+      client.close('round over');
+    }
+  });
+
+  it("still answers the primary's pings (its round-trip time is measured) and hears its close reason", async () => {
+    const { l, server, client } = await pair();
+    servers.push(l);
+    expect((client as unknown as { readsOwnFrames: boolean }).readsOwnFrames).toBe(true);
+    expect((server as unknown as { readsOwnFrames: boolean }).readsOwnFrames).toBe(false);
+    const rtt = await within(2000, 'no round-trip time on the listener side', new Promise<number>((resolve) => server.onRtt(resolve)));
+    expect(rtt).toBeGreaterThan(0);
+    const end = closed(client);
+    server.close('primary going away');
+    const err = await within(2000, 'the dialer did not hear the close', end);
+    expect(err?.code).toBe('LINK_CLOSED');
+    expect(err?.message).toContain('primary going away');
   });
 });
 
