@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SimulatedGuest } from '@colo/domain';
 import { EmulatorId, encodePageData, encodeRecord } from '@colo/stream';
 import { SecondaryCheckpointEngine } from '../../src/engine/secondary-engine.js';
@@ -21,7 +21,7 @@ function firstCheckpoint(guest: SimulatedGuest): { records: Buffer; end: Buffer 
   return { records, end: Buffer.from(encodeRecord({ layer: 'libxl', kind: 'CHECKPOINT_END' })) };
 }
 
-function engine(): { e: SecondaryCheckpointEngine; events: string[]; guest: SimulatedGuest } {
+function engine(stallTimeoutMs?: number): { e: SecondaryCheckpointEngine; events: string[]; guest: SimulatedGuest } {
   const guest = new SimulatedGuest({ memoryBytes: PAGES * 4096, startSuspended: true });
   const events: string[] = [];
   const e = new SecondaryCheckpointEngine({
@@ -30,6 +30,7 @@ function engine(): { e: SecondaryCheckpointEngine; events: string[]; guest: Simu
     send: async () => {},
     hostGuest: () => guest,
     emit: (ev: SecondaryEvent) => events.push(ev.type),
+    stallTimeoutMs,
   });
   return { e, events, guest };
 }
@@ -60,6 +61,69 @@ describe('SecondaryCheckpointEngine: the events a checkpoint becomes', () => {
     e.receive(records.subarray(0, cut));
     e.receive(Buffer.concat([records.subarray(cut), end]));
     expect(events).toEqual(['STREAM_PROGRESS', 'CHECKPOINT_RECEIVED']);
+    guest.destroy();
+  });
+});
+
+describe('SecondaryCheckpointEngine: progress reports of a long checkpoint are coalesced', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  /** The stream head, then one page record per delivery. */
+  function deliveries(n: number): Buffer[] {
+    return [streamHead(), ...Array.from({ length: n }, (_, i) => Buffer.from(encodePageData([1 + (i % 3)], () => new Uint8Array(4096).fill(i))))];
+  }
+
+  it('reports the first delivery at once, the rest of a burst once more after the interval (late, never dropped)', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+    const { e, events, guest } = engine(1000); // interval: min(20 ms, 1000 / 10)
+    for (const d of deliveries(10)) e.receive(d);
+    expect(events).toEqual(['STREAM_PROGRESS']);
+    vi.advanceTimersByTime(19);
+    expect(events).toEqual(['STREAM_PROGRESS']);
+    vi.advanceTimersByTime(1);
+    expect(events).toEqual(['STREAM_PROGRESS', 'STREAM_PROGRESS']);
+    vi.advanceTimersByTime(1000);
+    expect(events).toHaveLength(2);
+    guest.destroy();
+  });
+
+  it('reports every delivery that comes an interval or more after the last report', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+    const { e, events, guest } = engine(1000);
+    for (const d of deliveries(4)) {
+      e.receive(d);
+      vi.advanceTimersByTime(25);
+    }
+    expect(events).toEqual(['STREAM_PROGRESS', 'STREAM_PROGRESS', 'STREAM_PROGRESS', 'STREAM_PROGRESS', 'STREAM_PROGRESS']);
+    guest.destroy();
+  });
+
+  it('an owed report is sent before any other event, and the END makes it unnecessary', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+    const { e, events, guest } = engine(1000);
+    const { records, end } = firstCheckpoint(guest);
+    e.receive(records.subarray(0, 200));
+    e.receive(records.subarray(200));
+    e.receive(end);
+    vi.advanceTimersByTime(1000);
+    expect(events).toEqual(['STREAM_PROGRESS', 'CHECKPOINT_RECEIVED']);
+    // A corrupt record after an owed report: the report first, then the failure, in the stream's order.
+    const second = engine(1000);
+    for (const d of deliveries(3)) second.e.receive(d);
+    second.e.receive(Buffer.from([0x34, 0x12, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])); // record type 0x1234: none such
+    expect(second.events).toEqual(['STREAM_PROGRESS', 'STREAM_PROGRESS', 'PRIMARY_LOST']);
+    vi.advanceTimersByTime(1000);
+    expect(second.events).toHaveLength(3);
+    guest.destroy();
+    second.guest.destroy();
+  });
+
+  it('without a stall timeout every delivery is reported', () => {
+    const { e, events, guest } = engine();
+    for (const d of deliveries(3)) e.receive(d);
+    expect(events).toEqual(['STREAM_PROGRESS', 'STREAM_PROGRESS', 'STREAM_PROGRESS', 'STREAM_PROGRESS']);
     guest.destroy();
   });
 });
