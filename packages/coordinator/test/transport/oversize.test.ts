@@ -36,6 +36,30 @@ describe('frames that break the rules', () => {
     expect((await c)?.code).toBe('LINK_PROTOCOL');
   });
 
+  // The dialer reads the listener's frames itself (FrameReader): the same rules, the same outcome.
+  it('an oversize frame from the listener ends the link with LINK_PROTOCOL on both sides, no crash', async () => {
+    const { l, server, client } = await pair({}, { maxPayload: 64 * 1024 });
+    servers.push(l);
+    expect((client as unknown as { readsOwnFrames: boolean }).readsOwnFrames).toBe(true);
+    const s = closed(server);
+    const c = closed(client);
+    await server.send(randomBytes(1024 * 1024)).catch(() => undefined);
+    const err = await c;
+    expect(err?.code).toBe('LINK_PROTOCOL');
+    expect(err?.message).toMatch(/more than 65536 bytes/); // the dialer's own reader refused it
+    expect((await s)?.code).toBe('LINK_PROTOCOL');
+  });
+
+  it('a text frame from the listener ends the link with LINK_PROTOCOL on both sides', async () => {
+    const { l, server, client } = await pair();
+    servers.push(l);
+    const s = closed(server);
+    const c = closed(client);
+    sendTextFrame(server, 'hello?');
+    expect((await c)?.code).toBe('LINK_PROTOCOL');
+    expect((await s)?.code).toBe('LINK_PROTOCOL');
+  });
+
   it('a text frame on an open link ends it with LINK_PROTOCOL on both sides', async () => {
     const { l, server, client } = await pair();
     servers.push(l);
