@@ -48,8 +48,8 @@ export class SecondaryCheckpointEngine {
   private pending = new PendingCheckpoint(this.arenas);
   /** CHECKPOINT_ENDs seen: the first checkpoint (the initial synchronisation) may be staged, later ones not. */
   private checkpointsReceived = 0;
-  /** A checkpoint received whole (CHECKPOINT_END seen), waiting for the machine's apply. */
-  private received: PendingCheckpoint | undefined;
+  /** Checkpoints received whole (CHECKPOINT_END seen), oldest first, waiting for the machine's apply. */
+  private received: PendingCheckpoint[] = [];
   private failed = false;
   /** Complete records seen since the last STREAM_PROGRESS (see emit). */
   private progressPending = false;
@@ -196,7 +196,7 @@ export class SecondaryCheckpointEngine {
           throw new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, 'CHECKPOINT_END before the libxc CHECKPOINT and vCPU context');
         }
         this.atCheckpointBoundary = true;
-        this.received = this.pending;
+        this.received.push(this.pending);
         this.checkpointsReceived++;
         this.pending = new PendingCheckpoint(this.arenas);
         this.emit({ type: 'CHECKPOINT_RECEIVED' });
@@ -313,8 +313,7 @@ export class SecondaryCheckpointEngine {
     this.run('apply the checkpoint', async () => {
       const d = this.ensureDomain();
       if (d.state === 'running') await d.suspend();
-      const cp = this.received;
-      this.received = undefined;
+      const cp = this.received.shift();
       if (!cp) throw new CoordinatorError(CoordinatorErrorCode.INVALID_STATE, 'asked to apply a checkpoint that was not received');
       cp.applyTo(d);
       const index = this.applied++;
@@ -325,6 +324,10 @@ export class SecondaryCheckpointEngine {
       }
       this.o.onCheckpointApplied?.(index, d);
       this.emit({ type: 'CHECKPOINT_APPLIED' });
+      // A later checkpoint that arrived whole while this one waited to be applied (Remus: the primary does not
+      // wait for our ACK) was announced while the machine was applying, which ignores CHECKPOINT_RECEIVED:
+      // announce it again now, so checkpoints are applied one by one, in order, none skipped.
+      if (this.received.length > 0) this.emit({ type: 'CHECKPOINT_RECEIVED' });
     });
   }
 
