@@ -65,6 +65,12 @@ export class PendingCheckpoint {
     // The data holds exactly the pages of the entries that carry data, in order, as one view or as the pieces it
     // arrived in. Either way it is copied now, so the socket's reads can be freed at once.
     const pieces = r.dataPieces ?? [r.data];
+    let have = 0;
+    for (const p of pieces) have += p.length;
+    // The decoder checked this; a shortfall here would apply whatever the arena held before, so check again.
+    if (have < pfns.length * PAGE_SIZE) {
+      throw new CoordinatorError(CoordinatorErrorCode.PEER_STREAM_ERROR, `PAGE_DATA carries ${have} bytes for ${pfns.length} pages`);
+    }
     if (this.staging) {
       const staging = this.staging;
       forEachPageRun(pfns, pieces, (p, d) => staging.writePages(p, d));

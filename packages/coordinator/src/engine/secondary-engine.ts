@@ -29,15 +29,15 @@ export interface SecondaryEngineOptions {
   logger?: Logger;
 }
 
+/** Upper bound of the interval between coalesced STREAM_PROGRESS reports (a tenth of the stall timeout if less). */
+const MAX_PROGRESS_INTERVAL_MS = 20;
+
 /**
  * The secondary's half of the checkpoint engine: cuts the main stream into records, validates them with the
  * codec, buffers a whole checkpoint (PendingCheckpoint) and turns the handshake records into machine events;
  * performs the machine's actions (suspend and report dirty pages, apply, READY/RESUMED, ACK) on the Domain and
  * the back channel.
  */
-/** Upper bound of the interval between coalesced STREAM_PROGRESS reports (a tenth of the stall timeout if less). */
-const MAX_PROGRESS_INTERVAL_MS = 20;
-
 export class SecondaryCheckpointEngine {
   private readonly o: SecondaryEngineOptions;
   private readonly framer: RecordFramer;

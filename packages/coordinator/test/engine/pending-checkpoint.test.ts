@@ -34,6 +34,13 @@ describe('PendingCheckpoint', () => {
     guest.destroy();
   });
 
+  it('refuses a record whose data is shorter than its pages (nothing stale from a reused arena is applied)', () => {
+    const r = pageRecord([3, 4], 0xab);
+    const cp = new PendingCheckpoint();
+    expect(() => cp.addPages({ ...r, data: r.data.subarray(0, 4096 + 100) }, 64)).toThrow(expect.objectContaining({ code: CoordinatorErrorCode.PEER_STREAM_ERROR }));
+    expect(() => cp.addPages({ ...r, dataPieces: [r.data.subarray(0, 4096)] }, 64)).toThrow(expect.objectContaining({ code: CoordinatorErrorCode.PEER_STREAM_ERROR }));
+  });
+
   it('refuses a page beyond the guest while buffering (so applying can never fail half-way)', () => {
     const cp = new PendingCheckpoint();
     expect(() => cp.addPages(pageRecord([70], 1), 64)).toThrow(expect.objectContaining({ code: CoordinatorErrorCode.GUEST_MISMATCH }));
