@@ -1,3 +1,4 @@
+import { concat } from '../bytes.js';
 import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
 
 /**
@@ -29,14 +30,7 @@ export interface FramedUnit {
 
 /** A unit's bytes in one buffer: the piece itself when there is one (small units: headers, control records). */
 export function unitBytes(unit: FramedUnit): Uint8Array {
-  if (unit.pieces.length === 1) return unit.pieces[0]!;
-  const out = new Uint8Array(unit.length);
-  let at = 0;
-  for (const p of unit.pieces) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return unit.pieces.length === 1 ? unit.pieces[0]! : concat(unit.pieces);
 }
 
 export class RecordFramer {

@@ -15,6 +15,7 @@ import {
 } from '@colo/stream';
 import type { Logger } from 'pino';
 import { asCoordinatorError, CoordinatorError, CoordinatorErrorCode } from '../errors.js';
+import { concat } from '../bytes.js';
 import type { PrimaryEvent } from '../statechart/primary.js';
 import type { CheckpointReason, ReplicationMode } from '../statechart/types.js';
 import { CHECKPOINT_ACK_RECORD, decodeAckBody, encodeGuestIdentity, Extension, GUEST_IDENTITY_RECORD } from './extensions.js';
@@ -369,16 +370,4 @@ export class PrimaryCheckpointEngine {
     }
     if (trailer && !trailerSent) await this.write(trailer);
   }
-}
-
-export function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

@@ -8,7 +8,7 @@ import { CHECKPOINT_ACK_RECORD, decodeGuestIdentity, encodeAckBody, Extension, G
 import { LIBXL_HEADER_BYTES, RecordFramer, unitBytes } from './framing.js';
 import { ArenaPool } from './page-arena.js';
 import { PendingCheckpoint } from './pending-checkpoint.js';
-import { concat } from './primary-engine.js';
+import { concat } from '../bytes.js';
 
 export interface SecondaryEngineOptions {
   mode: ReplicationMode;

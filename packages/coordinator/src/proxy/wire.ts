@@ -1,3 +1,4 @@
+import { concat } from '../bytes.js';
 import { ProxyError, ProxyErrorCode } from './errors.js';
 import type { ConnectionId, InputEvent, InputKind, OutputBytes } from './types.js';
 
@@ -150,18 +151,6 @@ export function encodeMessage(m: ProxyMessage): Uint8Array {
     case 'barrier':
       return encodeBarrier(m.checkpoint, m.lastSeq);
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const p of parts) total += p.byteLength;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }
 
 export interface ProxyDecoderOptions {
