@@ -1,7 +1,8 @@
 /**
- * The bytes a decoder has received but not yet consumed, as a queue of the pushed chunks. Taking n bytes returns
- * a view of a chunk when they lie inside one chunk (the common case for page data) and copies only when they
- * straddle chunks, so each byte is copied at most once and a long record arriving in tiny chunks costs O(n).
+ * Bytes received but not yet consumed, as a queue of the pushed chunks (the decoder's input, and the
+ * coordinator's record framer). Taking n bytes returns a view of a chunk when they lie inside one chunk (the
+ * common case for page data) and copies only when they straddle chunks, so each byte is copied at most once and
+ * a long record arriving in tiny chunks costs O(n); takePieces() copies nothing.
  */
 export class ByteQueue {
   private chunks: Uint8Array[] = [];
@@ -39,6 +40,25 @@ export class ByteQueue {
       if (this.pos === c.length) this.dropHead();
     }
     this.length -= n;
+    return out;
+  }
+
+  /**
+   * The next n bytes (n <= length) without consuming them: a view when they lie inside one chunk, else a copy
+   * (e.g. an 8-byte record header split between two reads).
+   */
+  peek(n: number): Uint8Array {
+    if (n === 0) return EMPTY;
+    const first = this.chunks[this.head]!;
+    if (first.length - this.pos >= n) return first.subarray(this.pos, this.pos + n);
+    const out = new Uint8Array(n);
+    let filled = 0;
+    for (let i = this.head, at = this.pos; filled < n; i++, at = 0) {
+      const c = this.chunks[i]!;
+      const k = Math.min(c.length - at, n - filled);
+      out.set(c.subarray(at, at + k), filled);
+      filled += k;
+    }
     return out;
   }
 

@@ -22,6 +22,7 @@ export {
   type PageDataOptions,
   type ByteSink,
 } from './encode.js';
+export { ByteQueue } from './bytes.js';
 export { StreamWriter, DEFAULT_CHUNK_SIZE, type StreamWriterOptions } from './writer.js';
 export { StreamDecoder, decodeAll, decodeStream, type DecoderOptions } from './decoder.js';
 export { detectKind, DETECT_BYTES } from './detect.js';

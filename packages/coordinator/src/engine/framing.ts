@@ -1,3 +1,4 @@
+import { ByteQueue } from '@colo/stream';
 import { concat } from '../bytes.js';
 import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
 
@@ -34,11 +35,11 @@ export function unitBytes(unit: FramedUnit): Uint8Array {
 }
 
 export class RecordFramer {
-  private chunks: Uint8Array[] = [];
-  private buffered = 0;
+  private readonly queue = new ByteQueue();
   /** Size of the next fixed-size header to cut, or 0 when records follow. */
   private nextHeader: number;
   private readonly maxRecordLength: number;
+  private libxcStarted: boolean;
 
   constructor(opts: { firstHeaderBytes: number; maxRecordLength: number; libxcStarted?: boolean }) {
     this.nextHeader = opts.firstHeaderBytes;
@@ -47,14 +48,11 @@ export class RecordFramer {
   }
 
   get pendingBytes(): number {
-    return this.buffered;
+    return this.queue.length;
   }
 
   push(chunk: Uint8Array): FramedUnit[] {
-    if (chunk.length > 0) {
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-    }
+    this.queue.push(chunk);
     const out: FramedUnit[] = [];
     for (;;) {
       const unit = this.next();
@@ -69,18 +67,16 @@ export class RecordFramer {
     }
   }
 
-  private libxcStarted = false;
-
   private next(): FramedUnit | undefined {
+    const buffered = this.queue.length;
     if (this.nextHeader > 0) {
-      if (this.buffered < this.nextHeader) return undefined;
+      if (buffered < this.nextHeader) return undefined;
       const length = this.nextHeader;
-      const pieces = this.take(length);
       this.nextHeader = 0;
-      return { kind: 'header', type: -1, pieces, length };
+      return { kind: 'header', type: -1, pieces: this.queue.takePieces(length), length };
     }
-    if (this.buffered < 8) return undefined;
-    const head = this.peek(8);
+    if (buffered < 8) return undefined;
+    const head = this.queue.peek(8);
     const view = new DataView(head.buffer, head.byteOffset, 8);
     const type = view.getUint32(0, true);
     const length = view.getUint32(4, true);
@@ -91,46 +87,7 @@ export class RecordFramer {
       );
     }
     const total = 8 + length + ((8 - (length % 8)) % 8);
-    if (this.buffered < total) return undefined;
-    return { kind: 'record', type, pieces: this.take(total), length: total };
-  }
-
-  private peek(n: number): Uint8Array {
-    const first = this.chunks[0]!;
-    if (first.length >= n) return first.subarray(0, n);
-    return this.concat(n);
-  }
-
-  /** Consumes n bytes as views of the chunks. */
-  private take(n: number): Uint8Array[] {
-    this.buffered -= n;
-    const out: Uint8Array[] = [];
-    let left = n;
-    while (left > 0) {
-      const first = this.chunks[0]!;
-      if (first.length <= left) {
-        out.push(first);
-        this.chunks.shift();
-        left -= first.length;
-      } else {
-        out.push(first.subarray(0, left));
-        this.chunks[0] = first.subarray(left);
-        left = 0;
-      }
-    }
-    return out;
-  }
-
-  /** The first n bytes in one buffer, not consumed (an 8-byte record header split between two reads). */
-  private concat(n: number): Uint8Array {
-    const out = new Uint8Array(n);
-    let filled = 0;
-    for (let i = 0; filled < n; i++) {
-      const c = this.chunks[i]!;
-      const part = Math.min(c.length, n - filled);
-      out.set(c.subarray(0, part), filled);
-      filled += part;
-    }
-    return out;
+    if (buffered < total) return undefined;
+    return { kind: 'record', type, pieces: this.queue.takePieces(total), length: total };
   }
 }
