@@ -6,7 +6,7 @@
  * - decode: StreamDecoder with full validation over the encoded stream pushed in 1 MiB and 4 MiB chunks (as a
  *   socket delivers them: records straddle chunks, so each straddling record is copied once), and in the
  *   writer's own chunks.
- * Target: encode and decode >= 0.5 x memcpy. Each figure is the median of 9 runs after a warm-up.
+ * Target: encode and decode >= 0.5 x memcpy. Each figure is the median of 15 runs after a warm-up (ratios: the median of 15 interleaved pairs; this VM drifts within seconds).
  *
  * Run: `npx tsx --conditions=@colo/source bench/run.ts stream` (COLO_BENCH_QUICK=1: 64 MiB).
  */
@@ -15,7 +15,7 @@ import type { BenchRow, BenchSuite } from './harness.js';
 
 const MiB = 1024 * 1024;
 const GUEST_BYTES = (process.env.COLO_BENCH_QUICK === '1' ? 64 : 256) * MiB;
-const RUNS = 9;
+const RUNS = 15;
 const BATCH_PFNS = 1024; // pfns handed to the writer per call (one PAGE_DATA record, 4 MiB), then its chunks are taken and sent
 
 function median(xs: number[]): number {

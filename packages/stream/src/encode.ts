@@ -62,8 +62,12 @@ function u64(name: string, v: bigint): bigint {
 }
 
 function pfnOf(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 0 || v > MAX_PFN) throw unencodable(`${name} must be a pfn in 0..2^52-1, got ${v}`);
+  if (!isPfn(v)) throw unencodable(`${name} must be a pfn in 0..2^52-1, got ${v}`);
   return v;
+}
+
+function isPfn(v: number): boolean {
+  return Number.isInteger(v) && v >= 0 && v <= MAX_PFN;
 }
 
 // ------------------------------------------------------------------------------------------------ headers
@@ -223,7 +227,8 @@ export function encodeRecordBody(r: StreamRecord): { type: number; body: Uint8Ar
     case 'CHECKPOINT_DIRTY_PFN_LIST': {
       const body = new Uint8Array(8 * r.pfns.length);
       const v = dataView(body);
-      r.pfns.forEach((p, i) => writeEntry(v, 8 * i, pfnOf(`dirty pfn[${i}]`, p), 0));
+      // The name is built only for an error: these loops run once per page.
+      r.pfns.forEach((p, i) => writeEntry(v, 8 * i, isPfn(p) ? p : pfnOf(`dirty pfn[${i}]`, p), 0));
       return { type: LibxcType.CHECKPOINT_DIRTY_PFN_LIST, body };
     }
     case 'X86_CPUID_POLICY':
@@ -283,7 +288,10 @@ function pageDataBody(pfns: ArrayLike<number>, types: ArrayLike<number>, data: U
   const body = new Uint8Array(8 + 8 * n + data.length);
   const v = dataView(body);
   v.setUint32(0, n, true);
-  for (let i = 0; i < n; i++) writeEntry(v, 8 + 8 * i, pfnOf(`pfn[${i}]`, pfns[i]!), types[i]!);
+  for (let i = 0; i < n; i++) {
+    const pfn = pfns[i]!;
+    writeEntry(v, 8 + 8 * i, isPfn(pfn) ? pfn : pfnOf(`pfn[${i}]`, pfn), types[i]!);
+  }
   body.set(data, 8 + 8 * n);
   return body;
 }
@@ -322,8 +330,9 @@ function countPages(pfns: ArrayLike<number>, types: ArrayLike<number> | undefine
   if (types && types.length !== pfns.length) throw unencodable(`${pfns.length} pfns but ${types.length} page types`);
   let withData = 0;
   for (let i = 0; i < pfns.length; i++) {
-    pfnOf(`pfn[${i}]`, pfns[i]!);
-    if (pageTypeCarriesData(pageType(types, i))) withData++;
+    // The name is built only for an error: this loop runs once per page.
+    if (!isPfn(pfns[i]!)) pfnOf(`pfn[${i}]`, pfns[i]!);
+    if (types === undefined || pageTypeCarriesData(pageType(types, i))) withData++;
   }
   return withData;
 }
@@ -400,10 +409,12 @@ function forEachPageDataRecord(
     // a single large copy (or iovec) is much cheaper than a thousand 4 KiB ones.
     const pages: Uint8Array[] = [];
     let run: Uint8Array | undefined;
+    let runBuffer: ArrayBufferLike | undefined;
     let runEnd = 0;
-    const carries = (j: number) => pageTypeCarriesData(pageType(types, start + j));
+    // Without types every page carries data (the common case: this loop runs once per page, so it stays lean).
+    const carries = (j: number) => types === undefined || pageTypeCarriesData(pageType(types, start + j));
     for (let i = 0; i < n; i++) {
-      if (!carries(i)) continue;
+      if (types !== undefined && !carries(i)) continue;
       const pfn = pfns[start + i]!;
       if (pageRun) {
         let k = 1;
@@ -416,15 +427,17 @@ function forEachPageDataRecord(
       }
       const page = pageOf(pfn);
       if (page.length !== PAGE_SIZE) throw unencodable(`pageOf(${pfn}) returned ${page.length} bytes, expected ${PAGE_SIZE}`);
-      if (run !== undefined && page.byteOffset === runEnd && page.buffer === run.buffer) {
+      const offset = page.byteOffset;
+      if (run !== undefined && offset === runEnd && page.buffer === runBuffer) {
         runEnd += PAGE_SIZE;
       } else {
-        if (run !== undefined) pages.push(new Uint8Array(run.buffer, run.byteOffset, runEnd - run.byteOffset));
+        if (run !== undefined) pages.push(new Uint8Array(runBuffer!, run.byteOffset, runEnd - run.byteOffset));
         run = page;
-        runEnd = page.byteOffset + PAGE_SIZE;
+        runBuffer = page.buffer;
+        runEnd = offset + PAGE_SIZE;
       }
     }
-    if (run !== undefined) pages.push(new Uint8Array(run.buffer, run.byteOffset, runEnd - run.byteOffset));
+    if (run !== undefined) pages.push(new Uint8Array(runBuffer!, run.byteOffset, runEnd - run.byteOffset));
     emit(head, pages);
   }
 }
