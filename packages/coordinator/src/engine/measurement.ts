@@ -22,6 +22,11 @@ export interface CheckpointMeasurement {
   at: number;
   /** What the primary guest sees: suspend start to resume end. */
   pauseSeconds: number;
+  /**
+   * The same pause as a window on the primary's performance.now() clock (ms), so that other timings of the
+   * process (its collector's) can be set against it. Absent where there is no pause (a secondary's record).
+   */
+  pauseWindow?: { start: number; end: number };
   /** Trigger to completion (includes the secondary's steps). */
   durationSeconds: number;
   phases: CheckpointPhases;

@@ -253,6 +253,7 @@ export class PrimaryCheckpointEngine {
       reason: cp.reason,
       at: Date.now(),
       pauseSeconds: s(cp.suspendStart, cp.resumeEnd ?? end),
+      ...(cp.suspendStart !== undefined ? { pauseWindow: { start: cp.suspendStart, end: cp.resumeEnd ?? end } } : {}),
       durationSeconds: (end - cp.startedAt) / 1000,
       phases,
       pages: cp.pages,

@@ -22,6 +22,8 @@ export interface NodeMetrics {
   checkpoints: Counter<'reason'>;
   checkpointPages: Histogram<string>;
   checkpointBytes: Histogram<string>;
+  checkpointCollectorSeconds: Counter<string>;
+  slowCheckpoints: Counter<string>;
   initialSyncDuration: Gauge<string>;
   replicationBytes: Counter<'direction' | 'channel'>;
   outputCompare: Counter<'result'>;
@@ -71,6 +73,16 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
       name: 'colo_checkpoint_bytes',
       help: 'Bytes of the main stream sent per checkpoint.',
       buckets: BYTE_BUCKETS,
+      registers: r,
+    }),
+    checkpointCollectorSeconds: new Counter({
+      name: 'colo_checkpoint_collector_seconds_total',
+      help: "Time this node's JavaScript collector ran inside checkpoint pauses (primary).",
+      registers: r,
+    }),
+    slowCheckpoints: new Counter({
+      name: 'colo_slow_checkpoints_total',
+      help: 'Checkpoints whose pause was at least 4 times the recent median and at least 5 ms (primary).',
       registers: r,
     }),
     initialSyncDuration: new Gauge({

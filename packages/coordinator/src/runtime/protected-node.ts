@@ -1,3 +1,4 @@
+import { PerformanceObserver } from 'node:perf_hooks';
 import type { Domain } from '@colo/domain';
 import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
@@ -6,6 +7,7 @@ import { ColoNode } from '../node/colo-node.js';
 import { CoordinatorErrorCode } from '../errors.js';
 import type { Transition } from '../node/transitions.js';
 import { collectProcessMetrics, createNodeMetrics, NODE_ROLES, setOneHot, type NodeMetrics } from '../observability/metrics.js';
+import { SlowCheckpointWatch, type SlowCheckpoint } from '../observability/slow-checkpoints.js';
 import { PrimaryProxy } from '../proxy/primary-proxy.js';
 import { SecondaryProxy } from '../proxy/secondary-proxy.js';
 import type { ProxyMetrics } from '../proxy/metrics.js';
@@ -96,6 +98,9 @@ export class ProtectedNode {
   /** Proxy-link bytes received and not yet added to colo_replication_bytes_total. */
   private proxyBytesReceived = 0;
   private metricsTimer: ReturnType<typeof setInterval> | undefined;
+  /** Pauses that stand out, and the collector's share of each pause (fed by the 'gc' observer). */
+  private readonly slowCheckpoints = new SlowCheckpointWatch();
+  private gcObserver: PerformanceObserver | undefined;
   private stopped = false;
   private readonly exitListeners = new Set<(reason: 'halted' | 'fenced', error: Error) => void>();
 
@@ -143,6 +148,11 @@ export class ProtectedNode {
     });
     this.node.onTransition((t) => this.onTransition(t));
     this.node.on('checkpoint', (m) => this.onCheckpoint(m));
+    // Collections, on the same clock as the pause windows (entries start relative to performance.timeOrigin).
+    this.gcObserver = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) this.slowCheckpoints.collected({ start: e.startTime, duration: e.duration });
+    });
+    this.gcObserver.observe({ entryTypes: ['gc'] });
     this.node.on('applied', (index) => this.onApplied(index));
     this.node.on('unprotected', () => this.detachProxy('the replication link to the secondary ended'));
     this.node.on('promoted', (epoch) => void this.onPromoted(epoch));
@@ -271,6 +281,7 @@ export class ProtectedNode {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.metricsTimer);
+    this.gcObserver?.disconnect();
     this.proxyLink?.close('node stopping');
     await this.node?.stop();
     await this.primaryProxy?.close();
@@ -446,6 +457,35 @@ export class ProtectedNode {
     mx.lastCheckpointTime.set(m.at / 1000);
     for (const [phase, seconds] of Object.entries(m.phases)) if (typeof seconds === 'number') mx.checkpointPhaseDuration.observe({ phase }, seconds);
     if (m.reason === 'initial') mx.initialSyncDuration.set(m.durationSeconds);
+    const verdict = this.slowCheckpoints.checkpoint(m);
+    if (verdict.collectorSeconds > 0) mx.checkpointCollectorSeconds.inc(verdict.collectorSeconds);
+    if (verdict.slow) mx.slowCheckpoints.inc();
+    if (verdict.report) this.reportSlowCheckpoint(verdict.report);
+  }
+
+  /** One warn line per slow checkpoint (rate-limited), with what the pause was made of and the likely cause. */
+  private reportSlowCheckpoint(r: SlowCheckpoint): void {
+    const ms = (s: number) => Math.round(s * 1e5) / 100;
+    const excess = r.pauseSeconds - r.medianSeconds;
+    const cause =
+      r.collectorSeconds >= excess / 2
+        ? `this node's collector ran ${ms(r.collectorSeconds)} ms of it`
+        : `not this node's collector (${ms(r.collectorSeconds)} ms): a long secondary_apply points at the secondary, ` +
+          'otherwise at the host not running the node (CPU contention)';
+    this.log.warn(
+      {
+        seq: r.seq,
+        reason: r.reason,
+        pauseMs: ms(r.pauseSeconds),
+        medianMs: ms(r.medianSeconds),
+        collectorMs: ms(r.collectorSeconds),
+        phasesMs: Object.fromEntries(Object.entries(r.phases).map(([k, v]) => [k, ms(v as number)])),
+        pages: r.pages,
+        unreported: r.unreported,
+      },
+      `slow checkpoint: pause ${ms(r.pauseSeconds)} ms against a median of ${ms(r.medianSeconds)} ms; ${cause}` +
+        (r.unreported > 0 ? ` (${r.unreported} more since the last report)` : ''),
+    );
   }
 
   /** Secondary: checkpoint `index` (0 = initial) applied; the guest is still suspended. */
