@@ -1,7 +1,10 @@
 import type { CheckpointReason } from '../statechart/types.js';
 
-/** Phases of one checkpoint, as the primary sees them (seconds). Absent phases do not apply to the mode. */
-export interface CheckpointPhases {
+/**
+ * Phases of one checkpoint, as the primary sees them (seconds). Absent phases do not apply to the mode. A type,
+ * not an interface, so that it fits a Record of phase names (the slow-checkpoint watch reports phases by name).
+ */
+export type CheckpointPhases = {
   /** Suspending the primary guest. */
   suspend: number;
   /** COLO: NEW_CHECKPOINT sent until the secondary's dirty list arrived. */
@@ -12,7 +15,7 @@ export interface CheckpointPhases {
   secondary_apply?: number;
   /** Resuming the primary guest. */
   resume: number;
-}
+};
 
 /** One completed checkpoint, emitted for metrics, status and benchmarks. */
 export interface CheckpointMeasurement {

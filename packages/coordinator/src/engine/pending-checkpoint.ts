@@ -32,6 +32,8 @@ export class PendingCheckpoint {
   bytes = 0;
   /** libxc CHECKPOINT seen (the libxc part is complete). */
   libxcComplete = false;
+  /** When its first record arrived (performance.now(), ms): set by the engine, for diagnostics only. */
+  startedAt: number | undefined;
 
   /** `arenas`: where buffered pages are copied; an engine passes its own so memory is reused across checkpoints. */
   constructor(arenas: ArenaPool = new ArenaPool()) {

@@ -18,8 +18,11 @@ export interface SecondaryEngineOptions {
   /** Creates (or returns) the guest the primary describes. Called once, when the identity is known. */
   hostGuest: (identity: GuestIdentity | undefined) => Domain;
   emit: (event: SecondaryEvent) => void;
-  /** Called right after checkpoint `index` (0 = initial synchronisation) is applied, guest still suspended. */
-  onCheckpointApplied?: (index: number, domain: Domain) => void;
+  /**
+   * Called right after checkpoint `index` (0 = initial synchronisation) is applied, guest still suspended, with
+   * when its first record arrived and when its apply ended (performance.now(), ms) and its pages.
+   */
+  onCheckpointApplied?: (index: number, domain: Domain, timing: AppliedCheckpointTiming) => void;
   maxRecordLength?: number;
   /**
    * Longest time a partly received record may stay incomplete (ms). Catches a primary that stalls mid-record
@@ -31,6 +34,15 @@ export interface SecondaryEngineOptions {
 
 /** Upper bound of the interval between coalesced STREAM_PROGRESS reports (a tenth of the stall timeout if less). */
 const MAX_PROGRESS_INTERVAL_MS = 20;
+
+/** The secondary's side of one checkpoint, for its own diagnostics (observability/slow-checkpoints.ts). */
+export interface AppliedCheckpointTiming {
+  /** First record of the checkpoint buffered (or now, for a checkpoint with none before its end). */
+  start: number;
+  /** Apply done. */
+  end: number;
+  pages: number;
+}
 
 /**
  * The secondary's half of the checkpoint engine: cuts the main stream into records, validates them with the
@@ -141,6 +153,7 @@ export class SecondaryCheckpointEngine {
   }
 
   private handle(item: StreamItem): void {
+    this.pending.startedAt ??= performance.now();
     if (item.item !== 'record') {
       if (item.item === 'libxc-domain-header' && item.header.pageShift !== 12) {
         throw new CoordinatorError(CoordinatorErrorCode.GUEST_MISMATCH, `page shift ${item.header.pageShift} is not supported`);
@@ -316,13 +329,14 @@ export class SecondaryCheckpointEngine {
       const cp = this.received.shift();
       if (!cp) throw new CoordinatorError(CoordinatorErrorCode.INVALID_STATE, 'asked to apply a checkpoint that was not received');
       cp.applyTo(d);
+      const timing: AppliedCheckpointTiming = { start: cp.startedAt ?? performance.now(), end: performance.now(), pages: cp.pageCount };
       const index = this.applied++;
       if (index === 0) {
         // From now on the guest's own writes matter (COLO: they are reported at each checkpoint).
         d.enableLogDirty();
         d.readAndClearDirty();
       }
-      this.o.onCheckpointApplied?.(index, d);
+      this.o.onCheckpointApplied?.(index, d, timing);
       this.emit({ type: 'CHECKPOINT_APPLIED' });
       // A later checkpoint that arrived whole while this one waited to be applied (Remus: the primary does not
       // wait for our ACK) was announced while the machine was applying, which ignores CHECKPOINT_RECEIVED:

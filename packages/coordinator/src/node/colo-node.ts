@@ -9,7 +9,7 @@ import { asCoordinatorError, CoordinatorError, CoordinatorErrorCode } from '../e
 import { ALL_EXTENSIONS, Extension } from '../engine/extensions.js';
 import type { CheckpointMeasurement } from '../engine/measurement.js';
 import { DEFAULT_PRECOPY, PrimaryCheckpointEngine, type PrecopyLimits } from '../engine/primary-engine.js';
-import { SecondaryCheckpointEngine } from '../engine/secondary-engine.js';
+import { SecondaryCheckpointEngine, type AppliedCheckpointTiming } from '../engine/secondary-engine.js';
 import { bindPrimaryEffects, bindSecondaryEffects } from '../statechart/bind.js';
 import type { PrimaryContext, PrimaryEvent } from '../statechart/primary.js';
 import type { SecondaryEvent } from '../statechart/secondary.js';
@@ -53,8 +53,8 @@ export interface NodeStatus {
 /** Events a node emits (besides onTransition). */
 export interface ColoNodeEvents {
   checkpoint: [CheckpointMeasurement];
-  /** Secondary side: checkpoint `index` on this link applied (guest still suspended). */
-  applied: [number, Domain];
+  /** Secondary side: checkpoint `index` on this link applied (guest still suspended), with its timing. */
+  applied: [number, Domain, AppliedCheckpointTiming];
   /** Primary side: every record of checkpoint `seq` written (guest suspended). */
   written: [number, Domain];
   protected: [];
@@ -550,7 +550,7 @@ export class ColoNode {
         return d;
       },
       emit,
-      onCheckpointApplied: (index, d) => {
+      onCheckpointApplied: (index, d, timing) => {
         this.completedSeq = index;
         this.lastCheckpoint = {
           seq: index,
@@ -562,7 +562,7 @@ export class ColoNode {
           pages: 0,
           bytes: 0,
         };
-        this.events.emit('applied', index, d);
+        this.events.emit('applied', index, d, timing);
       },
       maxRecordLength: this.o.maxRecordLength,
       stallTimeoutMs: this.o.timings?.stallTimeoutMs ?? DEFAULT_TIMINGS.stallTimeoutMs,

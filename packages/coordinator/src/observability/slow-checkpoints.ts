@@ -1,17 +1,32 @@
-import type { CheckpointMeasurement, CheckpointPhases } from '../engine/measurement.js';
-
 /**
- * Finds the checkpoints whose pause stands out, and says how much of each pause the JavaScript collector took.
+ * Finds the checkpoints that take much longer than usual, and says how much of each the JavaScript collector took.
  *
  * Why: a checkpoint pause's tail is what clients feel, and on a shared host it has two usual causes that call for
- * different fixes: a collection inside the pause (this process's heap: see the heap flags in docs/operations.md)
- * or the host not running the node's thread (CPU contention, vCPU wake-ups: nothing in colo to tune). The pause
- * alone cannot tell them apart; the collector's own timings, set against the pause window, can. Measured on the
- * primary, whose clock the pause window is in; the secondary's collections show up as a long `secondary_apply`
- * phase instead.
+ * different fixes: a collection inside the pause (the node's heap: see the heap flags in docs/operations.md) or
+ * the host not running the node's thread (CPU contention, vCPU wake-ups: nothing in colo to tune). The duration
+ * alone cannot tell them apart; the collector's own timings, set against the checkpoint's window, can. Each node
+ * watches its own part: the primary its guest's pause, the secondary the time from a checkpoint's first record
+ * to its apply (the primary sees that as a long `secondary_apply` phase).
  */
 
-/** One collection, in the same clock as CheckpointMeasurement.pauseWindow (performance.now(), ms). */
+/** Named phase durations in seconds (the primary's CheckpointPhases). */
+export type Phases = Readonly<Record<string, number | undefined>>;
+
+/** One checkpoint as a node saw it. */
+export interface CheckpointTiming {
+  seq: number;
+  /** 'initial' (a whole synchronisation) is neither judged nor part of the median. */
+  reason: string;
+  /** Primary: the pause; secondary: first record received to applied. */
+  seconds: number;
+  /** The same span on this process's performance.now() clock (ms); without it no collector time is found. */
+  window?: { start: number; end: number };
+  /** Phase durations (seconds), reported as they are. */
+  phases?: Phases;
+  pages: number;
+}
+
+/** One collection, on the same clock as CheckpointTiming.window (performance.now(), ms). */
 export interface CollectorPause {
   start: number;
   duration: number;
@@ -20,12 +35,12 @@ export interface CollectorPause {
 export interface SlowCheckpoint {
   seq: number;
   reason: string;
-  pauseSeconds: number;
-  /** Median pause of the recent checkpoints it was compared with. */
+  seconds: number;
+  /** Median of the recent checkpoints it was compared with. */
   medianSeconds: number;
-  /** Collector time inside this checkpoint's pause. */
+  /** Collector time inside its window. */
   collectorSeconds: number;
-  phases: CheckpointPhases;
+  phases: Phases;
   pages: number;
   /** Slow checkpoints found since the previous report (rate-limited logging), this one excluded. */
   unreported: number;
@@ -33,22 +48,22 @@ export interface SlowCheckpoint {
 
 /** What the watch makes of one completed checkpoint. */
 export interface CheckpointVerdict {
-  /** Collector time inside its pause (0 without a pause window). */
+  /** Collector time inside its window (0 without one). */
   collectorSeconds: number;
-  /** Its pause stands out against the recent ones. */
+  /** It took much longer than the recent ones. */
   slow: boolean;
   /** Set when it is slow and a report is due (reports are rate-limited; the others are counted into the next). */
   report: SlowCheckpoint | null;
 }
 
 export interface SlowCheckpointOptions {
-  /** A pause is slow at this multiple of the recent median... Default 4. */
+  /** A checkpoint is slow at this multiple of the recent median... Default 4. */
   factor?: number;
-  /** ...and never below this (a 0.3 ms pause four times the median is not worth a line). Default 0.005 s. */
-  minPauseSeconds?: number;
-  /** Recent pauses the median is taken over. Default 256. */
+  /** ...and never below this (0.3 ms at four times the median is not worth a line). Default 0.005 s. */
+  minSeconds?: number;
+  /** Recent checkpoints the median is taken over. Default 256. */
   window?: number;
-  /** No verdict before this many pauses are known. Default 32. */
+  /** No verdict before this many are known. Default 32. */
   warmup?: number;
   /** At most one report per this interval; the others are counted into the next. Default 10,000 ms. */
   reportIntervalMs?: number;
@@ -56,17 +71,17 @@ export interface SlowCheckpointOptions {
   now?: () => number;
 }
 
-/** Collections older than this are forgotten (no checkpoint pause lasts that long without a timeout first). */
+/** Collections older than this are forgotten (no checkpoint lasts that long without a timeout first). */
 const COLLECTOR_MEMORY_MS = 60_000;
 
 export class SlowCheckpointWatch {
   readonly #factor: number;
-  readonly #minPause: number;
+  readonly #minSeconds: number;
   readonly #warmup: number;
   readonly #reportIntervalMs: number;
   readonly #now: () => number;
-  /** Recent pauses (seconds), a ring. */
-  readonly #pauses: Float64Array;
+  /** Recent durations (seconds), a ring. */
+  readonly #recent: Float64Array;
   #count = 0;
   #collector: CollectorPause[] = [];
   #lastReport = -Infinity;
@@ -74,9 +89,9 @@ export class SlowCheckpointWatch {
 
   constructor(options: SlowCheckpointOptions = {}) {
     this.#factor = options.factor ?? 4;
-    this.#minPause = options.minPauseSeconds ?? 0.005;
-    this.#pauses = new Float64Array(options.window ?? 256);
-    this.#warmup = Math.min(options.warmup ?? 32, this.#pauses.length);
+    this.#minSeconds = options.minSeconds ?? 0.005;
+    this.#recent = new Float64Array(options.window ?? 256);
+    this.#warmup = Math.min(options.warmup ?? 32, this.#recent.length);
     this.#reportIntervalMs = options.reportIntervalMs ?? 10_000;
     this.#now = options.now ?? Date.now;
   }
@@ -84,27 +99,26 @@ export class SlowCheckpointWatch {
   /** A collection this process ran (fed from a PerformanceObserver of 'gc' entries). */
   collected(pause: CollectorPause): void {
     this.#collector.push(pause);
-    // Forget what no future pause window can reach (checked only when the list grows: cheap).
+    // Forget what no future window can reach (checked only when the list grows: cheap).
     if (this.#collector.length > 64) {
       const horizon = pause.start - COLLECTOR_MEMORY_MS;
       this.#collector = this.#collector.filter((c) => c.start + c.duration >= horizon);
     }
   }
 
-  /** A completed checkpoint: its collector time, whether it stands out, and the report when one is due. */
-  checkpoint(m: CheckpointMeasurement): CheckpointVerdict {
-    const collectorSeconds = m.pauseWindow ? this.#collectorWithin(m.pauseWindow.start, m.pauseWindow.end) / 1000 : 0;
-    // The initial synchronisation is a different animal (the whole guest): neither judged nor part of the median.
-    if (m.reason === 'initial') return { collectorSeconds, slow: false, report: null };
-    const known = Math.min(this.#count, this.#pauses.length);
+  /** A completed checkpoint: its collector time, whether it was slow, and the report when one is due. */
+  checkpoint(t: CheckpointTiming): CheckpointVerdict {
+    const collectorSeconds = t.window ? this.#collectorWithin(t.window.start, t.window.end) / 1000 : 0;
+    if (t.reason === 'initial') return { collectorSeconds, slow: false, report: null };
+    const known = Math.min(this.#count, this.#recent.length);
     let median = 0;
     let slow = false;
-    // Most pauses are below the floor: only those above it pay for the median.
-    if (known >= this.#warmup && m.pauseSeconds >= this.#minPause) {
-      median = medianOf(this.#pauses.subarray(0, known));
-      slow = m.pauseSeconds >= this.#factor * median;
+    // Most checkpoints are below the floor: only those above it pay for the median.
+    if (known >= this.#warmup && t.seconds >= this.#minSeconds) {
+      median = medianOf(this.#recent.subarray(0, known));
+      slow = t.seconds >= this.#factor * median;
     }
-    this.#pauses[this.#count % this.#pauses.length] = m.pauseSeconds;
+    this.#recent[this.#count % this.#recent.length] = t.seconds;
     this.#count++;
     if (!slow) return { collectorSeconds, slow, report: null };
     const now = this.#now();
@@ -114,13 +128,13 @@ export class SlowCheckpointWatch {
     }
     this.#lastReport = now;
     const report: SlowCheckpoint = {
-      seq: m.seq,
-      reason: m.reason,
-      pauseSeconds: m.pauseSeconds,
+      seq: t.seq,
+      reason: t.reason,
+      seconds: t.seconds,
       medianSeconds: median,
       collectorSeconds,
-      phases: m.phases,
-      pages: m.pages,
+      phases: t.phases ?? {},
+      pages: t.pages,
       unreported: this.#unreported,
     };
     this.#unreported = 0;

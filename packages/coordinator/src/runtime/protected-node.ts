@@ -3,11 +3,12 @@ import type { Domain } from '@colo/domain';
 import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
 import type { CheckpointMeasurement } from '../engine/measurement.js';
+import type { AppliedCheckpointTiming } from '../engine/secondary-engine.js';
 import { ColoNode } from '../node/colo-node.js';
 import { CoordinatorErrorCode } from '../errors.js';
 import type { Transition } from '../node/transitions.js';
 import { collectProcessMetrics, createNodeMetrics, NODE_ROLES, setOneHot, type NodeMetrics } from '../observability/metrics.js';
-import { SlowCheckpointWatch, type SlowCheckpoint } from '../observability/slow-checkpoints.js';
+import { SlowCheckpointWatch, type CheckpointTiming, type SlowCheckpoint } from '../observability/slow-checkpoints.js';
 import { PrimaryProxy } from '../proxy/primary-proxy.js';
 import { SecondaryProxy } from '../proxy/secondary-proxy.js';
 import type { ProxyMetrics } from '../proxy/metrics.js';
@@ -153,7 +154,7 @@ export class ProtectedNode {
       for (const e of list.getEntries()) this.slowCheckpoints.collected({ start: e.startTime, duration: e.duration });
     });
     this.gcObserver.observe({ entryTypes: ['gc'] });
-    this.node.on('applied', (index) => this.onApplied(index));
+    this.node.on('applied', (index, _d, timing) => this.onApplied(index, timing));
     this.node.on('unprotected', () => this.detachProxy('the replication link to the secondary ended'));
     this.node.on('promoted', (epoch) => void this.onPromoted(epoch));
     this.node.on('halted', (e) => {
@@ -457,40 +458,56 @@ export class ProtectedNode {
     mx.lastCheckpointTime.set(m.at / 1000);
     for (const [phase, seconds] of Object.entries(m.phases)) if (typeof seconds === 'number') mx.checkpointPhaseDuration.observe({ phase }, seconds);
     if (m.reason === 'initial') mx.initialSyncDuration.set(m.durationSeconds);
-    const verdict = this.slowCheckpoints.checkpoint(m);
-    if (verdict.collectorSeconds > 0) mx.checkpointCollectorSeconds.inc(verdict.collectorSeconds);
-    if (verdict.slow) mx.slowCheckpoints.inc();
+    this.watchCheckpoint({ seq: m.seq, reason: m.reason, seconds: m.pauseSeconds, window: m.pauseWindow, phases: m.phases, pages: m.pages });
+  }
+
+  /** Both roles: a checkpoint's collector time and, when it stands out, a counted and (rate-limited) logged report. */
+  private watchCheckpoint(t: CheckpointTiming): void {
+    const verdict = this.slowCheckpoints.checkpoint(t);
+    if (verdict.collectorSeconds > 0) this.metrics.checkpointCollectorSeconds.inc(verdict.collectorSeconds);
+    if (verdict.slow) this.metrics.slowCheckpoints.inc();
     if (verdict.report) this.reportSlowCheckpoint(verdict.report);
   }
 
-  /** One warn line per slow checkpoint (rate-limited), with what the pause was made of and the likely cause. */
+  /** One warn line per slow checkpoint (rate-limited), with what it was made of and the likely cause. */
   private reportSlowCheckpoint(r: SlowCheckpoint): void {
     const ms = (s: number) => Math.round(s * 1e5) / 100;
-    const excess = r.pauseSeconds - r.medianSeconds;
-    const cause =
-      r.collectorSeconds >= excess / 2
-        ? `this node's collector ran ${ms(r.collectorSeconds)} ms of it`
-        : `not this node's collector (${ms(r.collectorSeconds)} ms): a long secondary_apply points at the secondary, ` +
-          'otherwise at the host not running the node (CPU contention)';
+    const primary = this.node.role === 'primary';
+    const collector = r.collectorSeconds >= (r.seconds - r.medianSeconds) / 2;
+    const cause = collector
+      ? `this node's collector ran ${ms(r.collectorSeconds)} ms of it`
+      : primary
+        ? `not this node's collector (${ms(r.collectorSeconds)} ms): with a long secondary_apply, the secondary's log tells whether its ` +
+          'part (first record to applied) was slow; if it says nothing, the time went to threads waiting for a CPU on either host'
+        : `not this node's collector (${ms(r.collectorSeconds)} ms): the primary's bytes came slowly (its log, the link) ` +
+          'or the host did not run this node (CPU contention)';
+    const what = primary ? 'pause' : 'first record to applied';
     this.log.warn(
       {
         seq: r.seq,
         reason: r.reason,
-        pauseMs: ms(r.pauseSeconds),
+        ms: ms(r.seconds),
         medianMs: ms(r.medianSeconds),
         collectorMs: ms(r.collectorSeconds),
-        phasesMs: Object.fromEntries(Object.entries(r.phases).map(([k, v]) => [k, ms(v as number)])),
+        ...(primary ? { phasesMs: Object.fromEntries(Object.entries(r.phases).map(([k, v]) => [k, ms(v ?? 0)])) } : {}),
         pages: r.pages,
         unreported: r.unreported,
       },
-      `slow checkpoint: pause ${ms(r.pauseSeconds)} ms against a median of ${ms(r.medianSeconds)} ms; ${cause}` +
+      `slow checkpoint: ${what} ${ms(r.seconds)} ms against a median of ${ms(r.medianSeconds)} ms; ${cause}` +
         (r.unreported > 0 ? ` (${r.unreported} more since the last report)` : ''),
     );
   }
 
   /** Secondary: checkpoint `index` (0 = initial) applied; the guest is still suspended. */
-  private onApplied(index: number): void {
+  private onApplied(index: number, timing: AppliedCheckpointTiming): void {
     this.linkCheckpoint = index + 1;
+    this.watchCheckpoint({
+      seq: index,
+      reason: index === 0 ? 'initial' : 'checkpoint',
+      seconds: (timing.end - timing.start) / 1000,
+      window: timing,
+      pages: timing.pages,
+    });
     this.secondaryProxy?.checkpointApplied(index + 1).catch((e: Error) => {
       if (this.stopped || this.node.role !== 'secondary') return;
       this.log.error({ err: e }, 'no barrier for an applied checkpoint: dropping the primary');

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SimulatedGuest } from '@colo/domain';
 import { EmulatorId, encodePageData, encodeRecord } from '@colo/stream';
-import { SecondaryCheckpointEngine } from '../../src/engine/secondary-engine.js';
+import { SecondaryCheckpointEngine, type AppliedCheckpointTiming } from '../../src/engine/secondary-engine.js';
 import type { SecondaryEvent } from '../../src/statechart/secondary.js';
 import { streamHead } from './stream-head.js';
 
@@ -21,18 +21,20 @@ function firstCheckpoint(guest: SimulatedGuest): { records: Buffer; end: Buffer 
   return { records, end: Buffer.from(encodeRecord({ layer: 'libxl', kind: 'CHECKPOINT_END' })) };
 }
 
-function engine(stallTimeoutMs?: number): { e: SecondaryCheckpointEngine; events: string[]; guest: SimulatedGuest } {
+function engine(stallTimeoutMs?: number): { e: SecondaryCheckpointEngine; events: string[]; guest: SimulatedGuest; applied: [number, AppliedCheckpointTiming][] } {
   const guest = new SimulatedGuest({ memoryBytes: PAGES * 4096, startSuspended: true });
   const events: string[] = [];
+  const applied: [number, AppliedCheckpointTiming][] = [];
   const e = new SecondaryCheckpointEngine({
     mode: 'colo',
     extensions: [],
     send: async () => {},
     hostGuest: () => guest,
     emit: (ev: SecondaryEvent) => events.push(ev.type),
+    onCheckpointApplied: (index, _d, timing) => applied.push([index, timing]),
     stallTimeoutMs,
   });
-  return { e, events, guest };
+  return { e, events, guest, applied };
 }
 
 describe('SecondaryCheckpointEngine: the events a checkpoint becomes', () => {
@@ -96,6 +98,39 @@ describe('SecondaryCheckpointEngine: checkpoints received faster than applied', 
     expect(guest.page(5)[0]).toBe(0x22);
     expect(guest.page(6)[0]).toBe(0x33);
     expect(events.slice(6)).toEqual(['CHECKPOINT_APPLIED']);
+    guest.destroy();
+  });
+
+  it("times each checkpoint from its own first record to its apply (for the node's slow-checkpoint watch)", async () => {
+    const { e, guest, applied } = engine();
+    const { records, end } = firstCheckpoint(guest);
+    e.receive(records);
+    const beforeEnd = performance.now();
+    await new Promise((r) => setTimeout(r, 20));
+    e.receive(end);
+    e.applyCheckpoint();
+    await e.idle();
+    const second = Buffer.concat([
+      encodePageData([5, 6], (pfn) => new Uint8Array(4096).fill(pfn)),
+      encodeRecord({ layer: 'libxc', kind: 'X86_TSC_INFO', ...guest.getTscInfo() }),
+      encodeRecord({ layer: 'libxc', kind: 'HVM_CONTEXT', blob: guest.getVcpuContext() }),
+      encodeRecord({ layer: 'libxc', kind: 'CHECKPOINT' }),
+      end,
+    ]);
+    const sentSecond = performance.now();
+    e.receive(second);
+    e.applyCheckpoint();
+    await e.idle();
+    expect(applied.map(([i, t]) => [i, t.pages])).toEqual([
+      [0, 3],
+      [1, 2],
+    ]);
+    const [[, first], [, next]] = applied as [[number, AppliedCheckpointTiming], [number, AppliedCheckpointTiming]];
+    // The first began with its first records, before the 20 ms wait; the second with its own, not the first's.
+    expect(first.start).toBeLessThan(beforeEnd);
+    expect(first.end - first.start).toBeGreaterThanOrEqual(19);
+    expect(next.start).toBeGreaterThanOrEqual(sentSecond);
+    expect(next.end).toBeGreaterThanOrEqual(next.start);
     guest.destroy();
   });
 });

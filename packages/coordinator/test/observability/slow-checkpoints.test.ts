@@ -1,20 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import type { CheckpointMeasurement } from '@colo/coordinator';
-import { SlowCheckpointWatch } from '../../src/observability/slow-checkpoints.js';
+import { SlowCheckpointWatch, type CheckpointTiming } from '../../src/observability/slow-checkpoints.js';
 
-/** A checkpoint whose pause (seconds) ran from `start` (ms on the process clock). */
-function cp(seq: number, pauseSeconds: number, start = seq * 100, reason: CheckpointMeasurement['reason'] = 'periodic'): CheckpointMeasurement {
+/** A checkpoint that took `seconds`, from `start` (ms on the process clock). */
+function cp(seq: number, seconds: number, start = seq * 100, reason = 'periodic'): CheckpointTiming {
   return {
     seq,
     reason,
-    at: 0,
-    pauseSeconds,
-    durationSeconds: pauseSeconds,
-    phases: { suspend: 0, transfer: pauseSeconds / 2, secondary_apply: pauseSeconds / 2, resume: 0 },
+    seconds,
+    phases: { suspend: 0, transfer: seconds / 2, secondary_apply: seconds / 2, resume: 0 },
     pages: 100,
-    bytes: 409_600,
-    pauseWindow: { start, end: start + pauseSeconds * 1000 },
+    window: { start, end: start + seconds * 1000 },
   };
 }
 
@@ -29,7 +25,7 @@ describe('SlowCheckpointWatch', () => {
     expect(w.checkpoint(cp(11, 0.007)).slow).toBe(false);
     const v = w.checkpoint(cp(12, 0.008));
     expect(v.slow).toBe(true);
-    expect(v.report).toMatchObject({ seq: 12, pauseSeconds: 0.008, medianSeconds: 0.002, unreported: 0 });
+    expect(v.report).toMatchObject({ seq: 12, seconds: 0.008, medianSeconds: 0.002, unreported: 0 });
     const low = new SlowCheckpointWatch({ warmup: 4 });
     for (let i = 1; i <= 4; i++) low.checkpoint(cp(i, 0.0005));
     expect(low.checkpoint(cp(5, 0.004)).slow).toBe(false); // 8x the median, under 5 ms
@@ -62,7 +58,7 @@ describe('SlowCheckpointWatch', () => {
     expect(w.checkpoint(cp(8, 0.05)).report).toMatchObject({ seq: 8, unreported: 2 });
   });
 
-  it("counts exactly the collector time that overlaps each pause window", () => {
+  it('counts exactly the collector time that overlaps each checkpoint\'s window', () => {
     fc.assert(
       fc.property(
         fc.array(fc.record({ start: fc.integer({ min: 0, max: 1000 }), duration: fc.integer({ min: 0, max: 50 }) }), { maxLength: 30 }),
@@ -81,10 +77,10 @@ describe('SlowCheckpointWatch', () => {
     );
   });
 
-  it('has no collector time to give without a pause window, and forgets collections a minute old', () => {
+  it('has no collector time to give without a window, and forgets collections a minute old', () => {
     const w = new SlowCheckpointWatch();
     w.collected({ start: 10, duration: 5 });
-    const { pauseWindow: _, ...noWindow } = cp(1, 0.01, 8);
+    const { window: _, ...noWindow } = cp(1, 0.01, 8);
     expect(w.checkpoint(noWindow).collectorSeconds).toBe(0);
     for (let i = 0; i < 70; i++) w.collected({ start: 120_000 + i, duration: 0.5 });
     expect(w.checkpoint(cp(2, 0.01, 8)).collectorSeconds).toBe(0);
