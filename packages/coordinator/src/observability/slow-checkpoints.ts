@@ -73,6 +73,11 @@ export interface SlowCheckpointOptions {
 
 /** Collections older than this are forgotten (no checkpoint lasts that long without a timeout first). */
 const COLLECTOR_MEMORY_MS = 60_000;
+/**
+ * And at most this many are kept: every checkpoint scans them, so a process collecting 100 times a second must
+ * not make each checkpoint walk a minute of them (the newest are the ones a window can overlap).
+ */
+const COLLECTOR_MEMORY_ENTRIES = 256;
 
 export class SlowCheckpointWatch {
   readonly #factor: number;
@@ -103,6 +108,7 @@ export class SlowCheckpointWatch {
     if (this.#collector.length > 64) {
       const horizon = pause.start - COLLECTOR_MEMORY_MS;
       this.#collector = this.#collector.filter((c) => c.start + c.duration >= horizon);
+      if (this.#collector.length > COLLECTOR_MEMORY_ENTRIES) this.#collector = this.#collector.slice(-COLLECTOR_MEMORY_ENTRIES);
     }
   }
 

@@ -85,5 +85,8 @@ describe('SlowCheckpointWatch', () => {
     for (let i = 0; i < 70; i++) w.collected({ start: 120_000 + i, duration: 0.5 });
     expect(w.checkpoint(cp(2, 0.01, 8)).collectorSeconds).toBe(0);
     expect(w.checkpoint(cp(3, 0.01, 120_000)).collectorSeconds).toBeCloseTo(0.005, 9);
+    // However often the process collects, only the latest 256 are kept (each checkpoint scans them).
+    for (let i = 0; i < 1000; i++) w.collected({ start: 200_000 + i, duration: 0.5 });
+    expect(w.checkpoint(cp(4, 1, 200_000)).collectorSeconds).toBeCloseTo(0.128, 9);
   });
 });
