@@ -99,8 +99,12 @@ export class ProtectedNode {
   /** Proxy-link bytes received and not yet added to colo_replication_bytes_total. */
   private proxyBytesReceived = 0;
   private metricsTimer: ReturnType<typeof setInterval> | undefined;
-  /** Pauses that stand out, and the collector's share of each pause (fed by the 'gc' observer). */
-  private readonly slowCheckpoints = new SlowCheckpointWatch();
+  /**
+   * This node's part of each checkpoint (primary: the pause; secondary: first record to applied), the slow ones,
+   * and the collector's time inside each (fed by the 'gc' observer). A new one at promotion: a secondary's
+   * durations are no median for a primary's pauses.
+   */
+  private slowCheckpoints = new SlowCheckpointWatch();
   private gcObserver: PerformanceObserver | undefined;
   private stopped = false;
   private readonly exitListeners = new Set<(reason: 'halted' | 'fenced', error: Error) => void>();
@@ -518,6 +522,7 @@ export class ProtectedNode {
 
   private async onPromoted(epoch: number): Promise<void> {
     this.failoverCount++;
+    this.slowCheckpoints = new SlowCheckpointWatch();
     this.metrics.failovers.inc({ reason: this.manualFailover ? 'manual' : 'primary_lost' });
     this.manualFailover = false;
     this.proxyAttached = false;
