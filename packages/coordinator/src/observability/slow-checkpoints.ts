@@ -104,12 +104,11 @@ export class SlowCheckpointWatch {
   /** A collection this process ran (fed from a PerformanceObserver of 'gc' entries). */
   collected(pause: CollectorPause): void {
     this.#collector.push(pause);
-    // Forget what no future window can reach (checked only when the list grows: cheap).
-    if (this.#collector.length > 64) {
-      const horizon = pause.start - COLLECTOR_MEMORY_MS;
-      this.#collector = this.#collector.filter((c) => c.start + c.duration >= horizon);
-      if (this.#collector.length > COLLECTOR_MEMORY_ENTRIES) this.#collector = this.#collector.slice(-COLLECTOR_MEMORY_ENTRIES);
-    }
+    // Forget what no future window can reach: filter only when the oldest entry has aged out (O(1) otherwise).
+    const oldest = this.#collector[0]!;
+    const horizon = pause.start - COLLECTOR_MEMORY_MS;
+    if (oldest.start + oldest.duration < horizon) this.#collector = this.#collector.filter((c) => c.start + c.duration >= horizon);
+    if (this.#collector.length > COLLECTOR_MEMORY_ENTRIES) this.#collector.shift();
   }
 
   /** A completed checkpoint: its collector time, whether it was slow, and the report when one is due. */
