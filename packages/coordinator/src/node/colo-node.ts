@@ -244,6 +244,13 @@ export class ColoNode {
     this.link.close(reason);
   }
 
+  /** status().role === 'primary' && status().protected, without building the status (asked at every transition). */
+  get isProtectedPrimary(): boolean {
+    if (this.currentRole !== 'primary') return false;
+    const snap = this.primaryActor?.getSnapshot();
+    return snap !== undefined && stateName(snap.value).startsWith('protected');
+  }
+
   status(): NodeStatus {
     const snap = this.currentRole === 'primary' ? this.primaryActor?.getSnapshot() : this.secondaryActor?.getSnapshot();
     const state = snap ? stateName(snap.value) : 'not-started';
@@ -301,7 +308,9 @@ export class ColoNode {
     // Steps inside the protected/synchronised state repeat at every checkpoint (5 a second in Remus): debug.
     const routine = (t.from.startsWith('protected.') && t.to.startsWith('protected.')) || (t.from.startsWith('synchronised.') && t.to.startsWith('synchronised.'));
     const level = t.to === 'fenced' || t.to === 'halted' || t.to === 'unprotected' ? 'warn' : routine ? 'debug' : 'info';
-    this.roleLogger()[level]({ from: t.from, to: t.to, event: t.event }, `state ${t.from} -> ${t.to}`);
+    // Five or so routine steps per checkpoint, inside its pause: no log object or message built for nothing.
+    const logger = this.roleLogger();
+    if (logger.isLevelEnabled(level)) logger[level]({ from: t.from, to: t.to, event: t.event }, `state ${t.from} -> ${t.to}`);
     for (const cb of this.transitionListeners) {
       try {
         cb(t);

@@ -15,9 +15,13 @@ export interface Transition {
 export function stateName(value: unknown): string {
   if (typeof value === 'string') return value;
   if (value && typeof value === 'object') {
-    const [k, v] = Object.entries(value)[0] ?? ['?', ''];
-    const rest = stateName(v);
-    return rest ? `${k}.${rest}` : k;
+    // Runs for every snapshot of every checkpoint: the first key without an array of entries per level (the
+    // machines have no parallel states, so a level has one active child).
+    for (const k in value) {
+      const rest = stateName((value as Record<string, unknown>)[k]);
+      return rest ? `${k}.${rest}` : k;
+    }
+    return '?';
   }
   return String(value);
 }

@@ -560,8 +560,8 @@ export class ProtectedNode {
   private exit(reason: 'halted' | 'fenced', error: Error): void {
     if (this.terminal) return;
     this.terminal = reason;
-    setOneHot(this.metrics.role, 'role', NODE_ROLES, 'none');
-    this.metrics.protectedState.set(0);
+    this.showRole('none');
+    this.showProtected(false);
     for (const cb of this.exitListeners) cb(reason, error);
   }
 
@@ -573,10 +573,26 @@ export class ProtectedNode {
     if (this.lastState) mx.state.set({ state: this.lastState }, 0);
     mx.state.set({ state }, 1);
     this.lastState = state;
-    setOneHot(mx.role, 'role', NODE_ROLES, this.terminal ? 'none' : t.role);
-    mx.epoch.set(t.epoch);
-    const s = this.node.status();
-    mx.protectedState.set(s.role === 'primary' && s.protected ? 1 : 0);
+    this.showRole(this.terminal ? 'none' : t.role);
+    if (t.epoch !== this.shown.epoch) {
+      mx.epoch.set(t.epoch);
+      this.shown.epoch = t.epoch;
+    }
+    this.showProtected(this.node.isProtectedPrimary);
+  }
+
+  // A transition happens ~5 times per checkpoint, inside its pause, and role, epoch and protection rarely change
+  // with it: their gauges are written only when their value does (labelled sets cost microseconds each).
+  private readonly shown = { role: '', epoch: Number.NaN, protected: undefined as boolean | undefined };
+  private showRole(role: string): void {
+    if (role === this.shown.role) return;
+    setOneHot(this.metrics.role, 'role', NODE_ROLES, role);
+    this.shown.role = role;
+  }
+  private showProtected(on: boolean): void {
+    if (on === this.shown.protected) return;
+    this.metrics.protectedState.set(on ? 1 : 0);
+    this.shown.protected = on;
   }
 
   private refreshProxyMetrics(): void {
