@@ -246,16 +246,18 @@ export class ColoNode {
 
   /** status().role === 'primary' && status().protected, without building the status (asked at every transition). */
   get isProtectedPrimary(): boolean {
-    if (this.currentRole !== 'primary') return false;
-    const snap = this.primaryActor?.getSnapshot();
-    return snap !== undefined && stateName(snap.value).startsWith('protected');
+    return this.currentRole === 'primary' && isProtectedState('primary', this.currentState());
+  }
+
+  /** The current role's state name ('not-started' before its machine exists). */
+  private currentState(): string {
+    const snap = this.currentRole === 'primary' ? this.primaryActor?.getSnapshot() : this.secondaryActor?.getSnapshot();
+    return snap ? stateName(snap.value) : 'not-started';
   }
 
   status(): NodeStatus {
-    const snap = this.currentRole === 'primary' ? this.primaryActor?.getSnapshot() : this.secondaryActor?.getSnapshot();
-    const state = snap ? stateName(snap.value) : 'not-started';
-    const isProtected =
-      this.currentRole === 'primary' ? state.startsWith('protected') : state.startsWith('synchronised');
+    const state = this.currentState();
+    const isProtected = isProtectedState(this.currentRole, state);
     const lc = this.lastCheckpoint;
     return {
       nodeId: this.o.nodeId,
@@ -662,4 +664,9 @@ function validate(o: ColoNodeOptions): void {
   if (o.epoch !== undefined && (!Number.isSafeInteger(o.epoch) || o.epoch < 0)) bad('epoch must be a non-negative integer');
   for (const [k, v] of Object.entries(o.timings ?? {})) if (!(typeof v === 'number' && v > 0)) bad(`timings.${k} must be a positive number of ms`);
   for (const [k, v] of Object.entries(o.precopy ?? {})) if (!(Number.isInteger(v) && v >= 0)) bad(`precopy.${k} must be a non-negative integer`);
+}
+
+/** A primary is protected once it has a synchronised secondary; a secondary once it holds a checkpoint. */
+function isProtectedState(role: NodeRole, state: string): boolean {
+  return role === 'primary' ? state.startsWith('protected') : state.startsWith('synchronised');
 }

@@ -91,7 +91,6 @@ export class ProtectedNode {
   private admin: AdminServer | undefined;
   /** Checkpoints on the current link: suspends since the secondary attached (primary), applied (secondary). */
   private linkCheckpoint = 0;
-  private lastState = '';
   private terminal: 'fenced' | 'halted' | undefined;
   private failoverCount = 0;
   private lastProxyMetrics: ProxyMetrics | undefined;
@@ -570,9 +569,11 @@ export class ProtectedNode {
   private onTransition(t: Transition): void {
     const mx = this.metrics;
     const state = `${t.role}.${t.to}`;
-    if (this.lastState) mx.state.set({ state: this.lastState }, 0);
-    mx.state.set({ state }, 1);
-    this.lastState = state;
+    if (state !== this.shown.state) {
+      if (this.shown.state) mx.state.set({ state: this.shown.state }, 0);
+      mx.state.set({ state }, 1);
+      this.shown.state = state;
+    }
     this.showRole(this.terminal ? 'none' : t.role);
     if (t.epoch !== this.shown.epoch) {
       mx.epoch.set(t.epoch);
@@ -582,8 +583,9 @@ export class ProtectedNode {
   }
 
   // A transition happens ~5 times per checkpoint, inside its pause, and role, epoch and protection rarely change
-  // with it: their gauges are written only when their value does (labelled sets cost microseconds each).
-  private readonly shown = { role: '', epoch: Number.NaN, protected: undefined as boolean | undefined };
+  // with it: the gauges hold what was last written and are written only when a value changes (labelled sets cost
+  // microseconds each).
+  private readonly shown = { state: '', role: '', epoch: Number.NaN, protected: undefined as boolean | undefined };
   private showRole(role: string): void {
     if (role === this.shown.role) return;
     setOneHot(this.metrics.role, 'role', NODE_ROLES, role);
