@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { isIP } from 'node:net';
+import { isIP, type NetConnectOpts } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { WebSocket, type ClientOptions } from 'ws';
@@ -20,6 +20,7 @@ import type { LinkSecurity, PeerLink } from './peer-link.js';
 import { asLinkError, refuse } from './refuse.js';
 import { DEFAULT_HIGH_WATER_MARK, WsPeerLink } from './ws-link.js';
 import { childLogger } from '../observability/logger.js';
+import { connectWithReadRing, ReadRing } from './read-ring.js';
 
 export interface ConnectOptions {
   /** ws://host:port or wss://host:port (wss with security.tls for mutual TLS). */
@@ -34,6 +35,12 @@ export interface ConnectOptions {
   /** send() waits while more than this is queued (default 8 MiB). */
   highWaterMark?: number;
   logger?: Logger;
+  /**
+   * Read the socket into memory reused from one read to the next (ReadRing) rather than a fresh buffer per
+   * read; for a link whose data listener passes DataListenerOptions (the secondary's replication stream).
+   * Plain ws:// only (TLS sockets read through Node's own buffers). Default false.
+   */
+  reuseReadMemory?: boolean;
 }
 
 /**
@@ -82,6 +89,7 @@ export async function connectToPeer(opts: ConnectOptions): Promise<PeerLink> {
     });
     return socket;
   };
+  const readRing = opts.reuseReadMemory && url.protocol === 'ws:' ? new ReadRing() : undefined;
   const wsOptions: ClientOptions = {
     perMessageDeflate: false,
     maxPayload,
@@ -97,7 +105,9 @@ export async function connectToPeer(opts: ConnectOptions): Promise<PeerLink> {
     ...(tls ? { cert: tls.cert, key: tls.key, ca: tls.ca } : {}),
     ...(url.protocol === 'wss:'
       ? { createConnection: connectTls as unknown as ClientOptions['createConnection'] }
-      : {}),
+      : readRing
+        ? { createConnection: ((options: NetConnectOpts) => connectWithReadRing(options, readRing)) as unknown as ClientOptions['createConnection'] }
+        : {}),
   };
   const ws = new WebSocket(opts.url, wsOptions);
   let remoteAddress = url.host;
@@ -121,7 +131,7 @@ export async function connectToPeer(opts: ConnectOptions): Promise<PeerLink> {
       hello: opts.hello,
       deadline,
     });
-    return new WsPeerLink(ws, result, { heartbeat, highWaterMark, logger: loggerOr(opts.logger), remoteAddress });
+    return new WsPeerLink(ws, result, { heartbeat, highWaterMark, logger: loggerOr(opts.logger), remoteAddress, ...(readRing ? { readRing } : {}) });
   } catch (e) {
     const error = asLinkError(e);
     refuse(ws, reader, error);

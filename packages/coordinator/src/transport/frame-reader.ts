@@ -2,7 +2,10 @@ import { LinkError, LinkErrorCode } from './errors.js';
 
 /** What a FrameReader finds in the bytes it is given. */
 export interface FrameReaderSink {
-  /** Payload bytes of binary frames (and their continuations), in order: views of the chunks given to push(). */
+  /**
+   * Payload bytes of binary frames (and their continuations), in order: views of the chunks given to push(),
+   * valid only as long as those chunks are (the reader keeps no view of a chunk after push() returns).
+   */
   data(bytes: Buffer): void;
   ping(payload: Buffer): void;
   pong(payload: Buffer): void;
@@ -74,7 +77,8 @@ export class FrameReader {
       at += take;
       this.#remaining -= take;
       if (this.#opcode === OP_BINARY || this.#opcode === OP_CONTINUATION) this.#sink.data(part);
-      else this.#control.push(part);
+      // Copied: a control frame may be cut between reads, and the reads' memory may be reused (ReadRing).
+      else this.#control.push(Buffer.from(part));
       if (this.#remaining === 0) this.#endFrame();
     }
   }

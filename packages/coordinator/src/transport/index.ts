@@ -9,7 +9,7 @@ export { PROTOCOL_VERSION, CHANNELS, isLinkRefusal, negotiateExtensions } from '
 export type { Channel, Hello, LinkRefusal } from './hello.js';
 export { DEFAULT_HEARTBEAT } from './heartbeat.js';
 export type { HeartbeatOptions } from './heartbeat.js';
-export type { LinkSecurity, PeerLink } from './peer-link.js';
+export type { DataListenerOptions, LinkSecurity, PeerLink } from './peer-link.js';
 export { listenForPeers } from './listener.js';
 export type { ListenOptions, PeerServer } from './listener.js';
 export { connectToPeer } from './dialer.js';

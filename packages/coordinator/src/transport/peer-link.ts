@@ -1,6 +1,12 @@
 import type { LinkError } from './errors.js';
 import type { Hello } from './hello.js';
 
+/** See PeerLink.onData. */
+export interface DataListenerOptions {
+  /** How many of the most recent bytes given to the listener it may still reference as views (0: none). */
+  retainedBytes: () => number;
+}
+
 /** How a link proves who is at the other end. At least one is required; both may be combined. */
 export interface LinkSecurity {
   /** Pre-shared key (>= 16 bytes): mutual HMAC-SHA256 challenge/response, the default mode. */
@@ -43,8 +49,11 @@ export interface PeerLink {
   /**
    * Stream bytes from the peer, in order. Frames that arrive while no listener is attached (or while
    * receiving is paused) are held and delivered, in order, once one is attached (or on resume).
+   * The bytes are the listener's to keep unless it passes `options`: then it may be given views of memory the
+   * link reuses (a dialer with `reuseReadMemory`), and it promises to reference only the most recent
+   * `retainedBytes()` of the bytes it was given (copying out anything older it wants to keep).
    */
-  onData(listener: (bytes: Uint8Array) => void): () => void;
+  onData(listener: (bytes: Uint8Array) => void, options?: DataListenerOptions): () => void;
   /**
    * Called exactly once when the link ends: null for a local close(), else a LinkError (peer closed, socket
    * error, heartbeat timeout, protocol violation). A listener attached after the end is called at once

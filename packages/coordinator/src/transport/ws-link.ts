@@ -5,9 +5,10 @@ import { toBuffer } from './handshake-reader.js';
 import type { HandshakeResult } from './handshake.js';
 import { Heartbeat, type HeartbeatOptions } from './heartbeat.js';
 import { negotiateExtensions, type Hello } from './hello.js';
-import type { PeerLink } from './peer-link.js';
+import type { DataListenerOptions, PeerLink } from './peer-link.js';
 import { errorFromSocket } from './socket-errors.js';
 import { FrameReader } from './frame-reader.js';
+import type { ReadRing, ReadRingStats } from './read-ring.js';
 import { childLogger } from '../observability/logger.js';
 
 /** Largest frame send() produces: small enough that a pong never waits long behind one. */
@@ -20,6 +21,8 @@ export interface WsLinkOptions {
   highWaterMark: number;
   logger: Logger;
   remoteAddress: string;
+  /** The dialer's socket reads into this ring (see ReadRing): once open, the link reads it directly. */
+  readRing?: ReadRing;
 }
 
 type Waiter = { resolve: () => void; reject: (e: LinkError) => void };
@@ -91,7 +94,8 @@ export class WsPeerLink implements PeerLink {
   private readonly log: Logger;
   private readonly highWaterMark: number;
   private readonly heartbeat: Heartbeat;
-  private readonly dataListeners = new Set<(bytes: Uint8Array) => void>();
+  /** Each data listener with what it retains; undefined: it may keep anything, so it gets copies of reused memory. */
+  private readonly dataListeners = new Map<(bytes: Uint8Array) => void, DataListenerOptions['retainedBytes'] | undefined>();
   private readonly closeListeners = new Set<(error: LinkError | null) => void>();
   private readonly rttListeners = new Set<(seconds: number) => void>();
   /** Frames received but not yet delivered (no listener yet, or receiving paused). */
@@ -113,6 +117,9 @@ export class WsPeerLink implements PeerLink {
   private framesQueued = 0;
   private framesWritten = 0;
   private rtt: number | undefined;
+  private readonly readRing: ReadRing | undefined;
+  /** Payload bytes out of the dialer's own frame reading so far (delivered or held). */
+  private payloadIn = 0;
 
   constructor(ws: WebSocket, handshake: HandshakeResult, opts: WsLinkOptions) {
     this.ws = ws;
@@ -121,6 +128,7 @@ export class WsPeerLink implements PeerLink {
     this.extensions = Object.freeze(negotiateExtensions(this.localHello.extensions, this.peerHello.extensions));
     this.remoteAddress = opts.remoteAddress;
     this.highWaterMark = opts.highWaterMark;
+    this.readRing = opts.readRing;
     this.log = childLogger(opts.logger, {
       component: 'transport',
       channel: this.localHello.channel,
@@ -171,6 +179,11 @@ export class WsPeerLink implements PeerLink {
   }
   private ownFrames = false;
 
+  /** How the dialer's reads went when it reads into a ring (reuseReadMemory); not part of PeerLink: tests. */
+  get readRingStats(): Readonly<ReadRingStats> | undefined {
+    return this.readRing?.stats;
+  }
+
   get bufferedAmount(): number {
     return this.ws.bufferedAmount;
   }
@@ -204,8 +217,8 @@ export class WsPeerLink implements PeerLink {
     return done;
   }
 
-  onData(listener: (bytes: Uint8Array) => void): () => void {
-    this.dataListeners.add(listener);
+  onData(listener: (bytes: Uint8Array) => void, options?: DataListenerOptions): () => void {
+    this.dataListeners.set(listener, options?.retainedBytes);
     if (this.held.length > 0) this.queueFlush();
     return () => this.dataListeners.delete(listener);
   }
@@ -410,9 +423,12 @@ export class WsPeerLink implements PeerLink {
    * after a bad one are meaningless, and an exception escaping into ws's socket handler would crash the node.
    */
   private deliver(frame: Buffer): void {
-    for (const l of this.dataListeners) {
+    // A view of the read ring is given as is only to listeners that said what they keep; others get a copy.
+    const shared = this.readRing?.owns(frame) === true;
+    let copy: Buffer | undefined;
+    for (const [l, retains] of this.dataListeners) {
       try {
-        l(frame);
+        l(shared && !retains ? (copy ??= Buffer.from(frame)) : frame);
       } catch (e) {
         // Nothing after the rejected bytes is delivered.
         this.held.length = 0;
@@ -529,6 +545,24 @@ export class WsPeerLink implements PeerLink {
     if (rebuilt) this.readFrames(reader, rebuilt);
     for (const b of pending) this.readFrames(reader, b);
     this.ownFrames = true;
+    if (this.readRing) {
+      // From now on the socket's reads come here as views of the ring, without passing ws or the stream.
+      this.readRing.consumer = {
+        deliver: (view) => this.readFrames(reader, view),
+        deliveredPayload: () => this.payloadIn,
+        retainedPayload: () => this.retainedPayload(),
+      };
+    }
+  }
+
+  /**
+   * How many of the most recent payload bytes may still be referenced: those held (they are the newest) plus
+   * what each listener said it keeps of those it was given before them.
+   */
+  private retainedPayload(): number {
+    let n = this.heldBytes;
+    for (const retains of this.dataListeners.values()) if (retains) n += retains();
+    return n;
   }
 
   private readFrames(reader: FrameReader, chunk: Buffer): void {
@@ -543,6 +577,7 @@ export class WsPeerLink implements PeerLink {
   /** Payload bytes from the dialer's own frame reading (see takeOverReceiving). */
   private receivedBytes(bytes: Buffer): void {
     if (this.ended !== undefined || bytes.length === 0) return;
+    this.payloadIn += bytes.length;
     this.heartbeat.heard();
     if (this.held.length === 0 && this.canDeliver()) this.deliver(bytes);
     else this.hold(bytes);
