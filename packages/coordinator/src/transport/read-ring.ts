@@ -25,7 +25,7 @@ export interface ReadRingStats {
   ringReads: number;
   /** Reads that went into fresh memory because the ring's next region was still referenced. */
   fallbackReads: number;
-  /** Reads copied into the socket's readable side (before the takeover, or behind bytes already queued there). */
+  /** Reads pushed into the socket's readable side, copied out of the ring (before the takeover, or behind bytes already queued there). */
   copiedReads: number;
 }
 
