@@ -88,14 +88,16 @@ export class PendingCheckpoint {
   setTsc(t: TscInfo): void {
     this.tsc = t;
   }
+  /** Kept as a copy, as pages are: `blob` may be a view of a read the link reuses. */
   setVcpuContext(blob: Uint8Array): void {
-    this.vcpu = blob;
+    this.vcpu = new Uint8Array(blob); // a copy (Buffer#slice would be a view)
   }
   setHvmParams(p: HvmParam[]): void {
     this.params = p;
   }
+  /** Kept as a copy, as above. */
   setDeviceState(blob: Uint8Array): void {
-    this.device = blob;
+    this.device = new Uint8Array(blob);
   }
   setXenstore(entries: XenstoreEntry[]): void {
     this.xenstore = entries;

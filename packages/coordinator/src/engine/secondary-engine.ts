@@ -108,7 +108,7 @@ export class SecondaryCheckpointEngine {
   /**
    * How many of the most recently received bytes this engine may still reference as views: the record not yet
    * complete (the framer's queue) and anything the decoder holds (nothing, between whole records). Everything
-   * else it keeps is copied when its record completes (pages into the arena or staging, context blobs), so the
+   * else the pending checkpoint keeps is copied when its record completes (pages, context blobs), so the
    * link may read the stream into reused memory (DataListenerOptions).
    */
   get retainedBytes(): number {
@@ -200,7 +200,7 @@ export class SecondaryCheckpointEngine {
         this.pending.setTsc({ mode: r.mode, khz: r.khz, nsec: r.nsec, incarnation: r.incarnation });
         break;
       case 'HVM_CONTEXT':
-        this.pending.setVcpuContext(new Uint8Array(r.blob)); // a copy (Buffer's slice() would be a view)
+        this.pending.setVcpuContext(r.blob);
         break;
       case 'HVM_PARAMS':
         this.pending.setHvmParams(r.params);
@@ -209,7 +209,7 @@ export class SecondaryCheckpointEngine {
         this.pending.libxcComplete = true;
         break;
       case 'EMULATOR_CONTEXT':
-        this.pending.setDeviceState(new Uint8Array(r.blob)); // a copy, as above
+        this.pending.setDeviceState(r.blob);
         break;
       case 'EMULATOR_XENSTORE_DATA':
         this.pending.setXenstore(r.entries);
