@@ -26,7 +26,7 @@ import {
   type PeerServer,
 } from '../transport/index.js';
 import type { ColoNodeOptions } from './options.js';
-import { stateName, transitionInspector, type Transition } from './transitions.js';
+import { observeTransitions, stateName, type Transition } from './transitions.js';
 import { childLogger } from '../observability/logger.js';
 
 export interface NodeStatus {
@@ -350,8 +350,8 @@ export class ColoNode {
     const machine = bindPrimaryEffects(this.primaryEffects());
     const actor = createActor(machine, {
       input: { nodeId: this.o.nodeId, mode: this.o.mode, epoch: this.epochValue, timings: this.o.timings, lastSeq },
-      inspect: transitionInspector('primary', () => this.epochValue, (t) => this.reportTransition(t)),
     });
+    observeTransitions(actor, 'primary', () => this.epochValue, (t) => this.reportTransition(t));
     this.primaryActor = actor;
     actor.start();
     const listen = this.o.replication.listen;
@@ -510,8 +510,8 @@ export class ColoNode {
     if (!url) throw new CoordinatorError(CoordinatorErrorCode.BAD_OPTIONS, 'a secondary needs replication.peer (the primary URL)');
     const actor = createActor(bindSecondaryEffects(this.secondaryEffects()), {
       input: { nodeId: this.o.nodeId, mode: this.o.mode, epoch: this.epochValue, timings: this.o.timings },
-      inspect: transitionInspector('secondary', () => this.epochValue, (t) => this.reportTransition(t)),
     });
+    observeTransitions(actor, 'secondary', () => this.epochValue, (t) => this.reportTransition(t));
     this.secondaryActor = actor;
     actor.start();
     let link: PeerLink;
