@@ -5,6 +5,12 @@ import { READ_REGION_BYTES, ReadRing, type ReadRingConsumer } from '../../src/tr
 import type { WsPeerLink } from '../../src/transport/ws-link.js';
 import { pair, within, type Listening } from './helpers.js';
 
+/**
+ * Tens of MiB checked at every delivery, while other test files load both cores: the helpers' fast heartbeat
+ * (400 ms) once timed the link out in a full run. These tests are about the bytes, not liveness.
+ */
+const BULK_HEARTBEAT = { intervalMs: 200, timeoutMs: 10_000 };
+
 const servers: Listening[] = [];
 afterEach(async () => {
   for (const l of servers.splice(0)) await l.server.close();
@@ -93,7 +99,7 @@ describe('ReadRing (reused memory for socket reads)', () => {
 
 describe('a dialer reading into reused memory (reuseReadMemory)', () => {
   it('delivers the exact stream to a listener that keeps views of its recent bytes, and copies to one that keeps everything', async () => {
-    const { l, server, client } = await pair({}, { reuseReadMemory: true });
+    const { l, server, client } = await pair({ heartbeat: BULK_HEARTBEAT }, { reuseReadMemory: true, heartbeat: BULK_HEARTBEAT });
     servers.push(l);
     const total = 48 * 1024 * 1024; // three times the ring
     // The declared listener keeps views of at most its last `window` bytes and checks them at every delivery.
@@ -139,7 +145,7 @@ describe('a dialer reading into reused memory (reuseReadMemory)', () => {
   }, 60_000);
 
   it('keeps the bytes intact while receiving is paused and frames are held', async () => {
-    const { l, server, client } = await pair({}, { reuseReadMemory: true });
+    const { l, server, client } = await pair({ heartbeat: BULK_HEARTBEAT }, { reuseReadMemory: true, heartbeat: BULK_HEARTBEAT });
     servers.push(l);
     const chunks: Uint8Array[] = [];
     let got = 0;
