@@ -1,15 +1,17 @@
 import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
 
 /**
- * This project's extensions to the stream, each an OPTIONAL record (type >= 0x80000000, which a reader may skip)
- * and each sent only when both sides offered its name in their hello (never to a plain Xen peer).
- * docs/colo-handshake.md describes them.
+ * This project's extensions, each used only when both sides offered its name in their hello (never with a plain
+ * Xen peer). On the replication stream each is an OPTIONAL record (type >= 0x80000000, which a reader may skip);
+ * docs/colo-handshake.md describes them. INPUT_WATERMARK is the proxy link's: DELIVERED frames
+ * (docs/output-rules.md).
  */
 export const Extension = {
   HEARTBEAT: 'heartbeat',
   CHECKPOINT_ACK: 'checkpoint-ack',
   EPOCH: 'epoch',
   GUEST_IDENTITY: 'guest-identity',
+  INPUT_WATERMARK: 'input-watermark',
 } as const;
 export const ALL_EXTENSIONS: readonly string[] = Object.values(Extension);
 

@@ -25,12 +25,21 @@ export class FrameBatcher {
   #length = 0;
   #scheduled: ReturnType<typeof setImmediate> | null = null;
   #discarded = false;
+  /** Runs as a batch leaves and may reserve() one more frame for it (see the constructor). */
+  readonly #beforeSend: (() => void) | undefined;
+  #inBeforeSend = false;
   /** Link messages sent (for tests and measurements). */
   messages = 0;
 
-  constructor(link: ProxyLink, maxBatchBytes = 256 * 1024) {
+  /**
+   * `beforeSend`, if given, runs whenever a non-empty batch is about to leave and may reserve() and write frames
+   * that end it (the primary's DELIVERED watermark: one per batch rather than one per event). Frames it adds
+   * never make the batch leave early.
+   */
+  constructor(link: ProxyLink, maxBatchBytes = 256 * 1024, beforeSend?: () => void) {
     this.#link = link;
     this.#maxBatchBytes = maxBatchBytes;
+    this.#beforeSend = beforeSend;
   }
 
   /** The buffer reserve() returns offsets into (valid until the next reserve() or push()). */
@@ -52,7 +61,7 @@ export class FrameBatcher {
       if (this.#arena.length < n) this.#arena = Buffer.allocUnsafeSlow(n);
       return 0;
     }
-    if (this.#length > 0 && this.#length + n > this.#maxBatchBytes) this.flush();
+    if (!this.#inBeforeSend && this.#length > 0 && this.#length + n > this.#maxBatchBytes) this.flush();
     const end = this.#start + this.#length;
     if (end + n > this.#arena.length) {
       // The batch moves to a new arena (the old one stays with the batches already sent).
@@ -63,7 +72,7 @@ export class FrameBatcher {
     }
     const at = this.#start + this.#length;
     this.#length += n;
-    this.#scheduled ??= setImmediate(() => this.flush());
+    if (!this.#inBeforeSend) this.#scheduled ??= setImmediate(() => this.flush());
     return at;
   }
 
@@ -90,6 +99,15 @@ export class FrameBatcher {
     if (this.#scheduled) clearImmediate(this.#scheduled);
     this.#scheduled = null;
     if (this.#length === 0 || this.#discarded) return;
+    if (this.#beforeSend && !this.#inBeforeSend) {
+      this.#inBeforeSend = true;
+      try {
+        this.#beforeSend();
+      } finally {
+        this.#inBeforeSend = false;
+      }
+      if (this.#discarded || this.#length === 0) return;
+    }
     const msg = this.#arena.subarray(this.#start, this.#start + this.#length);
     // The next batch starts 8-aligned after this one.
     this.#start = (this.#start + this.#length + 7) & ~7;

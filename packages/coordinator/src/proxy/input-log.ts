@@ -6,7 +6,7 @@ export interface InputLogOptions {
    * unless a rewind undid it in the guest first. The guest processes it synchronously. */
   deliver: (event: InputEvent) => void;
   /**
-   * Keep delivered events until a rewind passes them. The secondary needs this: a checkpoint overwrites its
+   * Keep delivered events until a rewind passes them (or the primary's watermark, forgetDelivered). The secondary needs this: a checkpoint overwrites its
    * guest with the primary's state as of seq N, undoing any event after N it had already processed, so those
    * events must be delivered again. The primary never rewinds and keeps nothing it delivered.
    */
@@ -149,6 +149,23 @@ export class InputLog {
     if (this.#expect === null || this.#expect <= seq) this.#expect = seq + 1;
     this.#floor = seq;
     this.#lastDelivered = seq;
+    this.#compact();
+  }
+
+  /**
+   * The primary's guest has processed every event up to `seq` (its DELIVERED watermark), so no later barrier
+   * can rewind below it: the delivered events up to `seq` need not be kept any longer. Without this a secondary
+   * keeps every event it delivered until the next checkpoint, seconds of client input when outputs keep
+   * matching. Events not yet delivered here are never forgotten; a later rewind below the forgotten ones is an
+   * error (INVALID_STATE), as for any rewind below the floor.
+   */
+  forgetDelivered(seq: number): void {
+    const items = this.#items;
+    let head = this.#head;
+    while (head < this.#cursor && items[head]!.seq <= seq) head++;
+    if (head === this.#head) return;
+    this.#floor = Math.max(this.#floor, items[head - 1]!.seq);
+    this.#head = head;
     this.#compact();
   }
 

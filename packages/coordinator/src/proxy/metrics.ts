@@ -17,6 +17,8 @@ export interface ProxyMetrics {
   /** The last input seq the guest processed, and how many events wait for the guest. */
   lastDeliveredSeq: number;
   pendingInputEvents: number;
+  /** Events the guest processed that are kept for a rewind (a COLO secondary: those above the primary's watermark). */
+  retainedInputEvents: number;
 }
 
 export function emptyRequests(): Record<ProxyCheckpointReason, number> {

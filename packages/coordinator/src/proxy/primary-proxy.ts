@@ -9,7 +9,7 @@ import { FrameBatcher } from './frame-batcher.js';
 import { guestInput, type GuestInput } from './guest-input.js';
 import { ServiceListener } from './service.js';
 import type { ConnectionId, InputEvent, InputKind, OutputBytes, ProtectionMode, ProxyCheckpointReason, ProxyLink } from './types.js';
-import { encodeBarrier, INPUT_HEAD_BYTES, ProxyFrameDecoder, writeInputHead } from './wire.js';
+import { DELIVERED_BYTES, encodeBarrier, INPUT_HEAD_BYTES, ProxyFrameDecoder, writeDelivered, writeInputHead } from './wire.js';
 
 export interface PrimaryProxyOptions {
   domain: Domain;
@@ -29,6 +29,16 @@ export interface PrimaryProxyOptions {
   /** The largest proxy-link frame accepted from the secondary. */
   maxFrameBytes?: number;
   now?: () => number;
+}
+
+/** How a secondary is attached (attachSecondary). */
+export interface AttachOptions {
+  /**
+   * The secondary understands DELIVERED frames (extension input-watermark, negotiated on the proxy link): the
+   * primary ends each batch with its delivered watermark so the secondary keeps only input it may still have to
+   * deliver again. Default false (an older secondary would refuse the frame).
+   */
+  inputWatermark?: boolean;
 }
 
 /** Per client connection: what the proxy needs to end it exactly once. */
@@ -58,6 +68,8 @@ export class PrimaryProxy {
   readonly #offOutput: () => void;
   #mode: ProtectionMode | null = null;
   #link: ProxyLink | null = null;
+  /** The last DELIVERED watermark sent to the attached secondary (-1: none yet). */
+  #watermarkSent = -1;
   /** Frames to the secondary, one link message per event-loop turn. */
   #out: FrameBatcher | null = null;
   #offLink: (() => void) | null = null;
@@ -145,13 +157,14 @@ export class PrimaryProxy {
    * and output is compared; Remus: output waits for acknowledgements. Until the first checkpoint completes,
    * all output is held (the secondary has no state to back it yet).
    */
-  attachSecondary(link: ProxyLink, mode: ProtectionMode): void {
+  attachSecondary(link: ProxyLink, mode: ProtectionMode, options: AttachOptions = {}): void {
     if (this.#mode !== null) {
       throw new ProxyError(ProxyErrorCode.INVALID_STATE, `a ${this.#mode} secondary is already attached; call secondaryLost() first`);
     }
     this.#mode = mode;
     this.#link = link;
-    this.#out = new FrameBatcher(link);
+    this.#watermarkSent = -1;
+    this.#out = new FrameBatcher(link, undefined, options.inputWatermark ? () => this.#appendWatermark() : undefined);
     // Checkpoint numbers belong to one secondary's link: the node counts them from 1 again for each secondary
     // (and the secondary tags its output from generation 1). Keeping the last secondary's count would tag
     // Remus output with an epoch the new numbering reaches only after as many checkpoints (replies held for
@@ -267,6 +280,7 @@ export class PrimaryProxy {
       checkpointRequests: { ...this.#requests },
       lastDeliveredSeq: this.#log.lastDelivered,
       pendingInputEvents: this.#log.pendingEvents,
+      retainedInputEvents: this.#log.retainedEvents,
     };
   }
 
@@ -324,6 +338,20 @@ export class PrimaryProxy {
     }
     this.#service?.write(conn, bytes);
     this.#released.emit(conn, bytes);
+  }
+
+  /**
+   * Ends a batch to the secondary with DELIVERED{lastDelivered} when that moved since the last one: the
+   * secondary then forgets the input it delivered up to it (InputLog.forgetDelivered) instead of keeping
+   * everything since the last checkpoint. Input is mirrored before it is delivered here, so by the time the batch
+   * leaves (the end of the event-loop turn) its events are usually delivered and the watermark covers them.
+   */
+  #appendWatermark(): void {
+    const w = this.#log.lastDelivered;
+    if (w === this.#watermarkSent || this.#out === null) return;
+    const at = this.#out.reserve(DELIVERED_BYTES);
+    writeDelivered(this.#out.buffer, at, w);
+    this.#watermarkSent = w;
   }
 
   #mirror(e: InputEvent): void {

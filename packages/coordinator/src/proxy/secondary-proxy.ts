@@ -91,6 +91,7 @@ export class SecondaryProxy {
         for (const m of decoder.push(chunk)) {
           if (m.type === 'input') this.#received(m.event);
           else if (m.type === 'barrier') this.#barrier(m.checkpoint, m.lastSeq);
+          else if (m.type === 'delivered') this.#primaryDelivered(m.lastSeq);
           else throw new ProxyError(ProxyErrorCode.UNKNOWN_MESSAGE, 'a primary sent an OUTPUT message, which only a secondary sends');
         }
       } catch (e) {
@@ -198,6 +199,7 @@ export class SecondaryProxy {
       checkpointRequests: emptyRequests(),
       lastDeliveredSeq: this.#log.lastDelivered,
       pendingInputEvents: this.#log.pendingEvents,
+      retainedInputEvents: this.#log.retainedEvents,
     };
   }
 
@@ -211,6 +213,16 @@ export class SecondaryProxy {
     this.#bytesIn += e.bytes?.byteLength ?? 0;
     // Remus mirrors only the connection table: this guest does not run until it takes over.
     if (this.mode === 'colo') this.#log.append(e);
+  }
+
+  /**
+   * DELIVERED{w}: the primary's guest has processed input up to w, so every later barrier names w or more. A
+   * barrier already here and not yet applied will rewind to its own N (at most w): what lies above that stays.
+   */
+  #primaryDelivered(w: number): void {
+    let keepAbove = w;
+    for (const n of this.#barriers.values()) if (n < keepAbove) keepAbove = n;
+    this.#log.forgetDelivered(keepAbove);
   }
 
   #barrier(k: number, n: number): void {

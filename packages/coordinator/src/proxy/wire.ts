@@ -9,15 +9,18 @@ import type { ConnectionId, InputEvent, InputKind, OutputBytes } from './types.j
  *   INPUT   (1): u64 seq, u32 conn, u8 kind (1 open, 2 data, 3 close), data bytes (data only)
  *   OUTPUT  (2): u64 generation, u32 conn, u8 flag (0 bytes, 1 guest closed), bytes (flag 0 only)
  *   BARRIER (3): u64 checkpoint, u64 last input seq the primary's guest processed before it
+ *   DELIVERED (4): u64 last input seq the primary's guest has processed (extension input-watermark): no later
+ *                 BARRIER can name a smaller one, so the secondary need not keep input it delivered up to it
  *
  * Numbers are u64 on the wire but must stay below 2^53 (JavaScript's exact integers); larger ones are refused.
  */
-export const ProxyMessageType = { INPUT: 1, OUTPUT: 2, BARRIER: 3 } as const;
+export const ProxyMessageType = { INPUT: 1, OUTPUT: 2, BARRIER: 3, DELIVERED: 4 } as const;
 
 export type ProxyMessage =
   | { type: 'input'; event: InputEvent }
   | { type: 'output'; generation: number; conn: ConnectionId; bytes: OutputBytes }
-  | { type: 'barrier'; checkpoint: number; lastSeq: number };
+  | { type: 'barrier'; checkpoint: number; lastSeq: number }
+  | { type: 'delivered'; lastSeq: number };
 
 /** Default largest frame body a decoder accepts; the encoder splits output larger than this. */
 export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
@@ -26,6 +29,10 @@ const LENGTH_BYTES = 4;
 const INPUT_FIXED = 1 + 8 + 4 + 1;
 const OUTPUT_FIXED = 1 + 8 + 4 + 1;
 const BARRIER_FIXED = 1 + 8 + 8;
+const DELIVERED_FIXED = 1 + 8;
+
+/** Bytes of a whole DELIVERED frame. */
+export const DELIVERED_BYTES = LENGTH_BYTES + DELIVERED_FIXED;
 
 // Plain comparisons, not lookup tables: a table indexed by the kind string is a megamorphic keyed load per frame.
 function kindCode(kind: InputKind): number {
@@ -142,6 +149,20 @@ export function encodeBarrier(checkpoint: number, lastSeq: number): Uint8Array {
   return buf;
 }
 
+/** Writes a DELIVERED frame (DELIVERED_BYTES) at `at`: the primary appends one to a batch, in place. */
+export function writeDelivered(buf: Buffer, at: number, lastSeq: number): void {
+  if (!Number.isSafeInteger(lastSeq) || lastSeq < 0) throw new RangeError(`lastSeq must be a non-negative safe integer, got ${lastSeq}`);
+  buf.writeUInt32LE(DELIVERED_FIXED, at);
+  buf[at + 4] = ProxyMessageType.DELIVERED;
+  writeU64(buf, at + 5, 'lastSeq', lastSeq);
+}
+
+export function encodeDelivered(lastSeq: number): Uint8Array {
+  const buf = Buffer.allocUnsafe(DELIVERED_BYTES);
+  writeDelivered(buf, 0, lastSeq);
+  return buf;
+}
+
 export function encodeMessage(m: ProxyMessage): Uint8Array {
   switch (m.type) {
     case 'input':
@@ -150,6 +171,8 @@ export function encodeMessage(m: ProxyMessage): Uint8Array {
       return encodeOutput(m.generation, m.conn, m.bytes);
     case 'barrier':
       return encodeBarrier(m.checkpoint, m.lastSeq);
+    case 'delivered':
+      return encodeDelivered(m.lastSeq);
   }
 }
 
@@ -299,6 +322,10 @@ export class ProxyFrameDecoder {
       case ProxyMessageType.BARRIER: {
         if (length !== BARRIER_FIXED) throw this.#malformed(`BARRIER must be ${BARRIER_FIXED} bytes, is ${length}`);
         return { type: 'barrier', checkpoint: this.#u64(buf, start + 1, 'checkpoint'), lastSeq: this.#u64(buf, start + 9, 'lastSeq') };
+      }
+      case ProxyMessageType.DELIVERED: {
+        if (length !== DELIVERED_FIXED) throw this.#malformed(`DELIVERED must be ${DELIVERED_FIXED} bytes, is ${length}`);
+        return { type: 'delivered', lastSeq: this.#u64(buf, start + 1, 'lastSeq') };
       }
       default:
         throw new ProxyError(

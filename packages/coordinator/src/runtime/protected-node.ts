@@ -3,6 +3,7 @@ import type { Domain } from '@colo/domain';
 import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
 import type { CheckpointMeasurement } from '../engine/measurement.js';
+import { Extension } from '../engine/extensions.js';
 import type { AppliedCheckpointTiming } from '../engine/secondary-engine.js';
 import { ColoNode } from '../node/colo-node.js';
 import { CoordinatorErrorCode } from '../errors.js';
@@ -231,7 +232,7 @@ export class ProtectedNode {
           url: o.replication.peer!,
           security: o.replication.security,
           heartbeat: o.replication.heartbeat,
-          hello: { protocol: PROTOCOL_VERSION, channel: 'proxy', nodeId: o.nodeId, role: 'secondary', mode: o.mode, epoch: this.node.epoch, extensions: [] },
+          hello: { protocol: PROTOCOL_VERSION, channel: 'proxy', nodeId: o.nodeId, role: 'secondary', mode: o.mode, epoch: this.node.epoch, extensions: [Extension.INPUT_WATERMARK] },
           logger: o.logger.child({ channel: 'proxy' }),
         });
       } catch (e) {
@@ -399,7 +400,7 @@ export class ProtectedNode {
     this.proxyLink = link;
     this.proxyAttached = true;
     this.linkCheckpoint = 0;
-    this.primaryProxy.attachSecondary(link, this.o.mode);
+    this.primaryProxy.attachSecondary(link, this.o.mode, { inputWatermark: link.extensions.includes(Extension.INPUT_WATERMARK) });
     this.watchProxyLink(link);
     // A secondary that opens a proxy link but never completes its replication link must not hold output forever.
     const timer = setTimeout(() => {

@@ -12,14 +12,14 @@ const text = (b: Uint8Array) => Buffer.from(b).toString('latin1');
  * is emulated the way the replication engine does it: both guests suspended, every page plus vCPU and device
  * state copied from the primary into the secondary, then both resumed.
  */
-async function coloPair(opts: { split?: (n: number) => number; timeDiverges?: boolean } = {}) {
+async function coloPair(opts: { split?: (n: number) => number; timeDiverges?: boolean; watermark?: boolean } = {}) {
   const pGuest = new SimulatedGuest({ memoryBytes: MEMORY, clock: () => 1_700_000_000_000 });
   const sGuest = new SimulatedGuest({ memoryBytes: MEMORY, clock: () => 1_700_000_000_000 + (opts.timeDiverges === false ? 0 : 1), startSuspended: true });
   const link = linkPair(opts.split);
   const primary = new PrimaryProxy({ domain: pGuest, compareTimeoutMs: 60_000 });
   await primary.start();
   const secondary = new SecondaryProxy({ domain: sGuest, link: link.b, mode: 'colo', barrierTimeoutMs: 2000 });
-  primary.attachSecondary(link.a, 'colo');
+  primary.attachSecondary(link.a, 'colo', { inputWatermark: opts.watermark ?? true });
   const produced = new Map<number, string>();
   const released = new Map<number, string>();
   const closedFor = new Set<number>();
@@ -119,6 +119,56 @@ describe('COLO primary and secondary proxies with two simulated guests', { timeo
     p.primary.input(1, 'data', resp('GET', 'c'));
     await p.link.settle();
     expect(p.released.get(1)).toBe(':1\r\n$1\r\n1\r\n');
+  });
+
+  it("with the primary's watermark the secondary keeps only input it may deliver again; without it, all since the checkpoint", async () => {
+    for (const watermark of [true, false]) {
+      const p = await coloPair({ timeDiverges: false, watermark });
+      p.primary.input(1, 'open');
+      for (let i = 0; i < 30; i++) {
+        p.primary.input(1, 'data', resp('INCR', 'c'));
+        await p.link.settle();
+      }
+      expect(p.secondary.lastDeliveredSeq).toBe(p.primary.lastDeliveredSeq);
+      expect([watermark, p.secondary.metrics().retainedInputEvents]).toEqual([watermark, watermark ? 0 : 31]);
+      expect(p.released.get(1)).toBe(p.produced.get(1));
+      p.primary.close();
+    }
+  });
+
+  it('a watermark past a barrier the secondary has not applied yet does not forget what that checkpoint undoes', async () => {
+    const p = await coloPair({ timeDiverges: false });
+    p.primary.input(1, 'open');
+    await p.link.settle();
+    // Checkpoint 2 on the primary, done and resumed before the secondary applies it (a slow secondary).
+    const n = p.primary.beforeSuspend(2);
+    await p.pGuest.suspend();
+    const state = captureState(p.pGuest);
+    p.primary.checkpointComplete(2);
+    await p.pGuest.resume();
+    p.primary.afterResume();
+    // New input: the primary delivers it and says so (DELIVERED n + 1); the secondary, not told of checkpoint 2
+    // yet, delivers it too.
+    p.primary.input(1, 'data', resp('INCR', 'c'));
+    await p.link.settle();
+    expect(p.primary.lastDeliveredSeq).toBe(n + 1);
+    expect(p.secondary.lastDeliveredSeq).toBe(n + 1);
+    expect(p.secondary.metrics().retainedInputEvents).toBe(1); // kept: barrier 2 (N = n) is pending
+    p.secondary.checkpointStarted(2);
+    await p.sGuest.suspend();
+    applyState(p.sGuest, state);
+    await p.secondary.checkpointApplied(2);
+    expect(p.secondary.lastDeliveredSeq).toBe(n);
+    await p.sGuest.resume();
+    p.secondary.resumed();
+    await p.link.settle();
+    // INCR c processed exactly once on both sides: the released reply is the primary's and they still match.
+    expect(p.released.get(1)).toBe(':1\r\n');
+    p.primary.input(1, 'data', resp('GET', 'c'));
+    await p.link.settle();
+    expect(p.released.get(1)).toBe(':1\r\n$1\r\n1\r\n');
+    expect(p.requests).toEqual([]);
+    expect(p.secondary.metrics().retainedInputEvents).toBe(0);
   });
 
   it('a reply whose twin never comes (secondary stalled) asks for a stale checkpoint from the proxy\'s own timer', async () => {

@@ -128,6 +128,27 @@ describe('FrameBatcher', () => {
     expect(decodeAll(link.sent).map((m) => (m.type === 'input' ? m.event.seq : -1))).toEqual([1, 2]);
   });
 
+  it('lets beforeSend end every batch with a frame of its own, without sending early or sending an empty batch', async () => {
+    const link = capturingLink();
+    let calls = 0;
+    const b: FrameBatcher = new FrameBatcher(link, 100, () => {
+      calls++;
+      const at = b.reserve(60); // past maxBatchBytes on purpose: it must not make the batch leave early
+      b.buffer.set(encodeBarrier(calls, calls), at);
+      b.unreserve(at + encodeBarrier(0, 0).byteLength);
+    });
+    queueInput(b, { seq: 1, conn: 1, kind: 'data', bytes: Buffer.alloc(50, 1) });
+    await turn();
+    b.flush(); // nothing queued: no batch, no call
+    queueInput(b, { seq: 2, conn: 1, kind: 'open' });
+    b.flush();
+    expect(calls).toBe(2);
+    expect(link.sent).toHaveLength(2);
+    expect(decodeAll(link.sent).map((m) => (m.type === 'input' ? `i${m.event.seq}` : m.type === 'barrier' ? `b${m.checkpoint}` : m.type))).toEqual(['i1', 'b1', 'i2', 'b2']);
+    await turn();
+    expect(link.sent).toHaveLength(2);
+  });
+
   it('sends nothing after discard(), and reserve() still gives room to write', async () => {
     const link = capturingLink();
     const b = new FrameBatcher(link);

@@ -70,6 +70,69 @@ describe('InputLog', () => {
     );
   });
 
+  it("forgets delivered events up to the primary's watermark, never one not yet delivered, and refuses a rewind below it", () => {
+    const got: number[] = [];
+    const log = new InputLog({ deliver: (e) => got.push(e.seq), retainDelivered: true, firstSeq: null });
+    for (let seq = 1; seq <= 6; seq++) log.append({ seq, conn: 1, kind: 'data', bytes: new Uint8Array(1) });
+    log.open();
+    log.close();
+    for (let seq = 7; seq <= 8; seq++) log.append({ seq, conn: 1, kind: 'data', bytes: new Uint8Array(1) });
+    expect(log.retainedEvents).toBe(6);
+    log.forgetDelivered(4);
+    expect(log.retainedEvents).toBe(2);
+    // A watermark beyond what was delivered here forgets only the delivered: 7 and 8 still wait.
+    log.forgetDelivered(100);
+    expect(log.retainedEvents).toBe(0);
+    expect(log.pendingEvents).toBe(2);
+    expect(() => log.rewindTo(5)).toThrow(expect.objectContaining({ code: ProxyErrorCode.INVALID_STATE }));
+    log.rewindTo(6);
+    log.open();
+    expect(got).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    // Events at or below what was forgotten are part of the guest already: appending one is a no-op.
+    log.append({ seq: 3, conn: 1, kind: 'data', bytes: new Uint8Array(1) });
+    expect(got).toHaveLength(8);
+  });
+
+  it('with a watermark at every step that never passes a pending barrier, rewinds still replay exactly what a checkpoint undid', () => {
+    // As the rewind property above, with the secondary proxy's rule: forget up to min(watermark, pending barrier).
+    const op = fc.oneof(
+      fc.record({ t: fc.constant('recv' as const), n: fc.integer({ min: 1, max: 4 }) }),
+      fc.record({ t: fc.constant('resume' as const) }),
+      fc.record({ t: fc.constant('watermark' as const), back: fc.integer({ min: 0, max: 3 }) }),
+      fc.record({ t: fc.constant('checkpoint' as const), ahead: fc.integer({ min: 0, max: 6 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 60 }), (ops) => {
+        let guest: number[] = [];
+        let received = 0;
+        let barrier = 0;
+        let primaryDelivered = 0;
+        const log = new InputLog({ deliver: (e) => guest.push(e.seq), retainDelivered: true, firstSeq: null });
+        for (const o of ops) {
+          if (o.t === 'recv') {
+            for (let i = 0; i < o.n; i++) log.append({ seq: ++received, conn: 1, kind: 'data', bytes: new Uint8Array(1) });
+          } else if (o.t === 'resume') {
+            log.open();
+          } else if (o.t === 'watermark') {
+            // The primary has delivered at least up to the last barrier and never beyond what it mirrored.
+            primaryDelivered = Math.max(primaryDelivered, barrier, received - o.back);
+            log.forgetDelivered(primaryDelivered);
+          } else {
+            log.close();
+            // A later barrier is at least the primary's watermark.
+            barrier = Math.max(barrier, primaryDelivered, Math.min(received + 2, barrier + o.ahead));
+            log.rewindTo(barrier);
+            guest = Array.from({ length: barrier }, (_, i) => i + 1);
+          }
+          expect(guest).toEqual(Array.from({ length: guest.length }, (_, i) => i + 1));
+          expect(log.lastDelivered).toBe(guest.length);
+        }
+        log.open();
+        expect(guest).toEqual(Array.from({ length: Math.max(received, barrier) }, (_, i) => i + 1));
+      }),
+    );
+  });
+
   it('drops events at or below the barrier that arrive after it', () => {
     const got: number[] = [];
     const log = new InputLog({ deliver: (e) => got.push(e.seq), retainDelivered: true, firstSeq: null });

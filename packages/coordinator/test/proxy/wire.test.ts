@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   encodeBarrier,
+  encodeDelivered,
   encodeInput,
   encodeMessage,
   encodeOutput,
@@ -34,10 +35,11 @@ const message: fc.Arbitrary<ProxyMessage> = fc.oneof(
   }),
   fc.record({ type: fc.constant('output' as const), generation: fc.maxSafeNat(), conn: fc.nat({ max: 0xffffffff }), bytes: fc.option(fc.uint8Array({ minLength: 1, maxLength: 64 }), { nil: null }) }),
   fc.record({ type: fc.constant('barrier' as const), checkpoint: fc.maxSafeNat(), lastSeq: fc.maxSafeNat() }),
+  fc.record({ type: fc.constant('delivered' as const), lastSeq: fc.maxSafeNat() }),
 );
 
 describe('proxy link wire format', () => {
-  it('lays out INPUT, OUTPUT and BARRIER as documented (u32 length, u8 type, little-endian fields)', () => {
+  it('lays out INPUT, OUTPUT, BARRIER and DELIVERED as documented (u32 length, u8 type, little-endian fields)', () => {
     expect(hex(encodeInput({ seq: 258, conn: 7, kind: 'data', bytes: fromHex('2a2b') }))).toBe(
       '10000000' + '01' + '0201000000000000' + '07000000' + '02' + '2a2b',
     );
@@ -45,6 +47,7 @@ describe('proxy link wire format', () => {
     expect(hex(encodeOutput(3, 9, null))).toBe('0e000000' + '02' + '0300000000000000' + '09000000' + '01');
     expect(hex(encodeOutput(3, 9, fromHex('ff')))).toBe('0f000000' + '02' + '0300000000000000' + '09000000' + '00' + 'ff');
     expect(hex(encodeBarrier(4, 100))).toBe('11000000' + '03' + '0400000000000000' + '6400000000000000');
+    expect(hex(encodeDelivered(0x10203))).toBe('09000000' + '04' + '0302010000000000');
   });
 
   it('decodes any sequence of messages, however the byte stream is split', () => {
@@ -93,6 +96,8 @@ describe('proxy link wire format', () => {
       ['0f000000 02 0100000000000000 02000000 01 00', ProxyErrorCode.MALFORMED_FRAME], // close with bytes
       ['05000000 01 01000000', ProxyErrorCode.MALFORMED_FRAME], // short INPUT
       ['10000000 03 0100000000000000 0100000000000000', ProxyErrorCode.MALFORMED_FRAME], // short BARRIER
+      ['0a000000 04 0100000000000000 00', ProxyErrorCode.MALFORMED_FRAME], // long DELIVERED
+      ['09000000 04 0000000000002000', ProxyErrorCode.MALFORMED_FRAME], // DELIVERED 2^53
       ['11000000 03 ffffffffffffffff 0100000000000000', ProxyErrorCode.MALFORMED_FRAME], // 2^64-1
     ];
     for (const [bytes, code] of cases) expect([bytes, codeOf(() => new ProxyFrameDecoder().push(fromHex(bytes)))]).toEqual([bytes, code]);
