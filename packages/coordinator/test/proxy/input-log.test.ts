@@ -36,38 +36,7 @@ describe('InputLog', () => {
   });
 
   it('on a secondary, rewinds keep what the guest saw a gapless, duplicate-free run 1..lastDelivered', () => {
-    // The guest model: the sequence of seqs its state reflects. A checkpoint to N replaces it with 1..N (the
-    // primary's state), undoing anything after N the secondary had already processed.
-    const op = fc.oneof(
-      fc.record({ t: fc.constant('recv' as const), n: fc.integer({ min: 1, max: 4 }) }),
-      fc.record({ t: fc.constant('resume' as const) }),
-      fc.record({ t: fc.constant('checkpoint' as const), ahead: fc.integer({ min: 0, max: 6 }) }),
-    );
-    fc.assert(
-      fc.property(fc.array(op, { maxLength: 60 }), (ops) => {
-        let guest: number[] = [];
-        let received = 0;
-        let barrier = 0;
-        const log = new InputLog({ deliver: (e) => guest.push(e.seq), retainDelivered: true, firstSeq: null });
-        for (const o of ops) {
-          if (o.t === 'recv') {
-            for (let i = 0; i < o.n; i++) log.append({ seq: ++received, conn: 1, kind: 'data', bytes: new Uint8Array(1) });
-          } else if (o.t === 'resume') {
-            log.open();
-          } else {
-            // Checkpoint: suspend, then the primary's state at N (N may be beyond what arrived yet).
-            log.close();
-            barrier = Math.max(barrier, Math.min(received + 2, barrier + o.ahead));
-            log.rewindTo(barrier);
-            guest = Array.from({ length: barrier }, (_, i) => i + 1);
-          }
-          expect(guest).toEqual(Array.from({ length: guest.length }, (_, i) => i + 1));
-          expect(log.lastDelivered).toBe(guest.length);
-        }
-        log.open();
-        expect(guest).toEqual(Array.from({ length: Math.max(received, barrier) }, (_, i) => i + 1));
-      }),
-    );
+    fc.assert(fc.property(fc.array(secondaryOp(false), { maxLength: 60 }), (ops) => runSecondaryModel(ops)));
   });
 
   it("forgets delivered events up to the primary's watermark, never one not yet delivered, and refuses a rewind below it", () => {
@@ -93,44 +62,8 @@ describe('InputLog', () => {
     expect(got).toHaveLength(8);
   });
 
-  it('with a watermark at every step that never passes a pending barrier, rewinds still replay exactly what a checkpoint undid', () => {
-    // As the rewind property above, with the secondary proxy's rule: forget up to min(watermark, pending barrier).
-    const op = fc.oneof(
-      fc.record({ t: fc.constant('recv' as const), n: fc.integer({ min: 1, max: 4 }) }),
-      fc.record({ t: fc.constant('resume' as const) }),
-      fc.record({ t: fc.constant('watermark' as const), back: fc.integer({ min: 0, max: 3 }) }),
-      fc.record({ t: fc.constant('checkpoint' as const), ahead: fc.integer({ min: 0, max: 6 }) }),
-    );
-    fc.assert(
-      fc.property(fc.array(op, { maxLength: 60 }), (ops) => {
-        let guest: number[] = [];
-        let received = 0;
-        let barrier = 0;
-        let primaryDelivered = 0;
-        const log = new InputLog({ deliver: (e) => guest.push(e.seq), retainDelivered: true, firstSeq: null });
-        for (const o of ops) {
-          if (o.t === 'recv') {
-            for (let i = 0; i < o.n; i++) log.append({ seq: ++received, conn: 1, kind: 'data', bytes: new Uint8Array(1) });
-          } else if (o.t === 'resume') {
-            log.open();
-          } else if (o.t === 'watermark') {
-            // The primary has delivered at least up to the last barrier and never beyond what it mirrored.
-            primaryDelivered = Math.max(primaryDelivered, barrier, received - o.back);
-            log.forgetDelivered(primaryDelivered);
-          } else {
-            log.close();
-            // A later barrier is at least the primary's watermark.
-            barrier = Math.max(barrier, primaryDelivered, Math.min(received + 2, barrier + o.ahead));
-            log.rewindTo(barrier);
-            guest = Array.from({ length: barrier }, (_, i) => i + 1);
-          }
-          expect(guest).toEqual(Array.from({ length: guest.length }, (_, i) => i + 1));
-          expect(log.lastDelivered).toBe(guest.length);
-        }
-        log.open();
-        expect(guest).toEqual(Array.from({ length: Math.max(received, barrier) }, (_, i) => i + 1));
-      }),
-    );
+  it('with a watermark at random steps that never passes a pending barrier, rewinds still replay exactly what a checkpoint undid', () => {
+    fc.assert(fc.property(fc.array(secondaryOp(true), { maxLength: 60 }), (ops) => runSecondaryModel(ops)));
   });
 
   it('drops events at or below the barrier that arrive after it', () => {
@@ -197,3 +130,54 @@ describe('InputLog', () => {
     expect(got).toEqual([1, 2, 3, 4]);
   });
 });
+
+type SecondaryOp =
+  | { t: 'recv'; n: number }
+  | { t: 'resume' }
+  | { t: 'checkpoint'; ahead: number }
+  | { t: 'watermark'; back: number };
+
+/** Steps of a secondary's input: events arriving, resumes, checkpoints and (optionally) the primary's watermarks. */
+function secondaryOp(withWatermark: boolean): fc.Arbitrary<SecondaryOp> {
+  const ops: fc.Arbitrary<SecondaryOp>[] = [
+    fc.record({ t: fc.constant('recv' as const), n: fc.integer({ min: 1, max: 4 }) }),
+    fc.record({ t: fc.constant('resume' as const) }),
+    fc.record({ t: fc.constant('checkpoint' as const), ahead: fc.integer({ min: 0, max: 6 }) }),
+  ];
+  if (withWatermark) ops.push(fc.record({ t: fc.constant('watermark' as const), back: fc.integer({ min: 0, max: 3 }) }));
+  return fc.oneof(...ops);
+}
+
+/**
+ * Drives a secondary's log through `ops` against a model of its guest: the sequence of seqs its state reflects.
+ * A checkpoint to N replaces it with 1..N (the primary's state), undoing anything after N the secondary had
+ * already processed. A watermark forgets what the primary has delivered, which is at least the last barrier and
+ * at most what was mirrored; every later barrier is at least the watermark (as on the real link).
+ */
+function runSecondaryModel(ops: SecondaryOp[]): void {
+  let guest: number[] = [];
+  let received = 0;
+  let barrier = 0;
+  let primaryDelivered = 0;
+  const log = new InputLog({ deliver: (e) => guest.push(e.seq), retainDelivered: true, firstSeq: null });
+  for (const o of ops) {
+    if (o.t === 'recv') {
+      for (let i = 0; i < o.n; i++) log.append({ seq: ++received, conn: 1, kind: 'data', bytes: new Uint8Array(1) });
+    } else if (o.t === 'resume') {
+      log.open();
+    } else if (o.t === 'watermark') {
+      primaryDelivered = Math.max(primaryDelivered, barrier, received - o.back);
+      log.forgetDelivered(primaryDelivered);
+    } else {
+      // Checkpoint: suspend, then the primary's state at N (N may be beyond what arrived yet).
+      log.close();
+      barrier = Math.max(barrier, primaryDelivered, Math.min(received + 2, barrier + o.ahead));
+      log.rewindTo(barrier);
+      guest = Array.from({ length: barrier }, (_, i) => i + 1);
+    }
+    expect(guest).toEqual(Array.from({ length: guest.length }, (_, i) => i + 1));
+    expect(log.lastDelivered).toBe(guest.length);
+  }
+  log.open();
+  expect(guest).toEqual(Array.from({ length: Math.max(received, barrier) }, (_, i) => i + 1));
+}
