@@ -6,9 +6,10 @@ export interface InputLogOptions {
    * unless a rewind undid it in the guest first. The guest processes it synchronously. */
   deliver: (event: InputEvent) => void;
   /**
-   * Keep delivered events until a rewind passes them (or the primary's watermark, forgetDelivered). The secondary needs this: a checkpoint overwrites its
-   * guest with the primary's state as of seq N, undoing any event after N it had already processed, so those
-   * events must be delivered again. The primary never rewinds and keeps nothing it delivered.
+   * Keep delivered events until a rewind (or the primary's watermark, forgetDelivered) passes them. The
+   * secondary needs this: a checkpoint overwrites its guest with the primary's state as of seq N, undoing any
+   * event after N it had already processed, so those events must be delivered again. The primary never rewinds
+   * and keeps nothing it delivered.
    */
   retainDelivered?: boolean;
 }
