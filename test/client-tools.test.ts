@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { metricsCheckpoints, redisBenchmark, redisCli, statusCheckpoints, waitServing } from './support/clients.js';
+import { metricsCheckpoints, metricValue, redisBenchmark, redisCli, statusCheckpoints, waitServing } from './support/clients.js';
 import { startPair, type TestPair } from './support/pair.js';
 
 /**
@@ -51,6 +51,11 @@ describe('COLO pair with redis-cli and redis-benchmark', () => {
     const afterSetGet = await statusCheckpoints(admin);
     // Both guests compute identical replies for SET/GET: nothing to checkpoint for.
     expect(afterSetGet.miscompare ?? 0, `checkpoints before ${JSON.stringify(before)} after ${JSON.stringify(afterSetGet)}`).toBe(before.miscompare ?? 0);
+    // The secondary keeps only the input above the primary's delivered watermark (a batch at most), not the
+    // 40,000 events since the last checkpoint.
+    const retained = await metricValue(pair.adminUrls[index === 0 ? 1 : 0], 'colo_input_retained_events');
+    expect(retained).toBeGreaterThanOrEqual(0);
+    expect(retained).toBeLessThanOrEqual(100);
 
     // TIME reads each node's own clock: the replies differ, the pair checkpoints and releases the primary's.
     const times = 5;

@@ -82,6 +82,14 @@ export async function metricsCheckpoints(adminUrl: string): Promise<Record<strin
   return out;
 }
 
+/** The value of one unlabelled metric on a node's /metrics (NaN if it is not there). */
+export async function metricValue(adminUrl: string, name: string): Promise<number> {
+  const res = await fetch(`${adminUrl}/metrics`, { signal: AbortSignal.timeout(5000) });
+  if (!res.ok) throw new Error(`${adminUrl}/metrics answered ${res.status}`);
+  const m = new RegExp(`^${name} ([\\d.e+-]+)$`, 'm').exec(await res.text());
+  return m ? Number(m[1]) : Number.NaN;
+}
+
 /**
  * Waits until some node is primary and serves the client service; returns its index, status and port.
  * Throws after `timeoutMs`, naming what each node reported.

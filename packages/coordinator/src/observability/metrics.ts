@@ -28,6 +28,7 @@ export interface NodeMetrics {
   replicationBytes: Counter<'direction' | 'channel'>;
   outputCompare: Counter<'result'>;
   heldOutputBytes: Gauge<string>;
+  retainedInputEvents: Gauge<string>;
   protectedState: Gauge<string>;
   role: Gauge<'role'>;
   state: Gauge<'state'>;
@@ -105,6 +106,11 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
     heldOutputBytes: new Gauge({
       name: 'colo_held_output_bytes',
       help: 'Client output held back, waiting for its twin (COLO) or for a checkpoint acknowledgement (Remus).',
+      registers: r,
+    }),
+    retainedInputEvents: new Gauge({
+      name: 'colo_input_retained_events',
+      help: 'COLO secondary: client input events its guest processed and keeps, because a checkpoint may undo them.',
       registers: r,
     }),
     protectedState: new Gauge({

@@ -619,6 +619,7 @@ export class ProtectedNode {
     const sent = m.bytesOut - (prev?.bytesOut ?? 0);
     if (sent > 0 && this.node.role === 'secondary') mx.replicationBytes.inc({ direction: 'sent', channel: 'proxy' }, sent);
     mx.heldOutputBytes.set(m.heldBytes);
+    mx.retainedInputEvents.set(m.retainedInputEvents);
     this.lastProxyMetrics = m;
   }
 }
