@@ -1,4 +1,5 @@
 import { PAGE_SHIFT, PAGE_SIZE } from '@colo/stream';
+import { copyInto } from './copy.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 
 /**
@@ -48,7 +49,7 @@ export class GuestMemory {
       const b = this.bytes;
       for (let i = 0; i < n; i++) b[offset + i] = src[srcStart + i]!;
     } else {
-      this.bytes.set(src.subarray(srcStart, srcEnd), offset);
+      copyInto(this.bytes, offset, src.subarray(srcStart, srcEnd));
     }
     if (this.logging) this.dirty.markRange(offset >>> PAGE_SHIFT, (offset + n - 1) >>> PAGE_SHIFT);
   }
@@ -84,7 +85,7 @@ export class GuestMemory {
    * data[dataOffset...]: one copy for the run, not logged.
    */
   hypervisorWrite(pfn: number, data: Uint8Array, dataOffset: number, pages = 1): void {
-    this.bytes.set(data.subarray(dataOffset, dataOffset + pages * PAGE_SIZE), pfn * PAGE_SIZE);
+    copyInto(this.bytes, pfn * PAGE_SIZE, data.subarray(dataOffset, dataOffset + pages * PAGE_SIZE));
   }
 
   /**

@@ -1,5 +1,6 @@
 import { PAGE_SIZE } from '@colo/stream';
 import type { MemoryStaging } from './domain.js';
+import { copyInto } from './copy.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { DomainError, DomainErrorCode } from './errors.js';
 import { Prefaulter } from './prefault.js';
@@ -80,7 +81,7 @@ export class GuestMemoryStaging implements MemoryStaging {
       let n = 1;
       while (i + n < pfns.length && pfns[i + n] === first + n) n++;
       this.prefaulter?.claim(first * PAGE_SIZE, (first + n) * PAGE_SIZE);
-      bytes.set(data.subarray(i * PAGE_SIZE, (i + n) * PAGE_SIZE), first * PAGE_SIZE);
+      copyInto(bytes, first * PAGE_SIZE, data.subarray(i * PAGE_SIZE, (i + n) * PAGE_SIZE));
       this.staged.markRange(first, first + n - 1);
       i += n;
     }
