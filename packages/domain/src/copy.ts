@@ -33,11 +33,11 @@ export function copyInto(dst: Uint8Array, offset: number, src: Uint8Array): void
     dst.set(src, offset);
     return;
   }
+  // As dst.set: nothing written if it does not fit (the pieces below would otherwise write a prefix first).
+  if (!(offset >= 0 && offset + n <= dst.length)) throw new RangeError(`copyInto: ${n} bytes at offset ${offset} do not fit in ${dst.length}`);
   // Each piece goes into the scratch at the destination's alignment: the first step is between unshared memories
   // (a plain memmove, any alignment; the sources here are socket reads, arenas and client buffers), the second
   // is word-wise.
-  // As dst.set: nothing written if it does not fit (the pieces below would otherwise write a prefix first).
-  if (!(offset >= 0 && offset + n <= dst.length)) throw new RangeError(`copyInto: ${n} bytes at offset ${offset} do not fit in ${dst.length}`);
   scratch ??= new Uint8Array(SCRATCH_BYTES);
   const shift = (dst.byteOffset + offset) % WORD;
   for (let at = 0; at < n; ) {
