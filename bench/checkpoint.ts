@@ -421,10 +421,10 @@ const suite: BenchSuite = {
 
     // ---- initial synchronisation of a 1 GiB guest
     if (!PARTS.includes('sync')) return withBaselineRow(rows, samples);
-    // Twice: into memory the secondary preallocated before it dialed (guest.prealloc, as QEMU's prealloc=on; the
-    // stream alone is measured, like the raw TCP baseline that writes into memory it has touched before), and
-    // into fresh memory faulted in during the synchronisation (the default: on this VM first-touch faults can
-    // cost more than the transfer).
+    // Twice: into memory the secondary preallocated before it dialed (guest.prealloc, the default, as QEMU's
+    // prealloc=on; the stream alone is measured, like the raw TCP baseline that writes into memory it has touched
+    // before), and into fresh memory faulted in during the synchronisation (guest.prealloc false: on this VM
+    // first-touch faults can cost more than the transfer).
     const syncPages = (QUICK ? 256 * 1024 * 1024 : GiB) / PAGE;
     const bytes = syncPages * PAGE;
     for (const prealloc of SYNC_MEMORY) {
@@ -435,7 +435,7 @@ const suite: BenchSuite = {
       big.destroy();
       await sampleTcp();
       const tcpGBs = baseline() / 1e9;
-      const memory = prealloc ? 'secondary memory preallocated (guest.prealloc)' : 'secondary memory faulted in during the sync (default)';
+      const memory = prealloc ? 'secondary memory preallocated (guest.prealloc, the default)' : 'secondary memory faulted in during the sync (guest.prealloc false)';
       log(`initial sync ${bytes / GiB} GiB, ${memory}: ${pair.syncSeconds.toFixed(2)} s, ${rate.toFixed(2)} GB/s`);
       rows.push({
         name: `initial synchronisation, ${(bytes / GiB).toFixed(2)} GiB guest, ${memory}`,

@@ -20,8 +20,8 @@ let pair: TestPair;
 
 beforeAll(async () => {
   // No periodic checkpoints during the test (max_interval 10 min): checkpoint counts change only when we ask.
-  // The secondary preallocates its guest memory (guest.prealloc), as an operator's standby would.
-  pair = await startPair({ basePort: BASE, extra: { checkpoint: { max_interval: '10m' }, guest: { memory: '16MiB', dirty_rate: 0, prealloc: true } } });
+  // The secondary preallocates its guest memory (guest.prealloc, on by default: not set here, so the default is tested).
+  pair = await startPair({ basePort: BASE, extra: { checkpoint: { max_interval: '10m' }, guest: { memory: '16MiB', dirty_rate: 0 } } });
   await pair.waitProtected(60_000);
 });
 

@@ -31,7 +31,7 @@ describe('configuration', () => {
     const c = loadConfig({});
     expect(c.node.mode).toBe('colo');
     expect(c.guest.memoryBytes).toBe(256 * 1024 * 1024);
-    expect(c.guest.prealloc).toBe(false);
+    expect(c.guest.prealloc).toBe(true);
     expect(c.heartbeat).toEqual({ intervalMs: 100, timeoutMs: 1000 });
     expect(c.checkpoint.remusIntervalMs).toBe(200);
     expect(c.admin.listen).toEqual({ host: '127.0.0.1', port: 9464 });
@@ -39,8 +39,8 @@ describe('configuration', () => {
 
   test('file < environment < flags', () => {
     const file = yaml('node:\n  role: primary\n  mode: remus\nguest:\n  memory: 64MiB\nheartbeat:\n  interval: 50ms\n  timeout: 2s\n');
-    const c = loadConfig({ file, env: { COLO_GUEST_MEMORY: '128MiB', COLO_HEARTBEAT_TIMEOUT: '3s', COLO_GUEST_PREALLOC: 'true' }, flags: { 'heartbeat.timeout': '4s' } });
-    expect(c.guest.prealloc).toBe(true);
+    const c = loadConfig({ file, env: { COLO_GUEST_MEMORY: '128MiB', COLO_HEARTBEAT_TIMEOUT: '3s', COLO_GUEST_PREALLOC: 'false' }, flags: { 'heartbeat.timeout': '4s' } });
+    expect(c.guest.prealloc).toBe(false);
     expect(c.node).toMatchObject({ role: 'primary', mode: 'remus' });
     expect(c.guest.memoryBytes).toBe(128 * 1024 * 1024);
     expect(c.heartbeat).toEqual({ intervalMs: 50, timeoutMs: 4000 });
