@@ -72,21 +72,23 @@ export async function statusCheckpoints(adminUrl: string): Promise<Record<string
   return { ...(s.checkpoints ?? {}) };
 }
 
-/** `colo_checkpoints_total` by reason, parsed from GET /metrics (Prometheus text format). */
-export async function metricsCheckpoints(adminUrl: string): Promise<Record<string, number>> {
+/** A node's GET /metrics (Prometheus text format). */
+async function metricsText(adminUrl: string): Promise<string> {
   const res = await fetch(`${adminUrl}/metrics`, { signal: AbortSignal.timeout(5000) });
   if (!res.ok) throw new Error(`${adminUrl}/metrics answered ${res.status}`);
-  const text = await res.text();
+  return res.text();
+}
+
+/** `colo_checkpoints_total` by reason, parsed from GET /metrics. */
+export async function metricsCheckpoints(adminUrl: string): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
-  for (const m of text.matchAll(/^colo_checkpoints_total\{[^}]*reason="([^"]+)"[^}]*\} ([\d.e+]+)$/gm)) out[m[1]!] = Number(m[2]);
+  for (const m of (await metricsText(adminUrl)).matchAll(/^colo_checkpoints_total\{[^}]*reason="([^"]+)"[^}]*\} ([\d.e+]+)$/gm)) out[m[1]!] = Number(m[2]);
   return out;
 }
 
 /** The value of one unlabelled metric on a node's /metrics (NaN if it is not there). */
 export async function metricValue(adminUrl: string, name: string): Promise<number> {
-  const res = await fetch(`${adminUrl}/metrics`, { signal: AbortSignal.timeout(5000) });
-  if (!res.ok) throw new Error(`${adminUrl}/metrics answered ${res.status}`);
-  const m = new RegExp(`^${name} ([\\d.e+-]+)$`, 'm').exec(await res.text());
+  const m = new RegExp(`^${name} ([\\d.e+-]+)$`, 'm').exec(await metricsText(adminUrl));
   return m ? Number(m[1]) : Number.NaN;
 }
 
