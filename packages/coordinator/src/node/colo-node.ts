@@ -24,6 +24,7 @@ import {
   type LinkRefusal,
   type PeerLink,
   type PeerServer,
+  type ReadRingStats,
 } from '../transport/index.js';
 import type { ColoNodeOptions } from './options.js';
 import { observeTransitions, stateName, type Transition } from './transitions.js';
@@ -81,6 +82,10 @@ export class ColoNode {
   /** The node's logger without a component: each part (transport, engine) binds its own. */
   private readonly baseLog: Logger;
   private streamBytesReceived = 0;
+  /** Socket reads of the replication links that have ended (the current one's are added live: readStats). */
+  private readonly endedLinkReads: ReadRingStats = { ringReads: 0, fallbackReads: 0, copiedReads: 0 };
+  /** The secondary's current replication link, whose reads readStats adds to the ended ones'. */
+  private readingLink: PeerLink | undefined;
   private readonly arbiter: Arbiter;
   private readonly events = new EventEmitter<ColoNodeEvents>();
   private readonly transitionListeners = new Set<(t: Transition) => void>();
@@ -125,6 +130,16 @@ export class ColoNode {
   /** Main-stream bytes this node has received as a secondary, over every link so far (for metrics). */
   get replicationBytesReceived(): number {
     return this.streamBytesReceived;
+  }
+  /**
+   * Where the socket reads of this node's replication links went as a secondary (reused memory, fresh memory,
+   * copied), over every link so far: totals that only grow (for metrics).
+   */
+  get replicationReads(): Readonly<ReadRingStats> {
+    const live = this.readingLink?.readRingStats;
+    const t = this.endedLinkReads;
+    if (!live) return { ...t };
+    return { ringReads: t.ringReads + live.ringReads, fallbackReads: t.fallbackReads + live.fallbackReads, copiedReads: t.copiedReads + live.copiedReads };
   }
   get role(): NodeRole {
     return this.currentRole;
@@ -592,7 +607,10 @@ export class ColoNode {
       // The engine copies what it keeps once a record is whole: the link may hand it reused memory.
       { retainedBytes: () => engine.retainedBytes },
     );
+    if (this.readingLink) this.endLinkReads(this.readingLink);
+    this.readingLink = link;
     link.onClose((error) => {
+      this.endLinkReads(link);
       emit({
         type: 'PRIMARY_LOST',
         error: asCoordinatorError(error ?? 'closed locally', CoordinatorErrorCode.PEER_LOST, 'the replication link to the primary ended'),
@@ -600,6 +618,18 @@ export class ColoNode {
     });
     this.roleLogger().info({ primary: link.peerHello.nodeId, remote: link.remoteAddress, extensions: link.extensions }, 'joined the primary');
     actor.send({ type: 'CONNECTED', peer: `${link.peerHello.nodeId}@${link.remoteAddress}`, epoch: link.peerHello.epoch, ack: link.extensions.includes(Extension.CHECKPOINT_ACK) });
+  }
+
+  /** A replication link's reads join the totals once (at its end, or when a newer link replaces it). */
+  private endLinkReads(link: PeerLink): void {
+    if (this.readingLink !== link) return;
+    const r = link.readRingStats;
+    if (r) {
+      this.endedLinkReads.ringReads += r.ringReads;
+      this.endedLinkReads.fallbackReads += r.fallbackReads;
+      this.endedLinkReads.copiedReads += r.copiedReads;
+    }
+    this.readingLink = undefined;
   }
 
   private secondaryEffects() {

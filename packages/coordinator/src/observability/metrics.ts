@@ -14,6 +14,8 @@ const BYTE_BUCKETS = PAGE_BUCKETS.map((p) => p * 4096);
 export const CHECKPOINT_REASONS = ['initial', 'miscompare', 'stale', 'periodic', 'manual', 'output_bound'] as const;
 export const CHECKPOINT_PHASES = ['suspend', 'secondary_suspend', 'transfer', 'secondary_apply', 'resume'] as const;
 export const NODE_ROLES = ['primary', 'secondary'] as const;
+/** colo_link_reads_total's `into` values. */
+export const LINK_READ_PLACES = ['ring', 'fallback', 'copied'] as const;
 
 export interface NodeMetrics {
   readonly registry: Registry;
@@ -26,6 +28,7 @@ export interface NodeMetrics {
   slowCheckpoints: Counter<string>;
   initialSyncDuration: Gauge<string>;
   replicationBytes: Counter<'direction' | 'channel'>;
+  linkReads: Counter<'into'>;
   outputCompare: Counter<'result'>;
   heldOutputBytes: Gauge<string>;
   retainedInputEvents: Gauge<string>;
@@ -97,6 +100,12 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
       labelNames: ['direction', 'channel'],
       registers: r,
     }),
+    linkReads: new Counter({
+      name: 'colo_link_reads_total',
+      help: "Secondary: socket reads of the replication link by where they went: ring (reused memory, no copy), fallback (fresh memory: the ring's next region was still in use), copied (through the socket's stream, before the link took it over).",
+      labelNames: ['into'],
+      registers: r,
+    }),
     outputCompare: new Counter({
       name: 'colo_output_compare_total',
       help: 'Output comparisons in COLO mode by result (match, miscompare, stale).',
@@ -162,6 +171,7 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
   m.buildInfo.set({ version: opts.version, mode: opts.mode, node: opts.nodeId }, 1);
   for (const reason of CHECKPOINT_REASONS) m.checkpoints.inc({ reason }, 0);
   for (const result of ['match', 'miscompare', 'stale']) m.outputCompare.inc({ result }, 0);
+  for (const into of LINK_READ_PLACES) m.linkReads.inc({ into }, 0);
   for (const role of NODE_ROLES) m.role.set({ role }, 0);
   m.protectedState.set(0);
   return m;

@@ -8,13 +8,13 @@ import type { AppliedCheckpointTiming } from '../engine/secondary-engine.js';
 import { ColoNode } from '../node/colo-node.js';
 import { CoordinatorErrorCode } from '../errors.js';
 import type { Transition } from '../node/transitions.js';
-import { collectProcessMetrics, createNodeMetrics, NODE_ROLES, setOneHot, type NodeMetrics } from '../observability/metrics.js';
+import { collectProcessMetrics, createNodeMetrics, LINK_READ_PLACES, NODE_ROLES, setOneHot, type NodeMetrics } from '../observability/metrics.js';
 import { SlowCheckpointWatch, type CheckpointTiming, type SlowCheckpoint } from '../observability/slow-checkpoints.js';
 import { PrimaryProxy } from '../proxy/primary-proxy.js';
 import { SecondaryProxy } from '../proxy/secondary-proxy.js';
 import type { ProxyMetrics } from '../proxy/metrics.js';
 import type { MachineTimings, NodeRole, ReplicationMode } from '../statechart/types.js';
-import { connectToPeer, PROTOCOL_VERSION, type HeartbeatOptions, type LinkSecurity, type PeerLink } from '../transport/index.js';
+import { connectToPeer, PROTOCOL_VERSION, type HeartbeatOptions, type LinkSecurity, type PeerLink, type ReadRingStats } from '../transport/index.js';
 import { hookSuspendResume } from './hooked-domain.js';
 import { runPromoteHook } from './promote-hook.js';
 
@@ -96,6 +96,7 @@ export class ProtectedNode {
   private failoverCount = 0;
   private lastProxyMetrics: ProxyMetrics | undefined;
   private lastStreamBytesReceived = 0;
+  private lastLinkReads: Readonly<ReadRingStats> = { ringReads: 0, fallbackReads: 0, copiedReads: 0 };
   /** Proxy-link bytes received and not yet added to colo_replication_bytes_total. */
   private proxyBytesReceived = 0;
   private metricsTimer: ReturnType<typeof setInterval> | undefined;
@@ -598,6 +599,19 @@ export class ProtectedNode {
     this.shown.protected = on;
   }
 
+  /** colo_link_reads_total from the node's totals (which only grow): the increase since the last look. */
+  private refreshLinkReads(): void {
+    const now = this.node.replicationReads;
+    const before = this.lastLinkReads;
+    const inc = (into: (typeof LINK_READ_PLACES)[number], d: number) => {
+      if (d > 0) this.metrics.linkReads.inc({ into }, d);
+    };
+    inc('ring', now.ringReads - before.ringReads);
+    inc('fallback', now.fallbackReads - before.fallbackReads);
+    inc('copied', now.copiedReads - before.copiedReads);
+    this.lastLinkReads = now;
+  }
+
   private refreshProxyMetrics(): void {
     if (this.proxyBytesReceived > 0) {
       this.metrics.replicationBytes.inc({ direction: 'received', channel: 'proxy' }, this.proxyBytesReceived);
@@ -608,6 +622,7 @@ export class ProtectedNode {
       this.metrics.replicationBytes.inc({ direction: 'received', channel: 'replication' }, received - this.lastStreamBytesReceived);
       this.lastStreamBytesReceived = received;
     }
+    this.refreshLinkReads();
     const m = this.primaryProxy?.metrics() ?? this.secondaryProxy?.metrics();
     if (!m) return;
     const prev = this.lastProxyMetrics;

@@ -10,6 +10,7 @@ export type { Channel, Hello, LinkRefusal } from './hello.js';
 export { DEFAULT_HEARTBEAT } from './heartbeat.js';
 export type { HeartbeatOptions } from './heartbeat.js';
 export type { DataListenerOptions, LinkSecurity, PeerLink } from './peer-link.js';
+export type { ReadRingStats } from './read-ring.js';
 export { listenForPeers } from './listener.js';
 export type { ListenOptions, PeerServer } from './listener.js';
 export { connectToPeer } from './dialer.js';

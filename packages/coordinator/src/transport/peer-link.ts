@@ -1,5 +1,6 @@
 import type { LinkError } from './errors.js';
 import type { Hello } from './hello.js';
+import type { ReadRingStats } from './read-ring.js';
 
 /** See PeerLink.onData. */
 export interface DataListenerOptions {
@@ -69,5 +70,7 @@ export interface PeerLink {
   resumeReceiving(): void;
   /** Last heartbeat round-trip time in seconds, undefined before the first. */
   readonly rttSeconds: number | undefined;
+  /** Where this link's socket reads went, for a link that reads into reused memory (a dialer's ReadRing); else undefined. */
+  readonly readRingStats?: Readonly<ReadRingStats> | undefined;
   onRtt(listener: (seconds: number) => void): () => void;
 }

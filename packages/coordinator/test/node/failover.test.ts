@@ -38,10 +38,19 @@ describe.each(['colo', 'remus'] as const)('%s failover', (mode) => {
     const lastDigest = pair.secondaryDigests.get(lastIndex)!;
     const keysAtCheckpoint = (pair.guest as SimulatedGuest).keys().map((k) => k.toString()).sort();
 
+    // The replication stream came through the secondary's reused read memory (the metric's source).
+    const readsBefore = secondary.replicationReads;
+    expect(readsBefore.ringReads).toBeGreaterThan(0);
+
     // The primary crashes: its socket is dropped without a close frame.
     await primary.stop();
     await waitFor('promotion', () => secondary.role === 'primary' && secondary.status().state === 'unprotected' && secondary.listenUrl);
     expect(secondary.epoch).toBe(1);
+    // The ended link's reads stay in the totals (a counter never goes back).
+    const readsAfter = secondary.replicationReads;
+    expect(readsAfter.ringReads).toBeGreaterThanOrEqual(readsBefore.ringReads);
+    expect(readsAfter.fallbackReads).toBeGreaterThanOrEqual(readsBefore.fallbackReads);
+    expect(readsAfter.copiedReads).toBeGreaterThanOrEqual(readsBefore.copiedReads);
     expect(secondary.domain!.state).toBe('running');
     // Nothing half-applied: memory is exactly the last complete checkpoint, and holds every key written before it.
     expect(digest(secondary)).toBe(lastDigest);
