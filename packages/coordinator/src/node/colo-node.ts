@@ -82,9 +82,9 @@ export class ColoNode {
   /** The node's logger without a component: each part (transport, engine) binds its own. */
   private readonly baseLog: Logger;
   private streamBytesReceived = 0;
-  /** Socket reads of the replication links that have ended (the current one's are added live: readStats). */
+  /** Socket reads of the replication links that have ended (replicationReads adds the current one's live). */
   private readonly endedLinkReads: ReadRingStats = { ringReads: 0, fallbackReads: 0, copiedReads: 0 };
-  /** The secondary's current replication link, whose reads readStats adds to the ended ones'. */
+  /** The secondary's current replication link (its reads are not yet in endedLinkReads). */
   private readingLink: PeerLink | undefined;
   private readonly arbiter: Arbiter;
   private readonly events = new EventEmitter<ColoNodeEvents>();
