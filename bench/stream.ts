@@ -162,6 +162,8 @@ const suite: BenchSuite = {
       let pages = 0;
       const dec = paired(copyAt(size), () => (pages = decodeAll(chunks, arena)));
       if (pages !== pageCount) throw new Error(`decoded ${pages} pages, expected ${pageCount}`);
+      // The arena holds the last record's pages: the guest's last BATCH_PFNS pages, or the decode is wrong.
+      if (Buffer.compare(arena, memory.subarray(memory.length - arena.length)) !== 0) throw new Error('decoded pages differ from the guest memory');
       rows.push({ name: `decode + validate PAGE_DATA (${label} socket chunks; pages as views, copied once into reused page memory, as the secondary receives)`, value: gbps(streamBytes, dec.seconds), unit: 'GB/s', baseline: `memcpy ${label}`, ratio: dec.ratio, target, met: dec.ratio >= 0.5 });
       const copying = paired(copyAt(size), () => (pages = decodeAll(chunks)));
       if (pages !== pageCount) throw new Error(`decoded ${pages} pages, expected ${pageCount}`);
