@@ -2,6 +2,7 @@
 # Obtains the real external tools the tests and benchmarks use, from Debian's packages, idempotently:
 #   - Xen's migration stream verifier (xen-utils-4.17, unpacked into .tools/xen, never installed system-wide)
 #   - Prometheus and promtool (prometheus, unpacked into .tools/prometheus)
+#   - etcd (etcd-server, a static Go binary, unpacked into .tools/etcd): the etcd arbiter's tests
 #   - redis-cli, redis-benchmark, redis-server (redis-tools + redis-server, installed: they need shared libs)
 #   - systemd-analyze (systemd, installed if missing), which checks the units in deploy/systemd
 # Writes .tools/env with the paths found. A tool that cannot be obtained is reported loudly, and the tests
@@ -41,6 +42,10 @@ if unpack prometheus "$tools/prometheus"; then
   say "prometheus: $tools/prometheus/usr/bin/prometheus"
 else status=1; fi
 
+if unpack etcd-server "$tools/etcd" && [ -x "$tools/etcd/usr/bin/etcd" ]; then
+  say "etcd: $tools/etcd/usr/bin/etcd"
+else say "ERROR: no etcd binary at $tools/etcd/usr/bin/etcd (Debian package etcd-server)"; status=1; fi
+
 if ! command -v redis-benchmark >/dev/null || ! command -v redis-server >/dev/null; then
   apt_update_once
   say "apt-get install redis-tools redis-server"
@@ -62,6 +67,7 @@ XEN_VERIFY=$tools/xen/usr/lib/xen-4.17/bin/verify-stream-v2
 XEN_PYTHONPATH=$tools/xen/usr/lib/xen-4.17/lib/python
 PROMETHEUS=$tools/prometheus/usr/bin/prometheus
 PROMTOOL=$tools/prometheus/usr/bin/promtool
+ETCD=$tools/etcd/usr/bin/etcd
 REDIS_CLI=$(command -v redis-cli || echo missing)
 REDIS_BENCHMARK=$(command -v redis-benchmark || echo missing)
 REDIS_SERVER=$(command -v redis-server || echo missing)

@@ -154,44 +154,60 @@ export class Workload {
 
   private async run(i: number, c: RespClient): Promise<void> {
     const seen = new Map<string, number>();
-    const L = this.ledger;
     try {
-      while (!this.stopping) {
-        const r = this.rnd();
-        const k = `c${i}:k${Math.floor(this.rnd() * this.o.keysPerClient)}`;
-        if (r < this.o.timeShare) {
-          const reply = await c.command('TIME');
-          this.stats.times++;
-          if (!Array.isArray(reply) || reply.length !== 2) this.problems.push(`TIME answered ${JSON.stringify(reply)}`);
-        } else if (r < 0.45) {
-          const v = `v${i}.${++this.seq}`;
-          L.beginSet(k, v);
-          const reply = await c.command('SET', k, v);
-          if (reply !== 'OK') this.problems.push(`SET ${k} answered ${JSON.stringify(reply)}`);
-          else L.ackSet(k, v);
-        } else if (r < 0.7) {
-          const key = r < 0.6 ? `c${i}:n` : 'shared:n';
-          L.beginIncr(key);
-          const reply = await c.command('INCR', key);
-          if (typeof reply !== 'number') this.problems.push(`INCR ${key} answered ${describe(reply)}`);
-          else {
-            const p = L.ackIncr(key, reply, seen.get(key) ?? 0);
-            if (p) this.problems.push(p);
-            seen.set(key, reply);
-          }
-        } else {
-          const expected = L.expectedNow(k);
-          const reply = await c.command('GET', k);
-          if (expected !== undefined && reply !== expected) this.problems.push(`GET ${k} answered ${describe(reply)}, the last acknowledged SET wrote ${JSON.stringify(expected)}`);
-        }
-        this.stats.commands++;
-      }
+      while (!this.stopping) await ledgerCommand(c, i, this.ledger, this.o, this.rnd, seen, this.stats, this.problems, () => ++this.seq);
       this.stats.endings.push('stopped');
     } catch (e) {
       this.stats.endings.push((e as { code?: string }).code ?? (e as Error).message);
       c.close();
     }
   }
+}
+
+/**
+ * One command of client `i`: SET / INCR (own and shared counters) / GET / TIME, the write recorded in the ledger
+ * and acknowledged when its reply arrives, a GET checked against it (read-your-writes). `seen` is the client's
+ * last INCR reply per counter. Throws on a connection error (the write stays unacknowledged).
+ */
+export async function ledgerCommand(
+  c: RespClient,
+  i: number,
+  L: Ledger,
+  o: WorkloadOptions,
+  rnd: () => number,
+  seen: Map<string, number>,
+  stats: { commands: number; times: number },
+  problems: string[],
+  nextValue: () => number,
+): Promise<void> {
+  const r = rnd();
+  const k = `c${i}:k${Math.floor(rnd() * o.keysPerClient)}`;
+  if (r < o.timeShare) {
+    const reply = await c.command('TIME');
+    stats.times++;
+    if (!Array.isArray(reply) || reply.length !== 2) problems.push(`TIME answered ${JSON.stringify(reply)}`);
+  } else if (r < 0.45) {
+    const v = `v${i}.${nextValue()}`;
+    L.beginSet(k, v);
+    const reply = await c.command('SET', k, v);
+    if (reply !== 'OK') problems.push(`SET ${k} answered ${JSON.stringify(reply)}`);
+    else L.ackSet(k, v);
+  } else if (r < 0.7) {
+    const key = r < 0.6 ? `c${i}:n` : 'shared:n';
+    L.beginIncr(key);
+    const reply = await c.command('INCR', key);
+    if (typeof reply !== 'number') problems.push(`INCR ${key} answered ${describe(reply)}`);
+    else {
+      const p = L.ackIncr(key, reply, seen.get(key) ?? 0);
+      if (p) problems.push(p);
+      seen.set(key, reply);
+    }
+  } else {
+    const expected = L.expectedNow(k);
+    const reply = await c.command('GET', k);
+    if (expected !== undefined && reply !== expected) problems.push(`GET ${k} answered ${describe(reply)}, the last acknowledged SET wrote ${JSON.stringify(expected)}`);
+  }
+  stats.commands++;
 }
 
 function describe(r: RespReply): string {

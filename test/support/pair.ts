@@ -23,7 +23,7 @@ export interface TestPair {
   stop(): Promise<void>;
 }
 
-export async function startPair(opts: { basePort: number; mode?: 'colo' | 'remus'; memory?: string; extra?: Record<string, unknown>; logLevel?: string }): Promise<TestPair> {
+export async function startPair(opts: { basePort: number; mode?: 'colo' | 'remus'; memory?: string; extra?: Record<string, unknown>; logLevel?: string; arbiter?: 'local' | 'none' }): Promise<TestPair> {
   const dir = mkdtempSync(join(tmpdir(), 'colo-e2e-'));
   const o: PairOptions = {
     dir,
@@ -36,11 +36,12 @@ export async function startPair(opts: { basePort: number; mode?: 'colo' | 'remus
     dirtyRate: 0,
     extra: opts.extra ?? {},
     logLevel: opts.logLevel ?? 'info',
+    arbiter: opts.arbiter,
     // As `colo pair` runs its nodes: with their heap flags.
     coloCommand: [process.execPath, ...NODE_HEAP_FLAGS, coloBin],
   };
   const sup = new PairSupervisor(o);
-  sup.start();
+  await sup.start();
   const adminUrls: [string, string] = [sup.nodes[0].adminUrl, sup.nodes[1].adminUrl];
   const pair: TestPair = {
     sup,

@@ -37,6 +37,15 @@ describe('configuration', () => {
     expect(c.admin.listen).toEqual({ host: '127.0.0.1', port: 9464 });
   });
 
+  test('the arbiter: none by default, local needs the path of its socket', () => {
+    expect(loadConfig({}).arbiter).toEqual({ kind: 'none' });
+    expect(loadConfig({ file: yaml('arbiter:\n  kind: local\n  endpoints: unix:/run/colo/arbiter.sock\n') }).arbiter).toEqual({ kind: 'local', socketPath: '/run/colo/arbiter.sock' });
+    expect(loadConfig({ env: { COLO_ARBITER_KIND: 'local', COLO_ARBITER_ENDPOINTS: '/tmp/a.sock' } }).arbiter).toEqual({ kind: 'local', socketPath: '/tmp/a.sock' });
+    expect(configError(() => loadConfig({ flags: { 'arbiter.kind': 'local' } }))).toMatchObject({ code: 'CONFIG_MISSING', field: 'arbiter.endpoints' });
+    expect(configError(() => loadConfig({ flags: { 'arbiter.kind': 'local', 'arbiter.endpoints': 'http://host:2379' } }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'arbiter.endpoints' });
+    expect(configError(() => loadConfig({ flags: { 'arbiter.kind': 'zookeeper' } }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'arbiter.kind' });
+  });
+
   test('file < environment < flags', () => {
     const file = yaml('node:\n  role: primary\n  mode: remus\nguest:\n  memory: 64MiB\nheartbeat:\n  interval: 50ms\n  timeout: 2s\n');
     const c = loadConfig({ file, env: { COLO_GUEST_MEMORY: '128MiB', COLO_HEARTBEAT_TIMEOUT: '3s', COLO_GUEST_PREALLOC: 'false' }, flags: { 'heartbeat.timeout': '4s' } });

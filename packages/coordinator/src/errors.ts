@@ -15,7 +15,7 @@ export const CoordinatorErrorCode = {
   NOT_SYNCHRONISED: 'COLO_NOT_SYNCHRONISED',
   /** A peer presented an epoch older than one this node has seen: it is a stale former primary. */
   STALE_EPOCH: 'COLO_STALE_EPOCH',
-  /** This node met a higher epoch or lost the arbiter's lease: it no longer acts as primary. */
+  /** This node met a higher epoch: it no longer acts as primary. */
   FENCED: 'COLO_FENCED',
   /** The replication link to the peer ended (closed, socket error, heartbeat timeout). */
   PEER_LOST: 'COLO_PEER_LOST',
@@ -27,8 +27,13 @@ export const CoordinatorErrorCode = {
   PEER_REFUSED: 'COLO_PEER_REFUSED',
   /** The guest described by the primary cannot be hosted, or a checkpoint does not fit it. */
   GUEST_MISMATCH: 'COLO_GUEST_MISMATCH',
-  /** The arbiter refused to grant this node the pair's lease. */
+  /**
+   * A node starting as primary was refused by the arbiter: the pair's epoch is held by the other node or by the
+   * protected pair (this node is a stale former primary; start it as a secondary).
+   */
   ARBITER_REFUSED: 'COLO_ARBITER_REFUSED',
+  /** After losing its peer, this node asked the arbiter for the next epoch and the other node had it first. */
+  DECISION_LOST: 'COLO_DECISION_LOST',
   /** Options given to the node are invalid. */
   BAD_OPTIONS: 'COLO_BAD_OPTIONS',
   /** The operation is not possible in the node's current state (e.g. failover of an unsynchronised secondary). */

@@ -14,6 +14,9 @@ Ctrl-C stops both.
 
 Options:
   --mode colo|remus     replication mode (default colo)
+  --arbiter local|none  who decides which node acts alone when they lose each other (default local: this
+                        process, over a unix socket in DIR; none: nobody, a frozen primary may serve beside
+                        the promoted secondary and lose acknowledged writes)
   --memory SIZE         guest memory (default 64MiB)
   --dirty-rate N        background pages dirtied per second by the guest (default 0)
   --host ADDR           address every port binds to (default 127.0.0.1)
@@ -40,6 +43,7 @@ const command: Command = {
   async run(argv, io) {
     const { values } = usageErrors(() => parseArgs({ args: argv, strict: true, options: {
       mode: { type: 'string', default: 'colo' },
+      arbiter: { type: 'string', default: 'local' },
       memory: { type: 'string', default: '64MiB' },
       'dirty-rate': { type: 'string', default: '0' },
       host: { type: 'string', default: '127.0.0.1' },
@@ -52,9 +56,11 @@ const command: Command = {
       json: { type: 'boolean' },
     } }));
     if (values.mode !== 'colo' && values.mode !== 'remus') throw new UsageError('--mode must be colo or remus');
+    if (values.arbiter !== 'local' && values.arbiter !== 'none') throw new UsageError('--arbiter must be local or none');
     const sup = new PairSupervisor({
       dir: values.dir,
       mode: values.mode,
+      arbiter: values.arbiter,
       memory: values.memory,
       host: values.host,
       servicePort: port('service-port', values['service-port']),
@@ -80,7 +86,13 @@ const command: Command = {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
-    sup.start();
+    try {
+      await sup.start();
+    } catch (e) {
+      say(`could not start: ${(e as Error).message}`);
+      await sup.stop();
+      return ExitCode.FAILED;
+    }
 
     // Initial synchronisation progress, then the banner.
     const deadline = Date.now() + Number(values['sync-timeout']) * 1000;

@@ -27,6 +27,8 @@ export interface NodeConfig {
   output: { maxHeldPerConnection: number; maxHeldTotal: number };
   service: { listen: { host: string; port: number }; promoteHook?: string };
   admin: { listen: { host: string; port: number }; token?: string };
+  /** `local`: `socketPath` is the unix socket of the arbiter process. */
+  arbiter: { kind: 'none' } | { kind: 'local'; socketPath: string };
   log: { level: string };
 }
 
@@ -210,6 +212,7 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
     throw new ConfigError(ConfigErrorCode.INVALID, 'admin.token', 'the admin token is shorter than 16 characters; generate one with `head -c 24 /dev/urandom | base64`');
   }
   const nodeId = get<string>('node.id') === 'hostname' ? hostname() : get<string>('node.id');
+  const arbiter = arbiterConfig(get('arbiter.kind'), get('arbiter.endpoints'));
 
   return {
     node: { id: nodeId, role: get('node.role'), mode: get('node.mode') },
@@ -227,8 +230,21 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
     output: { maxHeldPerConnection: get('output.max_held_per_connection'), maxHeldTotal: get('output.max_held_total') },
     service: { listen: get('service.listen'), promoteHook: get('service.promote_hook') },
     admin: { listen: get('admin.listen'), token },
+    arbiter,
     log: { level: get('log.level') },
   };
+}
+
+function arbiterConfig(kind: 'none' | 'local', endpoints: string | undefined): NodeConfig['arbiter'] {
+  if (kind === 'none') return { kind };
+  if (!endpoints) {
+    throw new ConfigError(ConfigErrorCode.MISSING, 'arbiter.endpoints', 'the local arbiter needs the path of its unix socket, e.g. unix:/run/colo/arbiter.sock');
+  }
+  const socketPath = endpoints.replace(/^unix:(\/\/)?/, '');
+  if (!socketPath.startsWith('/') && !socketPath.startsWith('.')) {
+    throw new ConfigError(ConfigErrorCode.INVALID, 'arbiter.endpoints', `${JSON.stringify(endpoints)}: the local arbiter is a unix socket: give its path (unix:/run/colo/arbiter.sock)`);
+  }
+  return { kind, socketPath };
 }
 
 /** Checks what a role needs; separate so `colo pair` can fill in the peer first. */

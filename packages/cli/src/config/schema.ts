@@ -47,6 +47,8 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'admin.listen', type: 'hostport', default: '127.0.0.1:9464', doc: 'Admin HTTP API: GET /metrics, /status, /healthz, /readyz; POST /checkpoint, /failover.' },
   { path: 'admin.token_file', type: 'file', secret: true, doc: 'File holding the bearer token required by the admin API\'s POST endpoints.' },
   { path: 'admin.token', type: 'string', secret: true, doc: 'The admin token itself (prefer token_file or COLO_ADMIN_TOKEN).' },
+  { path: 'arbiter.kind', type: 'enum', values: ['none', 'local'], default: 'none', doc: 'Who decides, when the two nodes lose each other, which one acts alone (docs/architecture.md, "The arbiter"): each asks it for the next epoch with a compare-and-swap and only the winner serves or promotes. `local`: a process on this host that both nodes reach over a unix socket (`colo pair` runs one). `none`: no arbiter, every request wins: two nodes separated by a partition both serve (split brain); for tests and explicitly unprotected set-ups, and a node whose peer is on another host logs a warning at start.' },
+  { path: 'arbiter.endpoints', type: 'string', doc: 'Where the arbiter is reached. `local`: the path of its unix socket (`unix:/run/colo/arbiter.sock` or a plain path).' },
   { path: 'log.level', type: 'enum', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], default: 'info', doc: 'Log level (JSON lines on stdout).' },
 ];
 

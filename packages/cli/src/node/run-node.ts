@@ -1,7 +1,8 @@
 import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { SimulatedGuest, restoreImage } from '@colo/domain';
-import { createLogger, ProtectedNode } from '@colo/coordinator';
+import { createLogger, CoordinatorErrorCode, ProtectedNode } from '@colo/coordinator';
+import { arbiterFor } from './arbiter.js';
 import { ExitCode, type CommandIo } from '../command.js';
 import { ConfigError, loadConfig, redactedConfig, requireForRole, settingFlagOptions, settingFlags, type NodeConfig } from '../config/load.js';
 import { VERSION } from '../version.js';
@@ -15,8 +16,13 @@ export const NODE_HELP_OPTIONS = `Options:
   --print-config      print the merged configuration (secrets redacted) and exit
 
 Exit codes: 0 stopped by SIGINT/SIGTERM, 1 the node stopped acting (a secondary that lost its primary before
-its first checkpoint, a primary fenced by a newer epoch), 2 invalid configuration or usage, 3 a listen address
-in use, the primary unreachable or the guest memory unavailable (guest.prealloc) at start.`;
+its first checkpoint, a primary fenced by a newer epoch, either node losing the arbiter's decision: start it
+again as a secondary), 2 invalid configuration or usage, 3 a listen address in use, the primary unreachable or
+the guest memory unavailable (guest.prealloc) at start, 10 refused as primary by the arbiter (a stale former
+primary: the pair's epoch belongs to the other node; start this one as its secondary).`;
+
+/** `colo node` refused as primary by the arbiter (COLO_ARBITER_REFUSED). */
+export const NODE_EXIT_REFUSED = 10;
 
 /** Parses flags + config for `colo node|primary|secondary`, forcing the role when the command names one. */
 export function nodeConfig(argv: string[], forcedRole: 'primary' | 'secondary' | undefined, env: NodeJS.ProcessEnv): { config: NodeConfig; print: boolean } {
@@ -54,6 +60,7 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
   }
   const logger = createLogger({ nodeId: config.node.id, level: config.log.level });
   const role = config.node.role!;
+  const arbiter = arbiterFor(config, logger);
   let guest: SimulatedGuest | undefined;
   /** guest.prealloc's memory for the guest the synchronisation creates (none without the setting). */
   let takePreallocated: (guestBytes: number) => SharedArrayBuffer | undefined = () => undefined;
@@ -92,6 +99,7 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
       remusIntervalMs: config.checkpoint.remusIntervalMs,
       coloMaxIntervalMs: config.checkpoint.maxIntervalMs,
     },
+    arbiter,
     precopy: { maxRounds: config.checkpoint.precopyMaxRounds, minDirtyPages: config.checkpoint.precopyMinDirty },
     output: { compareTimeoutMs: config.checkpoint.compareTimeoutMs, maxHeldPerConnection: config.output.maxHeldPerConnection, maxHeldTotal: config.output.maxHeldTotal },
     service: { listen: config.service.listen, promoteHook: config.service.promoteHook },
@@ -135,7 +143,8 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     logger.error({ err: e }, 'could not start');
     io.stderr.write(`colo node: could not start: ${(e as Error).message}${(e as { code?: string }).code ? ` (${(e as { code?: string }).code})` : ''}\n`);
     await node.stop().catch(() => {});
-    return ExitCode.IO;
+    // A stale former primary started as primary: not an I/O problem, and restarting it as primary cannot help.
+    return (e as { code?: string }).code === CoordinatorErrorCode.ARBITER_REFUSED ? NODE_EXIT_REFUSED : ExitCode.IO;
   }
   return finished;
 }

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
+import { startLocalArbiterServer, type LocalArbiterServer } from '@colo/coordinator';
 import { getStatus, type NodeStatusDoc } from '../client/admin-client.js';
 import { withNodeHeapFlags } from '../runtime/node-flags.js';
 
@@ -11,6 +12,10 @@ import { withNodeHeapFlags } from '../runtime/node-flags.js';
  * default behind `npm start`. It writes each node's config, key and token into a state directory, starts node A
  * as primary and node B as its secondary, and keeps the pair protected: when a node process dies (a crash in a
  * drill, a kill), it starts it again as a secondary of whichever node is primary now (re-protection).
+ *
+ * With the `local` arbiter (the default) it also holds the pair's epoch record and serves it to both nodes on a
+ * unix socket in the state directory: a node that loses its peer acts alone only after winning the next epoch
+ * there, so a frozen or partitioned node can never serve beside the other (docs/architecture.md, "The arbiter").
  */
 export interface PairOptions {
   dir: string;
@@ -24,6 +29,8 @@ export interface PairOptions {
   dirtyRate: number;
   extra: Record<string, unknown>;
   logLevel: string;
+  /** Who decides which node acts alone after they lose each other (default local: this supervisor). */
+  arbiter?: 'local' | 'none';
   /** Command that runs the colo CLI (default: this very process's node + script). */
   coloCommand?: string[];
 }
@@ -48,6 +55,9 @@ export class PairSupervisor {
   private logs = new Map<string, WriteStream>();
   private watchdog: NodeJS.Timeout | undefined;
   private fencing = false;
+  private arbiterServer: LocalArbiterServer | undefined;
+  /** The local arbiter's unix socket (in the state directory). */
+  readonly arbiterSocket: string;
   onEvent: (line: string) => void = () => {};
 
   constructor(opts: PairOptions) {
@@ -69,6 +79,8 @@ export class PairSupervisor {
       restarts: 0,
     });
     this.nodes = [mk('a', 0), mk('b', 1)];
+    this.arbiterSocket = join(dir, 'arbiter.sock');
+    const arbiter = (opts.arbiter ?? 'local') === 'local' ? { kind: 'local', endpoints: `unix:${this.arbiterSocket}` } : { kind: 'none' };
     for (const [i, n] of this.nodes.entries()) {
       const other = this.nodes[1 - i]!;
       const config = {
@@ -77,6 +89,7 @@ export class PairSupervisor {
         replication: { listen: `${opts.host}:${opts.replicationPort + i}`, peer: other.replicationUrl, psk_file: psk },
         service: { listen: `${n.service.host}:${n.service.port}` },
         admin: { listen: `${opts.host}:${opts.adminPort + i}`, token_file: this.tokenFile },
+        arbiter,
         log: { level: opts.logLevel },
         ...opts.extra,
       };
@@ -92,7 +105,12 @@ export class PairSupervisor {
    * Starts node A as primary and node B as its secondary, once A listens for it (a secondary that dials too
    * early fails to start), and watches for two primaries.
    */
-  start(): void {
+  async start(): Promise<void> {
+    if ((this.opts.arbiter ?? 'local') === 'local') {
+      this.arbiterServer = await startLocalArbiterServer(this.arbiterSocket);
+      this.onEvent(`local arbiter: ${this.arbiterSocket}`);
+    }
+    if (this.stopping) return;
     this.spawnNode(this.nodes[0], 'primary');
     void this.whenListening(this.nodes[0], 30_000).then(() => {
       if (!this.stopping) this.spawnNode(this.nodes[1], 'secondary');
@@ -166,6 +184,9 @@ export class PairSupervisor {
       const s = await getStatus(other.adminUrl, 1000).catch(() => undefined);
       if (s?.role === 'primary') break;
       if (!other.process && attempt > 50) {
+        // Both processes exited: no node holds the guest any more, so the epoch record protects nothing. Only
+        // this supervisor, which saw both exit, may say so to the arbiter (an operator's decision elsewhere).
+        this.arbiterServer?.store.reset(null);
         this.onEvent(`both nodes are down; restarting ${n.id} as primary from an empty guest`);
         this.spawnNode(n, 'primary');
         return;
@@ -201,5 +222,11 @@ export class PairSupervisor {
       ),
     );
     for (const l of this.logs.values()) l.end();
+    await this.arbiterServer?.close();
+  }
+
+  /** The local arbiter's record now (undefined without a local arbiter): for tests and status. */
+  arbiterRecord(): { epoch: number; holder: string } | null | undefined {
+    return this.arbiterServer?.store.peek();
   }
 }

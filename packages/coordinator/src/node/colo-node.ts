@@ -2,8 +2,8 @@ import { EventEmitter } from 'node:events';
 import type { Domain } from '@colo/domain';
 import pino, { type Logger } from 'pino';
 import { createActor, type Actor } from 'xstate';
-import type { Arbiter } from '../arbiter/arbiter.js';
 import { noArbiter } from '../arbiter/none.js';
+import { Arbitration, type ArbitrationStatus, type Decision } from './arbitration.js';
 import { checkPrimaryEpoch, primaryMustStepDown } from '../epoch.js';
 import { asCoordinatorError, CoordinatorError, CoordinatorErrorCode } from '../errors.js';
 import { ALL_EXTENSIONS, Extension } from '../engine/extensions.js';
@@ -49,6 +49,8 @@ export interface NodeStatus {
   lastError: { code: string; message: string } | null;
   /** Primary, during a secondary's initial synchronisation: the pre-copy round and its pages sent so far. */
   sync: { round: number; pagesSent: number; totalPages: number } | null;
+  /** The arbiter: kind, reachable, a request waiting, the last decision. */
+  arbiter: ArbitrationStatus;
 }
 
 /** Events a node emits (besides onTransition). */
@@ -63,6 +65,12 @@ export interface ColoNodeEvents {
   promoted: [number];
   halted: [CoordinatorError];
   fenced: [CoordinatorError];
+  /** Lost the peer: asking the arbiter (output held, no promotion) until it answers. */
+  deciding: [CoordinatorError];
+  /** Primary: won `epoch` after losing the secondary: held output may leave, the node serves unprotected. */
+  continuing: [number];
+  /** Primary: the arbiter records the pair as protected at `epoch` (output backed by the secondary may leave). */
+  pairProtected: [number];
 }
 
 interface Waiter {
@@ -86,7 +94,7 @@ export class ColoNode {
   private readonly endedLinkReads: ReadRingStats = { ringReads: 0, fallbackReads: 0, copiedReads: 0 };
   /** The secondary's current replication link (its reads are not yet in endedLinkReads). */
   private readingLink: PeerLink | undefined;
-  private readonly arbiter: Arbiter;
+  private readonly arbitration: Arbitration;
   private readonly events = new EventEmitter<ColoNodeEvents>();
   private readonly transitionListeners = new Set<(t: Transition) => void>();
   private currentRole: NodeRole;
@@ -115,9 +123,9 @@ export class ColoNode {
     this.o = options;
     this.currentRole = options.role;
     this.epochValue = options.epoch ?? 0;
-    this.arbiter = options.arbiter ?? noArbiter();
     this.precopy = { ...DEFAULT_PRECOPY, ...options.precopy };
     this.baseLog = childLogger(options.logger ?? pino({ level: 'info' }), { node: options.nodeId });
+    this.arbitration = new Arbitration(options.arbiter ?? noArbiter(), childLogger(this.baseLog, { component: 'arbiter' }));
     this.log = childLogger(this.baseLog, { component: 'replication' });
     this.guest = options.domain;
   }
@@ -177,7 +185,7 @@ export class ColoNode {
     await this.secondaryEngine?.idle();
     await this.server?.close();
     this.server = undefined;
-    await this.arbiter.release().catch(() => {});
+    await this.arbitration.close();
     this.rejectWaiters(new CoordinatorError(CoordinatorErrorCode.STOPPED, 'node stopped'));
   }
 
@@ -206,7 +214,7 @@ export class ColoNode {
       return Promise.reject(new CoordinatorError(CoordinatorErrorCode.INVALID_STATE, 'only an active primary takes checkpoints'));
     }
     const snap = actor.getSnapshot();
-    if (snap.status !== 'active' || snap.matches('unprotected')) {
+    if (snap.status !== 'active' || snap.matches('unprotected') || snap.matches('deciding')) {
       return Promise.reject(new CoordinatorError(CoordinatorErrorCode.UNPROTECTED, 'no synchronised secondary: nothing to checkpoint to'));
     }
     const seq = snap.context.seq + 1;
@@ -289,6 +297,7 @@ export class ColoNode {
       checkpoints: { ...this.counts },
       lastError: this.lastError ? { code: this.lastError.code, message: this.lastError.message } : null,
       sync: this.currentRole === 'primary' && this.primaryEngine?.syncProgress ? { ...this.primaryEngine.syncProgress } : null,
+      arbiter: this.arbitration.status(),
     };
   }
 
@@ -356,12 +365,26 @@ export class ColoNode {
 
   // ------------------------------------------------------------------------------------------ primary
 
-  private async startPrimary(lastSeq = 0): Promise<void> {
+  /** The arbiter's answers, for metrics. */
+  onDecision(cb: (d: Decision) => void): () => void {
+    return this.arbitration.onDecision(cb);
+  }
+  /** The arbiter's reachability changes, for metrics. */
+  onArbiterReachable(cb: (reachable: boolean) => void): () => void {
+    return this.arbitration.onReachable(cb);
+  }
+  get arbiterKind(): string {
+    return this.arbitration.kind;
+  }
+
+  /**
+   * Acts as primary. A node starting as primary registers its epoch with the arbiter first (refused when it is
+   * a stale former primary); a promoted secondary has already won its epoch (`won`).
+   */
+  private async startPrimary(lastSeq = 0, won = false): Promise<void> {
     if (!this.guest) throw new CoordinatorError(CoordinatorErrorCode.BAD_OPTIONS, 'a primary needs options.domain');
-    if (!(await this.arbiter.acquire(this.o.nodeId, this.epochValue))) {
-      throw new CoordinatorError(CoordinatorErrorCode.ARBITER_REFUSED, `the ${this.arbiter.kind} arbiter refused the lease at epoch ${this.epochValue}`);
-    }
-    this.arbiter.onLost((reason) => this.primaryActor?.send({ type: 'ARBITER_LOST', reason }));
+    if (!won) this.epochValue = await this.arbitration.register(this.o.nodeId, this.epochValue);
+    if (this.stopped) return;
     const machine = bindPrimaryEffects(this.primaryEffects());
     const actor = createActor(machine, {
       input: { nodeId: this.o.nodeId, mode: this.o.mode, epoch: this.epochValue, timings: this.o.timings, lastSeq },
@@ -476,14 +499,20 @@ export class ColoNode {
         const e = engine();
         void e?.completeCheckpoint().then((m) => m && this.recordCheckpoint(m));
       },
-      protectionStarted: () => {
+      protectionStarted: (ctx: PrimaryContext) => {
         this.roleLogger().info({ rounds: engine()?.precopyRounds }, 'protected: the secondary holds a complete checkpoint');
         this.events.emit('protected');
+        this.markProtected(ctx.epoch);
+      },
+      decide: (ctx: PrimaryContext) => this.decide('primary', ctx.epoch),
+      continueAlone: (ctx: PrimaryContext) => {
+        this.roleLogger().warn('won the epoch: serving unprotected, held output released');
+        this.events.emit('continuing', ctx.epoch);
       },
       dropSecondary: (_ctx: PrimaryContext, error: CoordinatorError) => {
         if (!this.link && !this.primaryEngine) return;
         this.lastError = error;
-        this.roleLogger().warn({ err: error }, 'secondary dropped: continuing unprotected');
+        this.roleLogger().warn({ err: error }, 'secondary lost: output held until the arbiter decides');
         const e = this.detachSecondary(error.message);
         this.rejectWaiters(new CoordinatorError(CoordinatorErrorCode.UNPROTECTED, `the secondary was dropped: ${error.message}`, { cause: error }));
         // Whatever the engine was doing, the guest must run again (it may be suspended mid-checkpoint).
@@ -491,6 +520,7 @@ export class ColoNode {
           if (this.guest?.state === 'suspended' && this.currentRole === 'primary' && !this.isFenced()) await this.guest.resume();
         });
         this.events.emit('unprotected', error);
+        if (error.code !== CoordinatorErrorCode.STOPPED) this.events.emit('deciding', error);
       },
       refuseRequest: () => {
         this.rejectWaiters(new CoordinatorError(CoordinatorErrorCode.UNPROTECTED, 'no synchronised secondary: nothing to checkpoint to'));
@@ -506,11 +536,56 @@ export class ColoNode {
           if (this.guest?.state === 'running') await this.guest.suspend();
           await this.server?.close();
           this.server = undefined;
-          await this.arbiter.release().catch(() => {});
         })();
         this.events.emit('fenced', error);
       },
     };
+  }
+
+  /**
+   * Asks the arbiter for the epoch after `epoch` (the one the pair shared) and tells the role's machine the
+   * answer. The machine waits in `deciding` for as long as that takes.
+   */
+  private decide(role: NodeRole, epoch: number): void {
+    const send = (e: { type: 'DECISION_WON'; epoch: number } | { type: 'DECISION_LOST'; error: CoordinatorError }) => {
+      if (this.stopped || this.currentRole !== role) return;
+      if (role === 'primary') this.primaryActor?.send(e);
+      else this.secondaryActor?.send(e);
+    };
+    this.arbitration.decide(this.o.nodeId, role, epoch).then(
+      (d) => {
+        if (!d) return;
+        if (d.won) {
+          this.epochValue = Math.max(this.epochValue, d.epoch);
+          send({ type: 'DECISION_WON', epoch: d.epoch });
+        } else {
+          const holder = d.current ? `${d.current.holder} holds epoch ${d.current.epoch}` : 'the pair has no record';
+          send({
+            type: 'DECISION_LOST',
+            error: new CoordinatorError(
+              CoordinatorErrorCode.DECISION_LOST,
+              `the arbiter gave epoch ${epoch + 1} to the other node (${holder}): this node ${role === 'primary' ? 'stops serving' : 'discards its replica'}`,
+            ),
+          });
+        }
+      },
+      (e: unknown) => this.roleLogger().error({ err: e }, 'arbiter request failed for good: staying in deciding'),
+    );
+  }
+
+  /** Records the pair as protected at `epoch`; output waiting for it leaves on 'pairProtected'. */
+  private markProtected(epoch: number): void {
+    this.arbitration.markProtected(this.o.nodeId, epoch).then(
+      (d) => {
+        if (!d || this.stopped || this.currentRole !== 'primary' || this.epochValue !== epoch) return;
+        if (d.won) this.events.emit('pairProtected', epoch);
+        // This node's own later epoch (it lost the secondary and won the next epoch meanwhile): nothing to record.
+        else if (d.current?.holder === this.o.nodeId) return;
+        // The record moved on without this node: someone else won a later epoch.
+        else this.primaryActor?.send({ type: 'HIGHER_EPOCH_SEEN', epoch: d.current?.epoch ?? epoch + 1 });
+      },
+      (e: unknown) => this.roleLogger().error({ err: e }, 'arbiter request failed for good: the pair is not recorded as protected'),
+    );
   }
 
   private isFenced(): boolean {
@@ -646,10 +721,14 @@ export class ColoNode {
       readyAndResume: () => engine()?.readyAndResume(),
       acknowledge: (ctx: { applied: number }) => engine()?.acknowledge(ctx.applied),
       discardCheckpoint: () => engine()?.discard(),
-      promote: (ctx: { epoch: number }, error: CoordinatorError) => {
+      abandonPrimary: (_ctx: unknown, error: CoordinatorError) => {
         this.lastError = error;
-        this.roleLogger().warn({ err: error }, 'primary lost: taking over');
+        this.roleLogger().warn({ err: error }, 'primary lost: asking the arbiter before taking over');
         closeLink(error.message);
+        this.events.emit('deciding', error);
+      },
+      decide: (ctx: { epoch: number }) => this.decide('secondary', ctx.epoch),
+      promote: (ctx: { epoch: number }) => {
         const e = engine();
         void (async () => {
           await e?.idle();
@@ -661,10 +740,10 @@ export class ColoNode {
           this.secondaryEngine = undefined;
           this.roleLogger().warn('promoted: acting as primary, unprotected'); // the role logger binds the new epoch
           try {
-            await this.startPrimary(this.completedSeq);
+            await this.startPrimary(this.completedSeq, true);
             this.events.emit('promoted', ctx.epoch);
           } catch (err) {
-            const ce = asCoordinatorError(err, CoordinatorErrorCode.ARBITER_REFUSED, 'promotion failed');
+            const ce = asCoordinatorError(err, CoordinatorErrorCode.PEER_LOST, 'promotion failed');
             this.lastError = ce;
             this.roleLogger().error({ err: ce }, 'promotion failed: not acting as primary');
             if (this.guest?.state === 'running') await this.guest.suspend();
@@ -673,6 +752,14 @@ export class ColoNode {
           this.failoverWaiter?.resolve();
           this.failoverWaiter = undefined;
         })();
+      },
+      standDown: (_ctx: unknown, error: CoordinatorError) => {
+        this.lastError = error;
+        this.roleLogger().error({ err: error }, 'the primary kept the epoch: discarding this replica');
+        if (this.guest?.state === 'running') void this.guest.suspend();
+        this.failoverWaiter?.reject(error);
+        this.failoverWaiter = undefined;
+        this.events.emit('fenced', error);
       },
       halt: (_ctx: unknown, error: CoordinatorError) => {
         this.lastError = error;

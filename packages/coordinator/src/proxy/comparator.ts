@@ -1,5 +1,9 @@
 import type { ConnectionId, OutputBytes, ProxyCheckpointReason } from './types.js';
 
+/** Held output bounds' defaults, per connection and in total (the Remus buffer and the primary proxy use them too). */
+export const DEFAULT_MAX_HELD_BYTES_PER_CONNECTION = 1024 * 1024;
+export const DEFAULT_MAX_HELD_BYTES = 16 * 1024 * 1024;
+
 export interface OutputComparatorOptions {
   /** Output waiting longer than this for its twin asks for a checkpoint ('stale'). Default 1000 ms. */
   compareTimeoutMs?: number;
@@ -86,8 +90,8 @@ export class OutputComparator {
 
   constructor(options: OutputComparatorOptions) {
     this.#timeoutMs = options.compareTimeoutMs ?? 1000;
-    this.#maxPerConn = options.maxHeldBytesPerConnection ?? 1024 * 1024;
-    this.#maxTotal = options.maxHeldBytes ?? 16 * 1024 * 1024;
+    this.#maxPerConn = options.maxHeldBytesPerConnection ?? DEFAULT_MAX_HELD_BYTES_PER_CONNECTION;
+    this.#maxTotal = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
     this.#generation = options.generation ?? 0;
     this.#now = options.now ?? Date.now;
     this.#release = options.release;

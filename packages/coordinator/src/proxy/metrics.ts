@@ -8,6 +8,8 @@ export interface ProxyMetrics {
   compare: { match: number; miscompare: number; stale: number };
   /** Output held back now (COLO: unmatched primary output; Remus: unacknowledged output). */
   heldBytes: number;
+  /** Primary: released output waits for the arbiter ('decision': the secondary was lost; 'record': protection is being recorded). */
+  arbiterHold?: 'decision' | 'record' | null;
   /** Client input bytes taken in (primary) or received over the proxy link (secondary). */
   bytesIn: number;
   /** Output bytes released to clients (primary) or sent to the primary for comparison (secondary). */

@@ -1,5 +1,5 @@
 import type { Domain } from '@colo/domain';
-import { OutputComparator } from './comparator.js';
+import { DEFAULT_MAX_HELD_BYTES, OutputComparator } from './comparator.js';
 import { ProxyError, ProxyErrorCode } from './errors.js';
 import { InputLog } from './input-log.js';
 import { Listeners } from './listeners.js';
@@ -82,6 +82,14 @@ export class PrimaryProxy {
   #lastCompleted = 0;
   #inputPaused = false;
   #closed = false;
+  /**
+   * Output the compare/hold machinery let go but the arbiter does not allow out yet, in release order:
+   * `decision` from secondaryLost() to continueAlone() (the secondary may have taken over: only a node that won
+   * the next epoch releases what it alone produced), `record` from holdUntilRecorded() to recorded() (until the
+   * arbiter records the pair as protected, a restart of this node as primary would be allowed, and what the
+   * secondary backed would be lost with it).
+   */
+  readonly #arbiterHold = { decision: false, record: false, queue: [] as Array<[ConnectionId, OutputBytes]>, bytes: 0 };
   readonly #compareTotals = { match: 0, miscompare: 0, stale: 0 };
   readonly #requests = emptyRequests();
   #bytesIn = 0;
@@ -206,8 +214,14 @@ export class PrimaryProxy {
     this.#updateGate();
   }
 
-  /** The secondary is gone: release everything held and serve unprotected. */
+  /**
+   * The secondary is gone, and it may have taken over: output it did not back stays held and input waits for
+   * the guest, until continueAlone() (this node won the next epoch) or close() (it lost: nothing more leaves).
+   */
   secondaryLost(): void {
+    // The decision supersedes recording the pair: whoever wins the next epoch holds the record alone.
+    this.#arbiterHold.decision = true;
+    this.#arbiterHold.record = false;
     this.#offLink?.();
     this.#offLink = null;
     this.#link = null;
@@ -226,6 +240,35 @@ export class PrimaryProxy {
     }
     remus?.onSecondaryLost();
     this.#updateGate();
+  }
+
+  /**
+   * The node lost its peer and asks the arbiter: from now on nothing leaves and no input reaches the guest until
+   * continueAlone() or close(). secondaryLost() does this too; this covers a node that loses a replication link
+   * before (or without) a proxy link.
+   */
+  holdForDecision(): void {
+    if (this.#closed || this.#arbiterHold.decision) return;
+    this.#arbiterHold.decision = true;
+    this.#arbiterHold.record = false;
+    this.#updateGate();
+  }
+
+  /** This node won the epoch after losing its secondary: held output leaves in order and it serves unprotected. */
+  continueAlone(): void {
+    this.#arbiterHold.decision = false;
+    this.#flushArbiterHold();
+  }
+
+  /** Output leaves only once recorded() is called (a secondary is attaching: the arbiter must record the pair). */
+  holdUntilRecorded(): void {
+    this.#arbiterHold.record = true;
+  }
+
+  /** The arbiter records the pair as protected: output held for it leaves. */
+  recorded(): void {
+    this.#arbiterHold.record = false;
+    this.#flushArbiterHold();
   }
 
   /**
@@ -274,7 +317,8 @@ export class PrimaryProxy {
         miscompare: this.#compareTotals.miscompare + (live?.miscompare ?? 0),
         stale: this.#compareTotals.stale + (live?.stale ?? 0),
       },
-      heldBytes: (this.#comparator?.heldBytes ?? 0) + (this.#remus?.heldBytes ?? 0),
+      heldBytes: (this.#comparator?.heldBytes ?? 0) + (this.#remus?.heldBytes ?? 0) + this.#arbiterHold.bytes,
+      arbiterHold: this.#arbiterHold.decision ? 'decision' : this.#arbiterHold.record ? 'record' : null,
       bytesIn: this.#bytesIn,
       bytesOut: this.#bytesOut,
       checkpointRequests: { ...this.#requests },
@@ -288,6 +332,8 @@ export class PrimaryProxy {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#arbiterHold.queue = [];
+    this.#arbiterHold.bytes = 0;
     this.#log.close();
     this.#stopStaleTimer();
     this.#offLink?.();
@@ -328,6 +374,28 @@ export class PrimaryProxy {
   }
 
   #release(conn: ConnectionId, bytes: OutputBytes): void {
+    const hold = this.#arbiterHold;
+    if (hold.decision || hold.record) {
+      if (this.#closed) return;
+      hold.queue.push([conn, bytes]);
+      hold.bytes += bytes?.byteLength ?? 0;
+      if (hold.bytes > (this.#opts.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES)) this.#updateGate();
+      return;
+    }
+    this.#releaseNow(conn, bytes);
+  }
+
+  #flushArbiterHold(): void {
+    const hold = this.#arbiterHold;
+    if (hold.decision || hold.record || this.#closed) return;
+    const queue = hold.queue;
+    hold.queue = [];
+    hold.bytes = 0;
+    for (const [conn, bytes] of queue) this.#releaseNow(conn, bytes);
+    this.#updateGate();
+  }
+
+  #releaseNow(conn: ConnectionId, bytes: OutputBytes): void {
     const end = this.#ends.get(conn);
     if (end === undefined || end.ended) return; // a second close, or output after one: nothing to send
     if (bytes === null) {
@@ -383,7 +451,11 @@ export class PrimaryProxy {
 
   #updateGate(): void {
     if (this.#closed) return;
-    const open = this.#running && (this.#mode !== 'colo' || this.#inFlight === null);
+    const hold = this.#arbiterHold;
+    // Deciding: the guest gets no input (what it would answer could not leave anyway). Waiting for the record:
+    // input stops only once the held output reaches the bound, so a slow arbiter cannot exhaust memory.
+    const held = hold.decision || hold.bytes > (this.#opts.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES);
+    const open = this.#running && !held && (this.#mode !== 'colo' || this.#inFlight === null);
     if (open) this.#log.open();
     else this.#log.close();
     this.#checkInputBackpressure();

@@ -1,3 +1,4 @@
+import { DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_HELD_BYTES_PER_CONNECTION } from './comparator.js';
 import type { ConnectionId, OutputBytes, ProxyCheckpointReason } from './types.js';
 
 export interface RemusOutputBufferOptions {
@@ -44,8 +45,8 @@ export class RemusOutputBuffer {
 
   constructor(options: RemusOutputBufferOptions) {
     this.#openEpoch = options.openEpoch ?? 1;
-    this.#maxPerConn = options.maxHeldBytesPerConnection ?? 1024 * 1024;
-    this.#maxTotal = options.maxHeldBytes ?? 16 * 1024 * 1024;
+    this.#maxPerConn = options.maxHeldBytesPerConnection ?? DEFAULT_MAX_HELD_BYTES_PER_CONNECTION;
+    this.#maxTotal = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
     this.#release = options.release;
     this.#checkpointNeeded = options.checkpointNeeded;
   }

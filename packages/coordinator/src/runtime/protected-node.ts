@@ -1,10 +1,12 @@
 import { PerformanceObserver } from 'node:perf_hooks';
 import type { Domain } from '@colo/domain';
 import type { Logger } from 'pino';
+import type { Arbiter } from '../arbiter/arbiter.js';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
 import type { CheckpointMeasurement } from '../engine/measurement.js';
 import { Extension } from '../engine/extensions.js';
 import type { AppliedCheckpointTiming } from '../engine/secondary-engine.js';
+import type { ArbitrationStatus } from '../node/arbitration.js';
 import { ColoNode } from '../node/colo-node.js';
 import { CoordinatorErrorCode } from '../errors.js';
 import type { Transition } from '../node/transitions.js';
@@ -34,6 +36,11 @@ export interface ProtectedNodeOptions {
     heartbeat: HeartbeatOptions;
   };
   timings: Partial<MachineTimings>;
+  /**
+   * Decides every role change after a peer is lost (docs/architecture.md, "The arbiter"). Default: `none`, which
+   * grants everything (two nodes that lose each other both act alone).
+   */
+  arbiter?: Arbiter;
   precopy?: { maxRounds?: number; minDirtyPages?: number };
   output: { compareTimeoutMs: number; maxHeldPerConnection: number; maxHeldTotal: number };
   service: { listen: { host: string; port: number }; promoteHook?: string };
@@ -68,6 +75,8 @@ export interface ProtectedNodeStatus {
   lastError: { code: string; message: string } | null;
   /** Primary, during a secondary's initial synchronisation: the pre-copy round and its pages sent so far. */
   sync: { round: number; pagesSent: number; totalPages: number } | null;
+  /** The arbiter: kind, where, reachable, a request waiting, the last decision. */
+  arbiter: ArbitrationStatus;
   version: string;
 }
 
@@ -150,6 +159,7 @@ export class ProtectedNode {
       timings: o.timings,
       precopy: o.precopy,
       onSideLink: (link) => this.attachProxyLink(link),
+      arbiter: o.arbiter,
       logger: o.logger,
     });
     this.node.onTransition((t) => this.onTransition(t));
@@ -161,6 +171,13 @@ export class ProtectedNode {
     this.gcObserver.observe({ entryTypes: ['gc'] });
     this.node.on('applied', (index, _d, timing) => this.onApplied(index, timing));
     this.node.on('unprotected', () => this.detachProxy('the replication link to the secondary ended'));
+    // The arbiter's word on output (docs/output-rules.md): held from losing the peer until this node wins the
+    // next epoch; held after a secondary attaches until the arbiter records the pair as protected.
+    this.node.on('deciding', () => {
+      if (this.node.role === 'primary') this.primaryProxy?.holdForDecision();
+    });
+    this.node.on('continuing', () => this.primaryProxy?.continueAlone());
+    this.node.on('pairProtected', () => this.primaryProxy?.recorded());
     this.node.on('promoted', (epoch) => void this.onPromoted(epoch));
     this.node.on('halted', (e) => {
       if (e.code !== CoordinatorErrorCode.STOPPED) this.exit('halted', e);
@@ -315,6 +332,7 @@ export class ProtectedNode {
       failovers: this.failoverCount,
       lastError: s.lastError,
       sync: s.sync,
+      arbiter: s.arbiter,
       version: this.o.version,
     };
   }
@@ -401,6 +419,7 @@ export class ProtectedNode {
     this.proxyLink = link;
     this.proxyAttached = true;
     this.linkCheckpoint = 0;
+    this.primaryProxy.holdUntilRecorded();
     this.primaryProxy.attachSecondary(link, this.o.mode, { inputWatermark: link.extensions.includes(Extension.INPUT_WATERMARK) });
     this.watchProxyLink(link);
     // A secondary that opens a proxy link but never completes its replication link must not hold output forever.

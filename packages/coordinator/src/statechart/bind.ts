@@ -16,6 +16,8 @@ export function bindPrimaryEffects(effects: PrimaryEffects) {
       dropSecondary: ({ context }, p) => effects.dropSecondary(context, p.error),
       refuseRequest: ({ context }, p) => effects.refuseRequest(context, p.reason),
       stepDown: ({ context }, p) => effects.stepDown(context, p.error),
+      decide: ({ context }) => effects.decide(context),
+      continueAlone: ({ context }) => effects.continueAlone(context),
     },
   });
 }
@@ -28,7 +30,10 @@ export function bindSecondaryEffects(effects: SecondaryEffects) {
       readyAndResume: ({ context }) => effects.readyAndResume(context),
       acknowledge: ({ context }) => effects.acknowledge(context),
       discardCheckpoint: ({ context }) => effects.discardCheckpoint(context),
-      promote: ({ context }, p) => effects.promote(context, p.error),
+      abandonPrimary: ({ context }, p) => effects.abandonPrimary(context, p.error),
+      decide: ({ context }) => effects.decide(context),
+      promote: ({ context }) => effects.promote(context),
+      standDown: ({ context }, p) => effects.standDown(context, p.error),
       halt: ({ context }, p) => effects.halt(context, p.error),
       refuseFailover: ({ context }, p) => effects.refuseFailover(context, p.error),
     },

@@ -21,7 +21,10 @@ export type PrimaryEvent =
   | { type: 'CHECKPOINT_REQUESTED'; reason: RequestableReason }
   | { type: 'SECONDARY_LOST'; error: CoordinatorError }
   | { type: 'HIGHER_EPOCH_SEEN'; epoch: number }
-  | { type: 'ARBITER_LOST'; reason: string }
+  /** The arbiter gave this node `epoch` to act alone in (it continues unprotected). */
+  | { type: 'DECISION_WON'; epoch: number }
+  /** The arbiter gave the epoch to the other node: this one must stop acting as primary. */
+  | { type: 'DECISION_LOST'; error: CoordinatorError }
   | { type: 'FAILOVER' }
   | { type: 'STOP' };
 
@@ -77,11 +80,21 @@ export interface PrimaryEffects {
   checkpointCompleted(ctx: PrimaryContext, checkpoint: CurrentCheckpoint): void;
   /** Protection began (first synchronisation complete). */
   protectionStarted(ctx: PrimaryContext): void;
-  /** Drop the secondary: close its link with `error`, resume the guest if it is suspended, fail waiting requests. */
+  /**
+   * Drop the secondary: close its link with `error`, resume the guest if it is suspended, fail waiting requests.
+   * Output the secondary has not backed stays held (it may have taken over): only continueAlone releases it.
+   */
   dropSecondary(ctx: PrimaryContext, error: CoordinatorError): void;
+  /**
+   * Ask the arbiter for epoch ctx.epoch + 1, to continue alone; answers with DECISION_WON or DECISION_LOST. An
+   * arbiter that cannot be reached is asked again until it answers: meanwhile output stays held.
+   */
+  decide(ctx: PrimaryContext): void;
+  /** This node won ctx.epoch: release the held output and serve unprotected. */
+  continueAlone(ctx: PrimaryContext): void;
   /** A checkpoint request that cannot be served (no secondary). */
   refuseRequest(ctx: PrimaryContext, reason: RequestableReason): void;
-  /** Stop acting as primary: suspend the guest for good, close the link, release the arbiter's lease. */
+  /** Stop acting as primary: suspend the guest for good, close the link, drop held output. */
   stepDown(ctx: PrimaryContext, error: CoordinatorError): void;
 }
 
@@ -91,8 +104,9 @@ const checkpointStart = (ctx: PrimaryContext, reason: CheckpointReason) => ({
   current: { seq: ctx.seq + 1, reason },
 });
 
+// Losing the secondary, however it happens, means asking the arbiter before any unbacked output leaves.
 const lostTransition = {
-  target: '#primary.unprotected',
+  target: '#primary.deciding',
   actions: [
     { type: 'dropSecondary' as const, params: ({ event }: { event: PrimaryEvent }) => ({ error: (event as { error: CoordinatorError }).error }) },
   ],
@@ -100,7 +114,7 @@ const lostTransition = {
 
 function timeoutTransition(step: string) {
   return {
-    target: '#primary.unprotected',
+    target: '#primary.deciding',
     actions: [
       {
         type: 'dropSecondary' as const,
@@ -115,7 +129,7 @@ function timeoutTransition(step: string) {
 /** Back-channel events a state did not ask for: the secondary is not following the handshake. */
 function misplaced(what: string) {
   return {
-    target: '#primary.unprotected',
+    target: '#primary.deciding',
     actions: [
       {
         type: 'dropSecondary' as const,
@@ -193,6 +207,11 @@ export const primaryMachine = setup({
     dropSecondary: (_, _params: { error: CoordinatorError }) => {},
     refuseRequest: (_, _params: { reason: RequestableReason }) => {},
     stepDown: (_, _params: { error: CoordinatorError }) => {},
+    decide: noop,
+    continueAlone: noop,
+    adoptEpoch: assign(({ event, context }) => ({
+      epoch: event.type === 'DECISION_WON' ? event.epoch : context.epoch,
+    })),
     attach: assign(({ event }) => {
       const e = event as Extract<PrimaryEvent, { type: 'SECONDARY_CONNECTED' }>;
       return { peer: e.peer, ackEnabled: e.ack, linkIndex: 0, pending: [] };
@@ -256,15 +275,6 @@ export const primaryMachine = setup({
         }),
       },
     },
-    ARBITER_LOST: {
-      target: '.fenced',
-      actions: {
-        type: 'stepDown',
-        params: ({ event }) => ({
-          error: new CoordinatorError(CoordinatorErrorCode.FENCED, `lost the arbiter's lease (${event.reason}): stepping down`),
-        }),
-      },
-    },
     FAILOVER: {
       target: '.demoted',
       actions: {
@@ -314,6 +324,21 @@ export const primaryMachine = setup({
         },
       },
       onDone: [{ guard: 'hasPending', target: 'protected.checkpointing', actions: 'startPending' }, { target: 'protected' }],
+    },
+    /**
+     * The secondary is lost: it may have taken over. Output it has not backed stays held and no input reaches the
+     * guest until the arbiter answers; no timer: a node that cannot reach the arbiter waits, whatever the wait.
+     */
+    deciding: {
+      entry: ['detach', 'decide'],
+      on: {
+        DECISION_WON: { target: 'unprotected', actions: ['adoptEpoch', 'continueAlone'] },
+        DECISION_LOST: {
+          target: 'fenced',
+          actions: { type: 'stepDown', params: ({ event }) => ({ error: event.error }) },
+        },
+        CHECKPOINT_REQUESTED: { actions: { type: 'refuseRequest', params: ({ event }) => ({ reason: event.reason }) } },
+      },
     },
     protected: {
       initial: 'idle',
@@ -367,7 +392,7 @@ export const primaryMachine = setup({
         },
       },
     },
-    /** Met a higher epoch or lost the lease: no longer primary. Final: the node decides what comes next. */
+    /** Met a higher epoch or lost the arbiter's decision: no longer primary. Final: the node decides what comes next. */
     fenced: { type: 'final' },
     /** Operator failover on the primary: it stopped so its secondary takes over. */
     demoted: { type: 'final' },

@@ -21,6 +21,10 @@ export type SecondaryEvent =
   | { type: 'CHECKPOINT_RECEIVED' }
   | { type: 'CHECKPOINT_APPLIED' }
   | { type: 'PRIMARY_LOST'; error: CoordinatorError }
+  /** The arbiter gave this node `epoch`: it takes over. */
+  | { type: 'DECISION_WON'; epoch: number }
+  /** The arbiter gave the epoch to the primary: this node's replica is out of date, it stands down. */
+  | { type: 'DECISION_LOST'; error: CoordinatorError }
   | { type: 'FAILOVER' }
   | { type: 'STOP' };
 
@@ -41,7 +45,7 @@ export interface SecondaryContext {
   ackEnabled: boolean;
   /** Checkpoints applied on this link; the initial synchronisation is checkpoint 0. -1 before it. */
   applied: number;
-  /** Why the machine stopped or promoted. */
+  /** Why the machine stopped, is deciding, or promoted. */
   lastError: CoordinatorError | null;
 }
 
@@ -56,8 +60,17 @@ export interface SecondaryEffects {
   acknowledge(ctx: SecondaryContext): void;
   /** Forget the half-received checkpoint: nothing of it reaches the guest. */
   discardCheckpoint(ctx: SecondaryContext): void;
-  /** Take over: close the link, resume the guest if suspended, act as primary at ctx.epoch (already raised). */
-  promote(ctx: SecondaryContext, error: CoordinatorError): void;
+  /** The primary is lost (`error` says how): close the link; the guest keeps its last complete checkpoint. */
+  abandonPrimary(ctx: SecondaryContext, error: CoordinatorError): void;
+  /**
+   * Ask the arbiter for epoch ctx.epoch + 1, to take over; answers with DECISION_WON or DECISION_LOST. An
+   * arbiter that cannot be reached is asked again until it answers: meanwhile this node does not promote.
+   */
+  decide(ctx: SecondaryContext): void;
+  /** Take over: resume the guest if suspended, act as primary at ctx.epoch (won from the arbiter). */
+  promote(ctx: SecondaryContext): void;
+  /** The primary kept the epoch: discard the replica and leave (the node joins again as a new secondary). */
+  standDown(ctx: SecondaryContext, error: CoordinatorError): void;
   /** Stop without taking over; `error` says why. */
   halt(ctx: SecondaryContext, error: CoordinatorError): void;
   /** An operator failover that cannot be honoured now. */
@@ -98,7 +111,10 @@ export const secondaryMachine = setup({
     readyAndResume: noop,
     acknowledge: noop,
     discardCheckpoint: noop,
-    promote: (_, _p: Failure) => {},
+    abandonPrimary: (_, _p: Failure) => {},
+    decide: noop,
+    promote: noop,
+    standDown: (_, _p: Failure) => {},
     halt: (_, _p: Failure) => {},
     refuseFailover: (_, _p: Failure) => {},
     attach: assign(({ event, context }) => {
@@ -106,7 +122,7 @@ export const secondaryMachine = setup({
       return { peer: e.peer, ackEnabled: e.ack, epoch: Math.max(context.epoch, e.epoch) };
     }),
     countApplied: assign(({ context }) => ({ applied: context.applied + 1 })),
-    raiseEpoch: assign(({ context }) => ({ epoch: context.epoch + 1 })),
+    adoptEpoch: assign(({ event, context }) => ({ epoch: event.type === 'DECISION_WON' ? event.epoch : context.epoch })),
     recordError: assign((_, p: Failure) => ({ lastError: p.error })),
   },
   guards: {
@@ -184,23 +200,16 @@ export const secondaryMachine = setup({
     synchronised: {
       initial: 'running',
       on: {
-        PRIMARY_LOST: { target: 'promoted', actions: ['discardCheckpoint', 'raiseEpoch', { type: 'promote', params: errorOf }] },
-        FAILOVER: {
-          target: 'promoted',
-          actions: [
-            'discardCheckpoint',
-            'raiseEpoch',
-            { type: 'promote', params: () => ({ error: new CoordinatorError(CoordinatorErrorCode.PEER_LOST, 'operator failover') }) },
-          ],
-        },
+        PRIMARY_LOST: lost(errorOf),
+        FAILOVER: lost(() => ({ error: new CoordinatorError(CoordinatorErrorCode.PEER_LOST, 'operator failover') })),
       },
       states: {
         // COLO: the guest runs on mirrored input; the primary decides when to checkpoint.
         running: {
           on: {
             NEW_CHECKPOINT: 'suspending',
-            STREAM_PROGRESS: { target: '#secondary.promoted', actions: ['discardCheckpoint', 'raiseEpoch', { type: 'promote', params: misplacedError('checkpoint data without NEW_CHECKPOINT') }] },
-            CHECKPOINT_RECEIVED: { target: '#secondary.promoted', actions: ['discardCheckpoint', 'raiseEpoch', { type: 'promote', params: misplacedError('CHECKPOINT_END without NEW_CHECKPOINT') }] },
+            STREAM_PROGRESS: lost(misplacedError('checkpoint data without NEW_CHECKPOINT')),
+            CHECKPOINT_RECEIVED: lost(misplacedError('CHECKPOINT_END without NEW_CHECKPOINT')),
           },
         },
         suspending: {
@@ -208,9 +217,9 @@ export const secondaryMachine = setup({
           on: {
             GUEST_SUSPENDED: 'receiving',
             // Data may overtake our own suspension report only if the primary ignores the handshake.
-            STREAM_PROGRESS: { target: '#secondary.promoted', actions: ['discardCheckpoint', 'raiseEpoch', { type: 'promote', params: misplacedError('checkpoint data before SUSPENDED') }] },
-            CHECKPOINT_RECEIVED: { target: '#secondary.promoted', actions: ['discardCheckpoint', 'raiseEpoch', { type: 'promote', params: misplacedError('CHECKPOINT_END before SUSPENDED') }] },
-            NEW_CHECKPOINT: { target: '#secondary.promoted', actions: ['discardCheckpoint', 'raiseEpoch', { type: 'promote', params: misplacedError('a second NEW_CHECKPOINT') }] },
+            STREAM_PROGRESS: lost(misplacedError('checkpoint data before SUSPENDED')),
+            CHECKPOINT_RECEIVED: lost(misplacedError('CHECKPOINT_END before SUSPENDED')),
+            NEW_CHECKPOINT: lost(misplacedError('a second NEW_CHECKPOINT')),
           },
         },
         // Remus: the guest never runs here; checkpoints stream in every interval.
@@ -218,7 +227,7 @@ export const secondaryMachine = setup({
           on: {
             STREAM_PROGRESS: 'receiving',
             CHECKPOINT_RECEIVED: 'applying',
-            NEW_CHECKPOINT: { target: '#secondary.promoted', actions: ['discardCheckpoint', 'raiseEpoch', { type: 'promote', params: misplacedError('NEW_CHECKPOINT in Remus mode') }] },
+            NEW_CHECKPOINT: lost(misplacedError('NEW_CHECKPOINT in Remus mode')),
           },
         },
         // Every record is buffered; nothing touches the guest before CHECKPOINT_END.
@@ -226,13 +235,10 @@ export const secondaryMachine = setup({
           on: {
             STREAM_PROGRESS: { target: 'receiving', reenter: true },
             CHECKPOINT_RECEIVED: 'applying',
-            NEW_CHECKPOINT: { target: '#secondary.promoted', actions: ['discardCheckpoint', 'raiseEpoch', { type: 'promote', params: misplacedError('NEW_CHECKPOINT inside a checkpoint') }] },
+            NEW_CHECKPOINT: lost(misplacedError('NEW_CHECKPOINT inside a checkpoint')),
           },
           after: {
-            stallTimeout: {
-              target: '#secondary.promoted',
-              actions: ['discardCheckpoint', 'raiseEpoch', { type: 'promote', params: phaseTimeout('CHECKPOINT_END') }],
-            },
+            stallTimeout: lost(phaseTimeout('CHECKPOINT_END')),
           },
         },
         applying: {
@@ -246,6 +252,21 @@ export const secondaryMachine = setup({
         },
       },
     },
+    /**
+     * The primary is lost and this node holds a complete checkpoint: it asks the arbiter for the next epoch and
+     * does nothing else until the answer (no timer: an unreachable arbiter is asked again, however long it takes).
+     */
+    deciding: {
+      entry: 'decide',
+      on: {
+        DECISION_WON: { target: 'promoted', actions: ['adoptEpoch', 'promote'] },
+        DECISION_LOST: { target: 'fenced', actions: ['discardCheckpoint', { type: 'standDown', params: ({ event }) => ({ error: event.error }) }] },
+        // Already on its way to taking over, if the arbiter agrees.
+        FAILOVER: {},
+      },
+    },
+    /** The primary won the epoch: this replica is out of date; the node discards it and joins again. */
+    fenced: { type: 'final' },
     /** Took over: the node now runs a primary machine at context.epoch. */
     promoted: { type: 'final' },
     /** Lost the primary before holding a consistent state (or refused it): stopped, not serving. */
@@ -253,6 +274,14 @@ export const secondaryMachine = setup({
     stopped: { type: 'final' },
   },
 });
+
+/** Losing the primary while synchronised: keep the last complete checkpoint and ask the arbiter. */
+function lost(params: (args: { event: SecondaryEvent }) => Failure) {
+  return {
+    target: '#secondary.deciding' as const,
+    actions: ['discardCheckpoint' as const, { type: 'recordError' as const, params }, { type: 'abandonPrimary' as const, params }],
+  };
+}
 
 function notSynchronised({ event }: { event: SecondaryEvent }): Failure {
   const cause = event.type === 'PRIMARY_LOST' ? event.error : undefined;

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SimulatedGuest } from '@colo/domain';
-import { CoordinatorErrorCode, type ColoNode, type Transition } from '@colo/coordinator';
+import { CoordinatorErrorCode, MemoryArbiter, PAIR_HOLDER, type ColoNode, type Transition } from '@colo/coordinator';
 import { cutLink } from '../../src/transport/faults.js';
 import { randomWorkload, secondaryNode, startPair, waitFor, type Pair } from './pair.js';
 
@@ -87,28 +87,41 @@ describe.each(['colo', 'remus'] as const)('%s failover', (mode) => {
     await waitFor('re-protection', () => primary.status().protected);
     const m = await primary.requestCheckpoint('manual');
     expect(m.reason).toBe('manual');
-    expect(primary.status().epoch).toBe(0);
+    // It continued alone in the epoch it won after losing the secondary.
+    expect(primary.status().epoch).toBe(1);
   });
 });
 
 describe('manual failover and epochs', () => {
-  it('failover() on a secondary promotes it; the old primary, meeting the higher epoch, steps down', async () => {
-    const pair = track(await startPair({ mode: 'colo', pages: 1024 }));
+  it('failover() on a secondary promotes it once it wins the next epoch; the old primary loses it and steps down', async () => {
+    // One arbiter for both nodes (they run in this process): the secondary asks first, as it drops the link.
+    const arbiter = new MemoryArbiter();
+    const pair = track(await startPair({ mode: 'colo', pages: 1024, primary: { arbiter }, secondary: { arbiter } }));
     const { primary, secondary } = pair;
     await waitFor('protection', () => primary.status().protected);
+    await waitFor('pair recorded', () => arbiter.peek()?.holder === PAIR_HOLDER);
     await secondary.failover();
     await waitFor('promoted', () => secondary.role === 'primary' && secondary.listenUrl);
     expect(secondary.epoch).toBe(1);
-    // The old primary lost its secondary and runs unprotected at epoch 0 (split brain without an arbiter) ...
-    await waitFor('old primary unprotected', () => primary.status().state === 'unprotected');
-    // ... until a node that saw epoch 1 dials it: it refuses the node and steps down (fenced).
+    expect(arbiter.peek()).toEqual({ epoch: 1, holder: 'node-b' });
+    // The old primary lost its secondary, asked for epoch 1 too, and lost: it never serves alone.
+    await waitFor('fenced', () => primary.status().state === 'fenced');
+    expect(primary.status().lastError!.code).toBe(CoordinatorErrorCode.DECISION_LOST);
+    expect(primary.status().arbiter.lastDecision).toMatchObject({ purpose: 'continue', epoch: 1, won: false });
+    expect(secondary.status().arbiter.lastDecision).toMatchObject({ purpose: 'promote', epoch: 1, won: true });
+    await waitFor('old guest suspended', () => pair.guest.state === 'suspended');
+  });
+
+  it('a primary meeting a node of a higher epoch steps down even before it decides', async () => {
+    const pair = track(await startPair({ mode: 'colo', pages: 1024 }));
+    const { primary } = pair;
+    await waitFor('protection', () => primary.status().protected);
     const psk = (primary as unknown as { o: { security: { psk: Uint8Array } } }).o.security.psk;
     const informed = trackNode(secondaryNode({ mode: 'colo' }, primary.listenUrl!, psk, 'node-e'));
-    (informed as unknown as { epochValue: number }).epochValue = 1;
+    (informed as unknown as { epochValue: number }).epochValue = 5;
     await expect(informed.start()).rejects.toBeDefined();
     await waitFor('fenced', () => primary.status().state === 'fenced');
     expect(primary.status().lastError!.code).toBe(CoordinatorErrorCode.FENCED);
-    await waitFor('old guest suspended', () => pair.guest.state === 'suspended');
   });
 
   it('failover() on a primary makes it stop so that its secondary takes over', async () => {

@@ -88,7 +88,7 @@ describe('observeTransitions', () => {
     seen.length = 0;
     setEpoch(4);
     clock.increment(DEFAULT_TIMINGS.phaseTimeoutMs);
-    expect(steps(seen)).toEqual([`syncing.awaitingReady -> unprotected on ${TIMER_EVENT}`]);
+    expect(steps(seen)).toEqual([`syncing.awaitingReady -> deciding on ${TIMER_EVENT}`]);
     expect(seen[0]!.epoch).toBe(4);
     actor.stop();
   });

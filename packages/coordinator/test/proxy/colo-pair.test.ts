@@ -186,7 +186,15 @@ describe('COLO primary and secondary proxies with two simulated guests', { timeo
     expect(await reason).toBe('stale');
     expect(primary.metrics().compare.stale).toBe(1);
     expect(primary.metrics().heldBytes).toBe(7);
+    // Losing the secondary does not release the reply: it waits for the arbiter's decision ...
     primary.secondaryLost();
+    expect(primary.metrics().heldBytes).toBe(7);
+    expect(primary.metrics().arbiterHold).toBe('decision');
+    // ... and leaves once this node won the next epoch.
+    const released: string[] = [];
+    primary.onRelease((_c, b) => b && released.push(Buffer.from(b).toString()));
+    primary.continueAlone();
+    expect(released).toEqual(['+PONG\r\n']);
     expect(primary.metrics().heldBytes).toBe(0);
     await primary.close();
   });

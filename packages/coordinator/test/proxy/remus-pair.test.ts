@@ -56,16 +56,24 @@ describe('Remus primary and secondary proxies', { timeout: 30_000 }, () => {
     expect(p.primary.metrics().heldBytes).toBe(0);
   });
 
-  it('the secondary guest gets no input, and the secondary lost releases everything held', async () => {
+  it('the secondary guest gets no input; once the secondary is lost, held output waits for the arbiter, then leaves', async () => {
     const p = await remusPair();
     p.primary.input(1, 'open');
     p.primary.input(1, 'data', resp('PING'));
     await p.link.settle();
     expect(p.secondary.lastDeliveredSeq).toBe(0);
     p.primary.secondaryLost();
-    expect(p.released.get(1)).toBe('+PONG\r\n');
+    // Deciding: the unacknowledged reply stays held and new input does not reach the guest.
+    expect(p.released.get(1)).toBeUndefined();
+    const delivered = p.primary.lastDeliveredSeq;
     p.primary.input(1, 'data', resp('PING'));
+    expect(p.primary.lastDeliveredSeq).toBe(delivered);
+    expect(p.released.get(1)).toBeUndefined();
+    // Won the epoch: held output leaves in order, the waiting input is served, and later input flows.
+    p.primary.continueAlone();
     expect(p.released.get(1)).toBe('+PONG\r\n+PONG\r\n');
+    p.primary.input(1, 'data', resp('PING'));
+    expect(p.released.get(1)).toBe('+PONG\r\n+PONG\r\n+PONG\r\n');
     expect(p.primary.protection).toBe('unprotected');
   });
 

@@ -9,12 +9,14 @@ import {
   type PrimaryEvent,
   type ReplicationMode,
 } from '@colo/coordinator';
-import { delayOf, linkClosed, ownEventTypes, stateKey, TIMINGS } from './model.js';
+import { decisionLost, delayOf, linkClosed, ownEventTypes, stateKey, TIMINGS } from './model.js';
 
 /**
  * Model-based test of the primary's statechart: every simple path of the real machine (both modes) is driven on
  * a real actor with a simulated clock, and the effects it asks for are checked against the handshake rules of
- * colo-protocol.md at every step, by a small model of the guest and the link that only sees the effects.
+ * colo-protocol.md at every step, by a small model of the guest and the link that only sees the effects; and the
+ * arbiter's rule (docs/architecture.md): a primary that loses its secondary asks for the next epoch and holds
+ * unbacked output until it wins it (continueAlone), or steps down on losing it.
  */
 type Snap = SnapshotFrom<typeof primaryMachine>;
 
@@ -43,8 +45,10 @@ function eventsFor(snapshot: Snap): PrimaryEvent[] {
         return [{ type, error: linkClosed }];
       case 'HIGHER_EPOCH_SEEN':
         return [{ type, epoch: snapshot.context.epoch + 1 }];
-      case 'ARBITER_LOST':
-        return [{ type, reason: 'lease expired' }];
+      case 'DECISION_WON':
+        return [{ type, epoch: snapshot.context.epoch + 1 }];
+      case 'DECISION_LOST':
+        return [{ type, error: decisionLost }];
       default:
         return [{ type } as PrimaryEvent];
     }
@@ -63,6 +67,9 @@ class World {
   completed: { seq: number; reason: string }[] = [];
   log: Effect[] = [];
   protectedSince = 0;
+  /** Output the secondary did not back may leave: false from losing it until the arbiter's win. */
+  mayReleaseAlone = true;
+  decisions = 0;
   effects(): PrimaryEffects {
     const rec = (name: keyof PrimaryEffects, arg?: unknown) => this.log.push({ name, arg });
     return {
@@ -89,6 +96,15 @@ class World {
         // The runtime resumes a suspended guest when it drops the secondary.
         if (this.guest === 'suspended') this.guest = 'running';
         this.attached = false;
+        if (error.code !== CoordinatorErrorCode.STOPPED) this.mayReleaseAlone = false;
+      },
+      decide: () => {
+        rec('decide');
+        this.decisions++;
+      },
+      continueAlone: () => {
+        rec('continueAlone');
+        this.mayReleaseAlone = true;
       },
       refuseRequest: (_c, reason) => rec('refuseRequest', reason),
       stepDown: (_c, error) => {
@@ -103,6 +119,7 @@ class World {
 /** The guest must be running in these states (the pause is only between suspend-and-send and resume). */
 const GUEST_RUNNING = [
   'unprotected',
+  'deciding',
   'syncing.precopy',
   'syncing.awaitingResumed',
   'syncing.awaitingAck',
@@ -131,7 +148,7 @@ describe.each(['colo', 'remus'] as const)('primary statechart, %s mode, every si
       mode === 'colo'
         ? ['syncing.awaitingReady', 'syncing.awaitingResumed', 'protected.checkpointing.awaitingSuspended', 'protected.checkpointing.awaitingDirtyList', 'protected.checkpointing.awaitingResumed']
         : ['syncing.awaitingAck', 'protected.checkpointing.awaitingAck'];
-    for (const s of ['unprotected', 'syncing.precopy', 'syncing.stopAndCopy', 'protected.idle', 'protected.checkpointing.transferring', 'fenced', 'demoted', 'stopped', ...expected]) {
+    for (const s of ['unprotected', 'deciding', 'syncing.precopy', 'syncing.stopAndCopy', 'protected.idle', 'protected.checkpointing.transferring', 'fenced', 'demoted', 'stopped', ...expected]) {
       expect(reached, s).toContain(s);
     }
   });
@@ -170,22 +187,41 @@ describe.each(['colo', 'remus'] as const)('primary statechart, %s mode, every si
         if (GUEST_SUSPENDED.includes(to)) expect(world.guest, where).toBe('suspended');
         if (to === 'fenced' || to === 'demoted') {
           expect(names.at(-1), where).toBe('stepDown');
-          expect((effects.at(-1)!.arg as { code: string }).code, where).toBe(CoordinatorErrorCode.FENCED);
+          const code = (effects.at(-1)!.arg as { code: string }).code;
+          expect(code, where).toBe(event.type === 'DECISION_LOST' ? CoordinatorErrorCode.DECISION_LOST : CoordinatorErrorCode.FENCED);
         }
 
-        // Failures drop the secondary with the right typed error.
+        // Failures drop the secondary with the right typed error, then ask the arbiter: nothing else.
+        if (to === 'deciding' && from !== 'deciding') {
+          expect(names, where).toEqual(['dropSecondary', 'decide']);
+          expect(world.attached, where).toBe(false);
+        }
         if (event.type.startsWith('xstate.after.phaseTimeout')) {
-          expect(to, where).toBe('unprotected');
+          expect(to, where).toBe('deciding');
           expect((effects.find((e) => e.name === 'dropSecondary')!.arg as { code: string }).code, where).toBe(CoordinatorErrorCode.PHASE_TIMEOUT);
         }
-        if (event.type === 'SECONDARY_LOST' && from !== 'unprotected') {
-          expect(to, where).toBe('unprotected');
+        if (event.type === 'SECONDARY_LOST' && from !== 'unprotected' && from !== 'deciding') {
+          expect(to, where).toBe('deciding');
           expect(effects.find((e) => e.name === 'dropSecondary')?.arg, where).toBe(linkClosed);
         }
-        if (BACK_CHANNEL.includes(event.type) && to === 'unprotected' && from !== 'unprotected') {
+        if (BACK_CHANNEL.includes(event.type) && to === 'deciding' && from !== 'deciding') {
           expect((effects.find((e) => e.name === 'dropSecondary')!.arg as { code: string }).code, where).toBe(CoordinatorErrorCode.MISPLACED_RECORD);
         }
-        if (from === 'unprotected' && event.type === 'CHECKPOINT_REQUESTED') expect(names, where).toEqual(['refuseRequest']);
+        if ((from === 'unprotected' || from === 'deciding') && event.type === 'CHECKPOINT_REQUESTED') expect(names, where).toEqual(['refuseRequest']);
+        // Only the arbiter's answer ends a decision: a win continues unprotected at the won epoch, a loss steps down.
+        if (from === 'deciding' && to !== 'deciding') {
+          expect(['DECISION_WON', 'DECISION_LOST', 'HIGHER_EPOCH_SEEN', 'FAILOVER', 'STOP'], where).toContain(event.type);
+        }
+        if (event.type === 'DECISION_WON') {
+          expect(names, where).toEqual(['continueAlone']);
+          expect(to, where).toBe('unprotected');
+          expect(after.context.epoch, where).toBe(before.context.epoch + 1);
+        }
+        if (names.includes('continueAlone')) expect(from, where).toBe('deciding');
+        // Unbacked output never leaves while deciding; a secondary never attaches before the answer.
+        if (to === 'deciding') expect(world.mayReleaseAlone, where).toBe(false);
+        if (to === 'unprotected') expect(world.mayReleaseAlone, where).toBe(true);
+        expect(world.decisions, where).toBeLessThanOrEqual(1);
 
         // COLO: the primary suspends only after the secondary's dirty list, and sends the union of both.
         if (names.includes('suspendAndSendCheckpoint') && from.startsWith('protected')) {

@@ -8,13 +8,14 @@ import {
   type SecondaryEffects,
   type SecondaryEvent,
 } from '@colo/coordinator';
-import { delayOf, linkClosed, ownEventTypes, stateKey, TIMINGS } from './model.js';
+import { decisionLost, delayOf, linkClosed, ownEventTypes, stateKey, TIMINGS } from './model.js';
 
 /**
  * Model-based test of the secondary's statechart: every simple path, both modes, on a real actor. A small model
  * of the guest (run state, applied checkpoints, pending buffer) sees only the effects and checks the rules of
  * colo-protocol.md: apply only on CHECKPOINT_END, never take over before a first checkpoint, discard before
- * promoting, Remus guest never runs before failover.
+ * promoting, Remus guest never runs before failover; and the arbiter's rule (docs/architecture.md): a secondary
+ * that loses its primary asks for the next epoch and promotes only on winning it, stands down on losing it.
  */
 type Snap = SnapshotFrom<typeof secondaryMachine>;
 
@@ -26,6 +27,10 @@ function eventsFor(snapshot: Snap): SecondaryEvent[] {
         return { type, peer: 'primary', epoch: 7, ack: true };
       case 'PRIMARY_LOST':
         return { type, error: linkClosed };
+      case 'DECISION_WON':
+        return { type, epoch: snapshot.context.epoch + 1 };
+      case 'DECISION_LOST':
+        return { type, error: decisionLost };
       default:
         return { type } as SecondaryEvent;
     }
@@ -38,7 +43,10 @@ class World {
   discarded = 0;
   acks = 0;
   log: { name: keyof SecondaryEffects; arg?: unknown }[] = [];
-  outcome: { kind: 'promoted' | 'halted' | 'refused'; code: string; epoch: number } | undefined;
+  outcome: { kind: 'promoted' | 'halted' | 'refused' | 'stood-down'; code: string; epoch: number } | undefined;
+  /** Why the primary was abandoned (the error given to abandonPrimary). */
+  abandoned: { code: string } | undefined;
+  decisions = 0;
   effects(): SecondaryEffects {
     const rec = (name: keyof SecondaryEffects, arg?: unknown) => this.log.push({ name, arg });
     return {
@@ -62,10 +70,22 @@ class World {
         rec('discardCheckpoint');
         this.discarded++;
       },
-      promote: (ctx, error) => {
-        rec('promote', error);
+      abandonPrimary: (_ctx, error) => {
+        rec('abandonPrimary', error);
+        this.abandoned = error;
+      },
+      decide: () => {
+        rec('decide');
+        this.decisions++;
+      },
+      promote: (ctx) => {
+        rec('promote');
         this.guest = 'running';
-        this.outcome = { kind: 'promoted', code: error.code, epoch: ctx.epoch };
+        this.outcome = { kind: 'promoted', code: this.abandoned!.code, epoch: ctx.epoch };
+      },
+      standDown: (ctx, error) => {
+        rec('standDown', error);
+        this.outcome = { kind: 'stood-down', code: error.code, epoch: ctx.epoch };
       },
       halt: (ctx, error) => {
         rec('halt', error);
@@ -89,7 +109,7 @@ describe.each(['colo', 'remus'] as const)('secondary statechart, %s mode, every 
   it('reaches every state of its mode', () => {
     const reached = new Set(paths.map((p) => stateKey(p.state.value)));
     const modeStates = mode === 'colo' ? ['synchronised.running', 'synchronised.suspending'] : ['synchronised.standby'];
-    for (const s of ['syncing.connecting', 'syncing.receiving', 'syncing.applying', 'synchronised.receiving', 'synchronised.applying', 'promoted', 'halted', 'stopped', ...modeStates]) {
+    for (const s of ['syncing.connecting', 'syncing.receiving', 'syncing.applying', 'synchronised.receiving', 'synchronised.applying', 'deciding', 'promoted', 'fenced', 'halted', 'stopped', ...modeStates]) {
       expect(reached, s).toContain(s);
     }
   });
@@ -121,19 +141,37 @@ describe.each(['colo', 'remus'] as const)('secondary statechart, %s mode, every 
         if (names.includes('applyCheckpoint')) expect(event.type, where).toBe('CHECKPOINT_RECEIVED');
         if (to.startsWith('synchronised')) everSynchronised = true;
 
-        if (to === 'promoted') {
-          // Never before a first complete checkpoint; the half-received one is discarded first; epoch raised.
+        // No promotion without the arbiter: promote() only on the step that won the next epoch.
+        if (names.includes('promote')) {
+          expect(event.type, where).toBe('DECISION_WON');
+          expect(from, where).toBe('deciding');
+        }
+        if (to === 'deciding' && from !== 'deciding') {
+          // Never before a first complete checkpoint; the half-received one is discarded, then the arbiter asked.
           expect(everSynchronised, where).toBe(true);
-          expect(names.indexOf('discardCheckpoint'), where).toBeGreaterThanOrEqual(0);
-          expect(names.indexOf('discardCheckpoint'), where).toBeLessThan(names.indexOf('promote'));
-          expect(world.outcome!.epoch, where).toBe(before.context.epoch + 1);
-          expect(world.guest, where).toBe('running');
-          if (event.type === 'PRIMARY_LOST') expect(world.outcome!.code, where).toBe(linkClosed.code);
-          if (event.type.startsWith('xstate.after')) expect(world.outcome!.code, where).toBe(CoordinatorErrorCode.PHASE_TIMEOUT);
+          expect(names, where).toEqual(['discardCheckpoint', 'abandonPrimary', 'decide']);
+          if (event.type === 'PRIMARY_LOST') expect(world.abandoned!.code, where).toBe(linkClosed.code);
+          if (event.type === 'FAILOVER') expect(world.abandoned!.code, where).toBe(CoordinatorErrorCode.PEER_LOST);
+          if (event.type.startsWith('xstate.after')) expect(world.abandoned!.code, where).toBe(CoordinatorErrorCode.PHASE_TIMEOUT);
           if (['NEW_CHECKPOINT', 'STREAM_PROGRESS', 'CHECKPOINT_RECEIVED'].includes(event.type)) {
-            expect(world.outcome!.code, where).toBe(CoordinatorErrorCode.MISPLACED_RECORD);
+            expect(world.abandoned!.code, where).toBe(CoordinatorErrorCode.MISPLACED_RECORD);
           }
         }
+        // Waiting for the arbiter, whatever arrives, nothing else happens (a second FAILOVER included).
+        if (from === 'deciding' && to === 'deciding') expect(names, where).toEqual([]);
+        if (to === 'promoted') {
+          expect(names, where).toEqual(['promote']);
+          expect(world.outcome!.epoch, where).toBe((event as { epoch: number }).epoch);
+          expect(world.outcome!.epoch, where).toBe(before.context.epoch + 1);
+          expect(world.guest, where).toBe('running');
+        }
+        if (to === 'fenced') {
+          // The primary kept the epoch: this replica is discarded and the node leaves, never serving.
+          expect(event.type, where).toBe('DECISION_LOST');
+          expect(names, where).toEqual(['discardCheckpoint', 'standDown']);
+          expect(world.outcome, where).toEqual({ kind: 'stood-down', code: CoordinatorErrorCode.DECISION_LOST, epoch: before.context.epoch });
+        }
+        expect(world.decisions, where).toBeLessThanOrEqual(1);
         if (to === 'halted') {
           expect(everSynchronised, where).toBe(false);
           expect(names, where).toContain('discardCheckpoint');

@@ -1,0 +1,203 @@
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createServer, request, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import pino from 'pino';
+import {
+  Arbitration,
+  ArbiterError,
+  ArbiterErrorCode,
+  CoordinatorErrorCode,
+  LocalArbiter,
+  MemoryArbiter,
+  PAIR_HOLDER,
+  startLocalArbiterServer,
+  type Arbiter,
+  type EpochExpectation,
+  type EpochRecord,
+  type LocalArbiterServer,
+} from '@colo/coordinator';
+
+/** The local arbiter: a real unix socket served by a real HTTP server, and real clients in this process. */
+const quiet = pino({ level: 'silent' });
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+function socketPath(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'colo-arb-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  return join(dir, 'arbiter.sock');
+}
+
+async function served(): Promise<{ server: LocalArbiterServer; path: string; client: (timeoutMs?: number) => LocalArbiter }> {
+  const path = socketPath();
+  const server = await startLocalArbiterServer(path);
+  cleanups.push(() => server.close());
+  return { server, path, client: (requestTimeoutMs) => new LocalArbiter({ socketPath: path, requestTimeoutMs }) };
+}
+
+/** A server on `path` that answers every request with `answer` (or never, for undefined). */
+async function fakeServer(path: string, answer: { status: number; body: string } | undefined): Promise<Server> {
+  const s = createServer((_req, res) => {
+    if (!answer) return; // never answers
+    res.writeHead(answer.status, { 'content-type': 'application/json' });
+    res.end(answer.body);
+  });
+  await new Promise<void>((r) => s.listen(path, () => r()));
+  cleanups.push(() => new Promise<void>((r) => { s.closeAllConnections(); s.close(() => r()); }));
+  return s;
+}
+
+describe('local arbiter', () => {
+  it('creates the record only where there is none, and swaps only from the expected epoch', async () => {
+    const { client } = await served();
+    const a = client();
+    expect(await a.read()).toBeNull();
+    expect(await a.compareAndSwap(null, { epoch: 0, holder: 'node-a' })).toEqual({ swapped: true, current: { epoch: 0, holder: 'node-a' } });
+    // A second create loses and says who holds the record.
+    expect(await a.compareAndSwap(null, { epoch: 0, holder: 'node-b' })).toEqual({ swapped: false, current: { epoch: 0, holder: 'node-a' } });
+    // The holder, when given, is part of the compare.
+    expect((await a.compareAndSwap({ epoch: 0, holder: 'node-b' }, { epoch: 0, holder: PAIR_HOLDER })).swapped).toBe(false);
+    expect((await a.compareAndSwap({ epoch: 0, holder: 'node-a' }, { epoch: 0, holder: PAIR_HOLDER })).swapped).toBe(true);
+    // A stale epoch loses, however the asker got there (a node thawed after any pause asks from what it knew).
+    expect((await a.compareAndSwap({ epoch: 0 }, { epoch: 1, holder: 'node-b' })).swapped).toBe(true);
+    expect(await a.compareAndSwap({ epoch: 0 }, { epoch: 1, holder: 'node-a' })).toEqual({ swapped: false, current: { epoch: 1, holder: 'node-b' } });
+    expect(await a.read()).toEqual({ epoch: 1, holder: 'node-b' });
+  });
+
+  it('of two nodes racing for the next epoch exactly one wins, every time', async () => {
+    const { client, server } = await served();
+    const [a, b] = [client(), client()];
+    server.store.reset({ epoch: 0, holder: PAIR_HOLDER });
+    for (let epoch = 0; epoch < 100; epoch++) {
+      const [ra, rb] = await Promise.all([
+        a.compareAndSwap({ epoch }, { epoch: epoch + 1, holder: 'node-a' }),
+        b.compareAndSwap({ epoch }, { epoch: epoch + 1, holder: 'node-b' }),
+      ]);
+      expect([ra.swapped, rb.swapped].filter(Boolean)).toHaveLength(1);
+      const winner = ra.swapped ? 'node-a' : 'node-b';
+      expect(ra.current).toEqual({ epoch: epoch + 1, holder: winner });
+      expect(rb.current).toEqual({ epoch: epoch + 1, holder: winner });
+    }
+    expect(server.store.peek()?.epoch).toBe(100);
+  });
+
+  it('serves its socket to this user only', async () => {
+    const { path } = await served();
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+  });
+
+  it('gives typed errors: nobody listening, no answer in time, an answer that is not a record, a closed client', async () => {
+    const path = socketPath();
+    await expect(new LocalArbiter({ socketPath: path }).read()).rejects.toMatchObject({ code: ArbiterErrorCode.UNREACHABLE });
+    await fakeServer(path, undefined);
+    const t0 = performance.now();
+    await expect(new LocalArbiter({ socketPath: path, requestTimeoutMs: 150 }).compareAndSwap(null, { epoch: 0, holder: 'a' })).rejects.toMatchObject({
+      code: ArbiterErrorCode.UNREACHABLE,
+    });
+    expect(performance.now() - t0).toBeLessThan(5000);
+
+    const p2 = socketPath();
+    await fakeServer(p2, { status: 200, body: JSON.stringify({ record: { epoch: -1, holder: 'x' } }) });
+    await expect(new LocalArbiter({ socketPath: p2 }).read()).rejects.toMatchObject({ code: ArbiterErrorCode.CORRUPT_RECORD });
+    const p3 = socketPath();
+    await fakeServer(p3, { status: 200, body: 'not json' });
+    await expect(new LocalArbiter({ socketPath: p3 }).read()).rejects.toMatchObject({ code: ArbiterErrorCode.CORRUPT_RECORD });
+    const p4 = socketPath();
+    await fakeServer(p4, { status: 200, body: JSON.stringify({ swapped: 'yes' }) });
+    await expect(new LocalArbiter({ socketPath: p4 }).compareAndSwap(null, { epoch: 0, holder: 'a' })).rejects.toMatchObject({ code: ArbiterErrorCode.CORRUPT_RECORD });
+
+    const closed = new LocalArbiter({ socketPath: p4 });
+    await closed.close();
+    await expect(closed.read()).rejects.toMatchObject({ code: ArbiterErrorCode.CLOSED });
+    expect(() => new LocalArbiter({ socketPath: '' })).toThrow(ArbiterError);
+  });
+
+  it('refuses malformed and oversize requests without touching the record', async () => {
+    const { path, server } = await served();
+    server.store.reset({ epoch: 3, holder: 'node-a' });
+    const post = (body: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = request({ socketPath: path, method: 'POST', path: '/swap' }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    expect(await post('{')).toBe(400);
+    expect(await post(JSON.stringify({ expect: { epoch: 3 }, next: { epoch: 'x', holder: 'b' } }))).toBe(400);
+    expect(await post(JSON.stringify({ expect: { epoch: -2 }, next: { epoch: 4, holder: 'b' } }))).toBe(400);
+    expect(await post('x'.repeat(10_000)).catch(() => 'reset')).not.toBe(200);
+    expect(server.store.peek()).toEqual({ epoch: 3, holder: 'node-a' });
+  });
+});
+
+describe('a node\'s arbitration', () => {
+  it('asks again until the arbiter answers, holding the decision meanwhile, and reports reachability', async () => {
+    const path = socketPath();
+    const arbitration = new Arbitration(new LocalArbiter({ socketPath: path, requestTimeoutMs: 200 }), quiet);
+    cleanups.push(() => arbitration.close());
+    const reach: boolean[] = [];
+    arbitration.onReachable((r) => reach.push(r));
+    const decision = arbitration.decide('node-b', 'secondary', 4);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(arbitration.status()).toMatchObject({ reachable: false, pending: 'promote', lastDecision: null, lastError: { code: ArbiterErrorCode.UNREACHABLE } });
+    // The arbiter comes (back): the same request is answered.
+    const server = await startLocalArbiterServer(path);
+    cleanups.push(() => server.close());
+    server.store.reset({ epoch: 4, holder: PAIR_HOLDER });
+    const d = await decision;
+    expect(d).toMatchObject({ purpose: 'promote', epoch: 5, won: true, current: { epoch: 5, holder: 'node-b' } });
+    expect(d!.unanswered).toBeGreaterThan(0);
+    expect(reach).toEqual([false, true]);
+    expect(arbitration.status()).toMatchObject({ reachable: true, pending: null, lastError: null });
+  });
+
+  it('a request the arbiter applied but whose answer was lost counts as won when asked again', async () => {
+    const store = new MemoryArbiter();
+    store.reset({ epoch: 2, holder: PAIR_HOLDER });
+    let dropped = false;
+    const lossy: Arbiter = {
+      kind: 'local',
+      where: 'test',
+      read: () => store.read(),
+      async compareAndSwap(expect: EpochExpectation, next: EpochRecord) {
+        const r = await store.compareAndSwap(expect, next);
+        if (!dropped) {
+          dropped = true;
+          throw new ArbiterError(ArbiterErrorCode.UNREACHABLE, 'answer lost');
+        }
+        return r;
+      },
+      close: async () => {},
+    };
+    const arbitration = new Arbitration(lossy, quiet);
+    const d = await arbitration.decide('node-a', 'primary', 2);
+    expect(d).toMatchObject({ won: true, epoch: 3, unanswered: 1 });
+  });
+
+  it('registers a starting primary: creates the record, takes the next epoch of its own, refuses a stale former primary', async () => {
+    const store = new MemoryArbiter();
+    const a = new Arbitration(store, quiet);
+    expect(await a.register('node-a', 0)).toBe(0);
+    // Restarted while it held the epoch alone (unprotected): the next epoch.
+    expect(await a.register('node-a', 0)).toBe(1);
+    // The pair was protected (the secondary holds the guest), or the other node took over: refused, typed.
+    store.reset({ epoch: 1, holder: PAIR_HOLDER });
+    await expect(a.register('node-a', 0)).rejects.toMatchObject({ code: CoordinatorErrorCode.ARBITER_REFUSED });
+    store.reset({ epoch: 2, holder: 'node-b' });
+    await expect(a.register('node-a', 0)).rejects.toMatchObject({ code: CoordinatorErrorCode.ARBITER_REFUSED });
+  });
+
+  it('stops asking when closed: a pending decision ends without an answer', async () => {
+    const a = new Arbitration(new LocalArbiter({ socketPath: socketPath(), requestTimeoutMs: 100 }), quiet);
+    const d = a.decide('node-a', 'primary', 0);
+    await new Promise((r) => setTimeout(r, 150));
+    await a.close();
+    expect(await d).toBeUndefined();
+  });
+});
