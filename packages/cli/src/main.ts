@@ -31,7 +31,7 @@ export async function main(argv: string[], io: CommandIo): Promise<number> {
     io.stdout.write(usage() + '\n');
     return argv.length === 0 ? ExitCode.USAGE : ExitCode.OK;
   }
-  if (argv[0] === '--version') {
+  if (argv[0] === '--version' || argv[0] === '-V' || argv[0] === 'version') {
     io.stdout.write(`colo ${VERSION}\n`);
     return ExitCode.OK;
   }

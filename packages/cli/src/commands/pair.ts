@@ -130,6 +130,8 @@ function fmtSync(s: NodeStatusDoc): string {
 function banner(out: NodeJS.WritableStream, sup: PairSupervisor, primaryId: string, json: boolean): void {
   const [a, b] = sup.nodes;
   const primary = sup.nodes.find((n) => n.id === primaryId)!;
+  // `colo status` and `colo drill` find `colo pair`'s nodes by themselves on the default ports only.
+  const nodes = a.adminUrl === 'http://127.0.0.1:9464' && b.adminUrl === 'http://127.0.0.1:9465' ? '' : ` --node ${a.adminUrl} --node ${b.adminUrl}`;
   if (json) {
     out.write(JSON.stringify({ ready: true, service: primary.service, nodes: sup.nodes.map((n) => ({ id: n.id, admin: n.adminUrl, service: n.service })), tokenFile: sup.tokenFile }) + '\n');
     return;
@@ -146,9 +148,9 @@ Try:
   redis-cli -p ${primary.service.port} SET greeting hello
   redis-cli -p ${primary.service.port} GET greeting
   curl -s ${primary.adminUrl}/metrics | grep colo_checkpoint
-  npx colo status
+  npx colo status${nodes}
   COLO_ADMIN_TOKEN_FILE=${sup.tokenFile} npx colo checkpoint --node ${primary.adminUrl}
-  COLO_ADMIN_TOKEN_FILE=${sup.tokenFile} npx colo drill
+  COLO_ADMIN_TOKEN_FILE=${sup.tokenFile} npx colo drill${nodes}
 
 Ctrl-C stops both nodes.
 `);
