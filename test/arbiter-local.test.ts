@@ -53,3 +53,11 @@ test('a stale former primary started as primary is refused by the arbiter: exit 
   expect(r.stderr).toMatch(/stale former primary/);
   expect(server.store.peek()).toEqual({ epoch: 3, holder: PAIR_HOLDER });
 });
+
+test('colo pair refuses an arbiter it cannot use: etcd without --etcd, an unknown kind (exit 2)', async () => {
+  for (const args of [['--arbiter', 'etcd'], ['--arbiter', 'zookeeper'], ['--etcd', 'http://127.0.0.1:2379']]) {
+    const r = await runColo(['pair', '--dir', join(dir, 'unused'), ...args]);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/--arbiter|--etcd/);
+  }
+});

@@ -1,39 +1,49 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { EtcdArbiter } from '@colo/coordinator';
 import { getStatus } from '../packages/cli/src/client/admin-client.js';
 import { Ledger, prng, readAll } from './support/ledger.js';
 import { PinnedClients } from './support/pinned-clients.js';
+import { startEtcd, type EtcdServer } from './support/etcd.js';
 import { startPair, type TestPair } from './support/pair.js';
 
 /**
- * Issue 20 (a), no split brain on the one-host pair: the README's `colo pair` with its default `local` arbiter,
+ * Issue 20 (a, b), no split brain on the one-host pair: the README's `colo pair` with its default `local` arbiter
+ * (both modes) and with the `etcd` arbiter (a real etcd on loopback, COLO mode),
  * four clients pinned to the two service addresses (two each) writing SET/INCR with TIME, and a node frozen with
  * SIGSTOP past the heartbeat timeout (1 s) and thawed, round after round, the primary or the secondary. A frozen
  * primary's secondary wins the next epoch and takes over; the thawed old primary asks for the same epoch, loses,
  * releases nothing more and leaves (the supervisor re-adds it as a secondary). A frozen secondary loses to the
  * primary, which continues. After each round, once the pair is protected again, every acknowledged write must
  * read back from the primary, and the nodes' logs must show one winner per epoch.
- * Replay with COLO_FREEZE_SEED. Ports: COLO 22600.., Remus 22700.. (service +0/+1, admin +2/+3, replication +4/+5).
+ * Replay with COLO_FREEZE_SEED. Ports: local COLO 22600.., local Remus 22700.., etcd COLO 22900.. (service +0/+1,
+ * admin +2/+3, replication +4/+5; etcd on free ports).
  */
 const SEED = Number(process.env.COLO_FREEZE_SEED ?? Date.now() % 1_000_000);
-/** `none` shows what the arbiter prevents (this test then fails: writes lost, epochs won twice). */
-const ARBITER = (process.env.COLO_FREEZE_ARBITER ?? 'local') as 'local' | 'none';
+/** `none` instead of `local` shows what the arbiter prevents (this test then fails: writes lost, epochs won twice). */
+const LOCAL = (process.env.COLO_FREEZE_ARBITER ?? 'local') as 'local' | 'none';
 const FREEZE_MS = 3000;
 /** Which node each round freezes. */
 const ROUNDS: ('primary' | 'secondary')[] = ['primary', 'secondary', 'primary', 'primary', 'secondary', 'primary'];
 
 const pairs: TestPair[] = [];
+let etcd: EtcdServer | undefined;
+beforeAll(async () => {
+  etcd = await startEtcd();
+}, 60_000);
 afterAll(async () => {
   for (const p of pairs) await p.stop();
+  await etcd?.destroy();
 });
 
 describe.each([
-  ['colo', 22600],
-  ['remus', 22700],
-] as const)(`%s pair with the ${ARBITER} arbiter`, (mode, base) => {
+  ['colo', LOCAL, 22600],
+  ['remus', LOCAL, 22700],
+  ['colo', 'etcd', 22900],
+] as const)('%s pair with the %s arbiter', (mode, arbiter, base) => {
   test(`${ROUNDS.length} freezes of ${FREEZE_MS} ms lose no acknowledged write (seed ${SEED})`, async () => {
-    const pair = await startPair({ basePort: base, mode, arbiter: ARBITER, memory: '16MiB', extra: mode === 'remus' ? { checkpoint: { remus_interval: '20ms' } } : {} });
+    const pair = await startPair({ basePort: base, mode, arbiter, etcd: arbiter === 'etcd' ? etcd!.endpoint : undefined, memory: '16MiB', extra: mode === 'remus' ? { checkpoint: { remus_interval: '20ms' } } : {} });
     pairs.push(pair);
     await pair.waitProtected(60_000);
     const rnd = prng(SEED);
@@ -84,7 +94,7 @@ describe.each([
       await clients.stop(15_000).catch((e: Error) => problems.push(e.message));
     }
     const wins = epochWinners(pair);
-    const summary = `${mode}, seed ${SEED}: ${ledger.acknowledged} writes acknowledged, ${clients.stats.commands} commands (${clients.stats.times} TIME), ${clients.stats.reconnects} reconnects; epochs won: ${JSON.stringify(wins.byEpoch)}; logs in ${pair.dir}`;
+    const summary = `${mode} with ${arbiter}, seed ${SEED}: ${ledger.acknowledged} writes acknowledged, ${clients.stats.commands} commands (${clients.stats.times} TIME), ${clients.stats.reconnects} reconnects; epochs won: ${JSON.stringify(wins.byEpoch)}; logs in ${pair.dir}`;
     console.log(`${report.join('\n')}\n${summary}`);
     expect(problems, summary).toEqual([]);
     expect(wins.doubles, summary).toEqual([]);
@@ -92,7 +102,7 @@ describe.each([
     expect(ledger.acknowledged).toBeGreaterThan(ROUNDS.length * 50);
     // Every round changed the epoch once (one winner) and the arbiter's record agrees with the nodes.
     const status = await Promise.all(pair.adminUrls.map((u) => getStatus(u, 2000)));
-    const record = pair.sup.arbiterRecord();
+    const record = arbiter === 'etcd' ? await etcdRecord(pair) : pair.sup.arbiterRecord();
     expect(record?.epoch).toBe(Math.max(...status.map((s) => s.epoch)));
     expect(record?.epoch).toBeGreaterThanOrEqual(ROUNDS.length);
   }, 400_000);
@@ -116,6 +126,16 @@ function epochWinners(pair: TestPair): { byEpoch: Record<number, string>; double
     }
   }
   return { byEpoch, doubles };
+}
+
+/** The pair's record in the test's etcd, read as a node reads it. */
+async function etcdRecord(pair: TestPair): Promise<{ epoch: number; holder: string } | null> {
+  const a = new EtcdArbiter({ endpoints: [etcd!.endpoint], pair: pair.sup.etcdPairName! });
+  try {
+    return await a.read();
+  } finally {
+    await a.close();
+  }
 }
 
 function sleep(ms: number): Promise<void> {

@@ -39,11 +39,33 @@ describe('configuration', () => {
 
   test('the arbiter: none by default, local needs the path of its socket', () => {
     expect(loadConfig({}).arbiter).toEqual({ kind: 'none' });
-    expect(loadConfig({ file: yaml('arbiter:\n  kind: local\n  endpoints: unix:/run/colo/arbiter.sock\n') }).arbiter).toEqual({ kind: 'local', socketPath: '/run/colo/arbiter.sock' });
-    expect(loadConfig({ env: { COLO_ARBITER_KIND: 'local', COLO_ARBITER_ENDPOINTS: '/tmp/a.sock' } }).arbiter).toEqual({ kind: 'local', socketPath: '/tmp/a.sock' });
+    expect(loadConfig({ file: yaml('arbiter:\n  kind: local\n  endpoints: unix:/run/colo/arbiter.sock\n') }).arbiter).toEqual({ kind: 'local', socketPath: '/run/colo/arbiter.sock', timeoutMs: 2000 });
+    expect(loadConfig({ env: { COLO_ARBITER_KIND: 'local', COLO_ARBITER_ENDPOINTS: '/tmp/a.sock', COLO_ARBITER_TIMEOUT: '500ms' } }).arbiter).toEqual({ kind: 'local', socketPath: '/tmp/a.sock', timeoutMs: 500 });
     expect(configError(() => loadConfig({ flags: { 'arbiter.kind': 'local' } }))).toMatchObject({ code: 'CONFIG_MISSING', field: 'arbiter.endpoints' });
     expect(configError(() => loadConfig({ flags: { 'arbiter.kind': 'local', 'arbiter.endpoints': 'http://host:2379' } }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'arbiter.endpoints' });
     expect(configError(() => loadConfig({ flags: { 'arbiter.kind': 'zookeeper' } }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'arbiter.kind' });
+  });
+
+  test('the etcd arbiter: endpoints, pair, TLS and users as etcd users give them; secrets redacted', () => {
+    const passwordFile = join(dir, 'etcd-password');
+    writeFileSync(passwordFile, 'etcd-secret-password\n');
+    const caFile = join(dir, 'ca.pem');
+    writeFileSync(caFile, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+    const c = loadConfig({
+      file: yaml(`arbiter:\n  kind: etcd\n  endpoints: https://10.0.0.1:2379, https://10.0.0.2:2379,https://10.0.0.3:2379\n  pair: shop-db\n  tls_ca: ${caFile}\n  username: colo\n  password_file: ${passwordFile}\n`),
+    });
+    expect(c.arbiter).toMatchObject({ kind: 'etcd', endpoints: ['https://10.0.0.1:2379', 'https://10.0.0.2:2379', 'https://10.0.0.3:2379'], pair: 'shop-db', timeoutMs: 2000, auth: { username: 'colo', password: 'etcd-secret-password' } });
+    const shown = JSON.stringify(redactedConfig(c));
+    expect(shown).not.toContain('etcd-secret-password');
+    expect(shown).toContain('[redacted]');
+    expect(loadConfig({ flags: { 'arbiter.kind': 'etcd', 'arbiter.endpoints': 'http://127.0.0.1:2379' } }).arbiter).toMatchObject({ pair: 'colo', endpoints: ['http://127.0.0.1:2379'] });
+    const etcd = (more: Record<string, string>) => loadConfig({ flags: { 'arbiter.kind': 'etcd', 'arbiter.endpoints': 'http://127.0.0.1:2379', ...more } });
+    expect(configError(() => loadConfig({ flags: { 'arbiter.kind': 'etcd' } }))).toMatchObject({ code: 'CONFIG_MISSING', field: 'arbiter.endpoints' });
+    expect(configError(() => etcd({ 'arbiter.endpoints': '10.0.0.1:2379' }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'arbiter.endpoints' });
+    expect(configError(() => etcd({ 'arbiter.endpoints': 'https://10.0.0.1:2379' }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'arbiter.tls_ca' });
+    expect(configError(() => etcd({ 'arbiter.pair': 'a/b' }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'arbiter.pair' });
+    expect(configError(() => etcd({ 'arbiter.username': 'colo' }))).toMatchObject({ code: 'CONFIG_MISSING', field: 'arbiter.password_file' });
+    expect(configError(() => etcd({ 'arbiter.timeout': '0s' }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'arbiter.timeout' });
   });
 
   test('file < environment < flags', () => {
@@ -57,9 +79,14 @@ describe('configuration', () => {
 
   test('the shipped example configs for two hosts load', () => {
     for (const host of ['host-a', 'host-b']) {
-      const c = loadConfig({ file: join(repo, `deploy/examples/${host}.yaml`), flags: { 'replication.psk_file': pskFile, 'admin.token': 'an-admin-token-of-24-chars' } });
+      const c = loadConfig({
+        file: join(repo, `deploy/examples/${host}.yaml`),
+        flags: { 'replication.psk_file': pskFile, 'admin.token': 'an-admin-token-of-24-chars', 'arbiter.tls_ca': pskFile, 'arbiter.password_file': pskFile },
+      });
       requireForRole(c);
       expect(c.node.id).toBe(host);
+      expect(c.arbiter).toMatchObject({ kind: 'etcd', pair: 'colo', auth: { username: 'colo' } });
+      expect(c.arbiter.kind === 'etcd' && c.arbiter.endpoints).toHaveLength(3);
     }
   });
 

@@ -14,9 +14,12 @@ Ctrl-C stops both.
 
 Options:
   --mode colo|remus     replication mode (default colo)
-  --arbiter local|none  who decides which node acts alone when they lose each other (default local: this
-                        process, over a unix socket in DIR; none: nobody, a frozen primary may serve beside
-                        the promoted secondary and lose acknowledged writes)
+  --arbiter local|etcd|none
+                        who decides which node acts alone when they lose each other (default local: this
+                        process, over a unix socket in DIR; etcd: the etcd at --etcd; none: nobody, a
+                        frozen primary may serve beside the promoted secondary and lose acknowledged writes)
+  --etcd URLS           with --arbiter etcd: the client URLs of an etcd you started, comma separated
+                        (e.g. http://127.0.0.1:2379); the pair's key is /colo/pairs/colo-pair-<random>/epoch
   --memory SIZE         guest memory (default 64MiB)
   --dirty-rate N        background pages dirtied per second by the guest (default 0)
   --host ADDR           address every port binds to (default 127.0.0.1)
@@ -44,6 +47,7 @@ const command: Command = {
     const { values } = usageErrors(() => parseArgs({ args: argv, strict: true, options: {
       mode: { type: 'string', default: 'colo' },
       arbiter: { type: 'string', default: 'local' },
+      etcd: { type: 'string' },
       memory: { type: 'string', default: '64MiB' },
       'dirty-rate': { type: 'string', default: '0' },
       host: { type: 'string', default: '127.0.0.1' },
@@ -56,11 +60,14 @@ const command: Command = {
       json: { type: 'boolean' },
     } }));
     if (values.mode !== 'colo' && values.mode !== 'remus') throw new UsageError('--mode must be colo or remus');
-    if (values.arbiter !== 'local' && values.arbiter !== 'none') throw new UsageError('--arbiter must be local or none');
+    if (values.arbiter !== 'local' && values.arbiter !== 'etcd' && values.arbiter !== 'none') throw new UsageError('--arbiter must be local, etcd or none');
+    if (values.arbiter === 'etcd' && !values.etcd) throw new UsageError('--arbiter etcd needs --etcd URL (the client URL of an etcd you started, e.g. http://127.0.0.1:2379)');
+    if (values.etcd && values.arbiter !== 'etcd') throw new UsageError('--etcd goes with --arbiter etcd');
     const sup = new PairSupervisor({
       dir: values.dir,
       mode: values.mode,
       arbiter: values.arbiter,
+      etcd: values.etcd,
       memory: values.memory,
       host: values.host,
       servicePort: port('service-port', values['service-port']),

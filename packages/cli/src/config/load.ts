@@ -28,7 +28,17 @@ export interface NodeConfig {
   service: { listen: { host: string; port: number }; promoteHook?: string };
   admin: { listen: { host: string; port: number }; token?: string };
   /** `local`: `socketPath` is the unix socket of the arbiter process. */
-  arbiter: { kind: 'none' } | { kind: 'local'; socketPath: string };
+  arbiter:
+    | { kind: 'none' }
+    | { kind: 'local'; socketPath: string; timeoutMs: number }
+    | {
+        kind: 'etcd';
+        endpoints: string[];
+        pair: string;
+        timeoutMs: number;
+        tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+        auth?: { username: string; password: string };
+      };
   log: { level: string };
 }
 
@@ -212,7 +222,7 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
     throw new ConfigError(ConfigErrorCode.INVALID, 'admin.token', 'the admin token is shorter than 16 characters; generate one with `head -c 24 /dev/urandom | base64`');
   }
   const nodeId = get<string>('node.id') === 'hostname' ? hostname() : get<string>('node.id');
-  const arbiter = arbiterConfig(get('arbiter.kind'), get('arbiter.endpoints'));
+  const arbiter = arbiterConfig(get);
 
   return {
     node: { id: nodeId, role: get('node.role'), mode: get('node.mode') },
@@ -235,16 +245,45 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
   };
 }
 
-function arbiterConfig(kind: 'none' | 'local', endpoints: string | undefined): NodeConfig['arbiter'] {
+function arbiterConfig(get: <T>(path: string) => T): NodeConfig['arbiter'] {
+  const kind = get<'none' | 'local' | 'etcd'>('arbiter.kind');
+  const endpoints = get<string | undefined>('arbiter.endpoints');
+  const timeoutMs = get<number>('arbiter.timeout');
+  if (timeoutMs <= 0) throw new ConfigError(ConfigErrorCode.INVALID, 'arbiter.timeout', 'must be greater than 0');
   if (kind === 'none') return { kind };
   if (!endpoints) {
-    throw new ConfigError(ConfigErrorCode.MISSING, 'arbiter.endpoints', 'the local arbiter needs the path of its unix socket, e.g. unix:/run/colo/arbiter.sock');
+    const example = kind === 'local' ? 'unix:/run/colo/arbiter.sock' : 'http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379';
+    throw new ConfigError(ConfigErrorCode.MISSING, 'arbiter.endpoints', `the ${kind} arbiter needs arbiter.endpoints, e.g. ${example}`);
   }
-  const socketPath = endpoints.replace(/^unix:(\/\/)?/, '');
-  if (!socketPath.startsWith('/') && !socketPath.startsWith('.')) {
-    throw new ConfigError(ConfigErrorCode.INVALID, 'arbiter.endpoints', `${JSON.stringify(endpoints)}: the local arbiter is a unix socket: give its path (unix:/run/colo/arbiter.sock)`);
+  if (kind === 'local') {
+    const socketPath = endpoints.replace(/^unix:(\/\/)?/, '');
+    if (!socketPath.startsWith('/') && !socketPath.startsWith('.')) {
+      throw new ConfigError(ConfigErrorCode.INVALID, 'arbiter.endpoints', `${JSON.stringify(endpoints)}: the local arbiter is a unix socket: give its path (unix:/run/colo/arbiter.sock)`);
+    }
+    return { kind, socketPath, timeoutMs };
   }
-  return { kind, socketPath };
+  const urls = endpoints.split(',').map((e) => e.trim()).filter((e) => e.length > 0);
+  const ca = get<string | undefined>('arbiter.tls_ca');
+  for (const u of urls) {
+    if (!/^https?:\/\/[^\s/]+(:\d+)?\/?$/.test(u)) {
+      throw new ConfigError(ConfigErrorCode.INVALID, 'arbiter.endpoints', `${JSON.stringify(u)} is not an etcd client URL: expected http(s)://HOST:PORT, comma separated`);
+    }
+    if (u.startsWith('https:') !== (ca !== undefined)) {
+      throw new ConfigError(ConfigErrorCode.INVALID, 'arbiter.tls_ca', ca ? `${u}: with arbiter.tls_ca every endpoint must be https://` : `${u} is https://: set arbiter.tls_ca to the CA that signed the members' certificates`);
+    }
+  }
+  const pair = get<string>('arbiter.pair');
+  if (!/^[A-Za-z0-9._-]{1,128}$/.test(pair)) throw new ConfigError(ConfigErrorCode.INVALID, 'arbiter.pair', `${JSON.stringify(pair)}: use letters, digits, '.', '_' or '-'`);
+  const [cert, key] = [get<string | undefined>('arbiter.tls_cert'), get<string | undefined>('arbiter.tls_key')];
+  if ((cert === undefined) !== (key === undefined)) throw new ConfigError(ConfigErrorCode.MISSING, cert ? 'arbiter.tls_key' : 'arbiter.tls_cert', 'a client certificate needs both arbiter.tls_cert and arbiter.tls_key');
+  if (cert && !ca) throw new ConfigError(ConfigErrorCode.MISSING, 'arbiter.tls_ca', 'a client certificate needs arbiter.tls_ca (and https:// endpoints)');
+  const tls = ca ? { ca: readPem(ca, 'arbiter.tls_ca'), cert: cert ? readPem(cert, 'arbiter.tls_cert') : undefined, key: key ? readPem(key, 'arbiter.tls_key') : undefined } : undefined;
+  const username = get<string | undefined>('arbiter.username');
+  const password = get<string | undefined>('arbiter.password') ?? (get<string | undefined>('arbiter.password_file') ? readSecretFile(get<string>('arbiter.password_file'), 'arbiter.password_file') : undefined);
+  if ((username === undefined) !== (password === undefined)) {
+    throw new ConfigError(ConfigErrorCode.MISSING, username ? 'arbiter.password_file' : 'arbiter.username', 'etcd authentication needs arbiter.username and its password (arbiter.password_file)');
+  }
+  return { kind, endpoints: urls, pair, timeoutMs, tls, auth: username ? { username, password: password! } : undefined };
 }
 
 /** Checks what a role needs; separate so `colo pair` can fill in the peer first. */
@@ -264,6 +303,14 @@ export function redactedConfig(cfg: NodeConfig): unknown {
     ...cfg,
     replication: { ...cfg.replication, psk: cfg.replication.psk ? '[redacted]' : undefined, tls: cfg.replication.tls ? { cert: '[pem]', key: '[redacted]', ca: '[pem]' } : undefined },
     admin: { ...cfg.admin, token: cfg.admin.token ? '[redacted]' : undefined },
+    arbiter:
+      cfg.arbiter.kind === 'etcd'
+        ? {
+            ...cfg.arbiter,
+            tls: cfg.arbiter.tls ? { ca: '[pem]', cert: cfg.arbiter.tls.cert ? '[pem]' : undefined, key: cfg.arbiter.tls.key ? '[redacted]' : undefined } : undefined,
+            auth: cfg.arbiter.auth ? { username: cfg.arbiter.auth.username, password: '[redacted]' } : undefined,
+          }
+        : cfg.arbiter,
   };
 }
 

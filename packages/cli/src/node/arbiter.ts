@@ -1,11 +1,12 @@
 import { isIP } from 'node:net';
-import { LocalArbiter, NoArbiter, type Arbiter, type createLogger } from '@colo/coordinator';
+import { EtcdArbiter, LocalArbiter, NoArbiter, type Arbiter, type createLogger } from '@colo/coordinator';
 import type { NodeConfig } from '../config/load.js';
 
 /** The arbiter a node's configuration names (arbiter.kind), with the warning `none` owes a two-host pair. */
 export function arbiterFor(config: NodeConfig, logger: ReturnType<typeof createLogger>): Arbiter {
   const a = config.arbiter;
-  if (a.kind === 'local') return new LocalArbiter({ socketPath: a.socketPath });
+  if (a.kind === 'local') return new LocalArbiter({ socketPath: a.socketPath, requestTimeoutMs: a.timeoutMs });
+  if (a.kind === 'etcd') return new EtcdArbiter({ endpoints: a.endpoints, pair: a.pair, tls: a.tls, auth: a.auth, requestTimeoutMs: a.timeoutMs });
   const remote = [config.replication.listen.host, config.replication.peer ? new URL(config.replication.peer).hostname : undefined].filter(
     (h): h is string => h !== undefined && !isLoopback(h),
   );

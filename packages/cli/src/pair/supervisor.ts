@@ -30,7 +30,9 @@ export interface PairOptions {
   extra: Record<string, unknown>;
   logLevel: string;
   /** Who decides which node acts alone after they lose each other (default local: this supervisor). */
-  arbiter?: 'local' | 'none';
+  arbiter?: 'local' | 'none' | 'etcd';
+  /** etcd: the members' client URLs, comma separated (an etcd the user started). */
+  etcd?: string;
   /** Command that runs the colo CLI (default: this very process's node + script). */
   coloCommand?: string[];
 }
@@ -56,6 +58,8 @@ export class PairSupervisor {
   private watchdog: NodeJS.Timeout | undefined;
   private fencing = false;
   private arbiterServer: LocalArbiterServer | undefined;
+  /** etcd: this run's name for the pair in etcd's key space (a fresh one whenever both nodes start afresh). */
+  private etcdPair = `colo-pair-${randomBytes(4).toString('hex')}`;
   /** The local arbiter's unix socket (in the state directory). */
   readonly arbiterSocket: string;
   onEvent: (line: string) => void = () => {};
@@ -80,7 +84,23 @@ export class PairSupervisor {
     });
     this.nodes = [mk('a', 0), mk('b', 1)];
     this.arbiterSocket = join(dir, 'arbiter.sock');
-    const arbiter = (opts.arbiter ?? 'local') === 'local' ? { kind: 'local', endpoints: `unix:${this.arbiterSocket}` } : { kind: 'none' };
+    if (opts.arbiter === 'etcd' && !opts.etcd) throw new Error('the etcd arbiter needs the URL of an etcd (--etcd http://HOST:2379)');
+    this.writeConfigs(psk);
+  }
+
+  /** Who decides for the pair, as both nodes' configs say it. */
+  get arbiterKind(): 'local' | 'none' | 'etcd' {
+    return this.opts.arbiter ?? 'local';
+  }
+
+  private writeConfigs(psk = join(resolve(this.opts.dir), 'psk')): void {
+    const opts = this.opts;
+    const arbiter =
+      this.arbiterKind === 'local'
+        ? { kind: 'local', endpoints: `unix:${this.arbiterSocket}` }
+        : this.arbiterKind === 'etcd'
+          ? { kind: 'etcd', endpoints: opts.etcd, pair: this.etcdPair }
+          : { kind: 'none' };
     for (const [i, n] of this.nodes.entries()) {
       const other = this.nodes[1 - i]!;
       const config = {
@@ -106,7 +126,7 @@ export class PairSupervisor {
    * early fails to start), and watches for two primaries.
    */
   async start(): Promise<void> {
-    if ((this.opts.arbiter ?? 'local') === 'local') {
+    if (this.arbiterKind === 'local') {
       this.arbiterServer = await startLocalArbiterServer(this.arbiterSocket);
       this.onEvent(`local arbiter: ${this.arbiterSocket}`);
     }
@@ -187,6 +207,10 @@ export class PairSupervisor {
         // Both processes exited: no node holds the guest any more, so the epoch record protects nothing. Only
         // this supervisor, which saw both exit, may say so to the arbiter (an operator's decision elsewhere).
         this.arbiterServer?.store.reset(null);
+        if (this.arbiterKind === 'etcd') {
+          this.etcdPair = `colo-pair-${randomBytes(4).toString('hex')}`;
+          this.writeConfigs();
+        }
         this.onEvent(`both nodes are down; restarting ${n.id} as primary from an empty guest`);
         this.spawnNode(n, 'primary');
         return;
@@ -223,6 +247,11 @@ export class PairSupervisor {
     );
     for (const l of this.logs.values()) l.end();
     await this.arbiterServer?.close();
+  }
+
+  /** etcd: the pair's name in etcd's key space now. */
+  get etcdPairName(): string | undefined {
+    return this.arbiterKind === 'etcd' ? this.etcdPair : undefined;
   }
 
   /** The local arbiter's record now (undefined without a local arbiter): for tests and status. */

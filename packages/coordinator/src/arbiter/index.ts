@@ -3,3 +3,4 @@ export type { Arbiter, ArbiterKind, EpochExpectation, EpochRecord, SwapResult } 
 export { ArbiterError, ArbiterErrorCode } from './errors.js';
 export { MemoryArbiter, NoArbiter, noArbiter } from './none.js';
 export { LocalArbiter, startLocalArbiterServer, type LocalArbiterOptions, type LocalArbiterServer } from './local.js';
+export { EtcdArbiter, type EtcdArbiterOptions } from './etcd.js';

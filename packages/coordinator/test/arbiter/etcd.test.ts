@@ -1,0 +1,152 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Etcd3, Range } from 'etcd3';
+import pino from 'pino';
+import { Arbitration, ArbiterError, ArbiterErrorCode, EtcdArbiter, PAIR_HOLDER, type EtcdArbiterOptions } from '@colo/coordinator';
+import { startEtcd, type EtcdServer } from '../../../../test/support/etcd.js';
+
+/**
+ * The etcd arbiter against a real etcd (Debian's etcd-server, one member on loopback): compare-and-swap races
+ * between clients, a member that stops and comes back, wrong credentials, expired auth tokens, a corrupt record.
+ */
+const quiet = pino({ level: 'silent' });
+let etcd: EtcdServer;
+const clients: { close(): unknown }[] = [];
+let pairs = 0;
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+}, 60_000);
+afterAll(async () => {
+  for (const c of clients) await c.close();
+  await etcd?.destroy();
+});
+
+function arbiter(o: Partial<EtcdArbiterOptions> = {}, pair = `pair-${++pairs}`): EtcdArbiter {
+  const a = new EtcdArbiter({ endpoints: [etcd.endpoint], pair, requestTimeoutMs: 1000, ...o });
+  clients.push(a);
+  return a;
+}
+
+describe('etcd arbiter', () => {
+  it('creates the record only where there is none, and swaps only from the expected epoch', async () => {
+    const a = arbiter();
+    expect(await a.read()).toBeNull();
+    expect(await a.compareAndSwap(null, { epoch: 0, holder: 'node-a' })).toEqual({ swapped: true, current: { epoch: 0, holder: 'node-a' } });
+    expect(await a.compareAndSwap(null, { epoch: 0, holder: 'node-b' })).toEqual({ swapped: false, current: { epoch: 0, holder: 'node-a' } });
+    expect((await a.compareAndSwap({ epoch: 0, holder: 'node-b' }, { epoch: 0, holder: PAIR_HOLDER })).swapped).toBe(false);
+    expect((await a.compareAndSwap({ epoch: 0, holder: 'node-a' }, { epoch: 0, holder: PAIR_HOLDER })).swapped).toBe(true);
+    expect((await a.compareAndSwap({ epoch: 0 }, { epoch: 1, holder: 'node-b' })).swapped).toBe(true);
+    expect(await a.compareAndSwap({ epoch: 0 }, { epoch: 1, holder: 'node-a' })).toEqual({ swapped: false, current: { epoch: 1, holder: 'node-b' } });
+    expect(await a.read()).toEqual({ epoch: 1, holder: 'node-b' });
+  });
+
+  it('of two nodes (two clients) racing for the next epoch exactly one wins, every time', async () => {
+    const [a, b] = [arbiter({}, 'race'), arbiter({}, 'race')];
+    await a.compareAndSwap(null, { epoch: 0, holder: PAIR_HOLDER });
+    for (let epoch = 0; epoch < 50; epoch++) {
+      const [ra, rb] = await Promise.all([
+        a.compareAndSwap({ epoch }, { epoch: epoch + 1, holder: 'node-a' }),
+        b.compareAndSwap({ epoch }, { epoch: epoch + 1, holder: 'node-b' }),
+      ]);
+      expect([ra.swapped, rb.swapped].filter(Boolean)).toHaveLength(1);
+      const winner = ra.swapped ? 'node-a' : 'node-b';
+      expect(ra.current).toEqual({ epoch: epoch + 1, holder: winner });
+      expect(rb.current).toEqual({ epoch: epoch + 1, holder: winner });
+    }
+    expect(await a.read()).toMatchObject({ epoch: 50 });
+  });
+
+  it('keeps pairs apart by name and refuses bad settings with a typed error', async () => {
+    const [x, y] = [arbiter({}, 'apart-x'), arbiter({}, 'apart-y')];
+    await x.compareAndSwap(null, { epoch: 7, holder: 'node-a' });
+    expect(await y.read()).toBeNull();
+    for (const bad of [{ endpoints: [] }, { endpoints: ['10.0.0.1:2379'] }, { pair: 'a/b' }, { endpoints: ['https://127.0.0.1:2379'] }] as Partial<EtcdArbiterOptions>[]) {
+      expect(() => new EtcdArbiter({ endpoints: [etcd.endpoint], pair: 'ok', ...bad })).toThrow(expect.objectContaining({ code: ArbiterErrorCode.BAD_CONFIG }));
+    }
+  });
+
+  it('refuses a record it did not write (CORRUPT_RECORD), leaving it for an operator', async () => {
+    const raw = new Etcd3({ hosts: etcd.endpoint });
+    clients.push(raw);
+    const a = arbiter({}, 'corrupt');
+    await raw.put(a.key).value('not json');
+    await expect(a.read()).rejects.toMatchObject({ code: ArbiterErrorCode.CORRUPT_RECORD });
+    await raw.put(a.key).value(JSON.stringify({ epoch: 'three', holder: 'x' }));
+    await expect(a.compareAndSwap({ epoch: 3 }, { epoch: 4, holder: 'node-a' })).rejects.toMatchObject({ code: ArbiterErrorCode.CORRUPT_RECORD });
+    expect(await raw.get(a.key).string()).toContain('three');
+  });
+
+  it('a member that stops is unreachable within the request timeout; a decision waits and is taken once it is back', async () => {
+    const a = arbiter({}, 'restart');
+    await a.compareAndSwap(null, { epoch: 2, holder: PAIR_HOLDER });
+    await etcd.stop();
+    try {
+      const t0 = performance.now();
+      const err = await a.read().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ArbiterError);
+      expect((err as ArbiterError).code).toBe(ArbiterErrorCode.UNREACHABLE);
+      expect(performance.now() - t0).toBeLessThan(5000);
+      const arbitration = new Arbitration(arbiter({}, 'restart'), quiet);
+      const decision = arbitration.decide('node-b', 'secondary', 2);
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(arbitration.status()).toMatchObject({ reachable: false, pending: 'promote', lastError: { code: ArbiterErrorCode.UNREACHABLE } });
+      await etcd.restart();
+      const d = await decision;
+      expect(d).toMatchObject({ won: true, epoch: 3, current: { epoch: 3, holder: 'node-b' } });
+      expect(d!.unanswered).toBeGreaterThan(0);
+      // The record survived the restart (etcd's own data), and the old client works again too.
+      expect(await a.read()).toEqual({ epoch: 3, holder: 'node-b' });
+    } finally {
+      await etcd.restart().catch(() => {});
+    }
+  }, 60_000);
+});
+
+describe('etcd arbiter with etcd users (auth enabled)', () => {
+  let secured: EtcdServer;
+  const rootPassword = 'root-password-for-tests';
+  const coloPassword = 'colo-password-for-tests';
+  beforeAll(async () => {
+    // Tokens expire after 1 s: a node's session runs out between its requests, as after a long freeze.
+    secured = await startEtcd({ args: ['--auth-token', 'simple', '--auth-token-ttl', '1'] });
+    const admin = new Etcd3({ hosts: secured.endpoint });
+    try {
+      await admin.role('root').create();
+      await admin.user('root').create(rootPassword);
+      await admin.user('root').addRole('root');
+      await admin.role('colo').create();
+      await admin.role('colo').grant({ permission: 'Readwrite', range: Range.prefix('/colo/') });
+      await admin.user('colo').create(coloPassword);
+      await admin.user('colo').addRole('colo');
+      await admin.auth.authEnable();
+    } finally {
+      admin.close();
+    }
+  }, 60_000);
+  afterAll(async () => {
+    await secured?.destroy();
+  });
+  const withAuth = (username: string, password: string, prefix?: string) => {
+    const a = new EtcdArbiter({ endpoints: [secured.endpoint], pair: 'secured', requestTimeoutMs: 2000, auth: { username, password }, prefix });
+    clients.push(a);
+    return a;
+  };
+
+  it('wrong credentials, an unknown user and a key outside the role are typed AUTH errors', async () => {
+    await expect(withAuth('colo', 'wrong-password').read()).rejects.toMatchObject({ code: ArbiterErrorCode.AUTH });
+    await expect(withAuth('nobody', 'whatever-password').read()).rejects.toMatchObject({ code: ArbiterErrorCode.AUTH });
+    await expect(withAuth('colo', coloPassword, '/elsewhere').read()).rejects.toMatchObject({ code: ArbiterErrorCode.AUTH });
+    const err = await withAuth('colo', 'wrong-password').read().catch((e: Error) => e);
+    // Never the password itself in what an operator reads.
+    expect(String(err.message)).not.toContain('wrong-password');
+  });
+
+  it('the right user decides, and keeps deciding after its session token expired', async () => {
+    const a = withAuth('colo', coloPassword);
+    expect((await a.compareAndSwap(null, { epoch: 0, holder: 'node-a' })).swapped).toBe(true);
+    await new Promise((r) => setTimeout(r, 2500));
+    const arbitration = new Arbitration(a, quiet);
+    const d = await arbitration.decide('node-a', 'primary', 0);
+    expect(d).toMatchObject({ won: true, epoch: 1 });
+  }, 30_000);
+});
