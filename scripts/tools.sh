@@ -5,6 +5,8 @@
 #   - etcd (etcd-server, a static Go binary, unpacked into .tools/etcd): the etcd arbiter's tests
 #   - redis-cli, redis-benchmark, redis-server (redis-tools + redis-server, installed: they need shared libs)
 #   - systemd-analyze (systemd, installed if missing), which checks the units in deploy/systemd
+#   - nft (nftables, installed if missing): the fault matrix cuts links with rules inside its test namespaces
+#     (never in the root namespace; the package's own service is not started)
 # Writes .tools/env with the paths found. A tool that cannot be obtained is reported loudly, and the tests
 # that need it fail with that message (they never pass silently).
 set -uo pipefail
@@ -62,6 +64,14 @@ if ! command -v systemd-analyze >/dev/null; then
 fi
 command -v systemd-analyze >/dev/null && say "systemd-analyze: $(command -v systemd-analyze)"
 
+if ! command -v nft >/dev/null; then
+  apt_update_once
+  say "apt-get install nftables (for the fault matrix's namespaces)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables >/dev/null 2>&1 \
+    || { say "ERROR: could not install nftables (nft)"; status=1; }
+fi
+command -v nft >/dev/null && say "nft: $(command -v nft)"
+
 cat > "$tools/env" <<ENV
 XEN_VERIFY=$tools/xen/usr/lib/xen-4.17/bin/verify-stream-v2
 XEN_PYTHONPATH=$tools/xen/usr/lib/xen-4.17/lib/python
@@ -72,6 +82,7 @@ REDIS_CLI=$(command -v redis-cli || echo missing)
 REDIS_BENCHMARK=$(command -v redis-benchmark || echo missing)
 REDIS_SERVER=$(command -v redis-server || echo missing)
 SYSTEMD_ANALYZE=$(command -v systemd-analyze || echo missing)
+NFT=$(command -v nft || echo missing)
 ENV
 [ $status = 0 ] || say "WARNING: some tools are missing; tests that need them will fail and say which"
 exit 0
