@@ -142,6 +142,7 @@ export async function startPair(
   mode: 'colo' | 'remus',
   extra: Record<string, unknown> = {},
   coloCommand: string[] = [process.execPath, ...NODE_HEAP_FLAGS, coloBin],
+  arbiter: { arbiter?: 'local' | 'none' | 'etcd'; etcd?: string } = {},
 ): Promise<{ sup: PairSupervisor; port: number }> {
   const sup = new PairSupervisor({
     dir: mkdtempSync(join(tmpdir(), 'colo-bench-pair-')),
@@ -155,8 +156,9 @@ export async function startPair(
     extra,
     logLevel: 'warn',
     coloCommand,
+    ...arbiter,
   });
-  sup.start();
+  await sup.start();
   const deadline = Date.now() + 60_000;
   for (;;) {
     const [a, b] = await sup.statuses();

@@ -10,6 +10,7 @@ const suites: Record<string, () => Promise<BenchSuite>> = {
   checkpoint: async () => (await import('./checkpoint.js')).default,
   transport: async () => (await import('./transport-baseline.js')).default,
   pair: async () => (await import('./pair.js')).default,
+  failover: async () => (await import('./failover.js')).default,
 };
 
 const wanted = process.argv.slice(2);

@@ -10,9 +10,9 @@ import { startPair, type TestPair } from './support/pair.js';
 /**
  * Issue 20, the local arbiter as an operator meets it: `colo pair` records the protected pair in it and every
  * node's /status shows it; a stale former primary started as primary is refused with exit 10 and never serves.
- * Ports: 22800.. (pair: service +0/+1, admin +2/+3, replication +4/+5; the refused node +10..).
+ * Ports: 21300.. (pair: service +0/+1, admin +2/+3, replication +4/+5; the refused node +10..).
  */
-const BASE = 22800;
+const BASE = 21300;
 const dir = mkdtempSync(join(tmpdir(), 'colo-e2e-arbiter-'));
 let server: LocalArbiterServer | undefined;
 let pair: TestPair | undefined;
@@ -33,6 +33,17 @@ test('colo pair records the protected pair in its local arbiter; /status shows t
     expect(st.arbiter).toMatchObject({ kind: 'local', where: `unix:${pair.sup.arbiterSocket}`, reachable: true, pending: null, lastError: null });
   }
   expect(p.arbiter).toMatchObject({ lastDecision: { purpose: 'protect', epoch: 0, won: true } });
+  // colo status says it in one line; /metrics carries it for Prometheus.
+  const st = await runColo(['status', '--node', pair.adminUrls[0], '--node', pair.adminUrls[1]]);
+  expect(st.code, st.stderr).toBe(0);
+  expect(st.stdout).toMatch(/arbiter +local; reachable; last: protect at epoch 0 won in [\d.]+ ms/);
+  const metrics = await (await fetch(`${pair.adminUrls[index]}/metrics`)).text();
+  expect(metrics).toMatch(/^colo_arbiter_info\{kind="local"\} 1$/m);
+  expect(metrics).toMatch(/^colo_arbiter_reachable 1$/m);
+  expect(metrics).toMatch(/^colo_arbiter_pending 0$/m);
+  expect(metrics).toMatch(/^colo_arbiter_decisions_total\{purpose="protect",outcome="won"\} 1$/m);
+  expect(metrics).toMatch(/^colo_arbiter_decisions_total\{purpose="register",outcome="won"\} 1$/m);
+  expect(metrics).toMatch(/^colo_arbiter_decision_seconds_count\{purpose="protect"\} 1$/m);
 });
 
 test('a stale former primary started as primary is refused by the arbiter: exit 10, it never serves', async () => {

@@ -17,7 +17,7 @@ import { startPair, type TestPair } from './support/pair.js';
  * releases nothing more and leaves (the supervisor re-adds it as a secondary). A frozen secondary loses to the
  * primary, which continues. After each round, once the pair is protected again, every acknowledged write must
  * read back from the primary, and the nodes' logs must show one winner per epoch.
- * Replay with COLO_FREEZE_SEED. Ports: local COLO 22600.., local Remus 22700.., etcd COLO 22900.. (service +0/+1,
+ * Replay with COLO_FREEZE_SEED. Ports: local COLO 22600.., local Remus 22700.., etcd COLO 21400.. (service +0/+1,
  * admin +2/+3, replication +4/+5; etcd on free ports).
  */
 const SEED = Number(process.env.COLO_FREEZE_SEED ?? Date.now() % 1_000_000);
@@ -40,7 +40,7 @@ afterAll(async () => {
 describe.each([
   ['colo', LOCAL, 22600],
   ['remus', LOCAL, 22700],
-  ['colo', 'etcd', 22900],
+  ['colo', 'etcd', 21400],
 ] as const)('%s pair with the %s arbiter', (mode, arbiter, base) => {
   test(`${ROUNDS.length} freezes of ${FREEZE_MS} ms lose no acknowledged write (seed ${SEED})`, async () => {
     const pair = await startPair({ basePort: base, mode, arbiter, etcd: arbiter === 'etcd' ? etcd!.endpoint : undefined, memory: '16MiB', extra: mode === 'remus' ? { checkpoint: { remus_interval: '20ms' } } : {} });

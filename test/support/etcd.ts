@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +35,11 @@ export interface EtcdOptions {
   peerPort?: number;
   /** Extra etcd flags (e.g. --auth-token-ttl=1). */
   args?: string[];
+  /**
+   * Serve clients over TLS with this certificate and key; with `clientCa`, require client certificates signed by
+   * it. `client` is what the health check presents (PEM buffers). The endpoint is then https://.
+   */
+  tls?: { cert: Buffer; key: Buffer; clientCa?: Buffer; ca: Buffer; client?: { cert: Buffer; key: Buffer } };
 }
 
 export async function startEtcd(o: EtcdOptions = {}): Promise<EtcdServer> {
@@ -42,7 +48,19 @@ export async function startEtcd(o: EtcdOptions = {}): Promise<EtcdServer> {
   const clientPort = o.clientPort ?? (o.netns ? 2379 : await freePort());
   const peerPort = o.peerPort ?? (o.netns ? 2380 : await freePort());
   const dataDir = mkdtempSync(join(tmpdir(), 'colo-etcd-'));
-  const endpoint = `http://${host}:${clientPort}`;
+  const endpoint = `${o.tls ? 'https' : 'http'}://${host}:${clientPort}`;
+  const tlsArgs: string[] = [];
+  if (o.tls) {
+    // The member reads its certificate from files: they live in its data directory's parent, gone with it.
+    const files = mkdtempSync(join(tmpdir(), 'colo-etcd-tls-'));
+    writeFileSync(join(files, 'server.crt'), o.tls.cert);
+    writeFileSync(join(files, 'server.key'), o.tls.key, { mode: 0o600 });
+    tlsArgs.push('--cert-file', join(files, 'server.crt'), '--key-file', join(files, 'server.key'));
+    if (o.tls.clientCa) {
+      writeFileSync(join(files, 'client-ca.crt'), o.tls.clientCa);
+      tlsArgs.push('--client-cert-auth', '--trusted-ca-file', join(files, 'client-ca.crt'));
+    }
+  }
   const peer = `http://${host}:${peerPort}`;
   const args = [
     '--name', 'colo-test', '--data-dir', dataDir,
@@ -50,6 +68,7 @@ export async function startEtcd(o: EtcdOptions = {}): Promise<EtcdServer> {
     '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
     '--initial-cluster', `colo-test=${peer}`, '--initial-cluster-state', 'new',
     '--logger', 'zap', '--log-level', 'error',
+    ...tlsArgs,
     ...(o.args ?? []),
   ];
   let child: ChildProcess | undefined;
@@ -63,7 +82,7 @@ export async function startEtcd(o: EtcdOptions = {}): Promise<EtcdServer> {
     const deadline = Date.now() + 30_000;
     for (;;) {
       if (c.exitCode !== null || c.signalCode !== null) throw new Error(`etcd exited (${c.exitCode ?? c.signalCode}) before answering:\n${out.slice(-4000)}`);
-      if (await healthy(endpoint, o.netns)) return;
+      if (await healthy(endpoint, o.netns, o.tls)) return;
       if (Date.now() > deadline) {
         c.kill('SIGKILL');
         throw new Error(`etcd at ${endpoint} not healthy within 30 s:\n${out.slice(-4000)}`);
@@ -107,7 +126,19 @@ export async function startEtcd(o: EtcdOptions = {}): Promise<EtcdServer> {
 }
 
 /** etcd's /health answers {"health":"true"} once the member serves. */
-async function healthy(endpoint: string, netns: string | undefined): Promise<boolean> {
+async function healthy(endpoint: string, netns: string | undefined, tls: EtcdOptions['tls']): Promise<boolean> {
+  if (tls) {
+    return new Promise((resolve) => {
+      const req = httpsRequest(`${endpoint}/health`, { ca: tls.ca, cert: tls.client?.cert, key: tls.client?.key, timeout: 1000 }, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve(body.includes('"health":"true"')));
+      });
+      req.on('error', () => resolve(false));
+      req.on('timeout', () => req.destroy());
+      req.end();
+    });
+  }
   if (netns) {
     // The test process lives in the root namespace: ask from inside the member's namespace.
     return new Promise((resolve) => {

@@ -31,7 +31,27 @@ export function formatStatus(node: string, s: NodeStatusDoc): string {
     `  peer        ${s.peer ?? 'none'}`,
     ...(s.service ? [`  service     ${s.service.host}:${s.service.port}`] : []),
     `  checkpoint  ${lc ? `#${lc.seq} (${lc.reason}) ${age(lc.at)}, pause ${((lc.pauseSeconds ?? lc.durationSeconds) * 1000).toFixed(1)} ms, ${lc.pages} pages` : 'none yet'}`,
+    ...arbiterLine(s.arbiter),
   ].join('\n');
+}
+
+interface ArbiterDoc {
+  kind: string;
+  reachable: boolean;
+  pending: string | null;
+  lastDecision: { purpose: string; epoch: number; won: boolean; seconds: number; unanswered: number } | null;
+  lastError: { code: string; message: string } | null;
+}
+
+/** The arbiter as an operator needs it: which, reachable or not, a request waiting (output held), the last answer. */
+function arbiterLine(a: unknown): string[] {
+  if (!a || typeof a !== 'object') return [];
+  const x = a as ArbiterDoc;
+  const parts = [x.kind, x.reachable ? 'reachable' : `UNREACHABLE (${x.lastError?.code ?? 'no answer'})`];
+  if (x.pending) parts.push(`WAITING to ${x.pending}: output held, no promotion`);
+  const d = x.lastDecision;
+  if (d) parts.push(`last: ${d.purpose} at epoch ${d.epoch} ${d.won ? 'won' : 'LOST'} in ${(d.seconds * 1000).toFixed(1)} ms${d.unanswered ? ` after ${d.unanswered} unanswered` : ''}`);
+  return [`  arbiter     ${parts.join('; ')}`];
 }
 
 const command: Command = {

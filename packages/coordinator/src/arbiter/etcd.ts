@@ -8,17 +8,18 @@ import {
   GRPCUnauthenticatedError,
   type IOptions,
 } from 'etcd3';
-import { matchesExpectation, type Arbiter, type EpochExpectation, type EpochRecord, type SwapResult } from './arbiter.js';
+import { type Arbiter, type EpochExpectation, type EpochRecord, type SwapResult } from './arbiter.js';
 import { ArbiterError, ArbiterErrorCode } from './errors.js';
 import { parseRecord } from './record.js';
 
 /**
- * The `etcd` arbiter: the pair's record is one key in an etcd cluster both hosts reach
- * (`<prefix>/pairs/<pair>/epoch`, a JSON {epoch, holder}). A compare-and-swap reads the key and its revision,
- * checks the expectation, and writes in a transaction guarded by that revision (or by the key's absence): etcd
- * applies it only if nobody wrote in between, so of two nodes asking from the same epoch exactly one succeeds,
- * whatever their clocks say or however long either paused. The key carries no lease: it must never expire, or a
- * stale former primary could register again.
+ * The `etcd` arbiter: the pair's record is two keys in an etcd cluster both hosts reach,
+ * `<prefix>/pairs/<pair>/epoch` (the number) and `.../holder` (a node id, or `pair`). A compare-and-swap is one
+ * etcd transaction: if the epoch key holds the expected epoch (and the holder key the expected holder, when one
+ * is expected; or, expecting no record, the epoch key was never created), write both keys; otherwise read
+ * them back. etcd applies transactions one at a time, so of two nodes asking from the same epoch exactly one
+ * succeeds, whatever their clocks say or however long either paused; and a decision costs one round trip. The
+ * keys carry no lease: they must never expire, or a stale former primary could register again.
  */
 export interface EtcdArbiterOptions {
   /** Client URLs of the cluster's members, e.g. ['https://10.0.0.1:2379', ...]. */
@@ -36,14 +37,14 @@ export interface EtcdArbiterOptions {
 }
 
 const PAIR_NAME = /^[A-Za-z0-9._-]{1,128}$/;
-/** Writers racing on the key make a swap read again; a bound keeps a pathological race from spinning forever. */
-const MAX_RACES = 32;
 
 export class EtcdArbiter implements Arbiter {
   readonly kind = 'etcd';
   readonly where: string;
-  /** The pair's key. */
-  readonly key: string;
+  /** The pair's keys: its epoch and who holds it. */
+  readonly epochKey: string;
+  readonly holderKey: string;
+  private readonly base: string;
   private readonly client: Etcd3;
   private closed = false;
 
@@ -57,8 +58,10 @@ export class EtcdArbiter implements Arbiter {
       throw new ArbiterError(ArbiterErrorCode.BAD_CONFIG, tls ? 'with TLS settings every endpoint must be https://' : 'https:// endpoints need the TLS settings (the CA at least)');
     }
     if (!PAIR_NAME.test(options.pair)) throw new ArbiterError(ArbiterErrorCode.BAD_CONFIG, `pair name ${JSON.stringify(options.pair)}: use letters, digits, '.', '_' or '-'`);
-    this.key = `${(options.prefix ?? '/colo').replace(/\/+$/, '')}/pairs/${options.pair}/epoch`;
-    this.where = `${options.endpoints.join(',')} ${this.key}`;
+    this.base = `${(options.prefix ?? '/colo').replace(/\/+$/, '')}/pairs/${options.pair}/`;
+    this.epochKey = `${this.base}epoch`;
+    this.holderKey = `${this.base}holder`;
+    this.where = `${options.endpoints.join(',')} ${this.base}`;
     const timeoutMs = options.requestTimeoutMs ?? 2000;
     const clientOptions: IOptions = {
       hosts: options.endpoints,
@@ -76,21 +79,22 @@ export class EtcdArbiter implements Arbiter {
   }
 
   async read(): Promise<EpochRecord | null> {
-    return (await this.readRevision()).record;
+    const res = await this.call(() => this.client.getAll().prefix(this.base).exec());
+    return this.recordOf(res.kvs);
   }
 
   async compareAndSwap(expect: EpochExpectation, next: EpochRecord): Promise<SwapResult> {
-    const value = JSON.stringify({ epoch: next.epoch, holder: next.holder });
-    for (let race = 0; race < MAX_RACES; race++) {
-      const { record, modRevision } = await this.readRevision();
-      if (!matchesExpectation(record, expect)) return { swapped: false, current: record };
-      const guard = modRevision === null ? this.client.if(this.key, 'Create', '==', 0) : this.client.if(this.key, 'Mod', '==', modRevision);
-      const result = await this.call(() => guard.then(this.client.put(this.key).value(value)).commit());
-      if (result.succeeded) return { swapped: true, current: { epoch: next.epoch, holder: next.holder } };
-      // Someone wrote the key between the read and the transaction: look again (the expectation may still hold,
-      // e.g. the same epoch recorded for the pair).
-    }
-    throw new ArbiterError(ArbiterErrorCode.UNREACHABLE, `the pair's key ${this.key} changed under ${MAX_RACES} attempts in a row`);
+    let txn =
+      expect === null ? this.client.if(this.epochKey, 'Create', '==', 0) : this.client.if(this.epochKey, 'Value', '==', String(expect.epoch));
+    if (expect?.holder !== undefined) txn = txn.and(this.holderKey, 'Value', '==', expect.holder);
+    const result = await this.call(() =>
+      txn
+        .then(this.client.put(this.epochKey).value(String(next.epoch)), this.client.put(this.holderKey).value(next.holder))
+        .else(this.client.getAll().prefix(this.base))
+        .commit(),
+    );
+    if (result.succeeded) return { swapped: true, current: { epoch: next.epoch, holder: next.holder } };
+    return { swapped: false, current: this.recordOf(result.responses[0]?.response_range?.kvs ?? []) };
   }
 
   async close(): Promise<void> {
@@ -99,17 +103,15 @@ export class EtcdArbiter implements Arbiter {
     this.client.close();
   }
 
-  private async readRevision(): Promise<{ record: EpochRecord | null; modRevision: string | null }> {
-    const res = await this.call(() => this.client.get(this.key).exec());
-    const kv = res.kvs[0];
-    if (!kv) return { record: null, modRevision: null };
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(kv.value.toString('utf8'));
-    } catch (e) {
-      throw new ArbiterError(ArbiterErrorCode.CORRUPT_RECORD, `${this.key} does not hold JSON: ${kv.value.toString('utf8').slice(0, 100)}`, { cause: e });
+  /** The record the two keys hold; none when neither exists; CORRUPT_RECORD for anything colo did not write. */
+  private recordOf(kvs: { key: Buffer; value: Buffer }[]): EpochRecord | null {
+    const value = (key: string) => kvs.find((kv) => kv.key.toString('utf8') === key)?.value.toString('utf8');
+    const [epoch, holder] = [value(this.epochKey), value(this.holderKey)];
+    if (epoch === undefined && holder === undefined) return null;
+    if (epoch === undefined || !/^\d{1,15}$/.test(epoch)) {
+      throw new ArbiterError(ArbiterErrorCode.CORRUPT_RECORD, `${this.epochKey} holds ${JSON.stringify(epoch?.slice(0, 100) ?? null)}, not an epoch colo wrote`);
     }
-    return { record: parseRecord(parsed, this.key), modRevision: kv.mod_revision };
+    return parseRecord({ epoch: Number(epoch), holder }, this.base);
   }
 
   private async call<T>(request: () => Promise<T>): Promise<T> {
@@ -134,6 +136,11 @@ function asArbiterError(e: unknown, where: string): ArbiterError {
     e instanceof GRPCUnauthenticatedError
   ) {
     return new ArbiterError(ArbiterErrorCode.AUTH, `etcd at ${where} refused this node's credentials: ${err.message}; check arbiter.username/password and the user's role`, { cause: e });
+  }
+  // gRPC reports a TLS handshake that failed on a certificate (ours refused by the member, or the member's not
+  // signed by arbiter.tls_ca) as UNAVAILABLE; it is a credentials problem, which retrying does not fix.
+  if (/bad certificate|certificate (unknown|required|revoked|expired)|unable to verify|self[- ]signed|unknown ca/i.test(err?.message ?? '')) {
+    return new ArbiterError(ArbiterErrorCode.AUTH, `TLS with etcd at ${where} failed on a certificate: ${err.message.split('\n')[0]}; check arbiter.tls_ca, tls_cert and tls_key`, { cause: e });
   }
   return new ArbiterError(ArbiterErrorCode.UNREACHABLE, `etcd at ${where} did not answer: ${err?.message ?? String(e)}`, { cause: e });
 }

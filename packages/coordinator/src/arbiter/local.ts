@@ -1,5 +1,5 @@
 import { chmodSync, rmSync } from 'node:fs';
-import { createServer, request, type IncomingMessage, type Server } from 'node:http';
+import { Agent, createServer, request, type IncomingMessage, type Server } from 'node:http';
 import type { Arbiter, EpochExpectation, EpochRecord, SwapResult } from './arbiter.js';
 import { ArbiterError, ArbiterErrorCode } from './errors.js';
 import { MemoryArbiter } from './none.js';
@@ -39,6 +39,9 @@ export async function startLocalArbiterServer(path: string, store = new MemoryAr
       })
       .catch((e: Error) => answer(400, { error: e.message }));
   });
+  // Nodes read the record every few seconds (Arbitration's check): their connections stay open between reads,
+  // so a decision on the failover path does not wait for a new one.
+  server.keepAliveTimeout = 60_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(path, () => resolve());
@@ -93,6 +96,7 @@ export class LocalArbiter implements Arbiter {
   private readonly timeoutMs: number;
   private closed = false;
   private readonly options: LocalArbiterOptions;
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 4 });
 
   constructor(options: LocalArbiterOptions) {
     this.options = options;
@@ -114,6 +118,7 @@ export class LocalArbiter implements Arbiter {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.agent.destroy();
   }
 
   private call(method: string, path: string, body?: string): Promise<unknown> {
@@ -121,7 +126,7 @@ export class LocalArbiter implements Arbiter {
     return new Promise((resolve, reject) => {
       const unreachable = (why: string, cause?: unknown) =>
         reject(new ArbiterError(ArbiterErrorCode.UNREACHABLE, `the local arbiter at ${this.options.socketPath} did not answer: ${why}`, { cause }));
-      const req = request({ socketPath: this.options.socketPath, method, path, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
+      const req = request({ socketPath: this.options.socketPath, agent: this.agent, method, path, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (c: string) => (text += c.length + text.length > MAX_BODY ? '' : c));

@@ -34,8 +34,26 @@ export interface ArbitrationStatus {
   lastError: { code: string; message: string } | null;
 }
 
+/** What an observer of a node's arbitration hears (metrics, logs); every callback is optional. */
+export interface ArbitrationObserver {
+  /** A request was answered. */
+  decided?(d: Decision): void;
+  /** The arbiter became reachable, or stopped answering. */
+  reachable?(on: boolean): void;
+  /** A request started waiting for the arbiter (its purpose), or stopped waiting (null). */
+  pending?(purpose: DecisionPurpose | null): void;
+  /** A request went unanswered and will be made again. */
+  unanswered?(error: ArbiterError): void;
+}
+
 /** Retries of an unanswered request: soon at first, then once a second (liveness only: safety never waits on it). */
 const RETRY_MS = [50, 100, 200, 500, 1000];
+/**
+ * Between requests the node reads the record this often: operators learn that the arbiter is unreachable while
+ * the pair is still protected (before a failover needs it), and the connection stays open, so the decision on
+ * the failover path does not pay for a new one. Nothing is decided from these reads.
+ */
+const CHECK_MS = 5000;
 
 /**
  * A node's side of the arbiter: every request it makes, retried until answered, and what the answers were (for
@@ -50,9 +68,9 @@ export class Arbitration {
   private last: Decision | null = null;
   private lastError: ArbiterError | null = null;
   private closed = false;
-  private readonly listeners = new Set<(d: Decision) => void>();
-  private readonly reachListeners = new Set<(reachable: boolean) => void>();
+  private readonly observers = new Set<ArbitrationObserver>();
   private wake: (() => void) | undefined;
+  private checkTimer: NodeJS.Timeout | undefined;
 
   constructor(arbiter: Arbiter, logger: Logger) {
     this.arbiter = arbiter;
@@ -74,15 +92,10 @@ export class Arbitration {
     };
   }
 
-  /** Every answered request. */
-  onDecision(cb: (d: Decision) => void): () => void {
-    this.listeners.add(cb);
-    return () => this.listeners.delete(cb);
-  }
-  /** Reachability changes. */
-  onReachable(cb: (reachable: boolean) => void): () => void {
-    this.reachListeners.add(cb);
-    return () => this.reachListeners.delete(cb);
+  /** Answers, reachability, waiting and unanswered requests, as they happen. Returns an unsubscribe function. */
+  observe(o: ArbitrationObserver): () => void {
+    this.observers.add(o);
+    return () => this.observers.delete(o);
   }
 
   /**
@@ -132,9 +145,36 @@ export class Arbitration {
     }
   }
 
+  /** Reads the record now and every CHECK_MS while no request is waiting, for reachability only. */
+  startChecking(intervalMs = CHECK_MS): void {
+    if (this.checkTimer || this.closed) return;
+    const check = () => {
+      if (this.closed || this.pending !== null) return;
+      this.arbiter.read().then(
+        () => {
+          if (this.closed || this.pending !== null) return;
+          if (this.lastError) this.log.info({ arbiter: this.arbiter.kind }, 'arbiter: reachable again');
+          this.lastError = null;
+          this.setReachable(true);
+        },
+        (e: unknown) => {
+          if (this.closed || this.pending !== null) return;
+          const err = e instanceof ArbiterError ? e : new ArbiterError(ArbiterErrorCode.UNREACHABLE, String(e), { cause: e });
+          if (!this.lastError || this.lastError.code !== err.code) this.log.warn({ err, arbiter: this.arbiter.kind }, 'arbiter: not answering (nothing depends on it while the pair is protected)');
+          this.lastError = err;
+          this.setReachable(false);
+        },
+      );
+    };
+    check();
+    this.checkTimer = setInterval(check, intervalMs);
+    this.checkTimer.unref();
+  }
+
   /** Stops retrying; pending requests resolve undefined. Closes the arbiter's client. */
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.checkTimer);
     this.wake?.();
     await this.arbiter.close().catch(() => {});
   }
@@ -145,7 +185,7 @@ export class Arbitration {
     const won = r.swapped || (r.current !== null && r.current.epoch === next.epoch && r.current.holder === next.holder);
     const d: Decision = { ...r.decision, won, current: r.current };
     this.last = d;
-    for (const cb of this.listeners) cb(d);
+    for (const o of this.observers) o.decided?.(d);
     const level = purpose === 'protect' && won ? 'info' : won ? 'warn' : 'error';
     this.log[level](
       { purpose, epoch: next.epoch, won, current: r.current, ms: Math.round(d.seconds * 1e4) / 10, unanswered: d.unanswered, arbiter: this.arbiter.kind },
@@ -162,7 +202,7 @@ export class Arbitration {
     request: () => Promise<{ swapped: boolean; current: EpochRecord | null }>,
   ): Promise<{ swapped: boolean; current: EpochRecord | null; decision: Decision }> {
     const started = performance.now();
-    this.pending = purpose;
+    this.setPending(purpose);
     let unanswered = 0;
     try {
       for (;;) {
@@ -180,6 +220,7 @@ export class Arbitration {
           this.lastError = err;
           this.setReachable(false);
           unanswered++;
+          for (const o of this.observers) o.unanswered?.(err);
           if (unanswered === 1 || unanswered % 20 === 0) {
             this.log.error({ err, purpose, epoch, unanswered }, `arbiter: no answer to ${purpose} at epoch ${epoch}; holding output and asking again`);
           }
@@ -187,8 +228,14 @@ export class Arbitration {
         }
       }
     } finally {
-      this.pending = null;
+      this.setPending(null);
     }
+  }
+
+  private setPending(purpose: DecisionPurpose | null): void {
+    if (purpose === this.pending) return;
+    this.pending = purpose;
+    for (const o of this.observers) o.pending?.(purpose);
   }
 
   private pause(ms: number): Promise<void> {
@@ -205,7 +252,7 @@ export class Arbitration {
   private setReachable(on: boolean): void {
     if (on === this.reachable) return;
     this.reachable = on;
-    for (const cb of this.reachListeners) cb(on);
+    for (const o of this.observers) o.reachable?.(on);
   }
 }
 

@@ -3,7 +3,7 @@ import type { Domain } from '@colo/domain';
 import pino, { type Logger } from 'pino';
 import { createActor, type Actor } from 'xstate';
 import { noArbiter } from '../arbiter/none.js';
-import { Arbitration, type ArbitrationStatus, type Decision } from './arbitration.js';
+import { Arbitration, type ArbitrationObserver, type ArbitrationStatus } from './arbitration.js';
 import { checkPrimaryEpoch, primaryMustStepDown } from '../epoch.js';
 import { asCoordinatorError, CoordinatorError, CoordinatorErrorCode } from '../errors.js';
 import { ALL_EXTENSIONS, Extension } from '../engine/extensions.js';
@@ -167,6 +167,7 @@ export class ColoNode {
   async start(): Promise<void> {
     if (this.started) throw new CoordinatorError(CoordinatorErrorCode.INVALID_STATE, 'the node was already started');
     this.started = true;
+    this.arbitration.startChecking();
     if (this.currentRole === 'primary') await this.startPrimary();
     else await this.startSecondary();
   }
@@ -365,14 +366,11 @@ export class ColoNode {
 
   // ------------------------------------------------------------------------------------------ primary
 
-  /** The arbiter's answers, for metrics. */
-  onDecision(cb: (d: Decision) => void): () => void {
-    return this.arbitration.onDecision(cb);
+  /** The arbiter's answers, reachability and waits, for metrics and status. Returns an unsubscribe function. */
+  onArbiter(observer: ArbitrationObserver): () => void {
+    return this.arbitration.observe(observer);
   }
-  /** The arbiter's reachability changes, for metrics. */
-  onArbiterReachable(cb: (reachable: boolean) => void): () => void {
-    return this.arbitration.onReachable(cb);
-  }
+  /** Which arbiter decides this node's role changes. */
   get arbiterKind(): string {
     return this.arbitration.kind;
   }

@@ -1,4 +1,4 @@
 export { ColoNode, type NodeStatus, type ColoNodeEvents } from './colo-node.js';
 export type { ColoNodeOptions } from './options.js';
 export { stateName, type Transition } from './transitions.js';
-export { Arbitration, type ArbitrationStatus, type Decision, type DecisionPurpose } from './arbitration.js';
+export { Arbitration, type ArbitrationObserver, type ArbitrationStatus, type Decision, type DecisionPurpose } from './arbitration.js';

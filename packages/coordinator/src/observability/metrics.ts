@@ -10,10 +10,14 @@ const PAUSE_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 
 const RTT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 const PAGE_BUCKETS = [0, 1, 10, 100, 1_000, 10_000, 50_000, 100_000, 500_000];
 const BYTE_BUCKETS = PAGE_BUCKETS.map((p) => p * 4096);
+/** An arbiter answers in about a millisecond (local) to tens of ms (etcd across hosts); retries stretch it to minutes. */
+const DECISION_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
 export const CHECKPOINT_REASONS = ['initial', 'miscompare', 'stale', 'periodic', 'manual', 'output_bound'] as const;
 export const CHECKPOINT_PHASES = ['suspend', 'secondary_suspend', 'transfer', 'secondary_apply', 'resume'] as const;
 export const NODE_ROLES = ['primary', 'secondary'] as const;
+/** What a node asks the arbiter for (colo_arbiter_decisions_total's `purpose`). */
+export const ARBITER_PURPOSES = ['register', 'protect', 'continue', 'promote'] as const;
 /** colo_link_reads_total's `into` values. */
 export const LINK_READ_PLACES = ['ring', 'fallback', 'copied'] as const;
 
@@ -40,6 +44,12 @@ export interface NodeMetrics {
   heartbeatRtt: Histogram<string>;
   lastCheckpointTime: Gauge<string>;
   buildInfo: Gauge<'version' | 'mode' | 'node'>;
+  arbiterInfo: Gauge<'kind'>;
+  arbiterReachable: Gauge<string>;
+  arbiterPending: Gauge<string>;
+  arbiterDecisions: Counter<'purpose' | 'outcome'>;
+  arbiterDecisionDuration: Histogram<'purpose'>;
+  arbiterUnanswered: Counter<string>;
 }
 
 export function createNodeMetrics(opts: { nodeId: string; mode: string; version: string; registry?: Registry }): NodeMetrics {
@@ -167,8 +177,46 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
       labelNames: ['version', 'mode', 'node'],
       registers: r,
     }),
+    arbiterInfo: new Gauge({
+      name: 'colo_arbiter_info',
+      help: 'Always 1; the label names the arbiter that decides this node\'s role changes (none, local, etcd).',
+      labelNames: ['kind'],
+      registers: r,
+    }),
+    arbiterReachable: new Gauge({
+      name: 'colo_arbiter_reachable',
+      help: '1 if the last request to the arbiter was answered (or none was made yet), 0 if it was not.',
+      registers: r,
+    }),
+    arbiterPending: new Gauge({
+      name: 'colo_arbiter_pending',
+      help: '1 while the node waits for the arbiter: having lost its peer, it holds its output and does not promote.',
+      registers: r,
+    }),
+    arbiterDecisions: new Counter({
+      name: 'colo_arbiter_decisions_total',
+      help: 'Answered requests to the arbiter, by what was asked (register, protect, continue, promote) and outcome (won, lost).',
+      labelNames: ['purpose', 'outcome'],
+      registers: r,
+    }),
+    arbiterDecisionDuration: new Histogram({
+      name: 'colo_arbiter_decision_seconds',
+      help: 'From the first request to the arbiter\'s answer, retries included (on the failover path: continue, promote).',
+      labelNames: ['purpose'],
+      buckets: DECISION_BUCKETS,
+      registers: r,
+    }),
+    arbiterUnanswered: new Counter({
+      name: 'colo_arbiter_unanswered_total',
+      help: 'Requests to the arbiter that got no answer (unreachable, timed out, refused credentials) and were made again.',
+      registers: r,
+    }),
   };
   m.buildInfo.set({ version: opts.version, mode: opts.mode, node: opts.nodeId }, 1);
+  // Every series exists from the start at 0, so that increase() sees a node's first decision.
+  for (const purpose of ARBITER_PURPOSES) for (const outcome of ['won', 'lost']) m.arbiterDecisions.inc({ purpose, outcome }, 0);
+  m.arbiterReachable.set(1);
+  m.arbiterPending.set(0);
   for (const reason of CHECKPOINT_REASONS) m.checkpoints.inc({ reason }, 0);
   for (const result of ['match', 'miscompare', 'stale']) m.outputCompare.inc({ result }, 0);
   for (const into of LINK_READ_PLACES) m.linkReads.inc({ into }, 0);

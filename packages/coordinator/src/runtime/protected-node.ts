@@ -177,6 +177,7 @@ export class ProtectedNode {
       if (this.node.role === 'primary') this.primaryProxy?.holdForDecision();
     });
     this.node.on('continuing', () => this.primaryProxy?.continueAlone());
+    this.watchArbiter();
     this.node.on('pairProtected', () => this.primaryProxy?.recorded());
     this.node.on('promoted', (epoch) => void this.onPromoted(epoch));
     this.node.on('halted', (e) => {
@@ -575,6 +576,21 @@ export class ProtectedNode {
         this.log,
       );
     }
+  }
+
+  /** The arbiter's metrics: which one, reachable, a request waiting, answers and their time, unanswered requests. */
+  private watchArbiter(): void {
+    const mx = this.metrics;
+    mx.arbiterInfo.set({ kind: this.node.arbiterKind }, 1);
+    this.node.onArbiter({
+      decided: (d) => {
+        mx.arbiterDecisions.inc({ purpose: d.purpose, outcome: d.won ? 'won' : 'lost' });
+        mx.arbiterDecisionDuration.observe({ purpose: d.purpose }, d.seconds);
+      },
+      reachable: (on) => mx.arbiterReachable.set(on ? 1 : 0),
+      pending: (purpose) => mx.arbiterPending.set(purpose === null ? 0 : 1),
+      unanswered: () => mx.arbiterUnanswered.inc(),
+    });
   }
 
   private exit(reason: 'halted' | 'fenced', error: Error): void {

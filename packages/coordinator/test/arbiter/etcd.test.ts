@@ -3,6 +3,7 @@ import { Etcd3, Range } from 'etcd3';
 import pino from 'pino';
 import { Arbitration, ArbiterError, ArbiterErrorCode, EtcdArbiter, PAIR_HOLDER, type EtcdArbiterOptions } from '@colo/coordinator';
 import { startEtcd, type EtcdServer } from '../../../../test/support/etcd.js';
+import { makeTestPki, type TestPki } from '../transport/certs.js';
 
 /**
  * The etcd arbiter against a real etcd (Debian's etcd-server, one member on loopback): compare-and-swap races
@@ -69,11 +70,14 @@ describe('etcd arbiter', () => {
     const raw = new Etcd3({ hosts: etcd.endpoint });
     clients.push(raw);
     const a = arbiter({}, 'corrupt');
-    await raw.put(a.key).value('not json');
+    await raw.put(a.epochKey).value('three');
     await expect(a.read()).rejects.toMatchObject({ code: ArbiterErrorCode.CORRUPT_RECORD });
-    await raw.put(a.key).value(JSON.stringify({ epoch: 'three', holder: 'x' }));
     await expect(a.compareAndSwap({ epoch: 3 }, { epoch: 4, holder: 'node-a' })).rejects.toMatchObject({ code: ArbiterErrorCode.CORRUPT_RECORD });
-    expect(await raw.get(a.key).string()).toContain('three');
+    // An epoch without a holder is not a record either.
+    await raw.put(a.epochKey).value('3');
+    await expect(a.read()).rejects.toMatchObject({ code: ArbiterErrorCode.CORRUPT_RECORD });
+    expect(await raw.get(a.epochKey).string()).toBe('3');
+    expect(await raw.get(a.holderKey).string()).toBeNull();
   });
 
   it('a member that stops is unreachable within the request timeout; a decision waits and is taken once it is back', async () => {
@@ -149,4 +153,41 @@ describe('etcd arbiter with etcd users (auth enabled)', () => {
     const d = await arbitration.decide('node-a', 'primary', 0);
     expect(d).toMatchObject({ won: true, epoch: 1 });
   }, 30_000);
+});
+
+describe('etcd arbiter over TLS with client certificates', () => {
+  let pki: TestPki;
+  let secure: EtcdServer;
+  beforeAll(async () => {
+    pki = makeTestPki();
+    secure = await startEtcd({ tls: { cert: pki.server.cert, key: pki.server.key, clientCa: pki.ca1, ca: pki.ca1, client: pki.client } });
+  }, 60_000);
+  afterAll(async () => {
+    await secure?.destroy();
+    pki?.dispose();
+  });
+  const over = (tls: EtcdArbiterOptions['tls']) => {
+    const a = new EtcdArbiter({ endpoints: [secure.endpoint], pair: 'tls', requestTimeoutMs: 1500, tls });
+    clients.push(a);
+    return a;
+  };
+
+  it('decides with the CA and a client certificate the members trust', async () => {
+    expect(secure.endpoint).toMatch(/^https:/);
+    const a = over({ ca: pki.ca1, cert: pki.client.cert, key: pki.client.key });
+    expect((await a.compareAndSwap(null, { epoch: 0, holder: 'node-a' })).swapped).toBe(true);
+    expect(await a.read()).toEqual({ epoch: 0, holder: 'node-a' });
+  });
+
+  it('gets nothing with a certificate from another CA, or without one: a typed error, never an answer', async () => {
+    for (const tls of [{ ca: pki.ca1, cert: pki.impostor.cert, key: pki.impostor.key }, { ca: pki.ca1 }]) {
+      const err = await over(tls).read().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ArbiterError);
+      expect((err as ArbiterError).code).toBe(ArbiterErrorCode.AUTH);
+    }
+    // A member whose certificate another CA signed is not trusted either.
+    const err = await over({ ca: pki.ca2, cert: pki.client.cert, key: pki.client.key }).read().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ArbiterError);
+    expect((err as ArbiterError).code).toBe(ArbiterErrorCode.AUTH);
+  });
 });

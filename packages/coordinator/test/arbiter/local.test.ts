@@ -142,7 +142,7 @@ describe('a node\'s arbitration', () => {
     const arbitration = new Arbitration(new LocalArbiter({ socketPath: path, requestTimeoutMs: 200 }), quiet);
     cleanups.push(() => arbitration.close());
     const reach: boolean[] = [];
-    arbitration.onReachable((r) => reach.push(r));
+    arbitration.observe({ reachable: (r) => reach.push(r) });
     const decision = arbitration.decide('node-b', 'secondary', 4);
     await new Promise((r) => setTimeout(r, 300));
     expect(arbitration.status()).toMatchObject({ reachable: false, pending: 'promote', lastDecision: null, lastError: { code: ArbiterErrorCode.UNREACHABLE } });
@@ -155,6 +155,29 @@ describe('a node\'s arbitration', () => {
     expect(d!.unanswered).toBeGreaterThan(0);
     expect(reach).toEqual([false, true]);
     expect(arbitration.status()).toMatchObject({ reachable: true, pending: null, lastError: null });
+  });
+
+  it('between requests, it reads the record to tell whether the arbiter answers (nothing decided from it)', async () => {
+    const { server, path } = await served();
+    server.store.reset({ epoch: 1, holder: PAIR_HOLDER });
+    const arbitration = new Arbitration(new LocalArbiter({ socketPath: path, requestTimeoutMs: 200 }), quiet);
+    cleanups.push(() => arbitration.close());
+    const reach: boolean[] = [];
+    arbitration.observe({ reachable: (r) => reach.push(r) });
+    arbitration.startChecking(50);
+    await server.close();
+    const until = async (f: () => boolean) => {
+      for (let i = 0; i < 100 && !f(); i++) await new Promise((r) => setTimeout(r, 20));
+      return f();
+    };
+    expect(await until(() => arbitration.status().reachable === false)).toBe(true);
+    expect(arbitration.status()).toMatchObject({ pending: null, lastDecision: null, lastError: { code: ArbiterErrorCode.UNREACHABLE } });
+    const again = await startLocalArbiterServer(path, server.store);
+    cleanups.push(() => again.close());
+    expect(await until(() => arbitration.status().reachable)).toBe(true);
+    expect(reach).toEqual([false, true]);
+    expect(arbitration.status().lastError).toBeNull();
+    expect(again.store.peek()).toEqual({ epoch: 1, holder: PAIR_HOLDER });
   });
 
   it('a request the arbiter applied but whose answer was lost counts as won when asked again', async () => {
