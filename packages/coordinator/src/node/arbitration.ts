@@ -64,6 +64,8 @@ export class Arbitration {
   private readonly arbiter: Arbiter;
   private readonly log: Logger;
   private reachable = true;
+  /** Requests waiting for an answer now (recording the pair and a decision can overlap), oldest first. */
+  private readonly waiting: DecisionPurpose[] = [];
   private pending: DecisionPurpose | null = null;
   private last: Decision | null = null;
   private lastError: ArbiterError | null = null;
@@ -202,6 +204,7 @@ export class Arbitration {
     request: () => Promise<{ swapped: boolean; current: EpochRecord | null }>,
   ): Promise<{ swapped: boolean; current: EpochRecord | null; decision: Decision }> {
     const started = performance.now();
+    this.waiting.push(purpose);
     this.setPending(purpose);
     let unanswered = 0;
     try {
@@ -228,7 +231,8 @@ export class Arbitration {
         }
       }
     } finally {
-      this.setPending(null);
+      this.waiting.splice(this.waiting.indexOf(purpose), 1);
+      this.setPending(this.waiting.at(-1) ?? null);
     }
   }
 

@@ -203,6 +203,34 @@ describe('a node\'s arbitration', () => {
     expect(d).toMatchObject({ won: true, epoch: 3, unanswered: 1 });
   });
 
+  it('reports a request as waiting until its own answer, when two overlap (recording the pair, then a decision)', async () => {
+    const store = new MemoryArbiter();
+    store.reset({ epoch: 4, holder: 'node-a' });
+    const gates: (() => void)[] = [];
+    const slow: Arbiter = {
+      kind: 'local',
+      where: 'test',
+      read: () => store.read(),
+      compareAndSwap: (expect: EpochExpectation, next: EpochRecord) => new Promise((resolve) => gates.push(() => resolve(store.compareAndSwap(expect, next)))),
+      close: async () => {},
+    };
+    const a = new Arbitration(slow, quiet);
+    const seen: (string | null)[] = [];
+    a.observe({ pending: (p) => seen.push(p) });
+    const recorded = a.markProtected('node-a', 4);
+    const decided = a.decide('node-a', 'primary', 4);
+    await new Promise((r) => setTimeout(r, 10));
+    expect(a.status().pending).toBe('continue');
+    gates.shift()!();
+    expect(await recorded).toMatchObject({ purpose: 'protect', won: true });
+    // The decision still waits: the node still holds its output, and says so.
+    expect(a.status().pending).toBe('continue');
+    gates.shift()!();
+    expect(await decided).toMatchObject({ purpose: 'continue', won: true, epoch: 5 });
+    expect(a.status().pending).toBeNull();
+    expect(seen).toEqual(['protect', 'continue', null]);
+  });
+
   it('registers a starting primary: creates the record, takes the next epoch of its own, refuses a stale former primary', async () => {
     const store = new MemoryArbiter();
     const a = new Arbitration(store, quiet);
