@@ -22,6 +22,7 @@ export default defineConfig({
     projects: [
       pkg('stream'),
       pkg('domain'),
+      pkg('qemu'),
       pkg('coordinator'),
       pkg('cli'),
       {

@@ -5,6 +5,8 @@
 #   - etcd (etcd-server, a static Go binary, unpacked into .tools/etcd): the etcd arbiter's tests
 #   - redis-cli, redis-benchmark, redis-server (redis-tools + redis-server, installed: they need shared libs)
 #   - systemd-analyze (systemd, installed if missing), which checks the units in deploy/systemd
+#   - QEMU (qemu-system-x86, installed if missing) and the guest scripts/guest.sh builds into .tools/guest
+#     (Debian's cloud kernel, busybox, redis-server): the QEMU guest's tests
 #   - nft (nftables, installed if missing): the fault matrix cuts links with rules inside its test namespaces
 #     (never in the root namespace; the package's own service is not started)
 # Writes .tools/env with the paths found. A tool that cannot be obtained is reported loudly, and the tests
@@ -72,6 +74,15 @@ if ! command -v nft >/dev/null; then
 fi
 command -v nft >/dev/null && say "nft: $(command -v nft)"
 
+if ! command -v qemu-system-x86_64 >/dev/null; then
+  apt_update_once
+  say "apt-get install qemu-system-x86 (for the QEMU guest's tests)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null 2>&1 \
+    || { say "ERROR: could not install qemu-system-x86"; status=1; }
+fi
+command -v qemu-system-x86_64 >/dev/null && say "qemu: $(command -v qemu-system-x86_64)"
+bash "$root/scripts/guest.sh" || { say "ERROR: could not build the QEMU test guest (scripts/guest.sh)"; status=1; }
+
 cat > "$tools/env" <<ENV
 XEN_VERIFY=$tools/xen/usr/lib/xen-4.17/bin/verify-stream-v2
 XEN_PYTHONPATH=$tools/xen/usr/lib/xen-4.17/lib/python
@@ -83,6 +94,9 @@ REDIS_BENCHMARK=$(command -v redis-benchmark || echo missing)
 REDIS_SERVER=$(command -v redis-server || echo missing)
 SYSTEMD_ANALYZE=$(command -v systemd-analyze || echo missing)
 NFT=$(command -v nft || echo missing)
+QEMU=$(command -v qemu-system-x86_64 || echo missing)
+GUEST_KERNEL=$tools/guest/vmlinuz
+GUEST_INITRD=$tools/guest/initramfs.img
 ENV
 [ $status = 0 ] || say "WARNING: some tools are missing; tests that need them will fail and say which"
 exit 0
