@@ -18,6 +18,8 @@ export const QemuErrorCode = {
   QMP_COMMAND: 'QEMU_QMP_COMMAND',
   /** QEMU sent something that is not QMP (not JSON, no greeting, an answer to no question). */
   QMP_PROTOCOL: 'QEMU_QMP_PROTOCOL',
+  /** QEMU's migration of the device state (a checkpoint's, or into a restoring machine) failed. */
+  MIGRATE_FAILED: 'QEMU_MIGRATE_FAILED',
   /** The guest's service did not answer within the time allowed after boot. */
   GUEST_NOT_READY: 'QEMU_GUEST_NOT_READY',
 } as const;

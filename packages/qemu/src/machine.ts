@@ -40,6 +40,11 @@ export interface QemuMachineOptions {
   commandTimeoutMs?: number;
   /** Kernel command line added to `console=ttyS0`. */
   append?: string;
+  /**
+   * Start from a checkpoint instead of booting: this file is the guest's RAM (the machine takes it over and
+   * deletes it when it ends), and QEMU waits for its device and vCPU state (restore(): `-incoming defer`).
+   */
+  incoming?: { ramFile: string };
 }
 
 export interface QemuExit {
@@ -117,7 +122,8 @@ export class QemuMachine {
     this.memoryBytes = o.memoryBytes;
     // pid and a random part: several machines of one process, and a dead process's leftovers are recognisable.
     const tag = `colo-qemu-${process.pid}-${randomBytes(3).toString('hex')}`;
-    this.ramPath = join(o.ramDir ?? '/dev/shm', `${tag}.ram`);
+    if (o.incoming && !existsSync(o.incoming.ramFile)) throw new QemuError(QemuErrorCode.BAD_CONFIG, `no RAM file at ${o.incoming.ramFile} to start from`);
+    this.ramPath = o.incoming?.ramFile ?? join(o.ramDir ?? '/dev/shm', `${tag}.ram`);
     this.dir = join(tmpdir(), tag);
     this.qmpPath = join(this.dir, 'qmp.sock');
     this.ownsConsole = o.consoleLog === undefined;
@@ -143,6 +149,7 @@ export class QemuMachine {
       '-netdev', `user,id=n0,hostfwd=tcp:127.0.0.1:${o.forward.hostPort}-:${o.forward.guestPort}`,
       '-device', 'virtio-net-pci,netdev=n0',
       '-qmp', `unix:${this.qmpPath},server=on,wait=off`,
+      ...(o.incoming ? ['-incoming', 'defer'] : []),
     ];
   }
 

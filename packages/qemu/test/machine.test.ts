@@ -1,7 +1,7 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
-import { connect } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { QemuError, QemuErrorCode, QemuMachine, tcpProbe, type QemuMachineOptions } from '@colo/qemu';
+import { redis } from './redis.js';
 import { tool } from './tools.js';
 
 /**
@@ -31,39 +31,6 @@ function machine(o: Partial<QemuMachineOptions> = {}): QemuMachine {
 }
 
 const redisReady = tcpProbe('PING\r\n', '+PONG');
-
-/** One RESP command over a fresh connection (inline form), its first reply line. */
-function redis(port: number, ...words: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: '127.0.0.1', port });
-    let got = '';
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new Error(`no reply to ${words.join(' ')} within 10 s`));
-    }, 10_000);
-    s.once('connect', () => s.write(`*${words.length}\r\n${words.map((w) => `$${Buffer.byteLength(w)}\r\n${w}\r\n`).join('')}`));
-    s.on('data', (d) => {
-      got += d.toString();
-      const line = got.indexOf('\r\n');
-      if (line < 0) return;
-      const first = got.slice(0, line);
-      if (first.startsWith('$') && first !== '$-1') {
-        const length = Number(first.slice(1));
-        if (Buffer.byteLength(got) < line + 2 + length + 2) return;
-        clearTimeout(timer);
-        s.destroy();
-        return resolve(got.slice(line + 2, line + 2 + length));
-      }
-      clearTimeout(timer);
-      s.destroy();
-      resolve(first);
-    });
-    s.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
-}
 
 /** Whether `needle` occurs in the file (read in 16 MiB chunks, with an overlap for a needle across chunks). */
 function fileContains(path: string, needle: Buffer): boolean {
