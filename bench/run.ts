@@ -11,6 +11,7 @@ const suites: Record<string, () => Promise<BenchSuite>> = {
   transport: async () => (await import('./transport-baseline.js')).default,
   pair: async () => (await import('./pair.js')).default,
   failover: async () => (await import('./failover.js')).default,
+  qemu: async () => (await import('./qemu.js')).default,
 };
 
 const wanted = process.argv.slice(2);
