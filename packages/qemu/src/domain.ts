@@ -1,0 +1,279 @@
+import { closeSync, mkdtempSync, openSync, rmSync, ftruncateSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DomainError, DomainErrorCode, type Domain, type DomainState } from '@colo/domain';
+import type { HvmParam, TscInfo, XenstoreEntry } from '@colo/stream';
+import { changedPages, loadDeviceState, readGuestRam, saveDeviceState, writeGuestPages } from './checkpoint.js';
+import { QemuMachine, tcpProbe, type QemuMachineOptions } from './machine.js';
+
+/**
+ * A QEMU virtual machine behind colo's `Domain` interface. The primary's domain boots a guest and, at each
+ * suspend, reads its RAM from the shared file and saves its device and vCPU state (QEMU's migration stream
+ * without shared RAM); readAndClearDirty() gives the pages that differ from what the last call gave. A standby
+ * domain (a Remus secondary) holds a RAM file of its own that checkpoints write into, and the last device state;
+ * its QEMU starts only at resume(), from them (a takeover).
+ *
+ * What goes where in Xen's stream: PAGE_DATA carries the RAM; EMULATOR_CONTEXT carries QEMU's whole device and
+ * vCPU state (as Xen carries QEMU's device state there); HVM_CONTEXT carries only a small marker naming the
+ * format, since QEMU's vCPU state is inside its own stream; HVM_PARAMS and the xenstore data are empty.
+ * The network: colo's proxy owns the clients and reaches the guest's service through QEMU's host forward on
+ * 127.0.0.1, one TCP connection per client connection.
+ */
+export interface QemuDomainOptions {
+  kernel: string;
+  initrd: string;
+  qemuBinary?: string;
+  accel?: QemuMachineOptions['accel'];
+  /** Where the guest's service is reached from this host (127.0.0.1:hostPort), and its port inside the guest. */
+  forward: { hostPort: number; guestPort: number };
+  name?: string;
+  uuid?: string;
+  /** Until the guest's service answers after boot or takeover. Default 120 s. */
+  serviceTimeoutMs?: number;
+}
+
+const PAGE = 4096;
+/** HVM_CONTEXT for a QEMU guest: a marker, the state itself travels in EMULATOR_CONTEXT. */
+const VCPU_MARKER = new TextEncoder().encode('colo-qemu-vcpu-state-in-emulator-context/1');
+
+export class QemuDomain implements Domain {
+  readonly uuid: string;
+  readonly name: string;
+  readonly pageCount: number;
+  private machine: QemuMachine | undefined;
+  private readonly o: QemuDomainOptions;
+  /** Standby: the RAM file checkpoints are written into, until the takeover's QEMU owns it. */
+  private standbyRam: string | undefined;
+  private runState: DomainState;
+  private readonly workDir: string;
+  /** What readAndClearDirty() last gave (the pages sent), and a scratch copy to compare with it. */
+  private baseline: Buffer | undefined;
+  private scratch: Buffer | undefined;
+  /** The scratch holds the RAM as it is while suspended (read by suspend()). */
+  private captured = false;
+  private logDirty = false;
+  private everythingNext = false;
+  private deviceState: Uint8Array = new Uint8Array(0);
+  private readonly connections = new Map<number, Socket>();
+  private readonly outputListeners = new Set<(id: number, bytes: Uint8Array | null) => void>();
+  private destroyed = false;
+
+  private constructor(o: QemuDomainOptions, pageCount: number, state: DomainState) {
+    this.o = o;
+    this.pageCount = pageCount;
+    this.runState = state;
+    this.name = o.name ?? 'colo-qemu-guest';
+    this.uuid = o.uuid ?? crypto.randomUUID();
+    this.workDir = mkdtempSync(join(tmpdir(), 'colo-qemu-domain-'));
+  }
+
+  /** Boots a guest (the primary's): resolves once its service answers. */
+  static async boot(o: QemuDomainOptions & { memoryBytes: number }): Promise<QemuDomain> {
+    const d = new QemuDomain(o, o.memoryBytes / PAGE, 'running');
+    d.machine = d.newMachine(o.memoryBytes);
+    try {
+      await d.machine.start();
+      await d.machine.waitForService(tcpProbe('PING\r\n', '+PONG'), o.serviceTimeoutMs ?? 120_000);
+    } catch (e) {
+      d.destroy();
+      throw e;
+    }
+    return d;
+  }
+
+  /** A standby guest of `pageCount` pages (a secondary's): no QEMU until resume() takes over. */
+  static standby(o: QemuDomainOptions & { pageCount: number; ramDir?: string }): QemuDomain {
+    const d = new QemuDomain(o, o.pageCount, 'suspended');
+    d.standbyRam = join(o.ramDir ?? '/dev/shm', `colo-qemu-standby-${process.pid}-${Math.random().toString(16).slice(2, 8)}.ram`);
+    const fd = openSync(d.standbyRam, 'w');
+    try {
+      ftruncateSync(fd, o.pageCount * PAGE);
+    } finally {
+      closeSync(fd);
+    }
+    return d;
+  }
+
+  get state(): DomainState {
+    return this.runState;
+  }
+
+  async suspend(): Promise<void> {
+    this.alive();
+    if (this.runState === 'suspended') return;
+    const m = this.machine!;
+    await m.pause();
+    this.runState = 'suspended';
+    this.scratch = readGuestRam(m, this.scratch);
+    this.captured = true;
+    this.deviceState = await saveDeviceState(m, this.workDir);
+  }
+
+  async resume(): Promise<void> {
+    this.alive();
+    if (this.runState === 'running') return;
+    if (!this.machine) {
+      // The takeover: a QEMU on the standby RAM file, given the last device state.
+      const m = this.newMachine(this.pageCount * PAGE, this.standbyRam);
+      this.machine = m;
+      this.standbyRam = undefined;
+      await m.start();
+      await loadDeviceState(m, this.deviceState, this.workDir);
+      await m.resume();
+      this.runState = 'running';
+      await m.waitForService(tcpProbe('PING\r\n', '+PONG'), this.o.serviceTimeoutMs ?? 120_000);
+      return;
+    }
+    await this.machine.resume();
+    this.captured = false;
+    this.runState = 'running';
+  }
+
+  enableLogDirty(): void {
+    this.logDirty = true;
+    this.everythingNext = true;
+  }
+  disableLogDirty(): void {
+    this.logDirty = false;
+  }
+
+  readAndClearDirty(): Uint32Array {
+    if (!this.logDirty || !this.machine) return new Uint32Array(0);
+    const now = this.snapshot();
+    const dirty = this.everythingNext || !this.baseline ? allPages(this.pageCount) : changedPages(this.baseline, now);
+    this.everythingNext = false;
+    // What was just given becomes the baseline; the old baseline is the next scratch.
+    this.scratch = this.baseline;
+    this.baseline = now;
+    this.captured = false;
+    return dirty;
+  }
+
+  peekDirty(): Uint32Array {
+    if (!this.logDirty || !this.machine) return new Uint32Array(0);
+    if (this.everythingNext || !this.baseline) return allPages(this.pageCount);
+    return changedPages(this.baseline, this.snapshot());
+  }
+
+  page(pfn: number): Uint8Array {
+    return this.pages(pfn, 1);
+  }
+  pages(firstPfn: number, count: number): Uint8Array {
+    if (!this.baseline) throw new DomainError(DomainErrorCode.BAD_PFN, 'no pages read yet: enableLogDirty() and readAndClearDirty() first');
+    if (firstPfn < 0 || firstPfn + count > this.pageCount) throw new DomainError(DomainErrorCode.BAD_PFN, `pages ${firstPfn}..${firstPfn + count - 1} outside 0..${this.pageCount - 1}`);
+    return this.baseline.subarray(firstPfn * PAGE, (firstPfn + count) * PAGE);
+  }
+
+  writePages(pfns: ArrayLike<number>, data: Uint8Array): void {
+    this.alive();
+    if (this.runState !== 'suspended') throw new DomainError(DomainErrorCode.NOT_SUSPENDED, 'pages are written into a QEMU guest only while it is suspended');
+    for (let i = 0; i < pfns.length; i++) if (!(pfns[i]! >= 0 && pfns[i]! < this.pageCount)) throw new DomainError(DomainErrorCode.BAD_PFN, `pfn ${pfns[i]} outside 0..${this.pageCount - 1}`);
+    if (data.byteLength !== pfns.length * PAGE) throw new DomainError(DomainErrorCode.BAD_PAGE_DATA, `${data.byteLength} bytes for ${pfns.length} pages`);
+    writeGuestPages(this.standbyRam ?? this.machine!.ramPath, pfns, data);
+  }
+
+  getVcpuContext(): Uint8Array {
+    return VCPU_MARKER.slice();
+  }
+  setVcpuContext(blob: Uint8Array): void {
+    if (blob.length !== VCPU_MARKER.length || !blob.every((b, i) => b === VCPU_MARKER[i])) {
+      throw new DomainError(DomainErrorCode.BAD_VCPU_CONTEXT, 'an HVM_CONTEXT that is not a QEMU guest\'s (its vCPU state travels in EMULATOR_CONTEXT)');
+    }
+  }
+  getHvmParams(): HvmParam[] {
+    return [];
+  }
+  setHvmParams(_params: HvmParam[]): void {}
+  getTscInfo(): TscInfo {
+    return { mode: 0, khz: 0, nsec: 0n, incarnation: 0 };
+  }
+  setTscInfo(_info: TscInfo): void {}
+  getDeviceState(): Uint8Array {
+    return this.deviceState;
+  }
+  setDeviceState(blob: Uint8Array): void {
+    this.deviceState = blob.slice();
+  }
+  getXenstore(): XenstoreEntry[] {
+    return [];
+  }
+  setXenstore(_entries: XenstoreEntry[]): void {}
+
+  openConnection(id: number): void {
+    if (!this.machine || this.destroyed) return;
+    const s = connect({ host: this.machine.forward.host, port: this.machine.forward.port });
+    s.setNoDelay(true);
+    this.connections.set(id, s);
+    s.on('data', (b: Buffer) => this.emit(id, b));
+    const ended = () => {
+      if (this.connections.get(id) !== s) return;
+      this.connections.delete(id);
+      this.emit(id, null);
+    };
+    s.on('close', ended);
+    s.on('error', ended);
+  }
+  closeConnection(id: number): void {
+    const s = this.connections.get(id);
+    this.connections.delete(id);
+    s?.destroy();
+  }
+  deliverInput(id: number, bytes: Uint8Array): void {
+    this.connections.get(id)?.write(bytes);
+  }
+  onOutput(listener: (id: number, bytes: Uint8Array | null) => void): () => void {
+    this.outputListeners.add(listener);
+    return () => this.outputListeners.delete(listener);
+  }
+
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    for (const s of this.connections.values()) s.destroy();
+    this.connections.clear();
+    this.machine?.killNow();
+    if (this.standbyRam) rmSync(this.standbyRam, { force: true });
+    rmSync(this.workDir, { recursive: true, force: true });
+  }
+
+  /** The machine running this guest now (undefined for a standby): for status and tests. */
+  get qemu(): QemuMachine | undefined {
+    return this.machine;
+  }
+
+  private snapshot(): Buffer {
+    if (this.captured && this.scratch) return this.scratch;
+    // Running (pre-copy rounds): a torn copy is fine, the final round under suspend catches what it missed.
+    this.scratch = readGuestRam(this.machine!, this.scratch);
+    return this.scratch;
+  }
+
+  private emit(id: number, bytes: Uint8Array | null): void {
+    for (const cb of this.outputListeners) cb(id, bytes);
+  }
+
+  private alive(): void {
+    if (this.destroyed) throw new DomainError(DomainErrorCode.DESTROYED, 'the QEMU domain was destroyed');
+  }
+
+  private newMachine(memoryBytes: number, ramFile?: string): QemuMachine {
+    return new QemuMachine({
+      kernel: this.o.kernel,
+      initrd: this.o.initrd,
+      qemuBinary: this.o.qemuBinary,
+      accel: this.o.accel,
+      memoryBytes,
+      name: this.name,
+      uuid: this.uuid,
+      forward: this.o.forward,
+      incoming: ramFile ? { ramFile } : undefined,
+    });
+  }
+}
+
+function allPages(n: number): Uint32Array {
+  const out = new Uint32Array(n);
+  for (let i = 0; i < n; i++) out[i] = i;
+  return out;
+}
