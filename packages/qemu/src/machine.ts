@@ -56,6 +56,9 @@ export interface QemuExit {
 
 export type RunState = 'running' | 'paused' | 'other';
 
+/** util-linux's setpriv, which can set the parent-death signal before it execs QEMU. */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+
 /** Machines of this process whose QEMU may still run: killed if this process exits first. */
 const live = new Set<QemuMachine>();
 let exitHandler = false;
@@ -158,7 +161,11 @@ export class QemuMachine {
     if (this.child) throw new QemuError(QemuErrorCode.BAD_CONFIG, 'this machine was already started');
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const binary = this.o.qemuBinary ?? 'qemu-system-x86_64';
-    const child = spawn(binary, this.args(), { stdio: ['ignore', 'ignore', 'pipe'] });
+    // setpriv --pdeathsig: the kernel kills QEMU when this process dies, even by SIGKILL (no exit handler runs
+    // then): a guest never outlives the node that protects it. Without setpriv, the exit handler covers the rest.
+    const child = SETPRIV
+      ? spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', binary, ...this.args()], { stdio: ['ignore', 'ignore', 'pipe'] })
+      : spawn(binary, this.args(), { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     live.add(this);
     installExitHandler();

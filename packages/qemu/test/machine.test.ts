@@ -122,7 +122,7 @@ describe('a QEMU guest supervised by colo', () => {
 });
 
 describe('a QEMU never outlives colo', () => {
-  it('a supervising process that exits without stopping its machine takes QEMU and its RAM file with it', async () => {
+  it.each(['exit', 'kill'])('a supervising process that ends (%s) without stopping its machine takes QEMU with it', async (death) => {
     const { spawnSync } = await import('node:child_process');
     const { resolve } = await import('node:path');
     const script = `
@@ -131,14 +131,17 @@ describe('a QEMU never outlives colo', () => {
         qemuBinary: ${JSON.stringify(tool('QEMU'))}, memoryBytes: 64 * 1024 * 1024, accel: 'tcg', forward: { hostPort: ${nextPort++}, guestPort: 6379 } });
       await m.start();
       console.log(JSON.stringify({ pid: m.pid, ram: m.ramPath }));
+      if (process.env.COLO_TEST_DEATH === 'kill') process.kill(process.pid, 'SIGKILL');
       process.exit(0);
     `;
     const r = spawnSync(process.execPath, ['--import', 'tsx', '--conditions=@colo/source', '--input-type=module', '-e', script], {
+      env: { ...process.env, COLO_TEST_DEATH: death },
       cwd: resolve(import.meta.dirname, '..'),
       encoding: 'utf8',
       timeout: 60_000,
     });
-    expect(r.status, r.stderr).toBe(0);
+    if (death === 'kill') expect(r.signal, r.stderr).toBe('SIGKILL');
+    else expect(r.status, r.stderr).toBe(0);
     const { pid, ram } = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { pid: number; ram: string };
     let alive = true;
     for (let i = 0; i < 50 && alive; i++) {
@@ -150,6 +153,8 @@ describe('a QEMU never outlives colo', () => {
       }
     }
     expect(alive).toBe(false);
+    // After a SIGKILL nobody deleted the RAM file: the next machine made sweeps a dead owner's file.
+    if (death === 'kill') machine();
     expect(existsSync(ram)).toBe(false);
   }, 90_000);
 });
