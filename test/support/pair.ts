@@ -23,7 +23,7 @@ export interface TestPair {
   stop(): Promise<void>;
 }
 
-export async function startPair(opts: { basePort: number; mode?: 'colo' | 'remus'; memory?: string; extra?: Record<string, unknown>; logLevel?: string; arbiter?: 'local' | 'none' | 'etcd'; etcd?: string }): Promise<TestPair> {
+export async function startPair(opts: { basePort: number; mode?: 'colo' | 'remus'; memory?: string; extra?: Record<string, unknown>; logLevel?: string; arbiter?: 'local' | 'none' | 'etcd'; etcd?: string; qemu?: PairOptions['qemu'] }): Promise<TestPair> {
   const dir = mkdtempSync(join(tmpdir(), 'colo-e2e-'));
   const o: PairOptions = {
     dir,
@@ -38,6 +38,7 @@ export async function startPair(opts: { basePort: number; mode?: 'colo' | 'remus
     logLevel: opts.logLevel ?? 'info',
     arbiter: opts.arbiter,
     etcd: opts.etcd,
+    qemu: opts.qemu,
     // As `colo pair` runs its nodes: with their heap flags.
     coloCommand: [process.execPath, ...NODE_HEAP_FLAGS, coloBin],
   };

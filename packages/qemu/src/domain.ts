@@ -1,4 +1,5 @@
-import { closeSync, mkdtempSync, openSync, rmSync, ftruncateSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -85,7 +86,9 @@ export class QemuDomain implements Domain {
   /** A standby guest of `pageCount` pages (a secondary's): no QEMU until resume() takes over. */
   static standby(o: QemuDomainOptions & { pageCount: number; ramDir?: string }): QemuDomain {
     const d = new QemuDomain(o, o.pageCount, 'suspended');
-    d.standbyRam = join(o.ramDir ?? '/dev/shm', `colo-qemu-standby-${process.pid}-${Math.random().toString(16).slice(2, 8)}.ram`);
+    // Named as QemuMachine names its RAM files, so that a node killed before its cleanup leaves nothing that the
+    // next machine's sweep does not remove.
+    d.standbyRam = join(o.ramDir ?? '/dev/shm', `colo-qemu-${process.pid}-${randomBytes(3).toString('hex')}.ram`);
     const fd = openSync(d.standbyRam, 'w');
     try {
       ftruncateSync(fd, o.pageCount * PAGE);

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ExitCode, UsageError, type Command } from '../command.js';
 import { usageErrors } from '../args.js';
@@ -20,7 +22,14 @@ Options:
                         frozen primary may serve beside the promoted secondary and lose acknowledged writes)
   --etcd URLS           with --arbiter etcd: the client URLs of an etcd you started, comma separated
                         (e.g. http://127.0.0.1:2379); the pair's key is /colo/pairs/colo-pair-<random>/epoch
-  --memory SIZE         guest memory (default 64MiB)
+  --memory SIZE         guest memory (default 64MiB; 128MiB with --guest qemu)
+  --guest simulated|qemu
+                        the guest: the embedded simulated one (default), or a QEMU virtual machine with
+                        Linux and redis-server inside (Remus mode only; npm run tools builds it into
+                        .tools/guest). Its service is forwarded to 127.0.0.1:16379 and :16380 for the nodes.
+  --kernel FILE, --initrd FILE
+                        with --guest qemu: the guest to boot (default .tools/guest/vmlinuz, initramfs.img)
+  --accel kvm|tcg       with --guest qemu: the accelerator (default kvm; tcg where KVM cannot run)
   --dirty-rate N        background pages dirtied per second by the guest (default 0)
   --host ADDR           address every port binds to (default 127.0.0.1)
   --service-port N      node A's client service port; node B uses N+1 (default 6380)
@@ -48,7 +57,11 @@ const command: Command = {
       mode: { type: 'string', default: 'colo' },
       arbiter: { type: 'string', default: 'local' },
       etcd: { type: 'string' },
-      memory: { type: 'string', default: '64MiB' },
+      memory: { type: 'string' },
+      guest: { type: 'string', default: 'simulated' },
+      kernel: { type: 'string', default: '.tools/guest/vmlinuz' },
+      initrd: { type: 'string', default: '.tools/guest/initramfs.img' },
+      accel: { type: 'string', default: 'kvm' },
       'dirty-rate': { type: 'string', default: '0' },
       host: { type: 'string', default: '127.0.0.1' },
       'service-port': { type: 'string', default: '6380' },
@@ -60,6 +73,13 @@ const command: Command = {
       json: { type: 'boolean' },
     } }));
     if (values.mode !== 'colo' && values.mode !== 'remus') throw new UsageError('--mode must be colo or remus');
+    if (values.guest !== 'simulated' && values.guest !== 'qemu') throw new UsageError('--guest must be simulated or qemu');
+    if (values.accel !== 'kvm' && values.accel !== 'tcg') throw new UsageError('--accel must be kvm or tcg');
+    const qemu = values.guest === 'qemu';
+    if (qemu && values.mode !== 'remus') throw new UsageError('--guest qemu runs in Remus mode only: add --mode remus (docs/domain.md says why)');
+    if (qemu && (!existsSync(values.kernel) || !existsSync(values.initrd))) {
+      throw new UsageError(`--guest qemu needs a kernel and an initramfs (${values.kernel}, ${values.initrd}): run \`npm run tools\`, or give --kernel and --initrd`);
+    }
     if (values.arbiter !== 'local' && values.arbiter !== 'etcd' && values.arbiter !== 'none') throw new UsageError('--arbiter must be local, etcd or none');
     if (values.arbiter === 'etcd' && !values.etcd) throw new UsageError('--arbiter etcd needs --etcd URL (the client URL of an etcd you started, e.g. http://127.0.0.1:2379)');
     if (values.etcd && values.arbiter !== 'etcd') throw new UsageError('--etcd goes with --arbiter etcd');
@@ -68,7 +88,8 @@ const command: Command = {
       mode: values.mode,
       arbiter: values.arbiter,
       etcd: values.etcd,
-      memory: values.memory,
+      memory: values.memory ?? (qemu ? '128MiB' : '64MiB'),
+      qemu: qemu ? { kernel: resolve(values.kernel), initrd: resolve(values.initrd), accel: values.accel as 'kvm' | 'tcg', forwardPort: 16379 } : undefined,
       host: values.host,
       servicePort: port('service-port', values['service-port']),
       adminPort: port('admin-port', values['admin-port']),

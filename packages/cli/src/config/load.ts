@@ -7,7 +7,14 @@ import { parseBytes, parseDurationMs, parseHostPort } from './units.js';
 /** A node's configuration after merging file < environment < flags and validating every field. */
 export interface NodeConfig {
   node: { id: string; role?: 'primary' | 'secondary'; mode: 'colo' | 'remus' };
-  guest: { memoryBytes: number; dirtyRate: number; prealloc: boolean; image?: string };
+  guest: {
+    memoryBytes: number;
+    dirtyRate: number;
+    prealloc: boolean;
+    image?: string;
+    /** qemu: a QEMU virtual machine instead of the simulated guest. */
+    qemu?: { kernel: string; initrd: string; accel: 'kvm' | 'tcg'; binary: string; forward: { host: string; port: number }; servicePort: number };
+  };
   replication: {
     listen: { host: string; port: number };
     peer?: string;
@@ -226,7 +233,7 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
 
   return {
     node: { id: nodeId, role: get('node.role'), mode: get('node.mode') },
-    guest: { memoryBytes: memory, dirtyRate: get('guest.dirty_rate'), prealloc: get('guest.prealloc'), image: get('guest.image') },
+    guest: { memoryBytes: memory, dirtyRate: get('guest.dirty_rate'), prealloc: get('guest.prealloc'), image: get('guest.image'), qemu: qemuGuest(get, memory) },
     replication: { listen: get('replication.listen'), peer: get('replication.peer'), psk, tls, maxFrameBytes: get('replication.max_frame') },
     heartbeat: hb,
     checkpoint: {
@@ -243,6 +250,23 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
     arbiter,
     log: { level: get('log.level') },
   };
+}
+
+function qemuGuest(get: <T>(path: string) => T, memory: number): NodeConfig['guest']['qemu'] {
+  if (get<string>('guest.kind') !== 'qemu') return undefined;
+  const [kernel, initrd] = [get<string | undefined>('guest.kernel'), get<string | undefined>('guest.initrd')];
+  if (!kernel) throw new ConfigError(ConfigErrorCode.MISSING, 'guest.kernel', 'a qemu guest needs a kernel (scripts/guest.sh builds .tools/guest/vmlinuz)');
+  if (!initrd) throw new ConfigError(ConfigErrorCode.MISSING, 'guest.initrd', 'a qemu guest needs an initramfs (.tools/guest/initramfs.img)');
+  if (get('guest.image')) throw new ConfigError(ConfigErrorCode.INVALID, 'guest.image', 'a qemu guest boots from guest.kernel and guest.initrd, not from a simulated guest\'s image');
+  if (memory % (2 * 1024 * 1024) !== 0 || memory < 64 * 1024 * 1024) throw new ConfigError(ConfigErrorCode.INVALID, 'guest.memory', `${memory} bytes: a qemu guest needs a multiple of 2 MiB, at least 64 MiB`);
+  if (get('node.mode') !== 'remus') {
+    throw new ConfigError(
+      ConfigErrorCode.INVALID,
+      'node.mode',
+      'a qemu guest is protected in remus mode only: COLO needs a running secondary VM whose state is replaced at every checkpoint, which QEMU 7.2 cannot take from outside (docs/domain.md)',
+    );
+  }
+  return { kernel, initrd, accel: get('guest.accel'), binary: get('guest.qemu'), forward: get('guest.forward'), servicePort: get('guest.service_port') };
 }
 
 function arbiterConfig(get: <T>(path: string) => T): NodeConfig['arbiter'] {

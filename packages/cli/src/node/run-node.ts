@@ -1,6 +1,5 @@
 import { parseArgs } from 'node:util';
-import { readFile } from 'node:fs/promises';
-import { SimulatedGuest, restoreImage } from '@colo/domain';
+import type { Domain } from '@colo/domain';
 import { createLogger, CoordinatorErrorCode, ProtectedNode } from '@colo/coordinator';
 import { arbiterFor } from './arbiter.js';
 import { ExitCode, type CommandIo } from '../command.js';
@@ -8,6 +7,7 @@ import { ConfigError, loadConfig, redactedConfig, requireForRole, settingFlagOpt
 import { VERSION } from '../version.js';
 import { hasNodeHeapFlags, NODE_HEAP_FLAGS } from '../runtime/node-flags.js';
 import { preallocateGuestMemory } from './preallocated.js';
+import { primaryGuest, standbyGuest } from './guests.js';
 
 export const NODE_HELP_OPTIONS = `Options:
   --config FILE       YAML configuration (docs/configuration.md); flags and COLO_* environment variables override it
@@ -61,14 +61,17 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
   const logger = createLogger({ nodeId: config.node.id, level: config.log.level });
   const role = config.node.role!;
   const arbiter = arbiterFor(config, logger);
-  let guest: SimulatedGuest | undefined;
+  let guest: Domain | undefined;
   /** guest.prealloc's memory for the guest the synchronisation creates (none without the setting). */
   let takePreallocated: (guestBytes: number) => SharedArrayBuffer | undefined = () => undefined;
   if (role === 'primary') {
-    guest = config.guest.image
-      ? await restoreImage(await readFile(config.guest.image))
-      : new SimulatedGuest({ name: config.node.id, memoryBytes: config.guest.memoryBytes, backgroundDirtyPagesPerSecond: config.guest.dirtyRate });
-    if (guest.state === 'suspended') await guest.resume();
+    try {
+      guest = await primaryGuest(config);
+    } catch (e) {
+      logger.error({ err: e }, 'could not start the guest');
+      io.stderr.write(`colo node: could not start the guest: ${(e as Error).message}\n`);
+      return ExitCode.IO;
+    }
   }
   const node = new ProtectedNode({
     nodeId: config.node.id,
@@ -77,16 +80,7 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     version: VERSION,
     processMetrics: true,
     guest,
-    hostGuest: (pageCount) => {
-      const memoryBytes = pageCount !== undefined ? pageCount * 4096 : config.guest.memoryBytes;
-      return new SimulatedGuest({
-        name: config.node.id,
-        memoryBytes,
-        backgroundDirtyPagesPerSecond: config.guest.dirtyRate,
-        startSuspended: true,
-        preallocated: takePreallocated(memoryBytes),
-      });
-    },
+    hostGuest: (pageCount) => standbyGuest(config, pageCount, takePreallocated),
     replication: {
       listen: config.replication.listen,
       peer: config.replication.peer,
@@ -115,7 +109,7 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
   }
 
   // guest.prealloc: the memory the initial synchronisation writes into, committed before the secondary dials.
-  if (role === 'secondary' && config.guest.prealloc) {
+  if (role === 'secondary' && config.guest.prealloc && !config.guest.qemu) {
     try {
       takePreallocated = await preallocateGuestMemory(config.guest.memoryBytes, logger);
     } catch (e) {

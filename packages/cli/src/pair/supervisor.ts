@@ -33,6 +33,11 @@ export interface PairOptions {
   arbiter?: 'local' | 'none' | 'etcd';
   /** etcd: the members' client URLs, comma separated (an etcd the user started). */
   etcd?: string;
+  /**
+   * A QEMU virtual machine instead of the simulated guest (Remus mode): its kernel, initramfs, accelerator, and
+   * the first of two host ports its service is forwarded to (node B's is the next one).
+   */
+  qemu?: { kernel: string; initrd: string; accel: 'kvm' | 'tcg'; forwardPort: number };
   /** Command that runs the colo CLI (default: this very process's node + script). */
   coloCommand?: string[];
 }
@@ -105,7 +110,9 @@ export class PairSupervisor {
       const other = this.nodes[1 - i]!;
       const config = {
         node: { id: n.id, mode: opts.mode },
-        guest: { memory: opts.memory, dirty_rate: opts.dirtyRate },
+        guest: opts.qemu
+          ? { kind: 'qemu', memory: opts.memory, kernel: opts.qemu.kernel, initrd: opts.qemu.initrd, accel: opts.qemu.accel, forward: `127.0.0.1:${opts.qemu.forwardPort + i}` }
+          : { memory: opts.memory, dirty_rate: opts.dirtyRate },
         replication: { listen: `${opts.host}:${opts.replicationPort + i}`, peer: other.replicationUrl, psk_file: psk },
         service: { listen: `${n.service.host}:${n.service.port}` },
         admin: { listen: `${opts.host}:${opts.adminPort + i}`, token_file: this.tokenFile },

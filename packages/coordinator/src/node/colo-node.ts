@@ -731,13 +731,15 @@ export class ColoNode {
         void (async () => {
           await e?.idle();
           if (this.stopped) return;
-          // The guest resumes on its last complete checkpoint (anything half-received was discarded).
-          if (this.guest?.state === 'suspended') await this.guest.resume();
-          this.epochValue = ctx.epoch;
-          this.currentRole = 'primary';
-          this.secondaryEngine = undefined;
-          this.roleLogger().warn('promoted: acting as primary, unprotected'); // the role logger binds the new epoch
           try {
+            // The guest resumes on its last complete checkpoint (anything half-received was discarded), still as
+            // a secondary's guest (its proxy sees the resume). A guest that cannot (a QEMU that does not start)
+            // fails the promotion like anything below.
+            if (this.guest?.state === 'suspended') await this.guest.resume();
+            this.epochValue = ctx.epoch;
+            this.currentRole = 'primary';
+            this.secondaryEngine = undefined;
+            this.roleLogger().warn('promoted: acting as primary, unprotected'); // the role logger binds the new epoch
             await this.startPrimary(this.completedSeq, true);
             this.events.emit('promoted', ctx.epoch);
           } catch (err) {
