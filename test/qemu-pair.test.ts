@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { redisBenchmark, redisCli, waitServing } from './support/clients.js';
 import { runKills } from './support/ledger.js';
@@ -63,3 +64,31 @@ test(`${KILLS} SIGKILLs of the primary lose no acknowledged write (seed ${SEED})
   expect(r.acknowledged).toBeGreaterThan(KILLS * 10);
   await pair.waitProtected(180_000);
 }, 900_000);
+
+test('a primary whose QEMU dies (SIGKILL of QEMU alone) stops, and the secondary takes over: no acknowledged write lost', async () => {
+  // A fresh ledger: the keys the test before wrote are not this one's to check.
+  const { port } = await waitServing(pair);
+  expect(redisCli(port, 'FLUSHALL')).toBe('OK');
+  const lines: string[] = [];
+  const r = await runKills(pair, {
+    kills: 2,
+    seed: SEED + 1,
+    workload: { clients: 4, timeShare: 0, keysPerClient: 30 },
+    runMs: [1500, 3000],
+    checkpointKillShare: 0,
+    checkpointKillDelayMs: 0,
+    // The guest's process, not colo's: QEMU is the node process's direct child (setpriv execs it).
+    kill: (p, i) => {
+      const node = p.sup.nodes[i].process!.pid!;
+      const qemu = execFileSync('pgrep', ['-P', String(node), '-f', 'qemu-system'], { encoding: 'utf8' }).trim().split('\n')[0];
+      if (!qemu) throw new Error(`no QEMU under node process ${node}`);
+      process.kill(Number(qemu), 'SIGKILL');
+    },
+    log: (l) => lines.push(l),
+  });
+  const summary = `${r.kills} QEMU kills, ${r.acknowledged} acknowledged writes; RTO ms ${JSON.stringify(r.rtoMs)}; logs in ${pair.dir}`;
+  console.log(`${lines.join('\n')}\n${summary}`);
+  expect(r.problems, summary).toEqual([]);
+  expect(r.kills).toBe(2);
+  await pair.waitProtected(180_000);
+}, 600_000);

@@ -252,6 +252,8 @@ export interface KillRunOptions {
   /** Share of kills fired right after POST /checkpoint (0..`checkpointKillDelayMs` ms later): mid-checkpoint. */
   checkpointKillShare: number;
   checkpointKillDelayMs: number;
+  /** What dies in each round (default: the primary's colo process, SIGKILL). */
+  kill?: (pair: TestPair, primaryIndex: 0 | 1) => void;
   log?: (line: string) => void;
 }
 
@@ -309,7 +311,8 @@ export async function runKills(pair: TestPair, o: KillRunOptions): Promise<KillR
         await sleep(d);
       }
       const killedAt = Date.now();
-      victim.kill('SIGKILL');
+      if (o.kill) o.kill(pair, victimIndex);
+      else victim.kill('SIGKILL');
       report.kills++;
       await work.ended(10_000);
       serving = await waitServing(pair, 30_000, victimIndex);

@@ -17,6 +17,8 @@ export const CoordinatorErrorCode = {
   STALE_EPOCH: 'COLO_STALE_EPOCH',
   /** This node met a higher epoch: it no longer acts as primary. */
   FENCED: 'COLO_FENCED',
+  /** This node's guest is gone (its hypervisor process ended or hangs): it stops so that its peer takes over. */
+  GUEST_LOST: 'COLO_GUEST_LOST',
   /** The replication link to the peer ended (closed, socket error, heartbeat timeout). */
   PEER_LOST: 'COLO_PEER_LOST',
   /** The operation needs a protected pair, and there is no synchronised secondary now. */

@@ -14,6 +14,11 @@ export const DomainErrorCode = {
   NOT_SUSPENDED: 'DOMAIN_NOT_SUSPENDED',
   /** The domain was destroyed. */
   DESTROYED: 'DOMAIN_DESTROYED',
+  /**
+   * The guest is gone: the hypervisor process that ran it ended or stopped answering (a QEMU that crashed or
+   * hangs). A node whose guest is lost stops acting, so that its peer takes over; it never asks to go on alone.
+   */
+  GUEST_LOST: 'DOMAIN_GUEST_LOST',
   /** A vCPU context (HVM_CONTEXT) blob this guest cannot load. */
   BAD_VCPU_CONTEXT: 'DOMAIN_BAD_VCPU_CONTEXT',
   /** A device state (EMULATOR_CONTEXT) blob this guest cannot load. */

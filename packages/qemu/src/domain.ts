@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { DomainError, DomainErrorCode, type Domain, type DomainState } from '@colo/domain';
 import type { HvmParam, TscInfo, XenstoreEntry } from '@colo/stream';
 import { changedPages, loadDeviceState, readGuestRam, saveDeviceState, writeGuestPages } from './checkpoint.js';
+import { QemuError, QemuErrorCode } from './errors.js';
 import { QemuMachine, tcpProbe, type QemuMachineOptions } from './machine.js';
 
 /**
@@ -58,6 +59,7 @@ export class QemuDomain implements Domain {
   private deviceState: Uint8Array = new Uint8Array(0);
   private readonly connections = new Map<number, Socket>();
   private readonly outputListeners = new Set<(id: number, bytes: Uint8Array | null) => void>();
+  private readonly lostListeners = new Set<(why: string) => void>();
   private destroyed = false;
 
   private constructor(o: QemuDomainOptions, pageCount: number, state: DomainState) {
@@ -73,6 +75,7 @@ export class QemuDomain implements Domain {
   static async boot(o: QemuDomainOptions & { memoryBytes: number }): Promise<QemuDomain> {
     const d = new QemuDomain(o, o.memoryBytes / PAGE, 'running');
     d.machine = d.newMachine(o.memoryBytes);
+    d.watch(d.machine);
     try {
       await d.machine.start();
       await d.machine.waitForService(tcpProbe('PING\r\n', '+PONG'), o.serviceTimeoutMs ?? 120_000);
@@ -106,11 +109,13 @@ export class QemuDomain implements Domain {
     this.alive();
     if (this.runState === 'suspended') return;
     const m = this.machine!;
-    await m.pause();
-    this.runState = 'suspended';
-    this.scratch = readGuestRam(m, this.scratch);
-    this.captured = true;
-    this.deviceState = await saveDeviceState(m, this.workDir);
+    await guestOp(async () => {
+      await m.pause();
+      this.runState = 'suspended';
+      this.scratch = readGuestRam(m, this.scratch);
+      this.captured = true;
+      this.deviceState = await saveDeviceState(m, this.workDir);
+    });
   }
 
   async resume(): Promise<void> {
@@ -120,6 +125,7 @@ export class QemuDomain implements Domain {
       // The takeover: a QEMU on the standby RAM file, given the last device state.
       const m = this.newMachine(this.pageCount * PAGE, this.standbyRam);
       this.machine = m;
+      this.watch(m);
       this.standbyRam = undefined;
       await m.start();
       await loadDeviceState(m, this.deviceState, this.workDir);
@@ -128,7 +134,7 @@ export class QemuDomain implements Domain {
       await m.waitForService(tcpProbe('PING\r\n', '+PONG'), this.o.serviceTimeoutMs ?? 120_000);
       return;
     }
-    await this.machine.resume();
+    await guestOp(() => this.machine!.resume());
     this.captured = false;
     this.runState = 'running';
   }
@@ -240,9 +246,26 @@ export class QemuDomain implements Domain {
     rmSync(this.workDir, { recursive: true, force: true });
   }
 
+  /**
+   * Called once if the guest's QEMU ends while this domain is in use (it crashed, was killed, or exited on its
+   * own): the guest is gone, and the node that protects it must stop so that its peer takes over.
+   */
+  onLost(cb: (why: string) => void): () => void {
+    this.lostListeners.add(cb);
+    return () => this.lostListeners.delete(cb);
+  }
+
   /** The machine running this guest now (undefined for a standby): for status and tests. */
   get qemu(): QemuMachine | undefined {
     return this.machine;
+  }
+
+  private watch(m: QemuMachine): void {
+    m.onExit((e) => {
+      if (this.destroyed) return;
+      const why = `QEMU (pid ${m.pid}) exited (${e.signal ?? `code ${e.code}`})${e.stderr ? `: ${e.stderr.split('\n').slice(-2).join(' | ')}` : ''}`;
+      for (const cb of this.lostListeners) cb(why);
+    });
   }
 
   private snapshot(): Buffer {
@@ -272,6 +295,18 @@ export class QemuDomain implements Domain {
       forward: this.o.forward,
       incoming: ramFile ? { ramFile } : undefined,
     });
+  }
+}
+
+/** A QEMU that exited or stopped answering means the guest is gone: DomainError GUEST_LOST, its cause kept. */
+async function guestOp(op: () => Promise<void>): Promise<void> {
+  try {
+    await op();
+  } catch (e) {
+    if (e instanceof QemuError && (e.code === QemuErrorCode.EXITED || e.code === QemuErrorCode.QMP_TIMEOUT)) {
+      throw new DomainError(DomainErrorCode.GUEST_LOST, `the guest's QEMU is gone: ${e.message}`, { cause: e });
+    }
+    throw e;
   }
 }
 

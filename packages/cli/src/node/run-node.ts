@@ -62,11 +62,15 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
   const role = config.node.role!;
   const arbiter = arbiterFor(config, logger);
   let guest: Domain | undefined;
+  // A guest that is its own process (QEMU) and ends under the node: the node stops, exit 1, so that its peer's
+  // arbiter decision takes over (set once `finish` exists below).
+  let onGuestLost: (why: string) => void = () => {};
+  const guestLost = (why: string) => onGuestLost(why);
   /** guest.prealloc's memory for the guest the synchronisation creates (none without the setting). */
   let takePreallocated: (guestBytes: number) => SharedArrayBuffer | undefined = () => undefined;
   if (role === 'primary') {
     try {
-      guest = await primaryGuest(config);
+      guest = await primaryGuest(config, guestLost);
     } catch (e) {
       logger.error({ err: e }, 'could not start the guest');
       io.stderr.write(`colo node: could not start the guest: ${(e as Error).message}\n`);
@@ -80,7 +84,7 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     version: VERSION,
     processMetrics: true,
     guest,
-    hostGuest: (pageCount) => standbyGuest(config, pageCount, takePreallocated),
+    hostGuest: (pageCount) => standbyGuest(config, pageCount, takePreallocated, guestLost),
     replication: {
       listen: config.replication.listen,
       peer: config.replication.peer,
@@ -121,6 +125,11 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
 
   let finish!: (code: number) => void;
   const finished = new Promise<number>((r) => (finish = r));
+  onGuestLost = (why) => {
+    logger.error({ why }, 'the guest is gone: this node stops so that its peer takes over');
+    io.stderr.write(`colo node: the guest is gone: ${why}\n`);
+    void node.stop().then(() => finish(ExitCode.FAILED));
+  };
   node.onExit((reason, error) => {
     logger.error({ reason, err: error }, `node stopped acting (${reason})`);
     void node.stop().then(() => finish(ExitCode.FAILED));

@@ -1,4 +1,4 @@
-import type { Domain } from '@colo/domain';
+import { DomainError, DomainErrorCode, type Domain } from '@colo/domain';
 import {
   ColoControl,
   EmulatorId,
@@ -112,6 +112,13 @@ export class PrimaryCheckpointEngine {
       } catch (e) {
         if (this.aborted) return;
         this.aborted = true;
+        if (e instanceof DomainError && e.code === DomainErrorCode.GUEST_LOST) {
+          // Not the secondary's failure: this node's guest is gone.
+          const error = new CoordinatorError(CoordinatorErrorCode.GUEST_LOST, `the guest is gone (while trying to ${what}): ${e.message}`, { cause: e });
+          this.o.logger?.error({ err: error }, 'checkpoint engine: the guest is gone');
+          this.o.emit({ type: 'GUEST_LOST', error });
+          return;
+        }
         const error = asCoordinatorError(e, CoordinatorErrorCode.PEER_LOST, `checkpoint engine failed to ${what}`);
         this.o.logger?.warn({ err: error }, 'checkpoint engine failed');
         this.o.emit({ type: 'SECONDARY_LOST', error });

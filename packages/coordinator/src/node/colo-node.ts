@@ -530,8 +530,11 @@ export class ColoNode {
         this.rejectWaiters(error);
         void (async () => {
           await e?.abort();
-          // A primary that is not the active side must produce no more output: its guest stays suspended.
-          if (this.guest?.state === 'running') await this.guest.suspend();
+          // A primary that is not the active side must produce no more output: its guest stays suspended (a
+          // guest that is gone cannot be, and produces nothing either).
+          if (this.guest?.state === 'running') {
+            await this.guest.suspend().catch((err: unknown) => this.roleLogger().warn({ err }, 'the guest could not be suspended while stepping down'));
+          }
           await this.server?.close();
           this.server = undefined;
         })();

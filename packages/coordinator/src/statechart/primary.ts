@@ -21,6 +21,8 @@ export type PrimaryEvent =
   | { type: 'CHECKPOINT_REQUESTED'; reason: RequestableReason }
   | { type: 'SECONDARY_LOST'; error: CoordinatorError }
   | { type: 'HIGHER_EPOCH_SEEN'; epoch: number }
+  /** This node's guest is gone (its hypervisor process ended): the node stops acting, never asks to go on alone. */
+  | { type: 'GUEST_LOST'; error: CoordinatorError }
   /** The arbiter gave this node `epoch` to act alone in (it continues unprotected). */
   | { type: 'DECISION_WON'; epoch: number }
   /** The arbiter gave the epoch to the other node: this one must stop acting as primary. */
@@ -274,6 +276,12 @@ export const primaryMachine = setup({
           ),
         }),
       },
+    },
+    // Whatever the state: a primary without a guest has nothing to protect or serve. It steps down without asking
+    // the arbiter, so that its secondary (which holds the last checkpoint) is the one that asks and wins.
+    GUEST_LOST: {
+      target: '.fenced',
+      actions: { type: 'stepDown', params: ({ event }) => ({ error: event.error }) },
     },
     FAILOVER: {
       target: '.demoted',

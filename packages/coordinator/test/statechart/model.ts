@@ -10,6 +10,7 @@ export function ownEventTypes(snapshot: AnyMachineSnapshot): string[] {
 
 export const linkClosed = new CoordinatorError(CoordinatorErrorCode.PEER_LOST, 'link closed by peer (test)');
 export const decisionLost = new CoordinatorError(CoordinatorErrorCode.DECISION_LOST, 'the other node won the epoch (test)');
+export const guestLost = new CoordinatorError(CoordinatorErrorCode.GUEST_LOST, 'the guest\'s hypervisor process ended (test)');
 
 /** Test timings: all different, so advancing the clock by one of them fires exactly the intended timer. */
 export const TIMINGS = { phaseTimeoutMs: 1_000, stallTimeoutMs: 1_500, remusIntervalMs: 200, coloMaxIntervalMs: 3_000 };

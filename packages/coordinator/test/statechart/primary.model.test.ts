@@ -9,7 +9,7 @@ import {
   type PrimaryEvent,
   type ReplicationMode,
 } from '@colo/coordinator';
-import { decisionLost, delayOf, linkClosed, ownEventTypes, stateKey, TIMINGS } from './model.js';
+import { decisionLost, delayOf, guestLost, linkClosed, ownEventTypes, stateKey, TIMINGS } from './model.js';
 
 /**
  * Model-based test of the primary's statechart: every simple path of the real machine (both modes) is driven on
@@ -49,6 +49,8 @@ function eventsFor(snapshot: Snap): PrimaryEvent[] {
         return [{ type, epoch: snapshot.context.epoch + 1 }];
       case 'DECISION_LOST':
         return [{ type, error: decisionLost }];
+      case 'GUEST_LOST':
+        return [{ type, error: guestLost }];
       default:
         return [{ type } as PrimaryEvent];
     }
@@ -188,7 +190,8 @@ describe.each(['colo', 'remus'] as const)('primary statechart, %s mode, every si
         if (to === 'fenced' || to === 'demoted') {
           expect(names.at(-1), where).toBe('stepDown');
           const code = (effects.at(-1)!.arg as { code: string }).code;
-          expect(code, where).toBe(event.type === 'DECISION_LOST' ? CoordinatorErrorCode.DECISION_LOST : CoordinatorErrorCode.FENCED);
+          const expected = { DECISION_LOST: CoordinatorErrorCode.DECISION_LOST, GUEST_LOST: CoordinatorErrorCode.GUEST_LOST }[event.type as string];
+          expect(code, where).toBe(expected ?? CoordinatorErrorCode.FENCED);
         }
 
         // Failures drop the secondary with the right typed error, then ask the arbiter: nothing else.
@@ -210,7 +213,12 @@ describe.each(['colo', 'remus'] as const)('primary statechart, %s mode, every si
         if ((from === 'unprotected' || from === 'deciding') && event.type === 'CHECKPOINT_REQUESTED') expect(names, where).toEqual(['refuseRequest']);
         // Only the arbiter's answer ends a decision: a win continues unprotected at the won epoch, a loss steps down.
         if (from === 'deciding' && to !== 'deciding') {
-          expect(['DECISION_WON', 'DECISION_LOST', 'HIGHER_EPOCH_SEEN', 'FAILOVER', 'STOP'], where).toContain(event.type);
+          expect(['DECISION_WON', 'DECISION_LOST', 'HIGHER_EPOCH_SEEN', 'GUEST_LOST', 'FAILOVER', 'STOP'], where).toContain(event.type);
+        }
+        // A primary whose guest is gone never asks to go on alone: it steps down, whatever it was doing.
+        if (event.type === 'GUEST_LOST') {
+          expect(to, where).toBe('fenced');
+          expect(names, where).not.toContain('decide');
         }
         if (event.type === 'DECISION_WON') {
           expect(names, where).toEqual(['continueAlone']);
