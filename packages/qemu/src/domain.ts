@@ -7,7 +7,7 @@ import { DomainError, DomainErrorCode, type Domain, type DomainState } from '@co
 import type { HvmParam, TscInfo, XenstoreEntry } from '@colo/stream';
 import { changedPages, loadDeviceState, readGuestRam, saveDeviceState, writeGuestPages } from './checkpoint.js';
 import { QemuError, QemuErrorCode } from './errors.js';
-import { QemuMachine, tcpProbe, type QemuMachineOptions } from './machine.js';
+import { QemuMachine, sweepLeftovers, tcpProbe, type QemuMachineOptions } from './machine.js';
 
 /**
  * A QEMU virtual machine behind colo's `Domain` interface. The primary's domain boots a guest and, at each
@@ -88,6 +88,7 @@ export class QemuDomain implements Domain {
 
   /** A standby guest of `pageCount` pages (a secondary's): no QEMU until resume() takes over. */
   static standby(o: QemuDomainOptions & { pageCount: number; ramDir?: string }): QemuDomain {
+    sweepLeftovers(o.ramDir ?? '/dev/shm');
     const d = new QemuDomain(o, o.pageCount, 'suspended');
     // Named as QemuMachine names its RAM files, so that a node killed before its cleanup leaves nothing that the
     // next machine's sweep does not remove.

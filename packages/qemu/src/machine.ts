@@ -68,7 +68,7 @@ const TAG = /^colo-qemu-(\d+)-[0-9a-f]{6}\.ram$/;
  * RAM files of machines whose owning process is gone (killed before its cleanup ran) are this host's memory
  * held for nothing: deleted whenever a machine is made. A file whose owner lives is left alone.
  */
-function sweepLeftovers(dir: string): void {
+export function sweepLeftovers(dir = '/dev/shm'): void {
   let names: string[];
   try {
     names = readdirSync(dir);
