@@ -183,7 +183,8 @@ export class QemuMachine {
         reject(new QemuError(QemuErrorCode.START_FAILED, `could not run ${binary}: ${e.message}`, { cause: e }));
       });
     });
-    child.once('exit', (code, signal) => {
+    // 'close', not 'exit': it comes once QEMU's stderr is read to the end, so its last words are in exitInfo.
+    child.once('close', (code, signal) => {
       live.delete(this);
       this.exitInfo = { code, signal, stderr: this.stderr.trim() };
       this.qmp?.close();
@@ -198,9 +199,13 @@ export class QemuMachine {
         alive: () => this.exitInfo === undefined,
       });
     } catch (e) {
+      const endedByItself = this.exitInfo !== undefined;
       await this.kill();
-      if (e instanceof QemuError && e.code === QemuErrorCode.START_FAILED && this.stderr) {
-        throw new QemuError(QemuErrorCode.START_FAILED, `${e.message.replace(/ \(QEMU_START_FAILED\)$/, '')}: ${this.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+      // QEMU that ended while starting (it refused its arguments) may do so before or after creating its
+      // monitor's socket: either way it is a failed start, and its last words say why.
+      if (e instanceof QemuError && (e.code === QemuErrorCode.START_FAILED || (e.code === QemuErrorCode.EXITED && endedByItself) || (e.code === QemuErrorCode.EXITED && this.stderr))) {
+        const why = this.stderr ? `: ${this.stderr.trim().split('\n').slice(-3).join(' | ')}` : '';
+        throw new QemuError(QemuErrorCode.START_FAILED, `QEMU did not start${why}`, { cause: e });
       }
       throw e;
     }
