@@ -8,25 +8,18 @@
  *
  * Needs the tools (`npm run tools`: QEMU and the guest). Run alone: `npx tsx --conditions=@colo/source bench/run.ts qemu`.
  */
-import { existsSync, readFileSync } from 'node:fs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { changedPages, QemuMachine, readGuestRam, saveDeviceState, tcpProbe } from '@colo/qemu';
 import { RespClient } from '../packages/cli/src/client/resp-client.js';
 import { median, type BenchRow, type BenchSuite } from './harness.js';
+import { tool } from './pair.js';
 
 const ROUNDS = Number(process.env.COLO_BENCH_QEMU_ROUNDS ?? 15);
 /** Ports 23200.. (failover 23100.., ab-pair 23000.., pair 22800..). */
 const PORT = 23200;
-const repo = resolve(import.meta.dirname, '..');
 
-function tool(name: string): string {
-  const line = readFileSync(join(repo, '.tools/env'), 'utf8').split('\n').find((l) => l.startsWith(`${name}=`));
-  const path = line?.slice(name.length + 1).trim();
-  if (!path || !existsSync(path)) throw new Error(`${name} is not installed: run 'npm run tools'`);
-  return path;
-}
 
 interface Parts {
   pause: number;

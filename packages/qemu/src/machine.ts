@@ -203,7 +203,7 @@ export class QemuMachine {
       await this.kill();
       // QEMU that ended while starting (it refused its arguments) may do so before or after creating its
       // monitor's socket: either way it is a failed start, and its last words say why.
-      if (e instanceof QemuError && (e.code === QemuErrorCode.START_FAILED || (e.code === QemuErrorCode.EXITED && endedByItself) || (e.code === QemuErrorCode.EXITED && this.stderr))) {
+      if (e instanceof QemuError && (e.code === QemuErrorCode.START_FAILED || (e.code === QemuErrorCode.EXITED && (endedByItself || this.stderr !== '')))) {
         const why = this.stderr ? `: ${this.stderr.trim().split('\n').slice(-3).join(' | ')}` : '';
         throw new QemuError(QemuErrorCode.START_FAILED, `QEMU did not start${why}`, { cause: e });
       }

@@ -13,10 +13,9 @@ import {
   saveDeviceState,
   tcpProbe,
   writeGuestPages,
-  type QemuMachineOptions,
 } from '@colo/qemu';
 import { redis } from './redis.js';
-import { tool } from './tools.js';
+import { testMachines, tool } from './tools.js';
 
 /**
  * Checkpoints of a real QEMU guest taken from outside, and a takeover from one: the primary's RAM read from its
@@ -34,20 +33,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-let nextPort = 24200;
-function machine(o: Partial<QemuMachineOptions> = {}): QemuMachine {
-  const m = new QemuMachine({
-    kernel: tool('GUEST_KERNEL'),
-    initrd: tool('GUEST_INITRD'),
-    qemuBinary: tool('QEMU'),
-    memoryBytes: 128 * 1024 * 1024,
-    accel: 'tcg',
-    forward: { hostPort: nextPort++, guestPort: 6379 },
-    ...o,
-  });
-  machines.push(m);
-  return m;
-}
+const { machine, port } = testMachines(24200, machines);
 
 const digest = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 

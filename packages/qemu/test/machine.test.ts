@@ -1,8 +1,8 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { QemuError, QemuErrorCode, QemuMachine, tcpProbe, type QemuMachineOptions } from '@colo/qemu';
+import { QemuError, QemuErrorCode, QemuMachine, tcpProbe } from '@colo/qemu';
 import { redis } from './redis.js';
-import { tool } from './tools.js';
+import { testMachines, tool } from './tools.js';
 
 /**
  * A real QEMU (Debian's qemu-system-x86, TCG here: KVM does not work on these nested machines) booting the guest
@@ -15,20 +15,7 @@ afterAll(async () => {
   for (const m of machines) expect(existsSync(m.ramPath), m.ramPath).toBe(false);
 });
 
-let nextPort = 24100;
-function machine(o: Partial<QemuMachineOptions> = {}): QemuMachine {
-  const m = new QemuMachine({
-    kernel: tool('GUEST_KERNEL'),
-    initrd: tool('GUEST_INITRD'),
-    qemuBinary: tool('QEMU'),
-    memoryBytes: 128 * 1024 * 1024,
-    accel: 'tcg',
-    forward: { hostPort: nextPort++, guestPort: 6379 },
-    ...o,
-  });
-  machines.push(m);
-  return m;
-}
+const { machine, port } = testMachines(24100, machines);
 
 const redisReady = tcpProbe('PING\r\n', '+PONG');
 
@@ -128,7 +115,7 @@ describe('a QEMU never outlives colo', () => {
     const script = `
       import { QemuMachine } from '@colo/qemu';
       const m = new QemuMachine({ kernel: ${JSON.stringify(tool('GUEST_KERNEL'))}, initrd: ${JSON.stringify(tool('GUEST_INITRD'))},
-        qemuBinary: ${JSON.stringify(tool('QEMU'))}, memoryBytes: 64 * 1024 * 1024, accel: 'tcg', forward: { hostPort: ${nextPort++}, guestPort: 6379 } });
+        qemuBinary: ${JSON.stringify(tool('QEMU'))}, memoryBytes: 64 * 1024 * 1024, accel: 'tcg', forward: { hostPort: ${port()}, guestPort: 6379 } });
       await m.start();
       console.log(JSON.stringify({ pid: m.pid, ram: m.ramPath }));
       if (process.env.COLO_TEST_DEATH === 'kill') process.kill(process.pid, 'SIGKILL');

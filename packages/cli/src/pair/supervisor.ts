@@ -57,6 +57,8 @@ export interface PairNode {
 export class PairSupervisor {
   readonly nodes: [PairNode, PairNode];
   readonly tokenFile: string;
+  /** The pre-shared key both nodes' links authenticate with. */
+  private readonly pskFile: string;
   private readonly opts: PairOptions;
   private stopping = false;
   private logs = new Map<string, WriteStream>();
@@ -73,7 +75,7 @@ export class PairSupervisor {
     this.opts = opts;
     const dir = resolve(opts.dir);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const psk = join(dir, 'psk');
+    const psk = (this.pskFile = join(dir, 'psk'));
     this.tokenFile = join(dir, 'admin-token');
     writeFileSync(psk, randomBytes(32).toString('base64') + '\n', { mode: 0o600 });
     writeFileSync(this.tokenFile, randomBytes(24).toString('base64url') + '\n', { mode: 0o600 });
@@ -90,7 +92,7 @@ export class PairSupervisor {
     this.nodes = [mk('a', 0), mk('b', 1)];
     this.arbiterSocket = join(dir, 'arbiter.sock');
     if (opts.arbiter === 'etcd' && !opts.etcd) throw new Error('the etcd arbiter needs the URL of an etcd (--etcd http://HOST:2379)');
-    this.writeConfigs(psk);
+    this.writeConfigs();
   }
 
   /** Who decides for the pair, as both nodes' configs say it. */
@@ -98,8 +100,9 @@ export class PairSupervisor {
     return this.opts.arbiter ?? 'local';
   }
 
-  private writeConfigs(psk = join(resolve(this.opts.dir), 'psk')): void {
+  private writeConfigs(): void {
     const opts = this.opts;
+    const psk = this.pskFile;
     const arbiter =
       this.arbiterKind === 'local'
         ? { kind: 'local', endpoints: `unix:${this.arbiterSocket}` }

@@ -129,7 +129,16 @@ export class LocalArbiter implements Arbiter {
       const req = request({ socketPath: this.options.socketPath, agent: this.agent, method, path, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
         let text = '';
         res.setEncoding('utf8');
-        res.on('data', (c: string) => (text += c.length + text.length > MAX_BODY ? '' : c));
+        res.on('data', (c: string) => {
+          // An answer never needs more: a larger one is not the local arbiter's, and is not buffered.
+          if (text.length + c.length > MAX_BODY) {
+            clearTimeout(timer);
+            req.destroy();
+            reject(new ArbiterError(ArbiterErrorCode.CORRUPT_RECORD, `the local arbiter answered more than ${MAX_BODY} bytes`));
+            return;
+          }
+          text += c;
+        });
         res.on('end', () => {
           clearTimeout(timer);
           if (res.statusCode !== 200) return reject(new ArbiterError(ArbiterErrorCode.CORRUPT_RECORD, `the local arbiter answered ${res.statusCode}: ${text}`));

@@ -3,6 +3,7 @@ import { Etcd3, Range } from 'etcd3';
 import pino from 'pino';
 import { Arbitration, ArbiterError, ArbiterErrorCode, EtcdArbiter, PAIR_HOLDER, type EtcdArbiterOptions } from '@colo/coordinator';
 import { startEtcd, type EtcdServer } from '../../../../test/support/etcd.js';
+import { arbiterContract } from './contract.js';
 import { makeTestPki, type TestPki } from '../transport/certs.js';
 
 /**
@@ -29,33 +30,10 @@ function arbiter(o: Partial<EtcdArbiterOptions> = {}, pair = `pair-${++pairs}`):
 }
 
 describe('etcd arbiter', () => {
-  it('creates the record only where there is none, and swaps only from the expected epoch', async () => {
-    const a = arbiter();
-    expect(await a.read()).toBeNull();
-    expect(await a.compareAndSwap(null, { epoch: 0, holder: 'node-a' })).toEqual({ swapped: true, current: { epoch: 0, holder: 'node-a' } });
-    expect(await a.compareAndSwap(null, { epoch: 0, holder: 'node-b' })).toEqual({ swapped: false, current: { epoch: 0, holder: 'node-a' } });
-    expect((await a.compareAndSwap({ epoch: 0, holder: 'node-b' }, { epoch: 0, holder: PAIR_HOLDER })).swapped).toBe(false);
-    expect((await a.compareAndSwap({ epoch: 0, holder: 'node-a' }, { epoch: 0, holder: PAIR_HOLDER })).swapped).toBe(true);
-    expect((await a.compareAndSwap({ epoch: 0 }, { epoch: 1, holder: 'node-b' })).swapped).toBe(true);
-    expect(await a.compareAndSwap({ epoch: 0 }, { epoch: 1, holder: 'node-a' })).toEqual({ swapped: false, current: { epoch: 1, holder: 'node-b' } });
-    expect(await a.read()).toEqual({ epoch: 1, holder: 'node-b' });
-  });
-
-  it('of two nodes (two clients) racing for the next epoch exactly one wins, every time', async () => {
-    const [a, b] = [arbiter({}, 'race'), arbiter({}, 'race')];
-    await a.compareAndSwap(null, { epoch: 0, holder: PAIR_HOLDER });
-    for (let epoch = 0; epoch < 50; epoch++) {
-      const [ra, rb] = await Promise.all([
-        a.compareAndSwap({ epoch }, { epoch: epoch + 1, holder: 'node-a' }),
-        b.compareAndSwap({ epoch }, { epoch: epoch + 1, holder: 'node-b' }),
-      ]);
-      expect([ra.swapped, rb.swapped].filter(Boolean)).toHaveLength(1);
-      const winner = ra.swapped ? 'node-a' : 'node-b';
-      expect(ra.current).toEqual({ epoch: epoch + 1, holder: winner });
-      expect(rb.current).toEqual({ epoch: epoch + 1, holder: winner });
-    }
-    expect(await a.read()).toMatchObject({ epoch: 50 });
-  });
+  arbiterContract(async () => {
+    const pair = `contract-${++pairs}`;
+    return [arbiter({}, pair), arbiter({}, pair)];
+  }, 50);
 
   it('keeps pairs apart by name and refuses bad settings with a typed error', async () => {
     const [x, y] = [arbiter({}, 'apart-x'), arbiter({}, 'apart-y')];

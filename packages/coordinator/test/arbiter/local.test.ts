@@ -18,6 +18,7 @@ import {
   type EpochRecord,
   type LocalArbiterServer,
 } from '@colo/coordinator';
+import { arbiterContract } from './contract.js';
 
 /** The local arbiter: a real unix socket served by a real HTTP server, and real clients in this process. */
 const quiet = pino({ level: 'silent' });
@@ -51,39 +52,18 @@ async function fakeServer(path: string, answer: { status: number; body: string }
   return s;
 }
 
-describe('local arbiter', () => {
-  it('creates the record only where there is none, and swaps only from the expected epoch', async () => {
-    const { client } = await served();
-    const a = client();
-    expect(await a.read()).toBeNull();
-    expect(await a.compareAndSwap(null, { epoch: 0, holder: 'node-a' })).toEqual({ swapped: true, current: { epoch: 0, holder: 'node-a' } });
-    // A second create loses and says who holds the record.
-    expect(await a.compareAndSwap(null, { epoch: 0, holder: 'node-b' })).toEqual({ swapped: false, current: { epoch: 0, holder: 'node-a' } });
-    // The holder, when given, is part of the compare.
-    expect((await a.compareAndSwap({ epoch: 0, holder: 'node-b' }, { epoch: 0, holder: PAIR_HOLDER })).swapped).toBe(false);
-    expect((await a.compareAndSwap({ epoch: 0, holder: 'node-a' }, { epoch: 0, holder: PAIR_HOLDER })).swapped).toBe(true);
-    // A stale epoch loses, however the asker got there (a node thawed after any pause asks from what it knew).
-    expect((await a.compareAndSwap({ epoch: 0 }, { epoch: 1, holder: 'node-b' })).swapped).toBe(true);
-    expect(await a.compareAndSwap({ epoch: 0 }, { epoch: 1, holder: 'node-a' })).toEqual({ swapped: false, current: { epoch: 1, holder: 'node-b' } });
-    expect(await a.read()).toEqual({ epoch: 1, holder: 'node-b' });
-  });
+describe('memory arbiter (the local arbiter\'s store)', () => {
+  arbiterContract(async () => {
+    const store = new MemoryArbiter();
+    return [store, store];
+  }, 100);
+});
 
-  it('of two nodes racing for the next epoch exactly one wins, every time', async () => {
-    const { client, server } = await served();
-    const [a, b] = [client(), client()];
-    server.store.reset({ epoch: 0, holder: PAIR_HOLDER });
-    for (let epoch = 0; epoch < 100; epoch++) {
-      const [ra, rb] = await Promise.all([
-        a.compareAndSwap({ epoch }, { epoch: epoch + 1, holder: 'node-a' }),
-        b.compareAndSwap({ epoch }, { epoch: epoch + 1, holder: 'node-b' }),
-      ]);
-      expect([ra.swapped, rb.swapped].filter(Boolean)).toHaveLength(1);
-      const winner = ra.swapped ? 'node-a' : 'node-b';
-      expect(ra.current).toEqual({ epoch: epoch + 1, holder: winner });
-      expect(rb.current).toEqual({ epoch: epoch + 1, holder: winner });
-    }
-    expect(server.store.peek()?.epoch).toBe(100);
-  });
+describe('local arbiter', () => {
+  arbiterContract(async () => {
+    const { client } = await served();
+    return [client(), client()];
+  }, 100);
 
   it('serves its socket to this user only', async () => {
     const { path } = await served();
@@ -109,6 +89,10 @@ describe('local arbiter', () => {
     const p4 = socketPath();
     await fakeServer(p4, { status: 200, body: JSON.stringify({ swapped: 'yes' }) });
     await expect(new LocalArbiter({ socketPath: p4 }).compareAndSwap(null, { epoch: 0, holder: 'a' })).rejects.toMatchObject({ code: ArbiterErrorCode.CORRUPT_RECORD });
+
+    const p5 = socketPath();
+    await fakeServer(p5, { status: 200, body: JSON.stringify({ record: null, padding: 'x'.repeat(100_000) }) });
+    await expect(new LocalArbiter({ socketPath: p5 }).read()).rejects.toMatchObject({ code: ArbiterErrorCode.CORRUPT_RECORD });
 
     const closed = new LocalArbiter({ socketPath: p4 });
     await closed.close();
