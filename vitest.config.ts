@@ -3,6 +3,7 @@ import { defineConfig } from 'vitest/config';
 // One project per workspace package plus the cross-package end-to-end suite in test/.
 // Tests import sources directly through the "@colo/source" export condition, so a stale dist/ never hides a change.
 const conditions = ['@colo/source'];
+const globalSetup = [new URL('./test/support/global-tmp.ts', import.meta.url).pathname];
 
 function pkg(name: string) {
   return {
@@ -13,6 +14,7 @@ function pkg(name: string) {
       root: `packages/${name}`,
       include: ['test/**/*.test.ts'],
       testTimeout: 60_000,
+      globalSetup,
     },
   };
 }
@@ -33,6 +35,7 @@ export default defineConfig({
           root: 'test',
           include: ['**/*.test.ts'],
           testTimeout: 600_000,
+          globalSetup,
           hookTimeout: 120_000,
         },
       },

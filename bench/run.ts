@@ -2,7 +2,16 @@
  * `npm run bench [suite ...]`: runs the benchmark suites (all, or those named) and prints a markdown table per
  * suite. Figures go into docs/performance.md by hand, with the machine they were measured on.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { formatRows, type BenchSuite } from './harness.js';
+
+// One temporary root for the whole run (pairs' folders, sockets, QEMU monitors), removed when the run ends.
+const scratch = mkdtempSync(join(tmpdir(), 'colo-bench-'));
+process.env.TMPDIR = scratch;
+process.on('exit', () => rmSync(scratch, { recursive: true, force: true }));
+process.once('SIGINT', () => process.exit(130));
 
 const suites: Record<string, () => Promise<BenchSuite>> = {
   stream: async () => (await import('./stream.js')).default,

@@ -62,11 +62,11 @@ const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 /** Machines of this process whose QEMU may still run: killed if this process exits first. */
 const live = new Set<QemuMachine>();
 let exitHandler = false;
-const TAG = /^colo-qemu-(\d+)-[0-9a-f]{6}\.ram$/;
+const TAG = /^colo-qemu-(\d+)-[0-9a-f]{6}(\.ram)?$/;
 
 /**
- * RAM files of machines whose owning process is gone (killed before its cleanup ran) are this host's memory
- * held for nothing: deleted whenever a machine is made. A file whose owner lives is left alone.
+ * RAM files (and monitor folders) of machines whose owning process is gone (killed before its cleanup ran) are
+ * this host's memory held for nothing: deleted whenever a machine is made. A file whose owner lives is left alone.
  */
 export function sweepLeftovers(dir = '/dev/shm'): void {
   let names: string[];
@@ -81,7 +81,7 @@ export function sweepLeftovers(dir = '/dev/shm'): void {
     try {
       process.kill(Number(m[1]), 0);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ESRCH') rmSync(join(dir, n), { force: true });
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') rmSync(join(dir, n), { recursive: true, force: true });
     }
   }
 }
@@ -111,7 +111,6 @@ export class QemuMachine {
   private readonly exitListeners = new Set<(e: QemuExit) => void>();
   private stderr = '';
   private readonly dir: string;
-  private readonly ownsConsole: boolean;
 
   constructor(o: QemuMachineOptions) {
     if (!existsSync(o.kernel)) throw new QemuError(QemuErrorCode.BAD_CONFIG, `no kernel at ${o.kernel} (scripts/guest.sh builds one)`);
@@ -129,10 +128,10 @@ export class QemuMachine {
     this.ramPath = o.incoming?.ramFile ?? join(o.ramDir ?? '/dev/shm', `${tag}.ram`);
     this.dir = join(tmpdir(), tag);
     this.qmpPath = join(this.dir, 'qmp.sock');
-    this.ownsConsole = o.consoleLog === undefined;
     this.consoleLog = o.consoleLog ?? join(this.dir, 'console.log');
     this.forward = { host: '127.0.0.1', port: o.forward.hostPort };
     sweepLeftovers(o.ramDir ?? '/dev/shm');
+    sweepLeftovers(tmpdir());
   }
 
   /** The QEMU command line this machine runs (for logs and docs). */
@@ -303,8 +302,8 @@ export class QemuMachine {
 
   private cleanFiles(): void {
     rmSync(this.ramPath, { force: true });
-    rmSync(this.qmpPath, { force: true });
-    if (this.ownsConsole) rmSync(this.dir, { recursive: true, force: true });
+    // The folder holds the monitor socket and, unless the caller named its own, the console log.
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 

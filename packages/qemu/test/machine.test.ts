@@ -1,5 +1,6 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
+import { dirname } from 'node:path';
 import { QemuError, QemuErrorCode, QemuMachine, tcpProbe } from '@colo/qemu';
 import { redis } from './redis.js';
 import { testMachines, tool } from './tools.js';
@@ -117,7 +118,7 @@ describe('a QEMU never outlives colo', () => {
       const m = new QemuMachine({ kernel: ${JSON.stringify(tool('GUEST_KERNEL'))}, initrd: ${JSON.stringify(tool('GUEST_INITRD'))},
         qemuBinary: ${JSON.stringify(tool('QEMU'))}, memoryBytes: 64 * 1024 * 1024, accel: 'tcg', forward: { hostPort: ${port()}, guestPort: 6379 } });
       await m.start();
-      console.log(JSON.stringify({ pid: m.pid, ram: m.ramPath }));
+      console.log(JSON.stringify({ pid: m.pid, ram: m.ramPath, qmp: m.qmpPath }));
       if (process.env.COLO_TEST_DEATH === 'kill') process.kill(process.pid, 'SIGKILL');
       process.exit(0);
     `;
@@ -129,7 +130,7 @@ describe('a QEMU never outlives colo', () => {
     });
     if (death === 'kill') expect(r.signal, r.stderr).toBe('SIGKILL');
     else expect(r.status, r.stderr).toBe(0);
-    const { pid, ram } = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { pid: number; ram: string };
+    const { pid, ram, qmp } = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { pid: number; ram: string; qmp: string };
     let alive = true;
     for (let i = 0; i < 50 && alive; i++) {
       try {
@@ -140,8 +141,11 @@ describe('a QEMU never outlives colo', () => {
       }
     }
     expect(alive).toBe(false);
-    // After a SIGKILL nobody deleted the RAM file: the next machine made sweeps a dead owner's file.
+    // After a SIGKILL nobody deleted the RAM file or the monitor's folder: the next machine made sweeps a dead
+    // owner's leftovers.
+    if (death === 'kill') expect(existsSync(dirname(qmp))).toBe(true);
     if (death === 'kill') machine();
     expect(existsSync(ram)).toBe(false);
+    expect(existsSync(dirname(qmp))).toBe(false);
   }, 90_000);
 });

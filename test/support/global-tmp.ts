@@ -1,0 +1,22 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+// Every test run gets one temporary root that is removed when the run ends, pass or fail, so a test (or a node
+// it killed mid-way) that leaves files behind never fills the machine's /tmp. Workers and the processes they spawn
+// inherit TMPDIR, and os.tmpdir() reads it at each call. Each project runs this setup; the first one makes the
+// root and the others share it.
+let owned: string | undefined;
+
+export function setup(): void {
+  if (process.env.COLO_TEST_TMPDIR) return;
+  owned = mkdtempSync(join(tmpdir(), 'colo-test-'));
+  process.env.COLO_TEST_TMPDIR = owned;
+  process.env.TMPDIR = owned;
+}
+
+export function teardown(): void {
+  if (!owned) return;
+  rmSync(owned, { recursive: true, force: true });
+  owned = undefined;
+}
