@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { RespClient } from '../packages/cli/src/client/resp-client.js';
 import { getStatus } from '../packages/cli/src/client/admin-client.js';
-import { PairSupervisor } from '../packages/cli/src/pair/supervisor.js';
+import { PairSupervisor, type PairOptions } from '../packages/cli/src/pair/supervisor.js';
 import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
 import { median, type BenchRow, type BenchSuite } from './harness.js';
 
@@ -142,12 +142,13 @@ export async function startPair(
   mode: 'colo' | 'remus',
   extra: Record<string, unknown> = {},
   coloCommand: string[] = [process.execPath, ...NODE_HEAP_FLAGS, coloBin],
-  arbiter: { arbiter?: 'local' | 'none' | 'etcd'; etcd?: string } = {},
+  more: { arbiter?: 'local' | 'none' | 'etcd'; etcd?: string; qemu?: PairOptions['qemu']; memory?: string; protectMs?: number } = {},
 ): Promise<{ sup: PairSupervisor; port: number }> {
+  const { protectMs = 60_000, memory = '16MiB', ...arbiter } = more;
   const sup = new PairSupervisor({
     dir: mkdtempSync(join(tmpdir(), 'colo-bench-pair-')),
     mode,
-    memory: '16MiB',
+    memory,
     host: '127.0.0.1',
     servicePort: base,
     adminPort: base + 2,
@@ -159,13 +160,13 @@ export async function startPair(
     ...arbiter,
   });
   await sup.start();
-  const deadline = Date.now() + 60_000;
+  const deadline = Date.now() + protectMs;
   for (;;) {
     const [a, b] = await sup.statuses();
     if (a?.role === 'primary' && a.protected && b?.role === 'secondary' && b.protected && a.service) return { sup, port: a.service.port };
     if (Date.now() > deadline) {
       await sup.stop();
-      throw new Error(`the ${mode} pair was not protected within 60 s`);
+      throw new Error(`the ${mode} pair was not protected within ${protectMs / 1000} s`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -14,11 +14,18 @@ import { join } from 'node:path';
 import { changedPages, QemuMachine, readGuestRam, saveDeviceState, tcpProbe } from '@colo/qemu';
 import { RespClient } from '../packages/cli/src/client/resp-client.js';
 import { median, type BenchRow, type BenchSuite } from './harness.js';
-import { tool } from './pair.js';
+import { combine, redisBenchmark, startPair, tool } from './pair.js';
 
 const ROUNDS = Number(process.env.COLO_BENCH_QEMU_ROUNDS ?? 15);
-/** Ports 23200.. (failover 23100.., ab-pair 23000.., pair 22800..). */
+/** Takeovers measured on the protected pair (COLO_BENCH_QEMU_KILLS). */
+const KILLS = Number(process.env.COLO_BENCH_QEMU_KILLS ?? 3);
+/**
+ * Ports 23200.. (failover 23100.., ab-pair 23000.., pair 22800..): the bare machines 23201/23202, the pair's
+ * service/admin/replication 23210..23215 and its guests' forwards 23220/23221, the unprotected VM 23230.
+ */
 const PORT = 23200;
+/** The pair's checkpoint interval: as the QEMU pair's e2e test runs it. */
+const INTERVAL = '50ms';
 
 
 interface Parts {
@@ -78,7 +85,7 @@ function writer(port: number): { stop: () => Promise<number> } {
 }
 
 const suite: BenchSuite = {
-  name: 'qemu: checkpoints of a real QEMU guest (TCG), pause by guest size',
+  name: 'qemu: a real QEMU guest (TCG): pause by guest size, throughput through protection, RTO',
   async run(log) {
     const rows: BenchRow[] = [];
     const dir = mkdtempSync(join(tmpdir(), 'colo-bench-qemu-'));
@@ -129,11 +136,95 @@ const suite: BenchSuite = {
           await m.kill();
         }
       }
+      rows.push(...(await throughProtection(log)));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
     return rows;
   },
 };
+
+/**
+ * The service as clients see it: redis-benchmark (SET and GET, 50 clients) against the unprotected VM (its host
+ * forward) and through a protected pair (`colo pair --guest qemu --mode remus`, 128 MiB each, checkpoints every
+ * INTERVAL), the same guest build, in this run. Then the takeover: the primary's colo process is SIGKILLed (its
+ * QEMU dies with it) and the time until the secondary's guest answers PING on its service port is the RTO.
+ */
+async function throughProtection(log: (line: string) => void): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const vm = new QemuMachine({
+    kernel: tool('GUEST_KERNEL'),
+    initrd: tool('GUEST_INITRD'),
+    qemuBinary: tool('QEMU'),
+    memoryBytes: 128 * 1024 * 1024,
+    accel: 'tcg',
+    forward: { hostPort: PORT + 30, guestPort: 6379 },
+  });
+  let bare: ReturnType<typeof combine>;
+  try {
+    await vm.start();
+    await vm.waitForService(tcpProbe('PING\r\n', '+PONG'), 120_000);
+    bare = combine(redisBenchmark(vm.forward.port, 'set,get', 20_000));
+  } finally {
+    await vm.kill();
+  }
+  const t0 = performance.now();
+  const pair = await startPair(PORT + 10, 'remus', { checkpoint: { remus_interval: INTERVAL } }, undefined, {
+    qemu: { kernel: tool('GUEST_KERNEL'), initrd: tool('GUEST_INITRD'), accel: 'tcg', forwardPort: PORT + 20 },
+    memory: '128MiB',
+    protectMs: 300_000,
+  });
+  const firstProtection = performance.now() - t0;
+  try {
+    const through = combine(redisBenchmark(pair.port, 'set,get', 2_000));
+    log(`unprotected VM ${bare.rps.toFixed(0)} req/s (p50 ${bare.p50} ms); protected pair ${through.rps.toFixed(0)} req/s (p50 ${through.p50} ms); protected in ${(firstProtection / 1000).toFixed(1)} s`);
+    rows.push({
+      name: `redis-benchmark SET+GET through the protected QEMU pair (Remus every ${INTERVAL}, 128 MiB, TCG; p50 ${through.p50} ms vs ${bare.p50} ms)`,
+      value: through.rps,
+      unit: 'req/s',
+      baseline: `unprotected VM ${bare.rps.toFixed(0)} req/s`,
+      ratio: through.rps / bare.rps,
+    });
+    const rto: number[] = [];
+    const reprotect: number[] = [];
+    for (let k = 0; k < KILLS; k++) {
+      const { primary } = await protectedPair(pair.sup, 300_000);
+      const survivor = pair.sup.nodes[1 - primary]!;
+      const killedAt = performance.now();
+      pair.sup.nodes[primary]!.process!.kill('SIGKILL');
+      const ping = tcpProbe('PING\r\n', '+PONG', 500);
+      for (;;) {
+        if (await ping(survivor.service.host, survivor.service.port)) break;
+        if (performance.now() - killedAt > 60_000) throw new Error(`the survivor ${survivor.id} did not serve within 60 s of the kill`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      rto.push(performance.now() - killedAt);
+      const servedAt = performance.now();
+      await protectedPair(pair.sup, 300_000);
+      reprotect.push(performance.now() - servedAt);
+      log(`kill ${k + 1}: ${survivor.id} serves after ${rto.at(-1)!.toFixed(0)} ms, protected again after ${(reprotect.at(-1)! / 1000).toFixed(1)} s`);
+    }
+    rows.push({
+      name: `RTO: SIGKILL of the primary's colo (and its QEMU) to the secondary's guest answering PING (median of ${KILLS}; re-protected in ${(median(reprotect) / 1000).toFixed(1)} s)`,
+      value: median(rto),
+      unit: 'ms',
+    });
+  } finally {
+    await pair.sup.stop();
+  }
+  return rows;
+}
+
+/** Waits until one node is a protected primary and the other its synchronised secondary. */
+async function protectedPair(sup: Awaited<ReturnType<typeof startPair>>['sup'], timeoutMs: number): Promise<{ primary: 0 | 1 }> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const all = await sup.statuses();
+    const i = all.findIndex((s) => s?.role === 'primary' && s.protected);
+    if (i >= 0 && all[1 - i]?.role === 'secondary' && all[1 - i]?.protected && sup.nodes[i]!.process) return { primary: i as 0 | 1 };
+    if (Date.now() > deadline) throw new Error(`pair not protected within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 export default suite;

@@ -14,7 +14,8 @@ import { tool } from './support/tools.js';
  * machine (Debian's kernel, busybox, a real redis-server; TCG here) in Remus mode. redis-cli and redis-benchmark
  * reach the guest's redis through colo's service listener; then the ledger: the primary's colo process is
  * SIGKILLed (its QEMU dies with it), the secondary starts its QEMU from the last acknowledged checkpoint and
- * serves, every acknowledged write reads back, and the killed node rejoins as secondary.
+ * serves, every acknowledged write reads back, and the killed node rejoins as secondary. Then the primary's QEMU
+ * alone is killed, and frozen (SIGSTOP) past the heartbeat timeout, half of the times in the middle of a checkpoint.
  * Ports: 21500.. (service +0/+1, admin +2/+3, replication +4/+5), the guests' forwards 21510/21511.
  */
 const BASE = 21500;
@@ -40,6 +41,14 @@ afterAll(async () => {
   sweepLeftovers('/dev/shm');
   expect(readdirSync('/dev/shm').filter((f) => f.startsWith('colo-qemu-'))).toEqual([]);
 });
+
+/** The pid of the QEMU under a node's process (setpriv execs it: it is the node's direct child). */
+function qemuOf(p: TestPair, i: 0 | 1): number {
+  const node = p.sup.nodes[i].process!.pid!;
+  const qemu = execFileSync('pgrep', ['-P', String(node), '-f', 'qemu-system'], { encoding: 'utf8' }).trim().split('\n')[0];
+  if (!qemu) throw new Error(`no QEMU under node process ${node}`);
+  return Number(qemu);
+}
 
 test('redis-cli and redis-benchmark through a protected QEMU pair reach the real redis-server in the guest', async () => {
   const { port } = await waitServing(pair);
@@ -82,15 +91,10 @@ test('a primary whose QEMU dies (SIGKILL of QEMU alone) stops, and the secondary
     seed: SEED + 1,
     workload: { clients: 4, timeShare: 0, keysPerClient: 30 },
     runMs: [1500, 3000],
-    checkpointKillShare: 0,
-    checkpointKillDelayMs: 0,
-    // The guest's process, not colo's: QEMU is the node process's direct child (setpriv execs it).
-    kill: (p, i) => {
-      const node = p.sup.nodes[i].process!.pid!;
-      const qemu = execFileSync('pgrep', ['-P', String(node), '-f', 'qemu-system'], { encoding: 'utf8' }).trim().split('\n')[0];
-      if (!qemu) throw new Error(`no QEMU under node process ${node}`);
-      process.kill(Number(qemu), 'SIGKILL');
-    },
+    checkpointKillShare: 0.5,
+    checkpointKillDelayMs: 20,
+    // The guest's process, not colo's.
+    kill: (p, i) => process.kill(qemuOf(p, i), 'SIGKILL'),
     log: (l) => lines.push(l),
   });
   const summary = `${r.kills} QEMU kills, ${r.acknowledged} acknowledged writes; RTO ms ${JSON.stringify(r.rtoMs)}; logs in ${pair.dir}`;
@@ -98,6 +102,50 @@ test('a primary whose QEMU dies (SIGKILL of QEMU alone) stops, and the secondary
   expect(r.problems, summary).toEqual([]);
   expect(r.kills).toBe(2);
   await pair.waitProtected(180_000);
+}, 600_000);
+
+test('a primary whose QEMU freezes (SIGSTOP) past the heartbeat timeout steps down, and the secondary takes over: no acknowledged write lost', async () => {
+  const { port } = await waitServing(pair);
+  expect(redisCli(port, 'FLUSHALL')).toBe('OK');
+  const lines: string[] = [];
+  const frozen: number[] = [];
+  try {
+    const r = await runKills(pair, {
+      kills: 2,
+      seed: SEED + 2,
+      workload: { clients: 4, timeShare: 0, keysPerClient: 30 },
+      runMs: [1500, 3000],
+      // Half the freezes land right after a requested checkpoint, in its middle.
+      checkpointKillShare: 0.5,
+      checkpointKillDelayMs: 20,
+      // The node's process runs on and heartbeats; only its guest stops. The next checkpoint's QMP command times
+      // out (5 s), the node steps down (COLO_GUEST_LOST, no arbiter asked) and its exit takes the frozen QEMU
+      // with it (pdeathsig: SIGKILL ends a stopped process too).
+      kill: (p, i) => {
+        const pid = qemuOf(p, i);
+        frozen.push(pid);
+        process.kill(pid, 'SIGSTOP');
+      },
+      log: (l) => lines.push(l),
+    });
+    const summary = `${r.kills} QEMU freezes (${r.checkpointKills} mid-checkpoint), ${r.acknowledged} acknowledged writes; RTO ms ${JSON.stringify(r.rtoMs)}; logs in ${pair.dir}`;
+    console.log(`${lines.join('\n')}\n${summary}`);
+    expect(r.problems, summary).toEqual([]);
+    expect(r.kills).toBe(2);
+    // Found by the checkpoint's deadline, not by luck: no takeover before the QMP timeout.
+    for (const ms of r.rtoMs) expect(ms).toBeGreaterThan(4_000);
+    await pair.waitProtected(180_000);
+    // The frozen guests are gone with their nodes: nothing stopped is left running.
+    for (const pid of frozen) expect(() => process.kill(pid, 0)).toThrow();
+  } finally {
+    for (const pid of frozen) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
 }, 600_000);
 
 test('colo drill works unchanged against a QEMU pair: crash, takeover, every key verified, re-protected', async () => {

@@ -17,6 +17,11 @@ export function setup(): void {
 
 export function teardown(): void {
   if (!owned) return;
+  // COLO_KEEP_TMP=1 keeps the nodes' logs and configs of a run that is being debugged.
+  if (process.env.COLO_KEEP_TMP) {
+    console.log(`COLO_KEEP_TMP: the run's files are kept in ${owned}`);
+    return;
+  }
   rmSync(owned, { recursive: true, force: true });
   owned = undefined;
 }

@@ -299,13 +299,20 @@ export class QemuDomain implements Domain {
   }
 }
 
-/** A QEMU that exited or stopped answering means the guest is gone: DomainError GUEST_LOST, its cause kept. */
+/**
+ * A QEMU that exited or stopped answering means the guest is gone; one that can no longer save its device state
+ * (a failed migrate) has a guest that can no longer be protected, and its last checkpoint is on the peer. Both are
+ * DomainError GUEST_LOST, their cause kept: the node steps down and its peer takes over from the last checkpoint,
+ * which holds everything a client was told. Its output since that checkpoint was never released.
+ */
+const GUEST_GONE = new Set<string>([QemuErrorCode.EXITED, QemuErrorCode.QMP_TIMEOUT, QemuErrorCode.MIGRATE_FAILED]);
 async function guestOp(op: () => Promise<void>): Promise<void> {
   try {
     await op();
   } catch (e) {
-    if (e instanceof QemuError && (e.code === QemuErrorCode.EXITED || e.code === QemuErrorCode.QMP_TIMEOUT)) {
-      throw new DomainError(DomainErrorCode.GUEST_LOST, `the guest's QEMU is gone: ${e.message}`, { cause: e });
+    if (e instanceof QemuError && GUEST_GONE.has(e.code)) {
+      const what = e.code === QemuErrorCode.MIGRATE_FAILED ? 'cannot save its state' : 'is gone';
+      throw new DomainError(DomainErrorCode.GUEST_LOST, `the guest's QEMU ${what}: ${e.message}`, { cause: e });
     }
     throw e;
   }

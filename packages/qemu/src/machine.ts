@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,6 +52,8 @@ export interface QemuExit {
   signal: NodeJS.Signals | null;
   /** What QEMU printed last (its stderr), for the operator. */
   stderr: string;
+  /** The guest console's last lines (a guest that panicked or powered off ends QEMU with code 0). */
+  console?: string;
 }
 
 export type RunState = 'running' | 'paused' | 'other';
@@ -185,7 +187,7 @@ export class QemuMachine {
     // 'close', not 'exit': it comes once QEMU's stderr is read to the end, so its last words are in exitInfo.
     child.once('close', (code, signal) => {
       live.delete(this);
-      this.exitInfo = { code, signal, stderr: this.stderr.trim() };
+      this.exitInfo = { code, signal, stderr: this.stderr.trim(), console: consoleTail(this.consoleLog) };
       this.qmp?.close();
       this.cleanFiles();
       for (const cb of this.exitListeners) cb(this.exitInfo);
@@ -297,13 +299,27 @@ export class QemuMachine {
 
   private exitedError(): QemuError {
     const x = this.exitInfo!;
-    return new QemuError(QemuErrorCode.EXITED, `QEMU exited (${x.signal ?? `code ${x.code}`})${x.stderr ? `: ${x.stderr.split('\n').slice(-2).join(' | ')}` : ''}`);
+    // Code 0 with -no-reboot: the guest powered off or reset itself (a kernel panic, or a guest too small for
+    // its kernel and initramfs, which resets before its console prints anything).
+    const said = x.stderr || (x.code === 0 ? (x.console ?? 'the guest powered off or reset before its console printed anything (too little memory?)') : '');
+    return new QemuError(QemuErrorCode.EXITED, `QEMU exited (${x.signal ?? `code ${x.code}`})${said ? `: ${said.split('\n').slice(-2).join(' | ')}` : ''}`);
   }
 
   private cleanFiles(): void {
     rmSync(this.ramPath, { force: true });
     // The folder holds the monitor socket and, unless the caller named its own, the console log.
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** The last few lines of a guest console log (read before the log is removed), or undefined. */
+function consoleTail(file: string): string | undefined {
+  try {
+    const text = readFileSync(file, 'latin1').slice(-1500);
+    const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '');
+    return lines.length > 0 ? lines.slice(-4).join('\n') : undefined;
+  } catch {
+    return undefined;
   }
 }
 

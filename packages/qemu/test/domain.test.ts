@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DomainErrorCode } from '@colo/domain';
-import { QemuDomain, readGuestRam, type QemuDomainOptions } from '@colo/qemu';
+import { DomainErrorCode, type DomainError } from '@colo/domain';
+import { QemuDomain, QemuErrorCode, readGuestRam, type QemuDomainOptions, type QemuError } from '@colo/qemu';
 import { tool } from './tools.js';
 
 /**
@@ -115,4 +117,39 @@ describe('a QEMU guest behind the Domain interface (Remus)', () => {
     standby.destroy();
     expect(() => standby.writePages([1], new Uint8Array(4096))).toThrow(expect.objectContaining({ code: DomainErrorCode.DESTROYED }));
   });
+
+  it('a QEMU that fails to save its state, or stops answering, makes the checkpoint GUEST_LOST: a defined end, bounded', async () => {
+    // The domain's work folder (where QEMU writes its device state) is made under TMPDIR: a folder of this
+    // test's own, so that removing it makes QEMU's `migrate` fail the way a full or broken disk would.
+    const own = mkdtempSync(join(tmpdir(), 'domain-'));
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = own;
+    let d: QemuDomain;
+    try {
+      d = await QemuDomain.boot({ ...options(24303), memoryBytes: 128 * 1024 * 1024 });
+    } finally {
+      process.env.TMPDIR = saved;
+    }
+    domains.push(d);
+    const work = readdirSync(own).filter((n) => n.startsWith('colo-qemu-domain-'));
+    expect(work).toHaveLength(1);
+    rmSync(join(own, work[0]!), { recursive: true });
+    const failed = await d.suspend().then(() => undefined, (e: unknown) => e as DomainError);
+    expect(failed?.code).toBe(DomainErrorCode.GUEST_LOST);
+    expect(failed?.message).toMatch(/cannot save its state/);
+    expect((failed?.cause as QemuError).code).toBe(QemuErrorCode.MIGRATE_FAILED);
+    d.destroy();
+
+    // A frozen QEMU: the checkpoint's first QMP command has a deadline (5 s), then the guest is lost.
+    const frozen = await QemuDomain.boot({ ...options(24304), memoryBytes: 128 * 1024 * 1024 });
+    domains.push(frozen);
+    process.kill(frozen.qemu!.pid!, 'SIGSTOP');
+    const t0 = Date.now();
+    const hung = await frozen.suspend().then(() => undefined, (e: unknown) => e as DomainError);
+    expect(hung?.code).toBe(DomainErrorCode.GUEST_LOST);
+    expect((hung?.cause as QemuError).code).toBe(QemuErrorCode.QMP_TIMEOUT);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    frozen.destroy();
+    rmSync(own, { recursive: true, force: true });
+  }, 300_000);
 });

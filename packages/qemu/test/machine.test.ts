@@ -106,7 +106,14 @@ describe('a QEMU guest supervised by colo', () => {
     const err = await m.start().catch((e: unknown) => e);
     expect((err as QemuError).code).toBe(QemuErrorCode.START_FAILED);
     expect((err as QemuError).message).toMatch(/nope-dir/);
-  }, 60_000);
+    // A guest too small for its kernel and initramfs resets before its console prints a word; with -no-reboot
+    // QEMU ends with code 0, and the error says what that means instead of nothing.
+    const small = machine({ memoryBytes: 64 * 1024 * 1024 });
+    await small.start();
+    const ended = await small.waitForService(redisReady, 60_000).catch((e: unknown) => e as QemuError);
+    expect((ended as QemuError).code).toBe(QemuErrorCode.EXITED);
+    expect((ended as QemuError).message).toMatch(/code 0\): the guest powered off or reset/);
+  }, 120_000);
 });
 
 describe('a QEMU never outlives colo', () => {
