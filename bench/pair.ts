@@ -47,8 +47,8 @@ export interface Figures {
 }
 
 /** redis-benchmark --csv: per test, requests/s and p50/p99 latency (ms). */
-export function redisBenchmark(port: number, tests: string, requests: number): Map<string, Figures> {
-  const r = spawnSync(tool('REDIS_BENCHMARK'), ['-h', '127.0.0.1', '-p', String(port), '-t', tests, '-n', String(requests), '--csv'], { encoding: 'utf8', timeout: 300_000 });
+export function redisBenchmark(port: number, tests: string, requests: number, clients = 50): Map<string, Figures> {
+  const r = spawnSync(tool('REDIS_BENCHMARK'), ['-h', '127.0.0.1', '-p', String(port), '-t', tests, '-n', String(requests), '-c', String(clients), '--csv'], { encoding: 'utf8', timeout: 300_000 });
   if (r.status !== 0) throw new Error(`redis-benchmark failed (${r.status}): ${r.stderr}`);
   const out = new Map<string, Figures>();
   for (const line of r.stdout.split('\n')) {

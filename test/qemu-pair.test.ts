@@ -56,10 +56,12 @@ test('redis-cli and redis-benchmark through a protected QEMU pair reach the real
   expect(redisCli(port, 'GET', 'greeting')).toBe('hello from a protected VM');
   // The guest's own kernel answers: this is no simulated guest.
   expect(redisCli(port, 'INFO', 'server')).toMatch(/os:Linux 6\.1\.\d+-\d+-cloud-amd64/);
-  const bench = await redisBenchmark(port, ['-t', 'set,get', '-n', '400', '-c', '8', '-q'], 150_000);
+  // Fifty clients connect at once: colo connects them to the guest a few at a time (QEMU's user networking drops
+  // part of such a burst).
+  const bench = await redisBenchmark(port, ['-t', 'set,get', '-n', '1000', '-c', '50', '-q'], 150_000);
   expect(bench.rps.SET).toBeGreaterThan(0);
   expect(bench.rps.GET).toBeGreaterThan(0);
-  console.log(`redis-benchmark through the protected QEMU pair (Remus every 50 ms, TCG, 8 clients): ${JSON.stringify(bench.rps)} requests/s`);
+  console.log(`redis-benchmark through the protected QEMU pair (Remus every 50 ms, TCG, 50 clients): ${JSON.stringify(bench.rps)} requests/s`);
 }, 180_000);
 
 test(`${KILLS} SIGKILLs of the primary lose no acknowledged write (seed ${SEED})`, async () => {

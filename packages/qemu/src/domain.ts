@@ -1,18 +1,20 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DomainError, DomainErrorCode, type Domain, type DomainState } from '@colo/domain';
 import type { HvmParam, TscInfo, XenstoreEntry } from '@colo/stream';
-import { changedPages, loadDeviceState, readGuestRam, saveDeviceState, writeGuestPages } from './checkpoint.js';
+import { loadDeviceState, saveDeviceState, writeGuestPages } from './checkpoint.js';
 import { QemuError, QemuErrorCode } from './errors.js';
 import { QemuMachine, sweepLeftovers, tcpProbe, type QemuMachineOptions } from './machine.js';
+import { RamMirror, unionPfns } from './ram-mirror.js';
 
 /**
  * A QEMU virtual machine behind colo's `Domain` interface. The primary's domain boots a guest and, at each
- * suspend, reads its RAM from the shared file and saves its device and vCPU state (QEMU's migration stream
- * without shared RAM); readAndClearDirty() gives the pages that differ from what the last call gave. A standby
+ * suspend, scans its RAM file against the mirror of what the peer holds (ram-mirror.ts) while QEMU saves its
+ * device and vCPU state (QEMU's migration stream without shared RAM); readAndClearDirty() gives the pages that
+ * changed since it last gave any, and page() reads them from the mirror. A standby
  * domain (a Remus secondary) holds a RAM file of its own that checkpoints write into, and the last device state;
  * its QEMU starts only at resume(), from them (a takeover).
  *
@@ -33,9 +35,15 @@ export interface QemuDomainOptions {
   uuid?: string;
   /** Until the guest's service answers after boot or takeover. Default 120 s. */
   serviceTimeoutMs?: number;
+  /** Threads a checkpoint's RAM scan is split across (RamMirror). Default: the host's cores, at most 4. */
+  scanThreads?: number;
 }
 
 const PAGE = 4096;
+/** Connects to the guest under way at once (16 at once always worked here, 50 did not). */
+const CONNECTS_AT_ONCE = 8;
+/** The longest one connect to the guest holds up the next ones. */
+const CONNECT_TURN_MS = 2000;
 /** HVM_CONTEXT for a QEMU guest: a marker, the state itself travels in EMULATOR_CONTEXT. */
 const VCPU_MARKER = new TextEncoder().encode('colo-qemu-vcpu-state-in-emulator-context/1');
 
@@ -49,15 +57,21 @@ export class QemuDomain implements Domain {
   private standbyRam: string | undefined;
   private runState: DomainState;
   private readonly workDir: string;
-  /** What readAndClearDirty() last gave (the pages sent), and a scratch copy to compare with it. */
-  private baseline: Buffer | undefined;
-  private scratch: Buffer | undefined;
-  /** The scratch holds the RAM as it is while suspended (read by suspend()). */
-  private captured = false;
+  /** The RAM as the pages readAndClearDirty() gave leave it (made at the first of them). */
+  private mirror: RamMirror | undefined;
+  /**
+   * Pages a scan took into the mirror that readAndClearDirty() has not given yet: the mirror already holds
+   * them, so they are remembered until given (a suspend whose checkpoint never asked keeps them for the next).
+   */
+  private unsent: Uint32Array = new Uint32Array(0);
   private logDirty = false;
   private everythingNext = false;
   private deviceState: Uint8Array = new Uint8Array(0);
   private readonly connections = new Map<number, Socket>();
+  /** Input for connections still waiting for their turn to connect (see openConnection). */
+  private readonly waiting = new Map<number, Buffer[]>();
+  private readonly connectQueue: (() => Promise<void>)[] = [];
+  private connectsUnderWay = 0;
   private readonly outputListeners = new Set<(id: number, bytes: Uint8Array | null) => void>();
   private readonly lostListeners = new Set<(why: string) => void>();
   private destroyed = false;
@@ -113,9 +127,11 @@ export class QemuDomain implements Domain {
     await guestOp(async () => {
       await m.pause();
       this.runState = 'suspended';
-      this.scratch = readGuestRam(m, this.scratch);
-      this.captured = true;
-      this.deviceState = await saveDeviceState(m, this.workDir);
+      // The RAM scan (worker threads) and QEMU's device-state save run at once: neither touches the other.
+      const scan = this.logDirty && this.mirror && !this.everythingNext ? this.mirror.scan(m.ramPath) : undefined;
+      const [dirty, devices] = await Promise.all([scan, saveDeviceState(m, this.workDir)]);
+      if (dirty) this.unsent = unionPfns(this.unsent, dirty);
+      this.deviceState = devices;
     });
   }
 
@@ -136,7 +152,6 @@ export class QemuDomain implements Domain {
       return;
     }
     await guestOp(() => this.machine!.resume());
-    this.captured = false;
     this.runState = 'running';
   }
 
@@ -150,29 +165,34 @@ export class QemuDomain implements Domain {
 
   readAndClearDirty(): Uint32Array {
     if (!this.logDirty || !this.machine) return new Uint32Array(0);
-    const now = this.snapshot();
-    const dirty = this.everythingNext || !this.baseline ? allPages(this.pageCount) : changedPages(this.baseline, now);
-    this.everythingNext = false;
-    // What was just given becomes the baseline; the old baseline is the next scratch.
-    this.scratch = this.baseline;
-    this.baseline = now;
-    this.captured = false;
+    const ram = this.machine.ramPath;
+    if (this.everythingNext || !this.mirror) {
+      // Every page: the mirror takes the whole file (torn if the guest runs: the next rounds send what changed).
+      this.mirror ??= new RamMirror(this.pageCount * PAGE, { threads: this.o.scanThreads });
+      this.mirror.load(ram);
+      this.everythingNext = false;
+      this.unsent = new Uint32Array(0);
+      return allPages(this.pageCount);
+    }
+    // Suspended, the scan of suspend() found them; running (a pre-copy round), they are found now.
+    const dirty = this.runState === 'suspended' ? this.unsent : unionPfns(this.unsent, this.mirror.scanSync(ram, true));
+    this.unsent = new Uint32Array(0);
     return dirty;
   }
 
   peekDirty(): Uint32Array {
     if (!this.logDirty || !this.machine) return new Uint32Array(0);
-    if (this.everythingNext || !this.baseline) return allPages(this.pageCount);
-    return changedPages(this.baseline, this.snapshot());
+    if (this.everythingNext || !this.mirror) return allPages(this.pageCount);
+    return unionPfns(this.unsent, this.mirror.scanSync(this.machine.ramPath, false));
   }
 
   page(pfn: number): Uint8Array {
     return this.pages(pfn, 1);
   }
   pages(firstPfn: number, count: number): Uint8Array {
-    if (!this.baseline) throw new DomainError(DomainErrorCode.BAD_PFN, 'no pages read yet: enableLogDirty() and readAndClearDirty() first');
+    if (!this.mirror) throw new DomainError(DomainErrorCode.BAD_PFN, 'no pages read yet: enableLogDirty() and readAndClearDirty() first');
     if (firstPfn < 0 || firstPfn + count > this.pageCount) throw new DomainError(DomainErrorCode.BAD_PFN, `pages ${firstPfn}..${firstPfn + count - 1} outside 0..${this.pageCount - 1}`);
-    return this.baseline.subarray(firstPfn * PAGE, (firstPfn + count) * PAGE);
+    return this.mirror.pages.subarray(firstPfn * PAGE, (firstPfn + count) * PAGE);
   }
 
   writePages(pfns: ArrayLike<number>, data: Uint8Array): void {
@@ -210,27 +230,72 @@ export class QemuDomain implements Domain {
   }
   setXenstore(_entries: XenstoreEntry[]): void {}
 
+  /**
+   * Connections reach the guest a few connects at a time: QEMU's user networking, given a burst of connects
+   * (50 at once), left some of them waiting forever, while 16 at once, or 60 one after another, all worked.
+   * Input for a connection whose turn has not come waits in `waiting`.
+   */
   openConnection(id: number): void {
     if (!this.machine || this.destroyed) return;
-    const s = connect({ host: this.machine.forward.host, port: this.machine.forward.port });
-    s.setNoDelay(true);
+    const { host, port } = this.machine.forward;
+    const s = new Socket();
     this.connections.set(id, s);
+    this.waiting.set(id, []);
     s.on('data', (b: Buffer) => this.emit(id, b));
     const ended = () => {
+      this.waiting.delete(id);
       if (this.connections.get(id) !== s) return;
       this.connections.delete(id);
       this.emit(id, null);
     };
     s.on('close', ended);
     s.on('error', ended);
+    this.connectSoon(() => {
+      if (this.connections.get(id) !== s) return Promise.resolve();
+      return new Promise<void>((done) => {
+        // Bounded: a connect that neither succeeds nor fails does not hold up the connections after it.
+        const timer = setTimeout(done, CONNECT_TURN_MS);
+        const settled = () => {
+          clearTimeout(timer);
+          done();
+        };
+        s.once('connect', () => {
+          s.setNoDelay(true);
+          const queued = this.waiting.get(id) ?? [];
+          this.waiting.delete(id);
+          for (const b of queued) s.write(b);
+          settled();
+        });
+        s.once('close', settled);
+        s.connect({ host, port });
+      });
+    });
+  }
+
+  /** Runs `connect` when fewer than CONNECTS_AT_ONCE connects are under way. */
+  private connectSoon(connect: () => Promise<void>): void {
+    const next = () => {
+      const start = this.connectQueue.shift();
+      if (!start) return;
+      this.connectsUnderWay++;
+      void start().finally(() => {
+        this.connectsUnderWay--;
+        next();
+      });
+    };
+    this.connectQueue.push(connect);
+    if (this.connectsUnderWay < CONNECTS_AT_ONCE) next();
   }
   closeConnection(id: number): void {
     const s = this.connections.get(id);
     this.connections.delete(id);
+    this.waiting.delete(id);
     s?.destroy();
   }
   deliverInput(id: number, bytes: Uint8Array): void {
-    this.connections.get(id)?.write(bytes);
+    const queued = this.waiting.get(id);
+    if (queued) queued.push(Buffer.from(bytes));
+    else this.connections.get(id)?.write(bytes);
   }
   onOutput(listener: (id: number, bytes: Uint8Array | null) => void): () => void {
     this.outputListeners.add(listener);
@@ -242,7 +307,10 @@ export class QemuDomain implements Domain {
     this.destroyed = true;
     for (const s of this.connections.values()) s.destroy();
     this.connections.clear();
+    this.waiting.clear();
+    this.connectQueue.length = 0;
     this.machine?.killNow();
+    this.mirror?.close();
     if (this.standbyRam) rmSync(this.standbyRam, { force: true });
     rmSync(this.workDir, { recursive: true, force: true });
   }
@@ -267,13 +335,6 @@ export class QemuDomain implements Domain {
       const why = `QEMU (pid ${m.pid}) exited (${e.signal ?? `code ${e.code}`})${e.stderr ? `: ${e.stderr.split('\n').slice(-2).join(' | ')}` : ''}`;
       for (const cb of this.lostListeners) cb(why);
     });
-  }
-
-  private snapshot(): Buffer {
-    if (this.captured && this.scratch) return this.scratch;
-    // Running (pre-copy rounds): a torn copy is fine, the final round under suspend catches what it missed.
-    this.scratch = readGuestRam(this.machine!, this.scratch);
-    return this.scratch;
   }
 
   private emit(id: number, bytes: Uint8Array | null): void {

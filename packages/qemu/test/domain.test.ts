@@ -118,6 +118,25 @@ describe('a QEMU guest behind the Domain interface (Remus)', () => {
     expect(() => standby.writePages([1], new Uint8Array(4096))).toThrow(expect.objectContaining({ code: DomainErrorCode.DESTROYED }));
   });
 
+  it('fifty client connections opened at once all reach the guest\'s redis (QEMU\'s user networking drops part of a burst)', async () => {
+    const d = await QemuDomain.boot({ ...options(24305), memoryBytes: 128 * 1024 * 1024 });
+    domains.push(d);
+    const replies = new Map<number, string>();
+    d.onOutput((id, bytes) => {
+      if (bytes) replies.set(id, (replies.get(id) ?? '') + Buffer.from(bytes).toString());
+    });
+    const ids = Array.from({ length: 50 }, (_, i) => 100 + i);
+    for (const id of ids) {
+      d.openConnection(id);
+      d.deliverInput(id, resp('PING'));
+    }
+    const deadline = Date.now() + 30_000;
+    while (ids.some((id) => replies.get(id) !== '+PONG\r\n') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(ids.filter((id) => replies.get(id) !== '+PONG\r\n')).toEqual([]);
+    for (const id of ids) d.closeConnection(id);
+    d.destroy();
+  }, 120_000);
+
   it('a QEMU that fails to save its state, or stops answering, makes the checkpoint GUEST_LOST: a defined end, bounded', async () => {
     // The domain's work folder (where QEMU writes its device state) is made under TMPDIR: a folder of this
     // test's own, so that removing it makes QEMU's `migrate` fail the way a full or broken disk would.
