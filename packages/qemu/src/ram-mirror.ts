@@ -57,16 +57,16 @@ const { parentPort, workerData } = require('node:worker_threads');
 const scanRange = ${scanRange.toString()};
 const mirror = Buffer.from(workerData.shared);
 const chunk = Buffer.allocUnsafe(workerData.chunk);
-parentPort.on('message', ({ path, from, to }) => {
+parentPort.on('message', ({ id, path, from, to }) => {
   let fd;
   try {
     fd = fs.openSync(path, 'r');
     const out = new Uint32Array((to - from) / 4096);
     const n = scanRange(fs, fd, mirror, chunk, from, to, true, out);
     const pfns = out.slice(0, n);
-    parentPort.postMessage({ pfns }, [pfns.buffer]);
+    parentPort.postMessage({ id, pfns }, [pfns.buffer]);
   } catch (e) {
-    parentPort.postMessage({ error: String(e && e.message || e) });
+    parentPort.postMessage({ id, error: String(e && e.message || e) });
   } finally {
     if (fd !== undefined) fs.closeSync(fd);
   }
@@ -90,6 +90,8 @@ export class RamMirror {
   private readonly chunk = Buffer.allocUnsafe(CHUNK);
   private workers: Worker[] | undefined;
   private closed = false;
+  /** Numbers each scan's requests: a worker's answer is taken only by the request it answers. */
+  private requests = 0;
 
   constructor(bytes: number, o: RamMirrorOptions = {}) {
     if (bytes <= 0 || bytes % PAGE !== 0) throw new QemuError(QemuErrorCode.BAD_CONFIG, `a RAM mirror of ${bytes} bytes: a positive multiple of ${PAGE}`);
@@ -121,13 +123,25 @@ export class RamMirror {
     if (this.threads === 1) return this.scanSync(ramPath, true);
     const workers = (this.workers ??= Array.from({ length: this.threads }, () => this.startWorker()));
     const pagesEach = Math.ceil(this.pages.length / PAGE / workers.length);
-    const parts = await Promise.all(
+    const id = ++this.requests;
+    let broken = false;
+    // Every range answered before the scan ends, failed or not: no worker may still be writing the mirror
+    // when the next scan (or a page read) starts.
+    const settled = await Promise.allSettled(
       workers.map((w, i) => {
         const from = Math.min(this.pages.length, i * pagesEach * PAGE);
         const to = Math.min(this.pages.length, (i + 1) * pagesEach * PAGE);
-        return from === to ? Promise.resolve(new Uint32Array(0)) : ask(w, { path: ramPath, from, to });
+        return from === to ? Promise.resolve(new Uint32Array(0)) : ask(w, { id, path: ramPath, from, to }, () => (broken = true));
       }),
     );
+    if (broken) {
+      // A thread that failed or ended is not asked again: the next scan starts a fresh set.
+      for (const w of workers) void w.terminate();
+      if (this.workers === workers) this.workers = undefined;
+    }
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    const parts = settled.map((r) => (r as PromiseFulfilledResult<Uint32Array>).value);
     // Each range's pfns are ascending and the ranges are in order: concatenated, they are ascending.
     const out = new Uint32Array(parts.reduce((a, p) => a + p.length, 0));
     let at = 0;
@@ -154,19 +168,33 @@ export class RamMirror {
 }
 
 /** One range scanned by a worker; its failure (the file gone, the worker gone) is QEMU_EXITED: the RAM is gone. */
-function ask(w: Worker, range: { path: string; from: number; to: number }): Promise<Uint32Array> {
+function ask(w: Worker, range: { id: number; path: string; from: number; to: number }, broken: () => void): Promise<Uint32Array> {
   return new Promise((resolve, reject) => {
-    const onMessage = (m: { pfns?: Uint32Array; error?: string }) => {
+    const done = () => {
+      w.off('message', onMessage);
       w.off('error', onError);
+      w.off('exit', onExit);
+    };
+    const onMessage = (m: { id: number; pfns?: Uint32Array; error?: string }) => {
+      if (m.id !== range.id) return;
+      done();
       if (m.pfns) resolve(m.pfns);
       else reject(new QemuError(QemuErrorCode.EXITED, `the guest's RAM could not be scanned: ${m.error}`));
     };
     const onError = (e: Error) => {
-      w.off('message', onMessage);
+      done();
+      broken();
       reject(new QemuError(QemuErrorCode.EXITED, `a RAM scan thread failed: ${e.message}`, { cause: e }));
     };
-    w.once('message', onMessage);
+    // A thread that ends (terminated, out of memory) never answers: the wait ends with it.
+    const onExit = (code: number) => {
+      done();
+      broken();
+      reject(new QemuError(QemuErrorCode.EXITED, `a RAM scan thread ended (code ${code})`));
+    };
+    w.on('message', onMessage);
     w.once('error', onError);
+    w.once('exit', onExit);
     w.postMessage(range);
   });
 }

@@ -78,6 +78,17 @@ describe('RamMirror', () => {
     expect(() => new RamMirror(100)).toThrow(expect.objectContaining({ code: QemuErrorCode.BAD_CONFIG }));
   });
 
+  it('a mirror closed while its threads scan (its domain destroyed mid-checkpoint) ends the scan with QEMU_EXITED, not a hang', async () => {
+    const file = join(dir, 'closing');
+    writeFileSync(file, randomBytes(4096 * PAGE));
+    const m = new RamMirror(4096 * PAGE, { threads: 2 });
+    mirrors.push(m);
+    const scanning = m.scan(file);
+    m.close();
+    await expect(scanning).rejects.toMatchObject({ code: QemuErrorCode.EXITED });
+    await expect(m.scan(file)).rejects.toMatchObject({ code: QemuErrorCode.BAD_CONFIG });
+  });
+
   it('unionPfns merges ascending lists without repeats', () => {
     const u = (a: number[], b: number[]) => Array.from(unionPfns(Uint32Array.from(a), Uint32Array.from(b)));
     expect(u([], [])).toEqual([]);
