@@ -19,6 +19,8 @@ export interface NodeStatusDoc {
   mode: string;
   epoch: number;
   protected: boolean;
+  /** Checkpointing into nothing (remus.blackhole): never protected. */
+  blackhole?: boolean;
   peer?: string | null;
   service?: { host: string; port: number } | null;
   /** durationSeconds: trigger to completion; pauseSeconds: what the guest sees (the colo_checkpoint_duration_seconds histogram). */

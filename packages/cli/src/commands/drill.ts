@@ -24,7 +24,8 @@ Options:
   --no-reprotect        do not wait for re-protection
   --json                print the report as JSON
 
-Exit codes: 0 drill passed, 1 a step failed (the report says which), 2 bad usage.
+Exit codes: 0 drill passed, 1 a step failed (the report says which), 2 bad usage (also: a node in blackhole
+mode, which protects nothing: the drill refuses to crash it).
 `;
 
 const command: Command = {
@@ -61,6 +62,7 @@ const command: Command = {
       values.json ? () => {} : (line) => io.stderr.write(`  ${line}\n`),
     );
     io.stdout.write((values.json ? JSON.stringify(report, null, 2) : formatDrillReport(report)) + '\n');
+    if (report.refused) return ExitCode.USAGE;
     return report.ok ? ExitCode.OK : ExitCode.FAILED;
   },
 };

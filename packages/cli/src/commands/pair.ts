@@ -30,6 +30,9 @@ Options:
   --kernel FILE, --initrd FILE
                         with --guest qemu: the guest to boot (default .tools/guest/vmlinuz, initramfs.img)
   --accel kvm|tcg       with --guest qemu: the accelerator (default kvm; tcg where KVM cannot run)
+  --blackhole           with --mode remus: node A alone, checkpointing into nothing (Xen's \`xl remus -b\`):
+                        every checkpoint's cost, and output held and released as in a pair, without a
+                        second node. NOT protected: for measuring what protection would cost a workload
   --dirty-rate N        background pages dirtied per second by the guest (default 0)
   --host ADDR           address every port binds to (default 127.0.0.1)
   --service-port N      node A's client service port; node B uses N+1 (default 6380)
@@ -71,7 +74,10 @@ const command: Command = {
       'log-level': { type: 'string', default: 'info' },
       'sync-timeout': { type: 'string', default: '120' },
       json: { type: 'boolean' },
+      blackhole: { type: 'boolean' },
     } }));
+    if (values.blackhole && values.mode !== 'remus') throw new UsageError('--blackhole is a Remus mode: add --mode remus');
+    if (values.blackhole && values.arbiter !== 'local') throw new UsageError('--blackhole runs one node: there is nothing for an arbiter to decide');
     if (values.mode !== 'colo' && values.mode !== 'remus') throw new UsageError('--mode must be colo or remus');
     if (values.guest !== 'simulated' && values.guest !== 'qemu') throw new UsageError('--guest must be simulated or qemu');
     if (values.accel !== 'kvm' && values.accel !== 'tcg') throw new UsageError('--accel must be kvm or tcg');
@@ -97,6 +103,7 @@ const command: Command = {
       dirtyRate: Number(values['dirty-rate']),
       extra: {},
       logLevel: values['log-level'],
+      blackhole: values.blackhole,
     });
     const say = (line: string) => io.stderr.write(`colo pair: ${line}\n`);
     sup.onEvent = say;
@@ -128,13 +135,20 @@ const command: Command = {
     while (!stopped) {
       const [a, b] = await sup.statuses();
       const primary = [a, b].find((s) => s?.role === 'primary');
-      const line = primary?.protected
-        ? 'protected'
-        : `A: ${a ? `${a.role} ${a.state}${fmtSync(a)}` : 'starting'} | B: ${b ? `${b.role} ${b.state}${fmtSync(b)}` : 'starting'}`;
+      // Blackhole: up once its checkpoints run (its first went nowhere); it never reports protected.
+      const up = values.blackhole ? primary?.blackhole === true && primary.lastCheckpoint != null : primary?.protected === true;
+      const line = up
+        ? values.blackhole
+          ? 'checkpointing into nothing'
+          : 'protected'
+        : values.blackhole
+          ? `A: ${a ? `${a.role} ${a.state}` : 'starting'}`
+          : `A: ${a ? `${a.role} ${a.state}${fmtSync(a)}` : 'starting'} | B: ${b ? `${b.role} ${b.state}${fmtSync(b)}` : 'starting'}`;
       if (line !== last) say(line);
       last = line;
-      if (primary?.protected) {
-        banner(io.stdout, sup, primary.nodeId, values.json ?? false);
+      if (up && primary) {
+        if (values.blackhole) blackholeBanner(io.stdout, sup, values.json ?? false);
+        else banner(io.stdout, sup, primary.nodeId, values.json ?? false);
         break;
       }
       if (Date.now() > deadline) {
@@ -148,6 +162,31 @@ const command: Command = {
     return ExitCode.OK;
   },
 };
+
+function blackholeBanner(out: NodeJS.WritableStream, sup: PairSupervisor, json: boolean): void {
+  const a = sup.nodes[0];
+  // One node: `colo status` alone would also ask for node B, which does not exist here.
+  const nodes = ` --node ${a.adminUrl}`;
+  if (json) {
+    out.write(JSON.stringify({ ready: true, blackhole: true, protected: false, service: a.service, nodes: [{ id: a.id, admin: a.adminUrl, service: a.service }], tokenFile: sup.tokenFile }) + '\n');
+    return;
+  }
+  out.write(`
+colo pair is up in BLACKHOLE mode (${a.id} alone): NOT protected. Every checkpoint runs and goes nowhere;
+output is held and released as in a pair. What it costs is in the metrics.
+
+  service (RESP)  ${a.service.host}:${a.service.port}
+  status          ${a.adminUrl}/status
+  metrics         ${a.adminUrl}/metrics
+
+Try:
+  redis-benchmark -p ${a.service.port} -t set,get -n 20000 -q
+  curl -s ${a.adminUrl}/metrics | grep colo_checkpoint_pause
+  npx colo status${nodes}
+
+Ctrl-C stops it.
+`);
+}
 
 function fmtSync(s: NodeStatusDoc): string {
   const sync = s.sync as { round?: number; pagesSent?: number; totalPages?: number } | undefined | null;

@@ -25,7 +25,7 @@ export function formatStatus(node: string, s: NodeStatusDoc): string {
   const lc = s.lastCheckpoint;
   return [
     `${s.nodeId} (${node})`,
-    `  role        ${s.role}${s.role === 'primary' ? (s.protected ? ', protected' : ', UNPROTECTED') : ''}`,
+    `  role        ${s.role}${s.role === 'primary' ? (s.blackhole ? ', blackhole: not protected (checkpoints go nowhere)' : s.protected ? ', protected' : ', UNPROTECTED') : ''}`,
     `  state       ${s.state}`,
     `  mode/epoch  ${s.mode} / ${s.epoch}`,
     `  peer        ${s.peer ?? 'none'}`,

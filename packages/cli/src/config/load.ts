@@ -32,6 +32,8 @@ export interface NodeConfig {
     precopyMinDirty: number;
   };
   output: { maxHeldPerConnection: number; maxHeldTotal: number };
+  /** Remus: checkpoint into nothing (a primary with no secondary, never protected). */
+  remus: { blackhole: boolean };
   service: { listen: { host: string; port: number }; promoteHook?: string };
   admin: { listen: { host: string; port: number }; token?: string };
   /** `local`: `socketPath` is the unix socket of the arbiter process. */
@@ -245,6 +247,7 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
       precopyMinDirty: get('checkpoint.precopy_min_dirty'),
     },
     output: { maxHeldPerConnection: get('output.max_held_per_connection'), maxHeldTotal: get('output.max_held_total') },
+    remus: { blackhole: blackhole(get) },
     service: { listen: get('service.listen'), promoteHook: get('service.promote_hook') },
     admin: { listen: get('admin.listen'), token },
     arbiter,
@@ -267,6 +270,13 @@ function qemuGuest(get: <T>(path: string) => T, memory: number): NodeConfig['gue
     );
   }
   return { kernel, initrd, accel: get('guest.accel'), binary: get('guest.qemu'), forward: get('guest.forward'), servicePort: get('guest.service_port') };
+}
+
+function blackhole(get: <T>(path: string) => T): boolean {
+  if (!get<boolean>('remus.blackhole')) return false;
+  if (get('node.mode') !== 'remus') throw new ConfigError(ConfigErrorCode.INVALID, 'remus.blackhole', 'blackhole mode checkpoints a Remus primary into nothing: set node.mode to remus');
+  if (get('node.role') === 'secondary') throw new ConfigError(ConfigErrorCode.INVALID, 'remus.blackhole', 'blackhole mode is for a primary: it has no secondary');
+  return true;
 }
 
 function arbiterConfig(get: <T>(path: string) => T): NodeConfig['arbiter'] {
@@ -316,7 +326,8 @@ export function requireForRole(cfg: NodeConfig): void {
   if (cfg.node.role === 'secondary' && !cfg.replication.peer) {
     throw new ConfigError(ConfigErrorCode.MISSING, 'replication.peer', "a secondary needs the primary's address: set replication.peer, COLO_REPLICATION_PEER or --replication-peer ws://HOST:PORT");
   }
-  if (!cfg.replication.psk && !cfg.replication.tls) {
+  // A blackhole primary has no link to authenticate.
+  if (!cfg.replication.psk && !cfg.replication.tls && !cfg.remus.blackhole) {
     throw new ConfigError(ConfigErrorCode.MISSING, 'replication.psk_file', 'the replication link must be authenticated: set replication.psk_file (or COLO_REPLICATION_PSK), or mutual TLS with replication.tls_cert/tls_key/tls_ca');
   }
 }

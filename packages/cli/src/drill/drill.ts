@@ -23,6 +23,8 @@ export interface DrillStep {
 
 export interface DrillReport {
   ok: boolean;
+  /** Why the drill refused to run at all (a target in blackhole mode protects nothing). */
+  refused?: 'blackhole';
   runId: string;
   primaryBefore?: string;
   primaryAfter?: string;
@@ -73,6 +75,11 @@ export async function runDrill(opts: DrillOptions, hooks: DrillHooks = {}, progr
       const deadline = Date.now() + opts.protectTimeoutMs;
       for (;;) {
         const all = await statuses();
+        const hole = all.find((x) => x.s?.blackhole === true);
+        if (hole) {
+          report.refused = 'blackhole';
+          throw new Error(`${hole.s!.nodeId} (${hole.node}) runs in blackhole mode: its checkpoints go nowhere and nothing would take over; a crash would lose every write. Drill a real pair (docs/operations.md)`);
+        }
         const p = all.find((x) => x.s?.role === 'primary');
         const sec = all.find((x) => x.s?.role === 'secondary');
         if (p?.s?.protected && p.s.service && sec) {

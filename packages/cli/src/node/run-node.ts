@@ -13,6 +13,8 @@ export const NODE_HELP_OPTIONS = `Options:
   --config FILE       YAML configuration (docs/configuration.md); flags and COLO_* environment variables override it
   --<section>-<key> V any setting as a flag, e.g. --replication-peer ws://host-a:7800, --heartbeat-timeout 2s,
                       --guest-memory 1GiB, --service-listen 0.0.0.0:6379, --log-level debug
+  --blackhole         Remus primary: checkpoint into nothing (remus.blackhole): measures what protection costs,
+                      protects nothing
   --print-config      print the merged configuration (secrets redacted) and exit
 
 Exit codes: 0 stopped by SIGINT/SIGTERM, 1 the node stopped acting (a secondary that lost its primary before
@@ -26,8 +28,9 @@ export const NODE_EXIT_REFUSED = 10;
 
 /** Parses flags + config for `colo node|primary|secondary`, forcing the role when the command names one. */
 export function nodeConfig(argv: string[], forcedRole: 'primary' | 'secondary' | undefined, env: NodeJS.ProcessEnv): { config: NodeConfig; print: boolean } {
-  const options = { ...settingFlagOptions(), config: { type: 'string' as const }, 'print-config': { type: 'boolean' as const } };
-  
+  // --blackhole: the seed's name for remus.blackhole (Xen's `xl remus -b`).
+  const options = { ...settingFlagOptions(), config: { type: 'string' as const }, 'print-config': { type: 'boolean' as const }, blackhole: { type: 'boolean' as const } };
+
   let values: Record<string, string | boolean | undefined>;
   try {
     values = parseArgs({ args: argv, options, strict: true }).values as Record<string, string | boolean | undefined>;
@@ -36,6 +39,7 @@ export function nodeConfig(argv: string[], forcedRole: 'primary' | 'secondary' |
   }
   const flags = settingFlags(values);
   if (forcedRole) flags['node.role'] = forcedRole;
+  if (values.blackhole === true) flags['remus.blackhole'] = 'true';
   const config = loadConfig({ file: values.config as string | undefined, env, flags });
   requireForRole(config);
   return { config, print: values['print-config'] === true };
@@ -97,6 +101,7 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
       remusIntervalMs: config.checkpoint.remusIntervalMs,
       coloMaxIntervalMs: config.checkpoint.maxIntervalMs,
     },
+    blackhole: config.remus.blackhole,
     arbiter,
     precopy: { maxRounds: config.checkpoint.precopyMaxRounds, minDirtyPages: config.checkpoint.precopyMinDirty },
     output: { compareTimeoutMs: config.checkpoint.compareTimeoutMs, maxHeldPerConnection: config.output.maxHeldPerConnection, maxHeldTotal: config.output.maxHeldTotal },

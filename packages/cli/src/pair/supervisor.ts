@@ -40,6 +40,11 @@ export interface PairOptions {
   qemu?: { kernel: string; initrd: string; accel: 'kvm' | 'tcg'; forwardPort: number };
   /** Command that runs the colo CLI (default: this very process's node + script). */
   coloCommand?: string[];
+  /**
+   * Remus blackhole: node A alone, checkpointing into nothing (remus.blackhole); no secondary, no arbiter, and a
+   * node that exits is not restarted (there is nothing to rejoin).
+   */
+  blackhole?: boolean;
 }
 
 export interface PairNode {
@@ -97,6 +102,7 @@ export class PairSupervisor {
 
   /** Who decides for the pair, as both nodes' configs say it. */
   get arbiterKind(): 'local' | 'none' | 'etcd' {
+    if (this.opts.blackhole) return 'none';
     return this.opts.arbiter ?? 'local';
   }
 
@@ -120,6 +126,7 @@ export class PairSupervisor {
         service: { listen: `${n.service.host}:${n.service.port}` },
         admin: { listen: `${opts.host}:${opts.adminPort + i}`, token_file: this.tokenFile },
         arbiter,
+        ...(opts.blackhole ? { remus: { blackhole: true } } : {}),
         log: { level: opts.logLevel },
         ...opts.extra,
       };
@@ -142,6 +149,7 @@ export class PairSupervisor {
     }
     if (this.stopping) return;
     this.spawnNode(this.nodes[0], 'primary');
+    if (this.opts.blackhole) return;
     void this.whenListening(this.nodes[0], 30_000).then(() => {
       if (!this.stopping) this.spawnNode(this.nodes[1], 'secondary');
     });
@@ -203,6 +211,7 @@ export class PairSupervisor {
       if (n.process === child) n.process = undefined;
       if (this.stopping) return;
       this.onEvent(`${n.id}: exited (${signal ?? `code ${code}`})`);
+      if (this.opts.blackhole) return;
       void this.rejoin(n);
     });
   }

@@ -27,6 +27,7 @@ import {
   type ReadRingStats,
 } from '../transport/index.js';
 import type { ColoNodeOptions } from './options.js';
+import { BlackholeLink } from './blackhole-link.js';
 import { observeTransitions, stateName, type Transition } from './transitions.js';
 import { childLogger } from '../observability/logger.js';
 
@@ -37,8 +38,10 @@ export interface NodeStatus {
   state: string;
   mode: 'colo' | 'remus';
   epoch: number;
-  /** Primary: a synchronised secondary is attached. Secondary: it holds a complete checkpoint. */
+  /** Primary: a synchronised secondary is attached. Secondary: it holds a complete checkpoint. Never in blackhole. */
   protected: boolean;
+  /** A Remus primary checkpointing into nothing: not protected, whatever its state says. */
+  blackhole: boolean;
   /** The peer's address while linked. */
   peer: string | null;
   /** Where this node listens for a secondary (primary), when it does. */
@@ -270,7 +273,7 @@ export class ColoNode {
 
   /** status().role === 'primary' && status().protected, without building the status (asked at every transition). */
   get isProtectedPrimary(): boolean {
-    return this.currentRole === 'primary' && isProtectedState('primary', this.currentState());
+    return this.currentRole === 'primary' && !this.o.blackhole && isProtectedState('primary', this.currentState());
   }
 
   /** The current role's state name ('not-started' before its machine exists). */
@@ -281,7 +284,7 @@ export class ColoNode {
 
   status(): NodeStatus {
     const state = this.currentState();
-    const isProtected = isProtectedState(this.currentRole, state);
+    const isProtected = !this.o.blackhole && isProtectedState(this.currentRole, state);
     const lc = this.lastCheckpoint;
     return {
       nodeId: this.o.nodeId,
@@ -290,6 +293,7 @@ export class ColoNode {
       mode: this.o.mode,
       epoch: this.epochValue,
       protected: isProtected,
+      blackhole: this.o.blackhole === true,
       peer: this.link ? this.link.remoteAddress : null,
       listening: this.server?.url ?? null,
       lastCheckpoint: lc
@@ -390,6 +394,11 @@ export class ColoNode {
     observeTransitions(actor, 'primary', () => this.epochValue, (t) => this.reportTransition(t));
     this.primaryActor = actor;
     actor.start();
+    if (this.o.blackhole) {
+      this.roleLogger().warn('blackhole mode: checkpoints go nowhere; this guest is NOT protected');
+      this.attachSecondary(new BlackholeLink(this.hello('primary')));
+      return;
+    }
     const listen = this.o.replication.listen;
     if (!listen) {
       this.roleLogger().warn('no replication.listen address: running unprotected, no secondary can join');
@@ -498,7 +507,8 @@ export class ColoNode {
         void e?.completeCheckpoint().then((m) => m && this.recordCheckpoint(m));
       },
       protectionStarted: (ctx: PrimaryContext) => {
-        this.roleLogger().info({ rounds: engine()?.precopyRounds }, 'protected: the secondary holds a complete checkpoint');
+        if (this.o.blackhole) this.roleLogger().warn({ rounds: engine()?.precopyRounds }, 'blackhole: the first checkpoint went nowhere, as every one will: NOT protected');
+        else this.roleLogger().info({ rounds: engine()?.precopyRounds }, 'protected: the secondary holds a complete checkpoint');
         this.events.emit('protected');
         this.markProtected(ctx.epoch);
       },
@@ -576,6 +586,12 @@ export class ColoNode {
 
   /** Records the pair as protected at `epoch`; output waiting for it leaves on 'pairProtected'. */
   private markProtected(epoch: number): void {
+    // Nothing backs a blackhole's checkpoints: the arbiter's record must never say this pair is protected. Its
+    // output is released as the checkpoints complete (that is what blackhole mode measures).
+    if (this.o.blackhole) {
+      this.events.emit('pairProtected', epoch);
+      return;
+    }
     this.arbitration.markProtected(this.o.nodeId, epoch).then(
       (d) => {
         if (!d || this.stopped || this.currentRole !== 'primary' || this.epochValue !== epoch) return;
@@ -788,6 +804,7 @@ function validate(o: ColoNodeOptions): void {
   if (o.role === 'primary' && !o.domain) bad('a primary needs options.domain');
   if (o.role === 'secondary' && !o.hostGuest) bad('a secondary needs options.hostGuest');
   if (o.role === 'secondary' && !o.replication.peer) bad('a secondary needs replication.peer');
+  if (o.blackhole && (o.role !== 'primary' || o.mode !== 'remus')) bad('blackhole mode is for a Remus primary (a COLO secondary runs its own guest: there is no blackhole for it)');
   if (o.epoch !== undefined && (!Number.isSafeInteger(o.epoch) || o.epoch < 0)) bad('epoch must be a non-negative integer');
   for (const [k, v] of Object.entries(o.timings ?? {})) if (!(typeof v === 'number' && v > 0)) bad(`timings.${k} must be a positive number of ms`);
   for (const [k, v] of Object.entries(o.precopy ?? {})) if (!(Number.isInteger(v) && v >= 0)) bad(`precopy.${k} must be a non-negative integer`);

@@ -32,6 +32,12 @@ export interface ColoNodeOptions {
   timings?: Partial<MachineTimings>;
   /** Pre-copy limits of the initial synchronisation (default 5 rounds, stop under 50 dirty pages). */
   precopy?: Partial<PrecopyLimits>;
+  /**
+   * Remus primary only: checkpoint into nothing (Xen's `xl remus -b`). Every checkpoint step runs and its stream
+   * is dropped; output is released at once; the node never reports itself protected and records nothing with
+   * the arbiter. For measuring what protection would cost a workload (docs/operations.md).
+   */
+  blackhole?: boolean;
   /** Split-brain arbiter (default: `none`, which always grants; see docs/architecture.md). */
   arbiter?: Arbiter;
   /** Epoch to start at (a restarted node passes the highest epoch it persisted). Default 0. */

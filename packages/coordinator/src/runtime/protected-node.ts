@@ -19,6 +19,7 @@ import type { MachineTimings, NodeRole, ReplicationMode } from '../statechart/ty
 import { connectToPeer, PROTOCOL_VERSION, type HeartbeatOptions, type LinkSecurity, type PeerLink, type ReadRingStats } from '../transport/index.js';
 import { hookSuspendResume } from './hooked-domain.js';
 import { runPromoteHook } from './promote-hook.js';
+import { BlackholeLink } from '../node/blackhole-link.js';
 
 export interface ProtectedNodeOptions {
   nodeId: string;
@@ -36,6 +37,8 @@ export interface ProtectedNodeOptions {
     heartbeat: HeartbeatOptions;
   };
   timings: Partial<MachineTimings>;
+  /** Remus primary: checkpoint into nothing, never protected (ColoNodeOptions.blackhole). */
+  blackhole?: boolean;
   /**
    * Decides every role change after a peer is lost (docs/architecture.md, "The arbiter"). Default: `none`, which
    * grants everything (two nodes that lose each other both act alone).
@@ -64,6 +67,8 @@ export interface ProtectedNodeStatus {
   mode: ReplicationMode;
   epoch: number;
   protected: boolean;
+  /** Checkpointing into nothing (blackhole mode): never protected. */
+  blackhole: boolean;
   peer: string | null;
   listening: string | null;
   /** Where clients reach the protected service, while this node serves it. */
@@ -157,6 +162,7 @@ export class ProtectedNode {
       security: o.replication.security,
       heartbeat: o.replication.heartbeat,
       timings: o.timings,
+      blackhole: o.blackhole,
       precopy: o.precopy,
       onSideLink: (link) => this.attachProxyLink(link),
       arbiter: o.arbiter,
@@ -229,6 +235,11 @@ export class ProtectedNode {
 
     if (o.role === 'primary') {
       await this.startPrimaryProxy(guest!, 1);
+      // Blackhole: the proxy's peer is nobody too; the checkpoints' completion releases output as a real
+      // secondary's acknowledgements would.
+      if (o.blackhole) {
+        this.attachProxyLink(new BlackholeLink({ protocol: PROTOCOL_VERSION, channel: 'proxy', nodeId: o.nodeId, role: 'primary', mode: o.mode, epoch: this.node.epoch, extensions: [] }));
+      }
       await this.node.start();
     } else {
       // The proxy link first: the primary mirrors input from the moment this secondary's first checkpoint starts.
@@ -324,6 +335,7 @@ export class ProtectedNode {
       mode: s.mode,
       epoch: s.epoch,
       protected: s.protected && !this.terminal,
+      blackhole: s.blackhole,
       peer: s.peer,
       listening: s.listening,
       service: this.terminal ? null : this.serviceAddress,
@@ -425,7 +437,7 @@ export class ProtectedNode {
     this.watchProxyLink(link);
     // A secondary that opens a proxy link but never completes its replication link must not hold output forever.
     const timer = setTimeout(() => {
-      if (this.proxyLink === link && !this.node.status().protected) {
+      if (this.proxyLink === link && !this.node.status().protected && !this.o.blackhole) {
         this.log.warn({ peer: link.peerHello.nodeId }, 'the secondary did not synchronise in time: dropping it');
         link.close('no synchronisation');
         this.node.dropSecondary('the secondary did not synchronise in time');
