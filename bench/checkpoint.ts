@@ -291,6 +291,59 @@ async function startPair(mode: ReplicationMode, pages: number, guest: Domain, pr
 
 const mainGc = observeGc();
 
+/**
+ * Remus blackhole (remus.blackhole): the same guest and dirty pages, a primary checkpointing into nothing. Its
+ * pause is the cost of protection without the network: target within 1.1 x of the Remus pair's pause p50 minus
+ * the pair's network time, measured just before. The network time is what the pair's transfer phase spends
+ * beyond the blackhole's: both build the same records (the blackhole's transfer phase is that work alone, its
+ * sink takes every byte at once), only the pair's go into a socket.
+ */
+async function blackholeRows(guest: ReturnType<typeof withInjectedDirty>, guestPages: number, pair: Map<number, { p50: number; transfer: number; reps: number }>, log: (l: string) => void): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const node = new ColoNode({ ...nodeOptions('remus', randomBytes(32)), nodeId: 'bench-blackhole', role: 'primary', domain: guest, replication: {}, blackhole: true });
+  const started = new Promise<void>((resolve) => node.on('protected', () => resolve()));
+  await node.start();
+  await started;
+  try {
+    for (let i = 0; i < PAIR_WARMUP; i++) {
+      const start = Math.floor(Math.random() * (guestPages - 100));
+      guest.inject(Array.from({ length: 100 }, (_, k) => start + k));
+      await node.requestCheckpoint('manual');
+    }
+    for (const [n, p] of pair) {
+      const pauses: number[] = [];
+      const transfers: number[] = [];
+      for (let i = 0; i < 2 * p.reps; i++) {
+        const start = Math.floor(Math.random() * (guestPages - n));
+        guest.inject(Array.from({ length: n }, (_, k) => start + k));
+        const m = await node.requestCheckpoint('manual');
+        if (m.pages < n) throw new Error(`blackhole checkpoint carried ${m.pages} pages, expected at least ${n}`);
+        if (i >= p.reps) {
+          pauses.push(m.pauseSeconds);
+          transfers.push(m.phases.transfer);
+        }
+      }
+      const b50 = percentile(pauses, 50) * 1000;
+      const encode = percentile(transfers, 50) * 1000;
+      const network = Math.max(0, p.transfer - encode);
+      const net = p.p50 - network;
+      log(`remus blackhole ${n} pages: p50 ${b50.toFixed(2)} ms (records built in ${encode.toFixed(3)} ms); pair p50 ${p.p50.toFixed(2)} ms, its transfer ${p.transfer.toFixed(2)} ms of which network ${network.toFixed(2)} ms`);
+      rows.push({
+        name: `remus blackhole pause p50, ${n} dirty pages (records built in ${encode.toFixed(3)} ms)`,
+        value: b50,
+        unit: 'ms',
+        baseline: `pair p50 ${p.p50.toFixed(2)} - network ${network.toFixed(2)} = ${net.toFixed(2)} ms`,
+        ratio: b50 / net,
+        target: '<= 1.1 x pair pause minus its network time',
+        met: b50 <= 1.1 * net,
+      });
+    }
+  } finally {
+    await node.stop();
+  }
+  return rows;
+}
+
 /** COLO_BENCH_GC=1 (see GC_LOG): the slow checkpoints of a group, each with the collections that overlapped it. */
 function reportOutliers(log: (l: string) => void, group: string, p50: number, windows: { from: number; to: number; m: CheckpointMeasurement }[], primaryGc: GcSpan[], secondaryGcSpans: GcSpan[]): void {
   const ms = (x: number) => (x * 1000).toFixed(2);
@@ -344,6 +397,8 @@ const suite: BenchSuite = {
 
     // ---- checkpoint pause by dirty pages
     const guestPages = 65_536; // 256 MiB: room for 50,000 distinct dirty pages
+    /** The Remus pair's pause p50 and its transfer phase's p50 by dirty pages, for the blackhole's target. */
+    const pairFigures = new Map<number, { p50: number; transfer: number; reps: number }>();
     for (const mode of PARTS.includes('pause') ? MODES : []) {
       const inner = new SimulatedGuest({ memoryBytes: guestPages * PAGE });
       const guest = withInjectedDirty(inner);
@@ -396,6 +451,7 @@ const suite: BenchSuite = {
             `median phases: transfer ${(percentile(transfers, 50) * 1000).toFixed(2)} ms, secondary apply + READY ${(percentile(applies, 50) * 1000).toFixed(2)} ms`,
         );
         rows.push({ name: `${mode} pause p50, ${n} dirty pages`, value: p50, unit: 'ms', baseline: `raw TCP ${ideal.toFixed(2)} ms`, ratio: p50 / ideal });
+        if (mode === 'remus') pairFigures.set(n, { p50, transfer: percentile(transfers, 50) * 1000, reps });
         rows.push({
           name: `${mode} pause p99, ${n} dirty pages`,
           value: p99,
@@ -416,6 +472,7 @@ const suite: BenchSuite = {
         }
       }
       await pair.stop();
+      if (mode === 'remus') rows.push(...(await blackholeRows(guest, guestPages, pairFigures, log)));
       inner.destroy();
     }
 
