@@ -68,6 +68,19 @@ describe('configuration', () => {
     expect(configError(() => etcd({ 'arbiter.timeout': '0s' }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'arbiter.timeout' });
   });
 
+  test('replication.max_bandwidth: bytes per second, unset means no limit, under 1 MiB/s refused', () => {
+    expect(loadConfig({}).replication.maxBandwidth).toBeUndefined();
+    expect(loadConfig({ flags: { 'replication.max_bandwidth': '125MB' } }).replication.maxBandwidth).toBe(125_000_000);
+    expect(configError(() => loadConfig({ flags: { 'replication.max_bandwidth': '512KiB' } }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'replication.max_bandwidth' });
+  });
+
+  test('remus.blackhole: a Remus primary only', () => {
+    expect(loadConfig({}).remus.blackhole).toBe(false);
+    expect(loadConfig({ flags: { 'node.mode': 'remus', 'remus.blackhole': 'true' } }).remus.blackhole).toBe(true);
+    expect(configError(() => loadConfig({ flags: { 'remus.blackhole': 'true' } }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'remus.blackhole' });
+    expect(configError(() => loadConfig({ flags: { 'node.mode': 'remus', 'node.role': 'secondary', 'remus.blackhole': 'true' } }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'remus.blackhole' });
+  });
+
   test('file < environment < flags', () => {
     const file = yaml('node:\n  role: primary\n  mode: remus\nguest:\n  memory: 64MiB\nheartbeat:\n  interval: 50ms\n  timeout: 2s\n');
     const c = loadConfig({ file, env: { COLO_GUEST_MEMORY: '128MiB', COLO_HEARTBEAT_TIMEOUT: '3s', COLO_GUEST_PREALLOC: 'false' }, flags: { 'heartbeat.timeout': '4s' } });

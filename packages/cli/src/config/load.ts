@@ -21,6 +21,8 @@ export interface NodeConfig {
     psk?: Uint8Array;
     tls?: { cert: Buffer; key: Buffer; ca: Buffer };
     maxFrameBytes: number;
+    /** Bytes per second the primary's main stream may send; undefined: no limit. */
+    maxBandwidth?: number;
   };
   heartbeat: { intervalMs: number; timeoutMs: number };
   checkpoint: {
@@ -236,7 +238,7 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
   return {
     node: { id: nodeId, role: get('node.role'), mode: get('node.mode') },
     guest: { memoryBytes: memory, dirtyRate: get('guest.dirty_rate'), prealloc: get('guest.prealloc'), image: get('guest.image'), qemu: qemuGuest(get, memory) },
-    replication: { listen: get('replication.listen'), peer: get('replication.peer'), psk, tls, maxFrameBytes: get('replication.max_frame') },
+    replication: { listen: get('replication.listen'), peer: get('replication.peer'), psk, tls, maxFrameBytes: get('replication.max_frame'), maxBandwidth: maxBandwidth(get) },
     heartbeat: hb,
     checkpoint: {
       remusIntervalMs: get('checkpoint.remus_interval'),
@@ -270,6 +272,14 @@ function qemuGuest(get: <T>(path: string) => T, memory: number): NodeConfig['gue
     );
   }
   return { kernel, initrd, accel: get('guest.accel'), binary: get('guest.qemu'), forward: get('guest.forward'), servicePort: get('guest.service_port') };
+}
+
+function maxBandwidth(get: <T>(path: string) => T): number | undefined {
+  const v = get<number | undefined>('replication.max_bandwidth');
+  if (v === undefined) return undefined;
+  // Below one 1 MiB record a second, a checkpoint of a few hundred pages would stall the guest for seconds.
+  if (v < 1024 * 1024) throw new ConfigError(ConfigErrorCode.INVALID, 'replication.max_bandwidth', `${v} bytes per second: at least 1MiB (a 1 Gbit/s link is 125MB)`);
+  return v;
 }
 
 function blackhole(get: <T>(path: string) => T): boolean {

@@ -39,6 +39,7 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'replication.tls_key', type: 'file', secret: true, doc: 'PEM private key for tls_cert.' },
   { path: 'replication.tls_ca', type: 'file', doc: 'PEM CA certificate that signed the peer\'s certificate; peers signed by another CA are refused.' },
   { path: 'replication.max_frame', type: 'bytes', default: '16MiB', doc: 'Largest WebSocket frame accepted from the peer.' },
+  { path: 'replication.max_bandwidth', type: 'bytes', doc: 'Primary: the most bytes per second the replication stream may send to the secondary, for the initial synchronisation and every checkpoint (as QEMU\'s max-bandwidth), so that a shared link keeps room for other traffic. E.g. 125MB for 1 Gbit/s. Checkpoints take longer under it (the pause includes the transfer in Remus; docs/operations.md). Default: no limit.' },
   { path: 'heartbeat.interval', type: 'duration', default: '100ms', doc: 'Time between heartbeats on each link.' },
   { path: 'heartbeat.timeout', type: 'duration', default: '1s', doc: 'A link with nothing received for this long is lost: the same outcome as a closed socket (failover or unprotected primary).' },
   { path: 'checkpoint.remus_interval', type: 'duration', default: '200ms', doc: 'Remus mode: time between checkpoints (Xen\'s default). Client output waits up to this long plus the checkpoint.' },

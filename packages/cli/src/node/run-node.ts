@@ -94,6 +94,7 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
       peer: config.replication.peer,
       security: { psk: config.replication.psk, tls: config.replication.tls },
       heartbeat: config.heartbeat,
+      maxBandwidth: config.replication.maxBandwidth,
     },
     timings: {
       phaseTimeoutMs: config.checkpoint.phaseTimeoutMs,

@@ -27,6 +27,7 @@ export interface PairOptions {
   adminPort: number;
   replicationPort: number;
   dirtyRate: number;
+  /** More settings for both nodes' configs, merged section by section into what the supervisor writes. */
   extra: Record<string, unknown>;
   logLevel: string;
   /** Who decides which node acts alone after they lose each other (default local: this supervisor). */
@@ -117,7 +118,7 @@ export class PairSupervisor {
           : { kind: 'none' };
     for (const [i, n] of this.nodes.entries()) {
       const other = this.nodes[1 - i]!;
-      const config = {
+      const config = merge({
         node: { id: n.id, mode: opts.mode },
         guest: opts.qemu
           ? { kind: 'qemu', memory: opts.memory, kernel: opts.qemu.kernel, initrd: opts.qemu.initrd, accel: opts.qemu.accel, forward: `127.0.0.1:${opts.qemu.forwardPort + i}` }
@@ -128,8 +129,7 @@ export class PairSupervisor {
         arbiter,
         ...(opts.blackhole ? { remus: { blackhole: true } } : {}),
         log: { level: opts.logLevel },
-        ...opts.extra,
-      };
+      }, opts.extra);
       writeFileSync(n.configFile, `# written by colo pair\n${stringify(config)}`);
     }
   }
@@ -277,4 +277,15 @@ export class PairSupervisor {
   arbiterRecord(): { epoch: number; holder: string } | null | undefined {
     return this.arbiterServer?.store.peek();
   }
+}
+
+/** `extra` merged into `base` section by section (extra: { replication: { max_bandwidth } } keeps the rest). */
+function merge(base: Record<string, unknown>, extra: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(extra)) {
+    const b = out[k];
+    const plain = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+    out[k] = plain(b) && plain(v) ? merge(b, v) : v;
+  }
+  return out;
 }

@@ -28,6 +28,7 @@ import {
 } from '../transport/index.js';
 import type { ColoNodeOptions } from './options.js';
 import { BlackholeLink } from './blackhole-link.js';
+import { Throttle } from '../transport/throttle.js';
 import { observeTransitions, stateName, type Transition } from './transitions.js';
 import { childLogger } from '../observability/logger.js';
 
@@ -447,11 +448,30 @@ export class ColoNode {
     const emit = (e: PrimaryEvent) => {
       if (current()) actor.send(e);
     };
+    // replication.max_bandwidth: every main-stream byte waits for its turn (heartbeats and the back channel do not).
+    const limit = this.o.replication.maxBandwidth ? new Throttle(this.o.replication.maxBandwidth) : undefined;
+    const send = limit
+      ? async (b: Uint8Array) => {
+          await limit.take(b.byteLength);
+          return link.send(b);
+        }
+      : (b: Uint8Array) => link.send(b);
+    const sendPieces = limit
+      ? async (p: readonly Uint8Array[]) => {
+          await limit.take(p.reduce((n, x) => n + x.byteLength, 0));
+          return link.sendPieces!(p);
+        }
+      : (p: readonly Uint8Array[]) => link.sendPieces!(p);
     const engine = new PrimaryCheckpointEngine({
       domain: this.guest!,
-      send: (b) => link.send(b),
+      send,
       // Links that can write several buffers as one frame get PAGE_DATA as views of guest memory (no copy).
-      ...(link.sendPieces && link.whenWritten ? { sendPieces: (p: readonly Uint8Array[]) => link.sendPieces!(p), whenWritten: () => link.whenWritten!() } : {}),
+      ...(link.sendPieces && link.whenWritten
+        ? {
+            sendPieces,
+            whenWritten: () => link.whenWritten!(),
+          }
+        : {}),
       mode: this.o.mode,
       extensions: link.extensions,
       precopy: this.precopy,
@@ -806,6 +826,7 @@ function validate(o: ColoNodeOptions): void {
   if (o.role === 'secondary' && !o.replication.peer) bad('a secondary needs replication.peer');
   if (o.blackhole && (o.role !== 'primary' || o.mode !== 'remus')) bad('blackhole mode is for a Remus primary (a COLO secondary runs its own guest: there is no blackhole for it)');
   if (o.epoch !== undefined && (!Number.isSafeInteger(o.epoch) || o.epoch < 0)) bad('epoch must be a non-negative integer');
+  if (o.replication.maxBandwidth !== undefined && !(o.replication.maxBandwidth > 0)) bad('replication.maxBandwidth must be a positive number of bytes per second');
   for (const [k, v] of Object.entries(o.timings ?? {})) if (!(typeof v === 'number' && v > 0)) bad(`timings.${k} must be a positive number of ms`);
   for (const [k, v] of Object.entries(o.precopy ?? {})) if (!(Number.isInteger(v) && v >= 0)) bad(`precopy.${k} must be a non-negative integer`);
 }

@@ -24,6 +24,11 @@ export interface ColoNodeOptions {
     listen?: { host: string; port: number };
     /** Secondary: the primary's ws:// or wss:// URL. */
     peer?: string;
+    /**
+     * Primary: the most bytes per second its main stream may send to the secondary (initial synchronisation and
+     * checkpoints alike), as QEMU's max-bandwidth. Default: no limit.
+     */
+    maxBandwidth?: number;
   };
   security: LinkSecurity;
   /** Heartbeat of the replication link (default 100 ms / 1000 ms). */

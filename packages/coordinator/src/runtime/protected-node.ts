@@ -35,6 +35,8 @@ export interface ProtectedNodeOptions {
     peer?: string;
     security: LinkSecurity;
     heartbeat: HeartbeatOptions;
+    /** Primary: bytes per second its main stream may send (ColoNodeOptions.replication.maxBandwidth). */
+    maxBandwidth?: number;
   };
   timings: Partial<MachineTimings>;
   /** Remus primary: checkpoint into nothing, never protected (ColoNodeOptions.blackhole). */
@@ -158,7 +160,7 @@ export class ProtectedNode {
       mode: o.mode,
       domain: guest,
       hostGuest: (identity) => this.hostGuest(identity?.pageCount),
-      replication: { listen: o.replication.listen, peer: o.replication.peer },
+      replication: { listen: o.replication.listen, peer: o.replication.peer, maxBandwidth: o.replication.maxBandwidth },
       security: o.replication.security,
       heartbeat: o.replication.heartbeat,
       timings: o.timings,
