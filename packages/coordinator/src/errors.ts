@@ -9,6 +9,10 @@ export const CoordinatorErrorCode = {
   MISPLACED_RECORD: 'COLO_MISPLACED_RECORD',
   /** The peer's stream did not decode (corrupt record, bad header, bad padding...). */
   PEER_STREAM_ERROR: 'COLO_PEER_STREAM_ERROR',
+  /** A PAGE_DELTA record or one of its encodings is malformed (page-delta extension). */
+  DELTA_CORRUPT: 'COLO_DELTA_CORRUPT',
+  /** A page delta names a base this secondary's copy of the page is not: the page is not built from it. */
+  DELTA_BASE_MISMATCH: 'COLO_DELTA_BASE_MISMATCH',
   /** The peer did not complete a handshake step in time (a stall, even mid-record). */
   PHASE_TIMEOUT: 'COLO_PHASE_TIMEOUT',
   /** A secondary lost its primary before it held one complete checkpoint: it has no consistent state. */

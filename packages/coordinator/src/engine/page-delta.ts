@@ -1,0 +1,156 @@
+import { crc32 } from 'node:zlib';
+import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
+
+/**
+ * Page deltas (the page-delta extension): a changed page sent as the difference from the copy the secondary
+ * already holds, instead of whole. The difference is the XOR of the new page with that base, cut into runs of
+ * 32-bit words: unchanged words are skipped, changed ones carried as their XOR. A key-value write that changes a
+ * few bytes of a 4 KiB page costs a few dozen bytes. Each page names the CRC-32 of its base: a secondary whose
+ * copy is not that base refuses the delta (DELTA_BASE_MISMATCH) and never builds a wrong page from it.
+ *
+ * PAGE_DELTA record body (little-endian; an OPTIONAL record of the libxc layer, among the PAGE_DATA records of a
+ * checkpoint; docs/protocol.md):
+ *
+ *     u32 count, u32 reserved (0)
+ *     count x { u64 pfn, u32 base_crc32, u32 encoded_bytes }
+ *     the encodings, in the same order, each encoded_bytes long (a multiple of 4)
+ *
+ * An encoding is a sequence of runs, each a u32 header (low 16 bits: words to skip; high 16 bits: words that
+ * follow) and that many u32 XOR words. Runs cover the page from its start; words after the last run are unchanged.
+ */
+export const PAGE_DELTA_RECORD = 0x80000c03;
+export const PAGE_BYTES = 4096;
+const WORDS = PAGE_BYTES / 4;
+/** Per page in a PAGE_DELTA record, beyond its encoding (pfn, crc, length); PAGE_DATA spends 8 on a pfn. */
+export const DELTA_ENTRY_BYTES = 16;
+const HEADER_BYTES = 8;
+/** Delta encodings longer than this are not smaller than the whole page in PAGE_DATA (4096 + 8 bytes). */
+export const MAX_DELTA_BYTES = PAGE_BYTES + 8 - DELTA_ENTRY_BYTES - 4;
+
+/** CRC-32 of one page (zlib's, in C++). */
+export function pageChecksum(page: Uint8Array): number {
+  return crc32(page) >>> 0;
+}
+
+/** A 4 KiB page as words: a view when aligned, else a copy into `spare`. */
+function words(page: Uint8Array, spare: Uint32Array): Uint32Array {
+  if (page.byteLength !== PAGE_BYTES) throw new CoordinatorError(CoordinatorErrorCode.INVALID_STATE, `a page of ${page.byteLength} bytes`);
+  if (page.byteOffset % 4 === 0) return new Uint32Array(page.buffer, page.byteOffset, WORDS);
+  new Uint8Array(spare.buffer, spare.byteOffset, PAGE_BYTES).set(page);
+  return spare;
+}
+
+/**
+ * Encodes `page` against `base` into `out` (as words, from word index `at`); returns the number of words written,
+ * or -1 when the encoding would be longer than MAX_DELTA_BYTES (send the page whole). `out` needs room for
+ * MAX_DELTA_BYTES / 4 words from `at`.
+ */
+export class DeltaEncoder {
+  private readonly spareA = new Uint32Array(WORDS);
+  private readonly spareB = new Uint32Array(WORDS);
+
+  encode(page: Uint8Array, base: Uint8Array, out: Uint32Array, at: number): number {
+    const p = words(page, this.spareA);
+    const b = words(base, this.spareB);
+    const limit = at + MAX_DELTA_BYTES / 4;
+    let o = at;
+    let i = 0;
+    while (i < WORDS) {
+      const from = i;
+      while (i < WORDS && p[i] === b[i]) i++;
+      if (i === WORDS) break;
+      const skip = i - from;
+      const start = i;
+      // A run of changed words ends at two equal words in a row: one equal word costs less carried than split.
+      while (i < WORDS && (p[i] !== b[i] || (i + 1 < WORDS && p[i + 1] !== b[i + 1]))) i++;
+      const lit = i - start;
+      if (o + 1 + lit > limit) return -1;
+      out[o++] = (skip | (lit << 16)) >>> 0;
+      for (let k = start; k < i; k++) out[o++] = (p[k]! ^ b[k]!) >>> 0;
+    }
+    return o - at;
+  }
+}
+
+/**
+ * Applies an encoding to `page` (the base, 4096 bytes, rewritten in place into the new page). Anything but a
+ * well-formed encoding of one page is DELTA_CORRUPT, and then `page` is left as it was.
+ */
+export function applyDelta(page: Uint8Array, encoding: Uint8Array): void {
+  if (encoding.byteLength % 4 !== 0 || encoding.byteLength > MAX_DELTA_BYTES) {
+    throw new CoordinatorError(CoordinatorErrorCode.DELTA_CORRUPT, `a page delta of ${encoding.byteLength} bytes: a multiple of 4, at most ${MAX_DELTA_BYTES}`);
+  }
+  const dv = new DataView(encoding.buffer, encoding.byteOffset, encoding.byteLength);
+  const n = encoding.byteLength / 4;
+  // Checked whole before any word is written: a corrupt delta changes nothing.
+  let word = 0;
+  for (let j = 0; j < n; ) {
+    const h = dv.getUint32(j * 4, true);
+    const skip = h & 0xffff;
+    const lit = h >>> 16;
+    if (lit === 0 || word + skip + lit > WORDS || j + 1 + lit > n) {
+      throw new CoordinatorError(CoordinatorErrorCode.DELTA_CORRUPT, `a page delta run (skip ${skip}, ${lit} words) at word ${word} does not fit the page or the delta`);
+    }
+    word += skip + lit;
+    j += 1 + lit;
+  }
+  const pv = new DataView(page.buffer, page.byteOffset, PAGE_BYTES);
+  word = 0;
+  for (let j = 0; j < n; ) {
+    const h = dv.getUint32(j * 4, true);
+    word += h & 0xffff;
+    const lit = h >>> 16;
+    for (let k = 0; k < lit; k++, word++) pv.setUint32(word * 4, (pv.getUint32(word * 4, true) ^ dv.getUint32((j + 1 + k) * 4, true)) >>> 0, true);
+    j += 1 + lit;
+  }
+}
+
+export interface DeltaPage {
+  pfn: number;
+  baseChecksum: number;
+  /** A view of the record's body. */
+  encoding: Uint8Array;
+}
+
+/** Builds one PAGE_DELTA body from pages already encoded (word arrays). */
+export function encodeDeltaBody(entries: readonly { pfn: number; baseChecksum: number; words: Uint32Array }[]): Uint8Array {
+  const payload = entries.reduce((a, e) => a + e.words.length * 4, 0);
+  const body = new Uint8Array(HEADER_BYTES + entries.length * DELTA_ENTRY_BYTES + payload);
+  const dv = new DataView(body.buffer);
+  dv.setUint32(0, entries.length, true);
+  let e = HEADER_BYTES;
+  let at = HEADER_BYTES + entries.length * DELTA_ENTRY_BYTES;
+  for (const x of entries) {
+    dv.setUint32(e, x.pfn >>> 0, true);
+    dv.setUint32(e + 4, Math.floor(x.pfn / 2 ** 32), true);
+    dv.setUint32(e + 8, x.baseChecksum >>> 0, true);
+    dv.setUint32(e + 12, x.words.length * 4, true);
+    e += DELTA_ENTRY_BYTES;
+    body.set(new Uint8Array(x.words.buffer, x.words.byteOffset, x.words.length * 4), at);
+    at += x.words.length * 4;
+  }
+  return body;
+}
+
+/** Reads a PAGE_DELTA body; a malformed one is DELTA_CORRUPT (its lengths, its count, a reserved field). */
+export function decodeDeltaBody(body: Uint8Array, pageCount: number): DeltaPage[] {
+  const bad = (m: string) => new CoordinatorError(CoordinatorErrorCode.DELTA_CORRUPT, `PAGE_DELTA record: ${m}`);
+  if (body.byteLength < HEADER_BYTES) throw bad(`${body.byteLength} bytes, shorter than its header`);
+  const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  const count = dv.getUint32(0, true);
+  if (dv.getUint32(4, true) !== 0) throw bad('reserved field is not 0');
+  if (count === 0 || HEADER_BYTES + count * DELTA_ENTRY_BYTES > body.byteLength) throw bad(`count ${count} does not fit ${body.byteLength} bytes`);
+  const out: DeltaPage[] = [];
+  let at = HEADER_BYTES + count * DELTA_ENTRY_BYTES;
+  for (let i = 0; i < count; i++) {
+    const e = HEADER_BYTES + i * DELTA_ENTRY_BYTES;
+    const pfn = dv.getUint32(e, true) + dv.getUint32(e + 4, true) * 2 ** 32;
+    const len = dv.getUint32(e + 12, true);
+    if (pfn >= pageCount) throw bad(`pfn ${pfn} outside the guest's ${pageCount} pages`);
+    if (len % 4 !== 0 || len > MAX_DELTA_BYTES || at + len > body.byteLength) throw bad(`page ${pfn}: an encoding of ${len} bytes at ${at} of ${body.byteLength}`);
+    out.push({ pfn, baseChecksum: dv.getUint32(e + 8, true), encoding: body.subarray(at, at + len) });
+    at += len;
+  }
+  if (at !== body.byteLength) throw bad(`${body.byteLength - at} bytes after the last encoding`);
+  return out;
+}

@@ -1,0 +1,128 @@
+import { randomBytes } from 'node:crypto';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { CoordinatorErrorCode } from '../../src/errors.js';
+import { applyDelta, decodeDeltaBody, DeltaEncoder, encodeDeltaBody, MAX_DELTA_BYTES, PAGE_BYTES, pageChecksum } from '../../src/engine/page-delta.js';
+
+/**
+ * The page-delta codec against the plain path (the page itself): whatever the base and the edits, applying the
+ * encoding to the base gives the page byte for byte, or the encoder says "send it whole"; the decoder takes only
+ * well-formed records and encodings, with typed errors for the rest, and changes nothing when it refuses.
+ */
+const enc = new DeltaEncoder();
+
+function roundTrip(page: Uint8Array, base: Uint8Array): { bytes: number } | 'whole' {
+  const out = new Uint32Array(MAX_DELTA_BYTES / 4);
+  const n = enc.encode(page, base, out, 0);
+  if (n < 0) return 'whole';
+  const rebuilt = Uint8Array.from(base);
+  applyDelta(rebuilt, new Uint8Array(out.buffer, 0, n * 4));
+  expect(Buffer.from(rebuilt).equals(Buffer.from(page))).toBe(true);
+  return { bytes: n * 4 };
+}
+
+describe('page deltas', () => {
+  it('random pages and random edits: the encoding rebuilds the page, or the page goes whole', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: PAGE_BYTES, maxLength: PAGE_BYTES }),
+        fc.array(fc.record({ at: fc.integer({ min: 0, max: PAGE_BYTES - 1 }), bytes: fc.uint8Array({ minLength: 1, maxLength: 200 }) }), { maxLength: 40 }),
+        (base, edits) => {
+          const page = Uint8Array.from(base);
+          for (const e of edits) page.set(e.bytes.subarray(0, PAGE_BYTES - e.at), e.at);
+          const r = roundTrip(page, base);
+          if (r !== 'whole') expect(r.bytes).toBeLessThanOrEqual(MAX_DELTA_BYTES);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it('edge cases: unchanged, one byte, first and last word, everything, alternate words; unaligned pages', () => {
+    const base = new Uint8Array(randomBytes(PAGE_BYTES));
+    expect(roundTrip(Uint8Array.from(base), base)).toEqual({ bytes: 0 });
+    const one = Uint8Array.from(base);
+    one[1234] ^= 0x40;
+    expect(roundTrip(one, base)).toEqual({ bytes: 8 });
+    const ends = Uint8Array.from(base);
+    ends[0] ^= 1;
+    ends[PAGE_BYTES - 1] ^= 1;
+    expect(roundTrip(ends, base)).toEqual({ bytes: 16 });
+    expect(roundTrip(new Uint8Array(randomBytes(PAGE_BYTES)), base)).toBe('whole');
+    const zero = new Uint8Array(PAGE_BYTES);
+    const some = Uint8Array.from(zero);
+    some.fill(7, 100, 164);
+    expect(roundTrip(some, zero)).toEqual({ bytes: 4 + 64 });
+    // Every other word changed: one run over the whole page, no smaller than the page: whole.
+    const alternate = Uint8Array.from(base);
+    for (let w = 0; w < PAGE_BYTES / 4; w += 2) alternate[w * 4] ^= 0xff;
+    expect(roundTrip(alternate, base)).toBe('whole');
+    // Every third: 342 runs of one word (8 bytes each) still beat the whole page.
+    const third = Uint8Array.from(base);
+    for (let w = 0; w < PAGE_BYTES / 4; w += 3) third[w * 4] ^= 0xff;
+    expect(roundTrip(third, base)).toEqual({ bytes: 342 * 8 });
+    // Pages that are views at odd offsets (not word aligned) encode the same.
+    const buf = new Uint8Array(PAGE_BYTES * 2 + 1);
+    buf.set(one, 1);
+    buf.set(base, PAGE_BYTES + 1);
+    expect(roundTrip(buf.subarray(1, PAGE_BYTES + 1), buf.subarray(PAGE_BYTES + 1))).toEqual({ bytes: 8 });
+  });
+
+  it('a PAGE_DELTA body round-trips, pfns above 2^32 included', () => {
+    const base = new Uint8Array(PAGE_BYTES);
+    const page = Uint8Array.from(base);
+    page[10] = 1;
+    const out = new Uint32Array(MAX_DELTA_BYTES / 4);
+    const n = enc.encode(page, base, out, 0);
+    const body = encodeDeltaBody([
+      { pfn: 3, baseChecksum: pageChecksum(base), words: out.slice(0, n) },
+      { pfn: 2 ** 33 + 5, baseChecksum: 42, words: new Uint32Array(0) },
+    ]);
+    const pages = decodeDeltaBody(body, 2 ** 34);
+    expect(pages.map((p) => [p.pfn, p.baseChecksum, p.encoding.byteLength])).toEqual([
+      [3, pageChecksum(base), n * 4],
+      [2 ** 33 + 5, 42, 0],
+    ]);
+    expect(() => decodeDeltaBody(body, 100)).toThrow(expect.objectContaining({ code: CoordinatorErrorCode.DELTA_CORRUPT }));
+  });
+
+  it('fuzzed: truncated, oversize and random bodies and encodings are DELTA_CORRUPT, and a refused encoding changes nothing', () => {
+    const base = new Uint8Array(PAGE_BYTES);
+    const page = Uint8Array.from(base);
+    page.fill(9, 0, 300);
+    const out = new Uint32Array(MAX_DELTA_BYTES / 4);
+    const n = enc.encode(page, base, out, 0);
+    const body = encodeDeltaBody([{ pfn: 1, baseChecksum: 0, words: out.slice(0, n) }]);
+    for (let cut = 0; cut < body.byteLength; cut += 4) {
+      expect(() => decodeDeltaBody(body.subarray(0, cut), 16)).toThrow(expect.objectContaining({ code: CoordinatorErrorCode.DELTA_CORRUPT }));
+    }
+    const longer = new Uint8Array(body.byteLength + 4);
+    longer.set(body);
+    expect(() => decodeDeltaBody(longer, 16)).toThrow(/after the last encoding/);
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 600 }), fc.integer({ min: 1, max: 1 << 20 }), (bytes, pages) => {
+        try {
+          decodeDeltaBody(bytes, pages);
+        } catch (e) {
+          expect((e as { code?: string }).code).toBe(CoordinatorErrorCode.DELTA_CORRUPT);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 5000 }), (bytes) => {
+        const target = new Uint8Array(randomBytes(PAGE_BYTES));
+        const before = Uint8Array.from(target);
+        try {
+          applyDelta(target, bytes);
+        } catch (e) {
+          expect((e as { code?: string }).code).toBe(CoordinatorErrorCode.DELTA_CORRUPT);
+          expect(Buffer.from(target).equals(Buffer.from(before))).toBe(true);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+    // An oversize encoding is refused before it is read.
+    expect(() => applyDelta(new Uint8Array(PAGE_BYTES), new Uint8Array(MAX_DELTA_BYTES + 4))).toThrow(expect.objectContaining({ code: CoordinatorErrorCode.DELTA_CORRUPT }));
+  });
+});
