@@ -23,6 +23,8 @@ export interface NodeConfig {
     maxFrameBytes: number;
     /** Bytes per second the primary's main stream may send; undefined: no limit. */
     maxBandwidth?: number;
+    /** Offer page deltas (the page-delta extension). */
+    compression: boolean;
   };
   heartbeat: { intervalMs: number; timeoutMs: number };
   checkpoint: {
@@ -238,7 +240,7 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
   return {
     node: { id: nodeId, role: get('node.role'), mode: get('node.mode') },
     guest: { memoryBytes: memory, dirtyRate: get('guest.dirty_rate'), prealloc: get('guest.prealloc'), image: get('guest.image'), qemu: qemuGuest(get, memory) },
-    replication: { listen: get('replication.listen'), peer: get('replication.peer'), psk, tls, maxFrameBytes: get('replication.max_frame'), maxBandwidth: maxBandwidth(get) },
+    replication: { listen: get('replication.listen'), peer: get('replication.peer'), psk, tls, maxFrameBytes: get('replication.max_frame'), maxBandwidth: maxBandwidth(get), compression: get('replication.compression') },
     heartbeat: hb,
     checkpoint: {
       remusIntervalMs: get('checkpoint.remus_interval'),

@@ -95,6 +95,7 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
       security: { psk: config.replication.psk, tls: config.replication.tls },
       heartbeat: config.heartbeat,
       maxBandwidth: config.replication.maxBandwidth,
+      compression: config.replication.compression,
     },
     timings: {
       phaseTimeoutMs: config.checkpoint.phaseTimeoutMs,

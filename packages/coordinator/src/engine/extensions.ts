@@ -12,6 +12,8 @@ export const Extension = {
   EPOCH: 'epoch',
   GUEST_IDENTITY: 'guest-identity',
   INPUT_WATERMARK: 'input-watermark',
+  /** Changed pages as deltas against the secondary's copy (PAGE_DELTA, page-delta.ts); replication.compression. */
+  PAGE_DELTA: 'page-delta',
 } as const;
 export const ALL_EXTENSIONS: readonly string[] = Object.values(Extension);
 

@@ -35,6 +35,8 @@ export interface CheckpointMeasurement {
   phases: CheckpointPhases;
   /** Pages sent (own dirty pages union the secondary's). */
   pages: number;
+  /** Of those, pages sent as deltas (the page-delta extension). */
+  deltaPages: number;
   /** Bytes of main stream written for this checkpoint. */
   bytes: number;
 }

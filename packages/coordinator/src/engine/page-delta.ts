@@ -154,3 +154,89 @@ export function decodeDeltaBody(body: Uint8Array, pageCount: number): DeltaPage[
   if (at !== body.byteLength) throw bad(`${body.byteLength - at} bytes after the last encoding`);
   return out;
 }
+
+/** A PAGE_DELTA record's body stays under this (one transport frame, as a PAGE_DATA record of 255 pages). */
+const MAX_BODY_BYTES = 1024 * 1024 - 64;
+
+/**
+ * The primary's side: the copy of every page as last sent (what the secondary holds), and the split of a
+ * checkpoint's pages into deltas against it and pages that go whole. The copy is one more guest's worth of
+ * memory on the primary: the price of deltas (replication.compression: false saves it).
+ */
+export class PageDeltaSender {
+  private readonly sent: Uint8Array;
+  private readonly encoder = new DeltaEncoder();
+  private readonly scratch = new Uint32Array(MAX_DELTA_BYTES / 4);
+
+  constructor(pageCount: number) {
+    this.sent = new Uint8Array(pageCount * PAGE_BYTES);
+  }
+
+  /** The pages `pfns` go whole: their bytes now are what the secondary will hold. */
+  remember(pfns: ArrayLike<number>, pageOf: (pfn: number) => Uint8Array): void {
+    for (let i = 0; i < pfns.length; i++) this.sent.set(pageOf(pfns[i]!), pfns[i]! * PAGE_BYTES);
+  }
+
+  /**
+   * Splits `pfns` (a checkpoint's, the guest suspended): pages outside `whole` whose delta is smaller go into
+   * PAGE_DELTA bodies (and the copy takes their new bytes); the others are returned, to go whole in PAGE_DATA.
+   */
+  split(pfns: ArrayLike<number>, pageOf: (pfn: number) => Uint8Array, whole: ReadonlySet<number>): { whole: number[]; bodies: Uint8Array[]; deltaPages: number } {
+    const rest: number[] = [];
+    const bodies: Uint8Array[] = [];
+    let entries: { pfn: number; baseChecksum: number; words: Uint32Array }[] = [];
+    let size = HEADER_BYTES;
+    let deltaPages = 0;
+    for (let i = 0; i < pfns.length; i++) {
+      const pfn = pfns[i]!;
+      if (whole.has(pfn)) {
+        rest.push(pfn);
+        continue;
+      }
+      const page = pageOf(pfn);
+      const base = this.sent.subarray(pfn * PAGE_BYTES, (pfn + 1) * PAGE_BYTES);
+      const n = this.encoder.encode(page, base, this.scratch, 0);
+      if (n < 0) {
+        rest.push(pfn);
+        continue;
+      }
+      if (size + DELTA_ENTRY_BYTES + n * 4 > MAX_BODY_BYTES) {
+        bodies.push(encodeDeltaBody(entries));
+        entries = [];
+        size = HEADER_BYTES;
+      }
+      entries.push({ pfn, baseChecksum: pageChecksum(base), words: this.scratch.slice(0, n) });
+      size += DELTA_ENTRY_BYTES + n * 4;
+      base.set(page);
+      deltaPages++;
+    }
+    if (entries.length > 0) bodies.push(encodeDeltaBody(entries));
+    return { whole: rest, bodies, deltaPages };
+  }
+}
+
+/**
+ * The secondary's side, at apply: builds each delta page from the guest's current copy (the previous checkpoint,
+ * applied) after checking that copy is the named base. Everything is checked and built before the caller writes
+ * any page: a mismatch (DELTA_BASE_MISMATCH) or a corrupt encoding leaves the guest untouched.
+ */
+export function buildDeltaPages(pages: readonly DeltaPage[], currentPage: (pfn: number) => Uint8Array): { pfns: number[]; data: Uint8Array } {
+  const data = new Uint8Array(pages.length * PAGE_BYTES);
+  const pfns: number[] = [];
+  for (let i = 0; i < pages.length; i++) {
+    const p = pages[i]!;
+    const base = currentPage(p.pfn);
+    const crc = pageChecksum(base);
+    if (crc !== p.baseChecksum) {
+      throw new CoordinatorError(
+        CoordinatorErrorCode.DELTA_BASE_MISMATCH,
+        `page ${p.pfn}: the delta's base has CRC-32 ${p.baseChecksum.toString(16)}, this copy ${crc.toString(16)}: refusing the checkpoint rather than build a wrong page`,
+      );
+    }
+    const out = data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES);
+    out.set(base);
+    applyDelta(out, p.encoding);
+    pfns.push(p.pfn);
+  }
+  return { pfns, data };
+}

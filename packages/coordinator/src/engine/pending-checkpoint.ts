@@ -3,6 +3,7 @@ import type { HvmParam, PageDataRecord, TscInfo, XenstoreEntry } from '@colo/str
 import { PAGE_SIZE, pageTypeCarriesData } from '@colo/stream';
 import { ArenaPool, type PageArena } from './page-arena.js';
 import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
+import { buildDeltaPages, type DeltaPage } from './page-delta.js';
 
 /**
  * One checkpoint's worth of records, held in memory until CHECKPOINT_END and then applied all at once (the lesson
@@ -27,6 +28,8 @@ export class PendingCheckpoint {
   private params: HvmParam[] | undefined;
   private device: Uint8Array | undefined;
   private xenstore: XenstoreEntry[] | undefined;
+  /** PAGE_DELTA pages (their encodings copied): built against the guest's pages at apply, before any write. */
+  private deltas: DeltaPage[] = [];
   /** Pages buffered (a page sent twice counts twice). */
   pageCount = 0;
   bytes = 0;
@@ -85,6 +88,13 @@ export class PendingCheckpoint {
     this.bytes += pfns.length * PAGE_SIZE;
   }
 
+  /** Buffers a PAGE_DELTA record's pages (decoded from a body the caller copied; pfns checked by the decoder). */
+  addDeltas(pages: readonly DeltaPage[]): void {
+    for (const p of pages) this.deltas.push(p);
+    this.pageCount += pages.length;
+    for (const p of pages) this.bytes += p.encoding.byteLength;
+  }
+
   setTsc(t: TscInfo): void {
     this.tsc = t;
   }
@@ -110,12 +120,16 @@ export class PendingCheckpoint {
 
   /** Copies everything into the (suspended or never-run) guest. Later copies of a page win, as in the stream. */
   applyTo(domain: Domain): void {
+    // Delta pages first, into memory of their own: their bases are the guest's pages as the previous checkpoint
+    // left them, and a base that is not what the primary named refuses the whole checkpoint before any write.
+    const built = this.deltas.length > 0 ? buildDeltaPages(this.deltas, (pfn) => domain.page(pfn)) : undefined;
     if (this.staging) {
       const staging = this.staging;
       this.staging = undefined;
       staging.adopt();
     }
     for (const batch of this.pages) domain.writePages(batch.pfns, batch.data);
+    if (built) domain.writePages(built.pfns, built.data);
     if (this.tsc) domain.setTscInfo(this.tsc);
     if (this.vcpu) domain.setVcpuContext(this.vcpu);
     if (this.params) domain.setHvmParams(this.params);
@@ -134,6 +148,7 @@ export class PendingCheckpoint {
   /** The arena goes back to the pool (its memory is the next checkpoint's): nothing may read `pages` after. */
   private releasePages(): void {
     this.pages = [];
+    this.deltas = [];
     if (this.arena) this.arenas.release(this.arena);
     this.arena = undefined;
   }

@@ -21,6 +21,7 @@ import type { CheckpointReason, ReplicationMode } from '../statechart/types.js';
 import { CHECKPOINT_ACK_RECORD, decodeAckBody, encodeGuestIdentity, Extension, GUEST_IDENTITY_RECORD } from './extensions.js';
 import type { CheckpointMeasurement, CheckpointPhases } from './measurement.js';
 import { unionAscending, isStrictlyAscending } from './pfn-set.js';
+import { PAGE_DELTA_RECORD, PageDeltaSender } from './page-delta.js';
 
 export interface PrecopyLimits {
   /** Live rounds before stop-and-copy (Xen: 5). */
@@ -88,6 +89,7 @@ export class PrimaryCheckpointEngine {
     resumeStart?: number;
     resumeEnd?: number;
     pages: number;
+    deltaPages: number;
     bytes: number;
   } | null = null;
   /** Pre-copy progress of the initial synchronisation (for status and logs). */
@@ -95,9 +97,14 @@ export class PrimaryCheckpointEngine {
   /** The live migration's progress while it runs (pre-copy round, pages of this round sent so far), else undefined. */
   syncProgress: { round: number; pagesSent: number; totalPages: number } | undefined;
 
+  /** With the page-delta extension: the copy of what the secondary holds, and the split into deltas. */
+  private readonly deltas: PageDeltaSender | undefined;
+
   constructor(opts: PrimaryEngineOptions) {
     this.o = opts;
+    this.deltas = opts.extensions.includes(Extension.PAGE_DELTA) ? new PageDeltaSender(opts.domain.pageCount) : undefined;
   }
+
 
   private get acks(): boolean {
     return this.o.extensions.includes(Extension.CHECKPOINT_ACK);
@@ -138,7 +145,7 @@ export class PrimaryCheckpointEngine {
   }
 
   beginCheckpoint(seq: number, reason: CheckpointReason): void {
-    this.cp = { seq, reason, startedAt: performance.now(), pages: 0, bytes: 0 };
+    this.cp = { seq, reason, startedAt: performance.now(), pages: 0, deltaPages: 0, bytes: 0 };
   }
 
   // ------------------------------------------------------------------------------------------ machine actions
@@ -219,7 +226,9 @@ export class PrimaryCheckpointEngine {
       );
       // The closing records leave with the last page record: one socket write and, on the secondary, one
       // message for a small checkpoint instead of two (each a wake-up, a read and a statechart event).
-      await this.writePages(pfns, undefined, concat(tail));
+      // Deltas: against what the secondary holds, except the pages it reported dirty itself (COLO: its own guest
+      // changed them since the last checkpoint, so its copy is not the base; they go whole).
+      await this.writePages(pfns, undefined, concat(tail), new Set(secondaryDirty));
       // Pages went out as views of guest memory: the guest must not run (and change them) before every byte
       // has reached the kernel. In COLO the READY wait covers this anyway; in Remus this is the transfer's end.
       if (this.zeroCopy) await this.o.whenWritten!();
@@ -264,6 +273,7 @@ export class PrimaryCheckpointEngine {
       durationSeconds: (end - cp.startedAt) / 1000,
       phases,
       pages: cp.pages,
+      deltaPages: cp.deltaPages,
       bytes: cp.bytes,
     };
   }
@@ -352,9 +362,21 @@ export class PrimaryCheckpointEngine {
    * byte: about 0.7 s of a 1 GiB synchronisation), the trailer in the same call as the last record; otherwise
    * each record is encoded into one buffer.
    */
-  private async writePages(pfns: ArrayLike<number>, progress?: { pagesSent: number }, trailer?: Uint8Array): Promise<void> {
+  private async writePages(pfns: ArrayLike<number>, progress?: { pagesSent: number }, trailer?: Uint8Array, wholeForDeltas?: ReadonlySet<number>): Promise<void> {
     const d = this.o.domain;
     const pageOf = (pfn: number) => d.page(pfn);
+    // A checkpoint's pages (never the synchronisation's: a running guest's pages may change under the send) go
+    // as deltas where that is smaller; the rest go whole below, and the copy of what was sent follows them.
+    if (this.deltas && wholeForDeltas) {
+      const split = this.deltas.split(pfns, pageOf, wholeForDeltas);
+      for (const body of split.bodies) {
+        const record = encodeRecord({ layer: 'libxc', kind: 'OPTIONAL', type: PAGE_DELTA_RECORD, body });
+        if (this.cp) this.cp.bytes += record.length;
+        await this.write(record);
+      }
+      if (this.cp) this.cp.deltaPages += split.deltaPages;
+      pfns = split.whole;
+    }
     const per = Math.min(MAX_PFNS_PER_PAGE_DATA, Math.max(1, this.o.pagesPerRecord ?? DEFAULT_PAGES_PER_RECORD));
     const opts = { batch: per, pageRun: d.pages ? (first: number, count: number) => d.pages!(first, count) : undefined };
     const sendPieces = this.zeroCopy ? this.o.sendPieces! : undefined;
@@ -362,6 +384,7 @@ export class PrimaryCheckpointEngine {
     for (let i = 0; i < pfns.length && !this.aborted; i += per) {
       const end = Math.min(pfns.length, i + per);
       const batch = pfns instanceof Uint32Array ? pfns.subarray(i, end) : Array.prototype.slice.call(pfns, i, end);
+      this.deltas?.remember(batch, pageOf);
       if (!sendPieces) {
         await this.write(encodePageData(batch, pageOf, opts));
         if (progress) progress.pagesSent += batch.length;

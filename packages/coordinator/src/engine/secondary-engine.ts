@@ -5,6 +5,7 @@ import { asCoordinatorError, CoordinatorError, CoordinatorErrorCode } from '../e
 import type { SecondaryEvent } from '../statechart/secondary.js';
 import type { ReplicationMode } from '../statechart/types.js';
 import { CHECKPOINT_ACK_RECORD, decodeGuestIdentity, encodeAckBody, Extension, GUEST_IDENTITY_RECORD, type GuestIdentity } from './extensions.js';
+import { decodeDeltaBody, PAGE_DELTA_RECORD } from './page-delta.js';
 import { LIBXL_HEADER_BYTES, RecordFramer, unitBytes } from './framing.js';
 import { ArenaPool } from './page-arena.js';
 import { PendingCheckpoint } from './pending-checkpoint.js';
@@ -176,6 +177,13 @@ export class SecondaryCheckpointEngine {
         if (r.type === GUEST_IDENTITY_RECORD && this.o.extensions.includes(Extension.GUEST_IDENTITY) && !this.identity) {
           this.identity = decodeGuestIdentity(r.body);
           this.ensureDomain();
+        }
+        if (r.type === PAGE_DELTA_RECORD) {
+          // Skipping it would lose pages: a primary that sends deltas unasked is not followed.
+          if (!this.o.extensions.includes(Extension.PAGE_DELTA)) throw new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, 'PAGE_DELTA without the page-delta extension');
+          const d = this.ensureDomain();
+          // A copy: the record may be a view of a read the link reuses.
+          this.pending.addDeltas(decodeDeltaBody(Uint8Array.from(r.body), d.pageCount));
         }
         // Other optional records may be skipped (stream-format.md).
         break;

@@ -30,8 +30,9 @@ export class BlackholeLink implements PeerLink {
   constructor(local: Hello) {
     this.localHello = local;
     // Acknowledgements would wait for an answer that never comes; a heartbeat would watch a peer that is not
-    // there; input watermarks would report deliveries to a guest that does not exist.
-    const offered: string[] = local.channel === 'replication' ? [Extension.EPOCH, Extension.GUEST_IDENTITY] : [];
+    // there; input watermarks would report deliveries to a guest that does not exist. Page deltas are offered:
+    // their cost is part of what a blackhole measures (when the primary offers them too).
+    const offered: string[] = local.channel === 'replication' ? [Extension.EPOCH, Extension.GUEST_IDENTITY, Extension.PAGE_DELTA] : [];
     this.peerHello = { protocol: PROTOCOL_VERSION, channel: local.channel, nodeId: BLACKHOLE_PEER, role: 'secondary', mode: local.mode, epoch: local.epoch, extensions: offered };
     this.extensions = negotiateExtensions(local.extensions, offered);
   }

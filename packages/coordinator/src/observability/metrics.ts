@@ -27,6 +27,7 @@ export interface NodeMetrics {
   checkpointPhaseDuration: Histogram<'phase'>;
   checkpoints: Counter<'reason'>;
   checkpointPages: Histogram<string>;
+  checkpointDeltaPages: Counter<string>;
   checkpointBytes: Histogram<string>;
   checkpointCollectorSeconds: Counter<string>;
   slowCheckpoints: Counter<string>;
@@ -81,6 +82,11 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
       name: 'colo_checkpoint_pages',
       help: 'Guest pages sent per checkpoint.',
       buckets: PAGE_BUCKETS,
+      registers: r,
+    }),
+    checkpointDeltaPages: new Counter({
+      name: 'colo_checkpoint_delta_pages_total',
+      help: 'Pages checkpoints sent as deltas against the secondary\'s copy (page-delta extension; the rest of colo_checkpoint_pages went whole).',
       registers: r,
     }),
     checkpointBytes: new Histogram({

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
 import type { CheckpointMeasurement } from '../engine/measurement.js';
-import { Extension } from '../engine/extensions.js';
+import { ALL_EXTENSIONS, Extension } from '../engine/extensions.js';
 import type { AppliedCheckpointTiming } from '../engine/secondary-engine.js';
 import type { ArbitrationStatus } from '../node/arbitration.js';
 import { ColoNode } from '../node/colo-node.js';
@@ -37,6 +37,8 @@ export interface ProtectedNodeOptions {
     heartbeat: HeartbeatOptions;
     /** Primary: bytes per second its main stream may send (ColoNodeOptions.replication.maxBandwidth). */
     maxBandwidth?: number;
+    /** Offer the page-delta extension (changed pages as deltas when both sides offer it). Default true. */
+    compression?: boolean;
   };
   timings: Partial<MachineTimings>;
   /** Remus primary: checkpoint into nothing, never protected (ColoNodeOptions.blackhole). */
@@ -161,6 +163,7 @@ export class ProtectedNode {
       domain: guest,
       hostGuest: (identity) => this.hostGuest(identity?.pageCount),
       replication: { listen: o.replication.listen, peer: o.replication.peer, maxBandwidth: o.replication.maxBandwidth },
+      ...(o.replication.compression === false ? { extensions: ALL_EXTENSIONS.filter((e) => e !== Extension.PAGE_DELTA) } : {}),
       security: o.replication.security,
       heartbeat: o.replication.heartbeat,
       timings: o.timings,
@@ -492,6 +495,7 @@ export class ProtectedNode {
     mx.checkpointDuration.observe({ reason: m.reason }, m.pauseSeconds);
     mx.checkpoints.inc({ reason: m.reason });
     mx.checkpointPages.observe(m.pages);
+    if (m.deltaPages > 0) mx.checkpointDeltaPages.inc(m.deltaPages);
     mx.checkpointBytes.observe(m.bytes);
     mx.replicationBytes.inc({ direction: 'sent', channel: 'replication' }, m.bytes);
     mx.lastCheckpointTime.set(m.at / 1000);

@@ -1,0 +1,80 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { ALL_EXTENSIONS, CoordinatorErrorCode, Extension } from '@colo/coordinator';
+import { PAGE, resp, startPair, waitFor, type Pair } from './pair.js';
+
+/**
+ * The page-delta extension between two real nodes: checkpoints of small writes carry deltas (several times
+ * fewer bytes than the same pages whole), the secondary's memory equals the primary's after every checkpoint,
+ * a pair that does not negotiate it sends whole pages, and a secondary whose copy is not the base a delta names
+ * refuses the checkpoint with COLO_DELTA_BASE_MISMATCH instead of building a wrong page.
+ */
+let pair: Pair | undefined;
+afterEach(async () => {
+  await pair?.stop();
+  pair = undefined;
+});
+
+/** Small writes into the primary guest, then a checkpoint; returns its measurement. */
+async function writesThenCheckpoint(p: Pair, round: number) {
+  for (let k = 0; k < 40; k++) p.guest.deliverInput(1, resp('SET', `key:${(round * 7 + k) % 300}`, `value-${round}-${k}-${'x'.repeat(40)}`));
+  await new Promise((r) => setTimeout(r, 20));
+  return p.primary.requestCheckpoint('manual');
+}
+
+describe.each(['remus', 'colo'] as const)('page deltas in a %s pair', (mode) => {
+  it('checkpoints of small writes carry a fraction of the bytes, and the secondary matches the primary', async () => {
+    const slow = { timings: { phaseTimeoutMs: 5000, stallTimeoutMs: 5000, remusIntervalMs: 3_600_000, coloMaxIntervalMs: 3_600_000 } };
+    pair = await startPair({ mode, pages: 4096, primary: slow, secondary: slow });
+    await waitFor('protection', () => pair!.primary.status().protected);
+    pair.guest.openConnection(1);
+    let pages = 0;
+    let bytes = 0;
+    for (let round = 0; round < 15; round++) {
+      const m = await writesThenCheckpoint(pair, round);
+      pages += m.pages;
+      bytes += m.bytes;
+    }
+    // Each checkpoint's closing records (vCPU, device state) are a few KB: the pages dominate all the same.
+    console.log(`${mode}: ${pages} pages in ${bytes} bytes (${((pages * PAGE) / bytes).toFixed(1)} x fewer than whole pages)`);
+    expect(pages).toBeGreaterThan(30);
+    expect(bytes * 4).toBeLessThan(pages * PAGE);
+    await waitFor('the last checkpoint applied', () => pair!.secondaryDigests.size >= 16);
+    for (const [index, digest] of pair.secondaryDigests) expect(digest, `checkpoint ${index}`).toBe(pair.primaryDigests.get(index + 1));
+  });
+});
+
+it('a pair that does not negotiate page-delta sends its pages whole', async () => {
+  const plain = ALL_EXTENSIONS.filter((e) => e !== Extension.PAGE_DELTA);
+  pair = await startPair({ mode: 'remus', pages: 4096, primary: { extensions: plain }, secondary: { extensions: ALL_EXTENSIONS } });
+  await waitFor('protection', () => pair!.primary.status().protected);
+  pair.guest.openConnection(1);
+  const m = await writesThenCheckpoint(pair, 1);
+  expect(m.pages).toBeGreaterThan(0);
+  expect(m.bytes).toBeGreaterThan(m.pages * PAGE);
+});
+
+it('a secondary whose copy of a page is not the delta\'s base refuses the checkpoint (COLO_DELTA_BASE_MISMATCH) and applies none of it', async () => {
+  const slow = { timings: { phaseTimeoutMs: 5000, stallTimeoutMs: 5000, remusIntervalMs: 3_600_000, coloMaxIntervalMs: 3_600_000 } };
+  pair = await startPair({ mode: 'remus', pages: 4096, primary: slow, secondary: slow });
+  await waitFor('protection', () => pair!.primary.status().protected);
+  pair.guest.openConnection(1);
+  await writesThenCheckpoint(pair, 0);
+  await waitFor('applied', () => pair!.secondaryDigests.size >= 2);
+  // Spoil the secondary's copy of every page (as bad memory would): the next checkpoint's deltas name bases it
+  // no longer holds.
+  const d = pair.secondary.domain!;
+  const before = new Map<number, Uint8Array>();
+  for (let pfn = 0; pfn < d.pageCount; pfn++) before.set(pfn, Uint8Array.from(d.page(pfn)));
+  for (let pfn = 0; pfn < d.pageCount; pfn++) d.writePages([pfn], Uint8Array.from(d.page(pfn)).map((b, i) => (i === 0 ? b ^ 1 : b)));
+  const applied = pair.secondaryDigests.size;
+  const failed = await writesThenCheckpoint(pair, 1).then(
+    () => undefined,
+    (e: Error) => e,
+  );
+  expect(failed).toBeDefined();
+  await waitFor('the secondary stops following', () => pair!.secondary.status().lastError);
+  expect(pair.secondary.status().lastError?.code).toBe(CoordinatorErrorCode.DELTA_BASE_MISMATCH);
+  // Nothing of the refused checkpoint reached the guest: every page is as spoilt, none rebuilt from a wrong base.
+  expect(pair.secondaryDigests.size).toBe(applied);
+  for (let pfn = 0; pfn < d.pageCount; pfn++) expect(d.page(pfn)[0]).toBe(before.get(pfn)![0]! ^ 1);
+});
