@@ -21,6 +21,7 @@ const suites: Record<string, () => Promise<BenchSuite>> = {
   pair: async () => (await import('./pair.js')).default,
   failover: async () => (await import('./failover.js')).default,
   qemu: async () => (await import('./qemu.js')).default,
+  compression: async () => (await import('./compression.js')).default,
 };
 
 const wanted = process.argv.slice(2);
