@@ -30,16 +30,20 @@ import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { SimulatedGuest, preallocateMemory, type Domain } from '@colo/domain';
-import { ColoNode, unionAscending, type CheckpointMeasurement, type ReplicationMode } from '@colo/coordinator';
+import { ALL_EXTENSIONS, ColoNode, Extension, unionAscending, type CheckpointMeasurement, type ReplicationMode } from '@colo/coordinator';
 import pino from 'pino';
 import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
 import { median, type BenchRow, type BenchSuite } from './harness.js';
+import { writeChart } from './plot.js';
 import { GiB, measureRawHandshakeReplay, measureRawTcpThroughput, measureRawTcpThroughputTwoThreads } from './transport-baseline.js';
 
 const PAGE = 4096;
 const quiet = pino({ level: 'silent' });
 const QUICK = process.env.COLO_BENCH_QUICK === '1';
-const PARTS = (process.env.COLO_BENCH_PARTS ?? 'pause,sync').split(',');
+const PARTS = (process.env.COLO_BENCH_PARTS ?? 'pause,compression,sync').split(',');
+/** Where the charts go (docs/performance.md shows them); COLO_BENCH_PLOTS=0 writes none. */
+const PLOTS = process.env.COLO_BENCH_PLOTS !== '0';
+const IMG = fileURLToPath(new URL('../docs/img/', import.meta.url));
 const MODES = (process.env.COLO_BENCH_MODES ?? 'colo,remus').split(',') as ReplicationMode[];
 /** COLO_BENCH_SIZES=100,1000: only those checkpoint sizes (dirty pages); COLO_BENCH_REPS: checkpoints per size. For profiling. */
 const SIZES = (process.env.COLO_BENCH_SIZES ?? '100,1000,10000,50000').split(',').map(Number);
@@ -250,9 +254,16 @@ async function startSecondaryProcess(data: SecondaryData): Promise<SecondaryHand
 const CPU_PROF = process.env.COLO_BENCH_CPU_PROF;
 const SECONDARY_IN = process.env.COLO_BENCH_SECONDARY === 'process' ? 'process' : 'worker';
 
-async function startPair(mode: ReplicationMode, pages: number, guest: Domain, prealloc = false) {
+async function startPair(mode: ReplicationMode, pages: number, guest: Domain, prealloc = false, primaryOptions: { extensions?: readonly string[]; maxBandwidth?: number } = {}) {
   const psk = randomBytes(32);
-  const primary = new ColoNode({ ...nodeOptions(mode, psk), nodeId: 'bench-a', role: 'primary', domain: guest, replication: { listen: { host: '127.0.0.1', port: 0 } } });
+  const primary = new ColoNode({
+    ...nodeOptions(mode, psk),
+    nodeId: 'bench-a',
+    role: 'primary',
+    domain: guest,
+    replication: { listen: { host: '127.0.0.1', port: 0 }, maxBandwidth: primaryOptions.maxBandwidth },
+    ...(primaryOptions.extensions ? { extensions: primaryOptions.extensions } : {}),
+  });
   await primary.start();
   let stopSecondary: () => Promise<void>;
   let secondaryGc: () => Promise<GcSpan[]> = async () => [];
@@ -292,6 +303,104 @@ async function startPair(mode: ReplicationMode, pages: number, guest: Domain, pr
 const mainGc = observeGc();
 
 /**
+ * A guest whose injected pages really change (as withInjectedDirty's, but each injected page also gets 64 bytes
+ * rewritten at a random place, as a key-value write does): what page deltas are for. Its pages are read from a
+ * copy of the guest's memory that the bench edits, so the guest's own store is never touched.
+ */
+function withEditedDirty(inner: SimulatedGuest): Domain & { inject(pfns: number[]): void } {
+  const base = withInjectedDirty(inner);
+  const memory = new Uint8Array(inner.pageCount * PAGE);
+  for (let pfn = 0; pfn < inner.pageCount; pfn++) memory.set(inner.page(pfn), pfn * PAGE);
+  const d = Object.create(base) as Domain & { inject(pfns: number[]): void };
+  Object.defineProperties(d, {
+    page: { value: (pfn: number) => memory.subarray(pfn * PAGE, (pfn + 1) * PAGE) },
+    pages: { value: (first: number, count: number) => memory.subarray(first * PAGE, (first + count) * PAGE) },
+    inject: {
+      value: (pfns: number[]) => {
+        for (const pfn of pfns) {
+          const at = pfn * PAGE + Math.floor(Math.random() * (PAGE - 64));
+          memory.set(randomBytes(64), at);
+        }
+        base.inject(pfns);
+      },
+    },
+  });
+  for (const p of ['state', 'uuid', 'name', 'pageCount'] as const) Object.defineProperty(d, p, { get: () => base[p] });
+  return d;
+}
+
+/** The extensions of a pair that sends whole pages (replication.compression: false). */
+const WHOLE_PAGES = ALL_EXTENSIONS.filter((e) => e !== Extension.PAGE_DELTA);
+
+/** 1 Gbit/s, as replication.max_bandwidth 125MB. */
+const GBIT = 125_000_000;
+
+/**
+ * Page deltas against whole pages, at loopback speed and at 1 Gbit/s (replication.max_bandwidth): a Remus pair
+ * per combination, each checkpoint carrying N injected pages with 64 bytes changed. Targets (the seed's Remus
+ * options issue): at 1 Gbit/s the compressed pause p50 at most 0.5 x the whole one at 1,000 and 10,000 pages; at
+ * loopback speed at most 1.1 x.
+ */
+async function compressionRows(log: (l: string) => void): Promise<{ rows: BenchRow[]; figures: Map<string, Map<number, { p50: number; p99: number; bytes: number }>> }> {
+  const rows: BenchRow[] = [];
+  const figures = new Map<string, Map<number, { p50: number; p99: number; bytes: number }>>();
+  const sizes = SIZES.filter((n) => n <= 10_000);
+  const guestPages = 65_536;
+  for (const link of ['loopback', '1 Gbit/s'] as const) {
+    for (const compressed of [false, true]) {
+      const inner = new SimulatedGuest({ memoryBytes: guestPages * PAGE });
+      const guest = withEditedDirty(inner);
+      const extensions = compressed ? ALL_EXTENSIONS : WHOLE_PAGES;
+      const pair = await startPair('remus', guestPages, guest, false, { extensions, maxBandwidth: link === '1 Gbit/s' ? GBIT : undefined });
+      const key = `${compressed ? 'deltas' : 'whole'}, ${link}`;
+      const byN = new Map<number, { p50: number; p99: number; bytes: number }>();
+      figures.set(key, byN);
+      try {
+        for (let i = 0; i < (QUICK ? 10 : 200); i++) {
+          guest.inject(Array.from({ length: 100 }, (_, k) => (i * 100 + k) % guestPages));
+          await pair.primary.requestCheckpoint('manual');
+        }
+        for (const n of sizes) {
+          const reps = Number(process.env.COLO_BENCH_REPS ?? 0) || (QUICK ? 5 : n >= 10_000 ? 20 : n >= 1_000 ? 50 : 200);
+          const pauses: number[] = [];
+          let bytes = 0;
+          for (let i = 0; i < 2 * reps; i++) {
+            const start = Math.floor(Math.random() * (guestPages - n));
+            guest.inject(Array.from({ length: n }, (_, k) => start + k));
+            const m = await pair.primary.requestCheckpoint('manual');
+            if (i >= reps) {
+              pauses.push(m.pauseSeconds);
+              bytes += m.bytes;
+            }
+          }
+          const f = { p50: percentile(pauses, 50) * 1000, p99: percentile(pauses, 99) * 1000, bytes: bytes / reps };
+          byN.set(n, f);
+          log(`remus ${key}, ${n} pages: p50 ${f.p50.toFixed(2)} ms, p99 ${f.p99.toFixed(2)} ms, ${(f.bytes / 1024).toFixed(0)} KiB per checkpoint`);
+        }
+      } finally {
+        await pair.stop();
+        inner.destroy();
+      }
+    }
+    for (const n of sizes) {
+      const whole = figures.get(`whole, ${link}`)!.get(n)!;
+      const deltas = figures.get(`deltas, ${link}`)!.get(n)!;
+      const limit = link === 'loopback' ? 1.1 : 0.5;
+      const judged = link === 'loopback' || n >= 1000;
+      rows.push({
+        name: `remus pause p50 with page deltas, ${n} pages of 64 changed bytes, ${link} (${(deltas.bytes / 1024).toFixed(0)} KiB per checkpoint vs ${(whole.bytes / 1024).toFixed(0)} KiB whole)`,
+        value: deltas.p50,
+        unit: 'ms',
+        baseline: `whole pages ${whole.p50.toFixed(2)} ms`,
+        ratio: deltas.p50 / whole.p50,
+        ...(judged ? { target: `<= ${limit} x whole`, met: deltas.p50 <= limit * whole.p50 } : {}),
+      });
+    }
+  }
+  return { rows, figures };
+}
+
+/**
  * Remus blackhole (remus.blackhole): the same guest and dirty pages, a primary checkpointing into nothing. Its
  * pause is the cost of protection without the network: target within 1.1 x of the Remus pair's pause p50 minus
  * the pair's network time, measured just before. The network time is what the pair's transfer phase spends
@@ -300,7 +409,7 @@ const mainGc = observeGc();
  */
 async function blackholeRows(guest: ReturnType<typeof withInjectedDirty>, guestPages: number, pair: Map<number, { p50: number; transfer: number; reps: number }>, log: (l: string) => void): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  const node = new ColoNode({ ...nodeOptions('remus', randomBytes(32)), nodeId: 'bench-blackhole', role: 'primary', domain: guest, replication: {}, blackhole: true });
+  const node = new ColoNode({ ...nodeOptions('remus', randomBytes(32)), nodeId: 'bench-blackhole', role: 'primary', domain: guest, replication: {}, blackhole: true, extensions: WHOLE_PAGES });
   const started = new Promise<void>((resolve) => node.on('protected', () => resolve()));
   await node.start();
   await started;
@@ -396,13 +505,21 @@ const suite: BenchSuite = {
     log(`raw TCP loopback: ${((await sampleTcp()) / 1e9).toFixed(2)} GB/s; secondary in ${ONE_THREAD ? 'the main thread' : SECONDARY_IN === 'process' ? 'a child process' : 'a worker thread'}`);
 
     // ---- checkpoint pause by dirty pages
+    const pausePoints = new Map<string, [number, number][]>();
+    const plotPoint = (series: string, x: number, y: number) => {
+      const list = pausePoints.get(series) ?? [];
+      if (!list.some(([px]) => px === x)) list.push([x, y]);
+      pausePoints.set(series, list);
+    };
     const guestPages = 65_536; // 256 MiB: room for 50,000 distinct dirty pages
     /** The Remus pair's pause p50 and its transfer phase's p50 by dirty pages, for the blackhole's target. */
     const pairFigures = new Map<number, { p50: number; transfer: number; reps: number }>();
     for (const mode of PARTS.includes('pause') ? MODES : []) {
       const inner = new SimulatedGuest({ memoryBytes: guestPages * PAGE });
       const guest = withInjectedDirty(inner);
-      const pair = await startPair(mode, guestPages, guest);
+      // Whole pages: the injected pages do not change, and page deltas would leave them out of the stream (the
+      // compression group below measures deltas on pages that do change).
+      const pair = await startPair(mode, guestPages, guest, false, { extensions: WHOLE_PAGES });
       // A new pair first (see PAIR_WARMUP): its first checkpoints are reported apart, as a just-started pair's.
       const cold: number[] = [];
       for (let i = 0; i < PAIR_WARMUP; i++) {
@@ -451,6 +568,9 @@ const suite: BenchSuite = {
             `median phases: transfer ${(percentile(transfers, 50) * 1000).toFixed(2)} ms, secondary apply + READY ${(percentile(applies, 50) * 1000).toFixed(2)} ms`,
         );
         rows.push({ name: `${mode} pause p50, ${n} dirty pages`, value: p50, unit: 'ms', baseline: `raw TCP ${ideal.toFixed(2)} ms`, ratio: p50 / ideal });
+        plotPoint(`${mode} p50`, n, p50);
+        plotPoint(`${mode} p99`, n, p99);
+        plotPoint('raw TCP, bytes / throughput', n, ideal);
         if (mode === 'remus') pairFigures.set(n, { p50, transfer: percentile(transfers, 50) * 1000, reps });
         rows.push({
           name: `${mode} pause p99, ${n} dirty pages`,
@@ -468,12 +588,31 @@ const suite: BenchSuite = {
           const r50 = percentile(replay, 50) * 1000;
           const r99 = percentile(replay, 99) * 1000;
           log(`  raw TCP replay of the COLO handshake, ${n} pages: p50 ${r50.toFixed(2)} ms, p99 ${r99.toFixed(2)} ms`);
+          plotPoint('raw TCP replay of COLO p50', n, r50);
           rows.push({ name: `raw TCP replay of the COLO handshake's messages, ${n} pages (comparison only): p50 / p99`, value: r50, unit: `ms / ${r99.toFixed(2)} ms`, baseline: `colo ${p50.toFixed(2)} / ${p99.toFixed(2)} ms` });
         }
       }
       await pair.stop();
       if (mode === 'remus') rows.push(...(await blackholeRows(guest, guestPages, pairFigures, log)));
       inner.destroy();
+    }
+
+    if (PLOTS && pausePoints.size > 0) {
+      const series = [...pausePoints].map(([name, points]) => ({ name, points, dashed: name.startsWith('raw') }));
+      log(`chart: ${writeChart(`${IMG}checkpoint-pause.svg`, { title: 'Checkpoint pause by dirty pages (loopback)', xLabel: 'dirty pages per checkpoint', yLabel: 'pause (ms)', series })}`);
+    }
+
+    // ---- page deltas against whole pages, at loopback speed and at 1 Gbit/s
+    if (PARTS.includes('compression')) {
+      const c = await compressionRows(log);
+      rows.push(...c.rows);
+      if (PLOTS) {
+        const series = [...c.figures].flatMap(([key, byN]) => [
+          { name: `${key} p50`, points: [...byN].map(([n, f]) => [n, f.p50] as [number, number]), dashed: key.startsWith('whole') },
+          { name: `${key} p99`, points: [...byN].map(([n, f]) => [n, f.p99] as [number, number]), dashed: key.startsWith('whole') },
+        ]);
+        log(`chart: ${writeChart(`${IMG}checkpoint-compression.svg`, { title: 'Remus pause: page deltas against whole pages', xLabel: 'dirty pages per checkpoint (64 bytes changed in each)', yLabel: 'pause (ms)', series })}`);
+      }
     }
 
     // ---- initial synchronisation of a 1 GiB guest

@@ -374,7 +374,8 @@ export class PrimaryCheckpointEngine {
         if (this.cp) this.cp.bytes += record.length;
         await this.write(record);
       }
-      if (this.cp) this.cp.deltaPages += split.deltaPages;
+      // Pages that did not change cost nothing: counted with the deltas (an empty one), sent as none.
+      if (this.cp) this.cp.deltaPages += split.deltaPages + split.unchanged;
       pfns = split.whole;
     }
     const per = Math.min(MAX_PFNS_PER_PAGE_DATA, Math.max(1, this.o.pagesPerRecord ?? DEFAULT_PAGES_PER_RECORD));

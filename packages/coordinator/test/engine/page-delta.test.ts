@@ -15,6 +15,8 @@ function roundTrip(page: Uint8Array, base: Uint8Array): { bytes: number } | 'who
   const out = new Uint32Array(MAX_DELTA_BYTES / 4);
   const n = enc.encode(page, base, out, 0);
   if (n < 0) return 'whole';
+  // The checksum the encoder computes on its way is the one a secondary computes of its copy.
+  expect(enc.baseChecksum).toBe(pageChecksum(base));
   const rebuilt = Uint8Array.from(base);
   applyDelta(rebuilt, new Uint8Array(out.buffer, 0, n * 4));
   expect(Buffer.from(rebuilt).equals(Buffer.from(page))).toBe(true);
@@ -66,6 +68,17 @@ describe('page deltas', () => {
     buf.set(one, 1);
     buf.set(base, PAGE_BYTES + 1);
     expect(roundTrip(buf.subarray(1, PAGE_BYTES + 1), buf.subarray(PAGE_BYTES + 1))).toEqual({ bytes: 8 });
+  });
+
+  it('the base checksum tells apart pages that differ in one word, or in the order of two words', () => {
+    const base = new Uint8Array(randomBytes(PAGE_BYTES));
+    const one = Uint8Array.from(base);
+    one[2000] ^= 1;
+    expect(pageChecksum(one)).not.toBe(pageChecksum(base));
+    const swapped = Uint8Array.from(base);
+    swapped.set(base.subarray(0, 4), 4);
+    swapped.set(base.subarray(4, 8), 0);
+    if (!base.subarray(0, 4).every((b, i) => b === base[4 + i])) expect(pageChecksum(swapped)).not.toBe(pageChecksum(base));
   });
 
   it('a PAGE_DELTA body round-trips, pfns above 2^32 included', () => {
