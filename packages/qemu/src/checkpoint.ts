@@ -47,6 +47,22 @@ export function changedPages(previous: Buffer, current: Buffer): Uint32Array {
   return out.slice(0, n);
 }
 
+/** Reads `count` pages from `firstPfn` of a RAM file (a standby's copy of the guest) into a new buffer. */
+export function readGuestPages(ramFile: string, firstPfn: number, count: number): Buffer {
+  const out = Buffer.allocUnsafe(count * PAGE);
+  const fd = openSync(ramFile, 'r');
+  try {
+    for (let off = 0; off < out.length; ) {
+      const n = readSync(fd, out, off, out.length - off, firstPfn * PAGE + off);
+      if (n <= 0) throw new QemuError(QemuErrorCode.EXITED, `the RAM file ${ramFile} ended inside page ${firstPfn + Math.floor(off / PAGE)}`);
+      off += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return out;
+}
+
 /** Writes pages into a RAM file (a secondary's copy of the guest): `data` holds pfns.length pages in order. */
 export function writeGuestPages(ramFile: string, pfns: ArrayLike<number>, data: Uint8Array): void {
   if (data.byteLength !== pfns.length * PAGE) throw new QemuError(QemuErrorCode.BAD_CONFIG, `${data.byteLength} bytes for ${pfns.length} pages`);

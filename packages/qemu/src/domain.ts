@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DomainError, DomainErrorCode, type Domain, type DomainState } from '@colo/domain';
 import type { HvmParam, TscInfo, XenstoreEntry } from '@colo/stream';
-import { loadDeviceState, saveDeviceState, writeGuestPages } from './checkpoint.js';
+import { loadDeviceState, readGuestPages, saveDeviceState, writeGuestPages } from './checkpoint.js';
 import { QemuError, QemuErrorCode } from './errors.js';
 import { QemuMachine, sweepLeftovers, tcpProbe, type QemuMachineOptions } from './machine.js';
 import { RamMirror, unionPfns } from './ram-mirror.js';
@@ -190,8 +190,10 @@ export class QemuDomain implements Domain {
     return this.pages(pfn, 1);
   }
   pages(firstPfn: number, count: number): Uint8Array {
-    if (!this.mirror) throw new DomainError(DomainErrorCode.BAD_PFN, 'no pages read yet: enableLogDirty() and readAndClearDirty() first');
     if (firstPfn < 0 || firstPfn + count > this.pageCount) throw new DomainError(DomainErrorCode.BAD_PFN, `pages ${firstPfn}..${firstPfn + count - 1} outside 0..${this.pageCount - 1}`);
+    // A standby's pages are its RAM file's, as the checkpoints wrote them (the base of a page delta).
+    if (this.standbyRam) return readGuestPages(this.standbyRam, firstPfn, count);
+    if (!this.mirror) throw new DomainError(DomainErrorCode.BAD_PFN, 'no pages read yet: enableLogDirty() and readAndClearDirty() first');
     return this.mirror.pages.subarray(firstPfn * PAGE, (firstPfn + count) * PAGE);
   }
 
