@@ -62,6 +62,11 @@ test('redis-cli and redis-benchmark through a protected QEMU pair reach the real
   expect(bench.rps.SET).toBeGreaterThan(0);
   expect(bench.rps.GET).toBeGreaterThan(0);
   console.log(`redis-benchmark through the protected QEMU pair (Remus every 50 ms, TCG, 50 clients): ${JSON.stringify(bench.rps)} requests/s`);
+  // Page deltas and the device state's delta (on by default): a checkpoint is a small fraction of its ~600 KB of
+  // device state and its pages whole.
+  const { status } = await pair.primary();
+  console.log(`last checkpoint: ${status.lastCheckpoint!.pages} pages in ${status.lastCheckpoint!.bytes} bytes`);
+  expect(status.lastCheckpoint!.bytes).toBeLessThan(200 * 1024);
 }, 180_000);
 
 test(`${KILLS} SIGKILLs of the primary lose no acknowledged write (seed ${SEED})`, async () => {

@@ -3,7 +3,7 @@ import type { HvmParam, PageDataRecord, TscInfo, XenstoreEntry } from '@colo/str
 import { PAGE_SIZE, pageTypeCarriesData } from '@colo/stream';
 import { ArenaPool, type PageArena } from './page-arena.js';
 import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
-import { buildDeltaPages, type DeltaPage } from './page-delta.js';
+import { applyStateDelta, buildDeltaPages, type DeltaPage } from './page-delta.js';
 
 /**
  * One checkpoint's worth of records, held in memory until CHECKPOINT_END and then applied all at once (the lesson
@@ -30,6 +30,8 @@ export class PendingCheckpoint {
   private xenstore: XenstoreEntry[] | undefined;
   /** PAGE_DELTA pages (their encodings copied): built against the guest's pages at apply, before any write. */
   private deltas: DeltaPage[] = [];
+  /** An EMULATOR_DELTA body (copied): the device state as the XOR against the guest's current one. */
+  private deviceDelta: Uint8Array | undefined;
   /** Pages buffered (a page sent twice counts twice). */
   pageCount = 0;
   bytes = 0;
@@ -108,6 +110,12 @@ export class PendingCheckpoint {
   /** Kept as a copy, as above. */
   setDeviceState(blob: Uint8Array): void {
     this.device = new Uint8Array(blob);
+    this.deviceDelta = undefined;
+  }
+  /** An EMULATOR_DELTA body, copied: the device state is built from the guest's at apply. */
+  setDeviceStateDelta(body: Uint8Array): void {
+    this.deviceDelta = new Uint8Array(body);
+    this.device = undefined;
   }
   setXenstore(entries: XenstoreEntry[]): void {
     this.xenstore = entries;
@@ -123,6 +131,10 @@ export class PendingCheckpoint {
     // Delta pages first, into memory of their own: their bases are the guest's pages as the previous checkpoint
     // left them, and a base that is not what the primary named refuses the whole checkpoint before any write.
     const built = this.deltas.length > 0 ? buildDeltaPages(this.deltas, (pfn) => domain.page(pfn)) : undefined;
+    if (this.deviceDelta) {
+      this.device = applyStateDelta(this.deviceDelta, domain.getDeviceState());
+      this.deviceDelta = undefined;
+    }
     if (this.staging) {
       const staging = this.staging;
       this.staging = undefined;
@@ -149,6 +161,7 @@ export class PendingCheckpoint {
   private releasePages(): void {
     this.pages = [];
     this.deltas = [];
+    this.deviceDelta = undefined;
     if (this.arena) this.arenas.release(this.arena);
     this.arena = undefined;
   }

@@ -21,7 +21,7 @@ import type { CheckpointReason, ReplicationMode } from '../statechart/types.js';
 import { CHECKPOINT_ACK_RECORD, decodeAckBody, encodeGuestIdentity, Extension, GUEST_IDENTITY_RECORD } from './extensions.js';
 import type { CheckpointMeasurement, CheckpointPhases } from './measurement.js';
 import { unionAscending, isStrictlyAscending } from './pfn-set.js';
-import { PAGE_DELTA_RECORD, PageDeltaSender } from './page-delta.js';
+import { EMULATOR_DELTA_RECORD, encodeStateDelta, PAGE_DELTA_RECORD, PageDeltaSender } from './page-delta.js';
 
 export interface PrecopyLimits {
   /** Live rounds before stop-and-copy (Xen: 5). */
@@ -99,6 +99,8 @@ export class PrimaryCheckpointEngine {
 
   /** With the page-delta extension: the copy of what the secondary holds, and the split into deltas. */
   private readonly deltas: PageDeltaSender | undefined;
+  /** With the page-delta extension: the device state last sent (the base of the next EMULATOR_DELTA). */
+  private sentDeviceState: Uint8Array | undefined;
 
   constructor(opts: PrimaryEngineOptions) {
     this.o = opts;
@@ -220,10 +222,7 @@ export class PrimaryCheckpointEngine {
       if (xenstore.length > 0) {
         tail.push(encodeRecord({ layer: 'libxl', kind: 'EMULATOR_XENSTORE_DATA', emulatorId: EmulatorId.QEMU_UPSTREAM, index: 0, entries: xenstore }));
       }
-      tail.push(
-        encodeRecord({ layer: 'libxl', kind: 'EMULATOR_CONTEXT', emulatorId: EmulatorId.QEMU_UPSTREAM, index: 0, blob: d.getDeviceState() }),
-        encodeRecord({ layer: 'libxl', kind: 'CHECKPOINT_END' }),
-      );
+      tail.push(this.deviceStateRecord(d.getDeviceState()), encodeRecord({ layer: 'libxl', kind: 'CHECKPOINT_END' }));
       // The closing records leave with the last page record: one socket write and, on the secondary, one
       // message for a small checkpoint instead of two (each a wake-up, a read and a statechart event).
       // Deltas: against what the secondary holds, except the pages it reported dirty itself (COLO: its own guest
@@ -246,6 +245,20 @@ export class PrimaryCheckpointEngine {
       if (this.o.domain.state === 'suspended') await this.o.domain.resume();
       if (cp) cp.resumeEnd = performance.now();
     });
+  }
+
+  /**
+   * EMULATOR_CONTEXT, or with page deltas an EMULATOR_DELTA against the state the secondary holds (the one this
+   * engine last sent) when that is smaller: a QEMU guest's 600 KB of device state barely changes between checkpoints.
+   */
+  private deviceStateRecord(state: Uint8Array): Uint8Array {
+    // Remus only: a COLO secondary's guest runs between checkpoints, so its device state is not the one sent.
+    const deltas = this.deltas !== undefined && this.o.mode === 'remus';
+    const base = this.sentDeviceState;
+    const body = deltas && base ? encodeStateDelta(state, base) : undefined;
+    if (deltas) this.sentDeviceState = state.slice();
+    if (body) return encodeRecord({ layer: 'libxl', kind: 'OPTIONAL', type: EMULATOR_DELTA_RECORD, body });
+    return encodeRecord({ layer: 'libxl', kind: 'EMULATOR_CONTEXT', emulatorId: EmulatorId.QEMU_UPSTREAM, index: 0, blob: state });
   }
 
   /** The machine declared checkpoint complete: returns its measurement (after the queued resume has run). */

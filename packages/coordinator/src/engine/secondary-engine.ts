@@ -5,7 +5,7 @@ import { asCoordinatorError, CoordinatorError, CoordinatorErrorCode } from '../e
 import type { SecondaryEvent } from '../statechart/secondary.js';
 import type { ReplicationMode } from '../statechart/types.js';
 import { CHECKPOINT_ACK_RECORD, decodeGuestIdentity, encodeAckBody, Extension, GUEST_IDENTITY_RECORD, type GuestIdentity } from './extensions.js';
-import { decodeDeltaBody, PAGE_DELTA_RECORD } from './page-delta.js';
+import { decodeDeltaBody, EMULATOR_DELTA_RECORD, PAGE_DELTA_RECORD } from './page-delta.js';
 import { LIBXL_HEADER_BYTES, RecordFramer, unitBytes } from './framing.js';
 import { ArenaPool } from './page-arena.js';
 import { PendingCheckpoint } from './pending-checkpoint.js';
@@ -184,6 +184,10 @@ export class SecondaryCheckpointEngine {
           const d = this.ensureDomain();
           // A copy: the record may be a view of a read the link reuses.
           this.pending.addDeltas(decodeDeltaBody(Uint8Array.from(r.body), d.pageCount));
+        }
+        if (r.type === EMULATOR_DELTA_RECORD) {
+          if (!this.o.extensions.includes(Extension.PAGE_DELTA)) throw new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, 'EMULATOR_DELTA without the page-delta extension');
+          this.pending.setDeviceStateDelta(r.body);
         }
         // Other optional records may be skipped (stream-format.md).
         break;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CoordinatorErrorCode } from '../../src/errors.js';
-import { applyDelta, decodeDeltaBody, DeltaEncoder, encodeDeltaBody, MAX_DELTA_BYTES, PAGE_BYTES, pageChecksum } from '../../src/engine/page-delta.js';
+import { applyDelta, applyStateDelta, decodeDeltaBody, DeltaEncoder, encodeDeltaBody, encodeStateDelta, MAX_DELTA_BYTES, PAGE_BYTES, pageChecksum } from '../../src/engine/page-delta.js';
 
 /**
  * The page-delta codec against the plain path (the page itself): whatever the base and the edits, applying the
@@ -137,5 +137,44 @@ describe('page deltas', () => {
     );
     // An oversize encoding is refused before it is read.
     expect(() => applyDelta(new Uint8Array(PAGE_BYTES), new Uint8Array(MAX_DELTA_BYTES + 4))).toThrow(expect.objectContaining({ code: CoordinatorErrorCode.DELTA_CORRUPT }));
+  });
+
+  it('device-state deltas: rebuilt exactly for any length, refused against another base, whole when not smaller', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 1, maxLength: 3000 }), fc.array(fc.nat(), { maxLength: 10 }), (base, edits) => {
+        const state = Uint8Array.from(base);
+        for (const e of edits) state[e % state.length] ^= 0x5a;
+        const body = encodeStateDelta(state, base);
+        if (!body) return;
+        expect(Buffer.from(applyStateDelta(body, base)).equals(Buffer.from(state))).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+    const base = new Uint8Array(randomBytes(600_001));
+    const state = Uint8Array.from(base);
+    state[12345] ^= 1;
+    state[600_000] ^= 1; // the last, padded word
+    const body = encodeStateDelta(state, base)!;
+    expect(body.byteLength).toBeLessThan(64);
+    expect(Buffer.from(applyStateDelta(body, base)).equals(Buffer.from(state))).toBe(true);
+    const other = Uint8Array.from(base);
+    other[7] ^= 1;
+    expect(() => applyStateDelta(body, other)).toThrow(expect.objectContaining({ code: CoordinatorErrorCode.DELTA_BASE_MISMATCH }));
+    expect(() => applyStateDelta(body, base.subarray(1))).toThrow(expect.objectContaining({ code: CoordinatorErrorCode.DELTA_BASE_MISMATCH }));
+    expect(encodeStateDelta(new Uint8Array(randomBytes(1000)), new Uint8Array(randomBytes(1000)))).toBeUndefined();
+    expect(encodeStateDelta(state, base.subarray(0, 100))).toBeUndefined();
+    for (let cut = 0; cut < body.byteLength; cut += 4) {
+      expect(() => applyStateDelta(body.subarray(0, cut), base)).toThrow(expect.objectContaining({ code: CoordinatorErrorCode.DELTA_CORRUPT }));
+    }
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 400 }), (bytes) => {
+        try {
+          applyStateDelta(bytes, base);
+        } catch (e) {
+          expect([CoordinatorErrorCode.DELTA_CORRUPT, CoordinatorErrorCode.DELTA_BASE_MISMATCH]).toContain((e as { code?: string }).code);
+        }
+      }),
+      { numRuns: 1000 },
+    );
   });
 });
