@@ -126,15 +126,21 @@ export class PendingCheckpoint {
     return this.libxcComplete && this.vcpu !== undefined;
   }
 
-  /** Copies everything into the (suspended or never-run) guest. Later copies of a page win, as in the stream. */
-  applyTo(domain: Domain): void {
+  /**
+   * Copies everything into the (suspended or never-run) guest. Later copies of a page win, as in the stream.
+   * `deviceBase`: the device state the previous checkpoint carried (the base of an EMULATOR_DELTA: the bytes the
+   * primary sent, not the guest's own rendering of them). Returns the device state this checkpoint carried.
+   */
+  applyTo(domain: Domain, deviceBase?: Uint8Array): Uint8Array | undefined {
     // Delta pages first, into memory of their own: their bases are the guest's pages as the previous checkpoint
     // left them, and a base that is not what the primary named refuses the whole checkpoint before any write.
     const built = this.deltas.length > 0 ? buildDeltaPages(this.deltas, (pfn) => domain.page(pfn)) : undefined;
     if (this.deviceDelta) {
-      this.device = applyStateDelta(this.deviceDelta, domain.getDeviceState());
+      if (!deviceBase) throw new CoordinatorError(CoordinatorErrorCode.DELTA_BASE_MISMATCH, 'EMULATOR_DELTA before any device state was received');
+      this.device = applyStateDelta(this.deviceDelta, deviceBase);
       this.deviceDelta = undefined;
     }
+    const device = this.device;
     if (this.staging) {
       const staging = this.staging;
       this.staging = undefined;
@@ -148,6 +154,7 @@ export class PendingCheckpoint {
     if (this.device) domain.setDeviceState(this.device);
     if (this.xenstore) domain.setXenstore(this.xenstore);
     this.releasePages();
+    return device;
   }
 
   /** Drops everything buffered or staged: the guest never sees any of it. */

@@ -80,6 +80,8 @@ export class SecondaryCheckpointEngine {
   domain: Domain | undefined;
   /** Checkpoints applied on this link (0 = the initial synchronisation). */
   applied = 0;
+  /** The device state the last applied checkpoint carried, as the primary sent it (page-delta extension). */
+  private deviceState: Uint8Array | undefined;
   receivedBytes = 0;
 
   constructor(opts: SecondaryEngineOptions) {
@@ -350,7 +352,8 @@ export class SecondaryCheckpointEngine {
       if (d.state === 'running') await d.suspend();
       const cp = this.received.shift();
       if (!cp) throw new CoordinatorError(CoordinatorErrorCode.INVALID_STATE, 'asked to apply a checkpoint that was not received');
-      cp.applyTo(d);
+      // The device state as received (whole or rebuilt from its delta): the next EMULATOR_DELTA's base.
+      this.deviceState = cp.applyTo(d, this.deviceState) ?? this.deviceState;
       const timing: AppliedCheckpointTiming = { start: cp.startedAt ?? performance.now(), end: performance.now(), pages: cp.pageCount };
       const index = this.applied++;
       if (index === 0) {
