@@ -12,9 +12,8 @@
  * Needs a build and the tools. Run alone: `npx tsx --conditions=@colo/source bench/run.ts compression`.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { type BenchRow, type BenchSuite } from './harness.js';
-import { startPair, tool } from './pair.js';
+import { processCpuSeconds, startPair, tool } from './pair.js';
 
 /** Ports 23300.. (failover 23100.., qemu 23200.., ab-pair 23000.., pair 22800..). */
 const BASE = 23300;
@@ -41,16 +40,13 @@ async function sample(adminPort: number, pid: number): Promise<Sample> {
   // keep-alive, and a pooled connection would be one the node has closed.
   const get = () => fetch(`http://127.0.0.1:${adminPort}/metrics`, { headers: { connection: 'close' } });
   const text = await (await get().catch(get)).text();
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return {
     bytes: metric(text, /^colo_checkpoint_bytes_sum(\{[^}]*\})? ([\d.e+]+)$/gm),
     pages: metric(text, /^colo_checkpoint_pages_sum(\{[^}]*\})? ([\d.e+]+)$/gm),
     deltaPages: metric(text, /^colo_checkpoint_delta_pages_total(\{[^}]*\})? ([\d.e+]+)$/gm),
     pauseSum: metric(text, /^colo_checkpoint_duration_seconds_sum\{reason="periodic"\} ([\d.e+]+)$/gm),
     checkpoints: metric(text, /^colo_checkpoint_duration_seconds_count\{reason="periodic"\} ([\d.e+]+)$/gm),
-    // utime + stime, in clock ticks (100 per second on Linux).
-    cpuSeconds: (Number(f[11]) + Number(f[12])) / 100,
+    cpuSeconds: processCpuSeconds(pid),
   };
 }
 

@@ -75,15 +75,18 @@ function statFields(pid: number | 'self'): string[] {
   return text.slice(text.lastIndexOf(')') + 2).split(' ');
 }
 
+/** CPU seconds (user + system) a running process has used so far (Linux /proc). */
+export function processCpuSeconds(pid: number): number {
+  const f = statFields(pid);
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+}
+
 /**
  * CPU seconds (user + system) of the running servers, and of this process's reaped children (cutime + cstime:
  * redis-benchmark once spawnSync has returned), read around one redis-benchmark run. Linux /proc.
  */
 function cpuAround<T>(serverPids: number[], run: () => T): { result: T; servers: number[]; client: number } {
-  const used = (pid: number) => {
-    const f = statFields(pid);
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  };
+  const used = processCpuSeconds;
   const reaped = () => {
     const f = statFields('self');
     return (Number(f[13]) + Number(f[14])) / CLK_TCK;

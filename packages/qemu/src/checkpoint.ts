@@ -18,17 +18,22 @@ const MIGRATE_POLL_MS = 2;
 export function readGuestRam(m: QemuMachine, into?: Buffer): Buffer {
   const buf = into ?? Buffer.allocUnsafe(m.memoryBytes);
   if (buf.length !== m.memoryBytes) throw new QemuError(QemuErrorCode.BAD_CONFIG, `a RAM copy of ${buf.length} bytes for a ${m.memoryBytes}-byte guest`);
-  const fd = openSync(m.ramPath, 'r');
+  readRamFile(m.ramPath, buf, 0);
+  return buf;
+}
+
+/** Fills `into` from a RAM file at byte `position`; a file that ends first is QEMU_EXITED (the RAM is gone). */
+export function readRamFile(ramFile: string, into: Uint8Array, position: number): void {
+  const fd = openSync(ramFile, 'r');
   try {
-    for (let off = 0; off < buf.length; ) {
-      const n = readSync(fd, buf, off, Math.min(64 * 1024 * 1024, buf.length - off), off);
-      if (n <= 0) throw new QemuError(QemuErrorCode.EXITED, `the RAM file ${m.ramPath} ended at ${off} bytes`);
+    for (let off = 0; off < into.length; ) {
+      const n = readSync(fd, into, off, Math.min(64 * 1024 * 1024, into.length - off), position + off);
+      if (n <= 0) throw new QemuError(QemuErrorCode.EXITED, `the RAM file ${ramFile} ended at ${position + off} bytes`);
       off += n;
     }
   } finally {
     closeSync(fd);
   }
-  return buf;
 }
 
 /** The pfns whose 4 KiB differ between two RAM copies of one guest, ascending. */
@@ -50,16 +55,7 @@ export function changedPages(previous: Buffer, current: Buffer): Uint32Array {
 /** Reads `count` pages from `firstPfn` of a RAM file (a standby's copy of the guest) into a new buffer. */
 export function readGuestPages(ramFile: string, firstPfn: number, count: number): Buffer {
   const out = Buffer.allocUnsafe(count * PAGE);
-  const fd = openSync(ramFile, 'r');
-  try {
-    for (let off = 0; off < out.length; ) {
-      const n = readSync(fd, out, off, out.length - off, firstPfn * PAGE + off);
-      if (n <= 0) throw new QemuError(QemuErrorCode.EXITED, `the RAM file ${ramFile} ended inside page ${firstPfn + Math.floor(off / PAGE)}`);
-      off += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
+  readRamFile(ramFile, out, firstPfn * PAGE);
   return out;
 }
 

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { readRamFile } from './checkpoint.js';
 import { QemuError, QemuErrorCode } from './errors.js';
 
 /**
@@ -101,13 +102,12 @@ export class RamMirror {
 
   /** Copies the whole file (a first synchronisation sends every page anyway). */
   load(ramPath: string): void {
-    withFile(ramPath, (fd) => {
-      for (let off = 0; off < this.pages.length; ) {
-        const got = fs.readSync(fd, this.pages, off, Math.min(64 * 1024 * 1024, this.pages.length - off), off);
-        if (got <= 0) throw new Error(`the RAM file ended at ${off} bytes of ${this.pages.length}`);
-        off += got;
-      }
-    });
+    try {
+      readRamFile(ramPath, this.pages, 0);
+    } catch (e) {
+      if (e instanceof QemuError) throw e;
+      throw new QemuError(QemuErrorCode.EXITED, `the guest's RAM file ${ramPath} cannot be read: ${(e as Error).message}`, { cause: e });
+    }
   }
 
   /** The pages that differ from the mirror, ascending; with `update`, the mirror takes them. On this thread. */

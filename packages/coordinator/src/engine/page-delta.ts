@@ -36,10 +36,14 @@ const spareSum = new Uint32Array(1024);
  * in the pass it makes over the words anyway, where zlib's CRC-32 cost a second pass (1 us a page).
  */
 export function pageChecksum(page: Uint8Array): number {
-  const w = words(page, spareSum);
+  return wordsChecksum(words(page, spareSum));
+}
+
+/** pageChecksum's sums over any number of words (a page's, or a device state's: EMULATOR_DELTA). */
+function wordsChecksum(w: Uint32Array): number {
   let s1 = 0;
   let s2 = 0;
-  for (let i = 0; i < WORDS; i++) {
+  for (let i = 0; i < w.length; i++) {
     s1 = (s1 + w[i]!) | 0;
     s2 = (s2 + s1) | 0;
   }
@@ -295,16 +299,6 @@ function blobWords(blob: Uint8Array): Uint32Array {
   const w = new Uint32Array(Math.ceil(blob.byteLength / 4));
   new Uint8Array(w.buffer).set(blob);
   return w;
-}
-
-function wordsChecksum(w: Uint32Array): number {
-  let s1 = 0;
-  let s2 = 0;
-  for (let i = 0; i < w.length; i++) {
-    s1 = (s1 + w[i]!) | 0;
-    s2 = (s2 + s1) | 0;
-  }
-  return fold(s1, s2);
 }
 
 /** The EMULATOR_DELTA body for `state` against `base`, or undefined when it would not be smaller than `state`. */
