@@ -12,7 +12,7 @@ import { startPrometheus, waitFor, type TestPrometheus } from './support/prometh
 const BASE = 21000;
 const PROM_PORT = BASE + 10;
 const REASONS = ['initial', 'miscompare', 'stale', 'periodic', 'manual', 'output_bound'] as const;
-const ALERTS = ['ColoArbiterDecisionLost', 'ColoArbiterUnreachable', 'ColoCheckpointLatencyHigh', 'ColoFailover', 'ColoHeartbeatRttHigh', 'ColoMiscompareStorm', 'ColoTwoPrimaries', 'ColoUnprotected'];
+const ALERTS = ['ColoArbiterDecisionLost', 'ColoArbiterUnreachable', 'ColoCheckpointLatencyHigh', 'ColoFailover', 'ColoHeartbeatRttHigh', 'ColoMiscompareStorm', 'ColoSecondaryMemoryDrift', 'ColoTwoPrimaries', 'ColoUnprotected'];
 const MANUAL = 6;
 const TIMES = 4;
 
@@ -74,7 +74,7 @@ async function stableScrape(exprs: string[]): Promise<{ status: NodeStatusDoc; r
 }
 
 describe('a real Prometheus scraping a real pair', () => {
-  test('loads the eight colo alert rules from deploy/prometheus/colo-alerts.yml', async () => {
+  test('loads the nine colo alert rules from deploy/prometheus/colo-alerts.yml', async () => {
     const data = await waitFor('rule groups loaded', 15_000, async () => {
       const d = await prom.api<{ groups: { name: string; rules: { type: string; name: string; health: string }[] }[] }>('rules');
       return d.groups.length > 0 ? d : undefined;

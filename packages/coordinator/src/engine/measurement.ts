@@ -37,6 +37,8 @@ export interface CheckpointMeasurement {
   pages: number;
   /** Of those, pages sent as deltas (the page-delta extension). */
   deltaPages: number;
+  /** Delta pages the secondary lacked the base of, resent whole on its request (PAGE_RESEND). */
+  resentPages: number;
   /** Bytes of main stream written for this checkpoint. */
   bytes: number;
 }

@@ -207,6 +207,9 @@ export class PageDeltaSender {
     this.sent = new Uint8Array(pageCount * PAGE_BYTES);
   }
 
+  /** The copy of page `pfn` as last sent: what the secondary holds once it has the checkpoint in flight. */
+  readonly sentPage = (pfn: number): Uint8Array => this.sent.subarray(pfn * PAGE_BYTES, (pfn + 1) * PAGE_BYTES);
+
   /** The pages `pfns` go whole: their bytes now are what the secondary will hold. */
   remember(pfns: ArrayLike<number>, pageOf: (pfn: number) => Uint8Array): void {
     for (let i = 0; i < pfns.length; i++) this.sent.set(pageOf(pfns[i]!), pfns[i]! * PAGE_BYTES);
@@ -259,10 +262,15 @@ export class PageDeltaSender {
 
 /**
  * The secondary's side, at apply: builds each delta page from the guest's current copy (the previous checkpoint,
- * applied) after checking that copy is the named base (pageChecksum). Everything is checked and built before the caller writes
- * any page: a mismatch (DELTA_BASE_MISMATCH) or a corrupt encoding leaves the guest untouched.
+ * applied) after checking that copy is the named base (pageChecksum). Everything is checked and built before the
+ * caller writes any page: a mismatch (DELTA_BASE_MISMATCH) or a corrupt encoding leaves the guest untouched.
+ * With `mismatched`, a page whose base differs is left out and its pfn added there instead (to be resent whole).
  */
-export function buildDeltaPages(pages: readonly DeltaPage[], currentPage: (pfn: number) => Uint8Array): { pfns: number[]; data: Uint8Array } {
+export function buildDeltaPages(
+  pages: readonly DeltaPage[],
+  currentPage: (pfn: number) => Uint8Array,
+  mismatched?: number[],
+): { pfns: number[]; data: Uint8Array } {
   const data = new Uint8Array(pages.length * PAGE_BYTES);
   const pfns: number[] = [];
   for (let i = 0; i < pages.length; i++) {
@@ -270,17 +278,21 @@ export function buildDeltaPages(pages: readonly DeltaPage[], currentPage: (pfn: 
     const base = currentPage(p.pfn);
     const sum = pageChecksum(base);
     if (sum !== p.baseChecksum) {
+      if (mismatched) {
+        mismatched.push(p.pfn);
+        continue;
+      }
       throw new CoordinatorError(
         CoordinatorErrorCode.DELTA_BASE_MISMATCH,
         `page ${p.pfn}: the delta's base has checksum ${p.baseChecksum.toString(16)}, this copy ${sum.toString(16)}: refusing the checkpoint rather than build a wrong page`,
       );
     }
-    const out = data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES);
+    const out = data.subarray(pfns.length * PAGE_BYTES, (pfns.length + 1) * PAGE_BYTES);
     out.set(base);
     applyDelta(out, p.encoding);
     pfns.push(p.pfn);
   }
-  return { pfns, data };
+  return { pfns, data: data.subarray(0, pfns.length * PAGE_BYTES) };
 }
 
 /**

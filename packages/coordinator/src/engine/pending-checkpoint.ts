@@ -30,6 +30,12 @@ export class PendingCheckpoint {
   private xenstore: XenstoreEntry[] | undefined;
   /** PAGE_DELTA pages (their encodings copied): built against the guest's pages at apply, before any write. */
   private deltas: DeltaPage[] = [];
+  /** The delta pages built by buildDeltas (those whose base matched), written at apply. */
+  private built: { pfns: number[]; data: Uint8Array } | undefined;
+  /** Delta pages whose base did not match, as resent whole (PAGE_RESEND), written with the built ones. */
+  private resent: { pfns: number[]; data: Uint8Array }[] = [];
+  /** pfns buildDeltas left out for want of their base, not yet resent. */
+  private missing = new Set<number>();
   /** An EMULATOR_DELTA body (copied): the device state as the XOR against the guest's current one. */
   private deviceDelta: Uint8Array | undefined;
   /** Pages buffered (a page sent twice counts twice). */
@@ -127,6 +133,32 @@ export class PendingCheckpoint {
   }
 
   /**
+   * Builds the delta pages against the guest's current pages (the guest untouched) and returns, ascending, the
+   * pfns whose base did not match: applyTo then refuses the checkpoint until each is given whole by resend().
+   */
+  buildDeltas(domain: Domain): number[] {
+    const mismatched: number[] = [];
+    this.built = buildDeltaPages(this.deltas, (pfn) => domain.page(pfn), mismatched);
+    this.deltas = [];
+    mismatched.sort((a, b) => a - b);
+    this.missing = new Set(mismatched);
+    return mismatched;
+  }
+
+  /** Pages resent whole (kept as given: the caller's copy) in place of deltas whose base did not match; others are refused. */
+  resend(pfns: readonly number[], data: Uint8Array): void {
+    for (const pfn of pfns) {
+      if (!this.missing.delete(pfn)) throw new CoordinatorError(CoordinatorErrorCode.PEER_STREAM_ERROR, `page ${pfn} resent, but it was not asked for`);
+    }
+    this.resent.push({ pfns: [...pfns], data });
+  }
+
+  /** Pages asked for and not yet resent. */
+  get missingPages(): number {
+    return this.missing.size;
+  }
+
+  /**
    * Copies everything into the (suspended or never-run) guest. Later copies of a page win, as in the stream.
    * `deviceBase`: the device state the previous checkpoint carried (the base of an EMULATOR_DELTA: the bytes the
    * primary sent, not the guest's own rendering of them). Returns the device state this checkpoint carried.
@@ -134,7 +166,10 @@ export class PendingCheckpoint {
   applyTo(domain: Domain, deviceBase?: Uint8Array): Uint8Array | undefined {
     // Delta pages first, into memory of their own: their bases are the guest's pages as the previous checkpoint
     // left them, and a base that is not what the primary named refuses the whole checkpoint before any write.
-    const built = this.deltas.length > 0 ? buildDeltaPages(this.deltas, (pfn) => domain.page(pfn)) : undefined;
+    if (this.missing.size > 0) {
+      throw new CoordinatorError(CoordinatorErrorCode.DELTA_BASE_MISMATCH, `${this.missing.size} delta pages lack their base and were not resent`);
+    }
+    const built = this.built ?? (this.deltas.length > 0 ? buildDeltaPages(this.deltas, (pfn) => domain.page(pfn)) : undefined);
     if (this.deviceDelta) {
       if (!deviceBase) throw new CoordinatorError(CoordinatorErrorCode.DELTA_BASE_MISMATCH, 'EMULATOR_DELTA before any device state was received');
       this.device = applyStateDelta(this.deviceDelta, deviceBase);
@@ -147,7 +182,8 @@ export class PendingCheckpoint {
       staging.adopt();
     }
     for (const batch of this.pages) domain.writePages(batch.pfns, batch.data);
-    if (built) domain.writePages(built.pfns, built.data);
+    if (built && built.pfns.length > 0) domain.writePages(built.pfns, built.data);
+    for (const r of this.resent) domain.writePages(r.pfns, r.data);
     if (this.tsc) domain.setTscInfo(this.tsc);
     if (this.vcpu) domain.setVcpuContext(this.vcpu);
     if (this.params) domain.setHvmParams(this.params);
@@ -168,6 +204,9 @@ export class PendingCheckpoint {
   private releasePages(): void {
     this.pages = [];
     this.deltas = [];
+    this.built = undefined;
+    this.resent = [];
+    this.missing.clear();
     this.deviceDelta = undefined;
     if (this.arena) this.arenas.release(this.arena);
     this.arena = undefined;

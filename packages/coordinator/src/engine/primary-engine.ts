@@ -23,6 +23,7 @@ import type { CheckpointMeasurement, CheckpointPhases } from './measurement.js';
 import { unionAscending, isStrictlyAscending } from './pfn-set.js';
 import { EMULATOR_DELTA_RECORD, encodeStateDelta, PAGE_DELTA_RECORD, PageDeltaSender } from './page-delta.js';
 import { PageCapture } from './page-capture.js';
+import { decodeResendRequest, encodeResend, PAGE_RESEND_RECORD, PAGE_RESEND_REQUEST_RECORD } from './page-resend.js';
 
 export interface PrecopyLimits {
   /** Live rounds before stop-and-copy (Xen: 5). */
@@ -94,6 +95,7 @@ export class PrimaryCheckpointEngine {
     resumeEnd?: number;
     pages: number;
     deltaPages: number;
+    resentPages: number;
     bytes: number;
   } | null = null;
   /** Pre-copy progress of the initial synchronisation (for status and logs). */
@@ -168,7 +170,7 @@ export class PrimaryCheckpointEngine {
   }
 
   beginCheckpoint(seq: number, reason: CheckpointReason): void {
-    this.cp = { seq, reason, startedAt: performance.now(), pages: 0, deltaPages: 0, bytes: 0 };
+    this.cp = { seq, reason, startedAt: performance.now(), pages: 0, deltaPages: 0, resentPages: 0, bytes: 0 };
   }
 
   // ------------------------------------------------------------------------------------------ machine actions
@@ -330,6 +332,7 @@ export class PrimaryCheckpointEngine {
       phases,
       pages: cp.pages,
       deltaPages: cp.deltaPages,
+      resentPages: cp.resentPages,
       bytes: cp.bytes,
     };
   }
@@ -348,6 +351,7 @@ export class PrimaryCheckpointEngine {
     }
     for (const item of items) {
       const event = this.eventFor(item);
+      if (event === null) continue;
       if (event instanceof CoordinatorError) {
         this.failBackChannel(event);
         return;
@@ -361,7 +365,8 @@ export class PrimaryCheckpointEngine {
     this.o.emit({ type: 'SECONDARY_LOST', error });
   }
 
-  private eventFor(item: StreamItem): PrimaryEvent | CoordinatorError {
+  /** A machine event, an error that drops the secondary, or null for a request this engine answers itself. */
+  private eventFor(item: StreamItem): PrimaryEvent | CoordinatorError | null {
     if (item.item !== 'record') {
       return new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, `unexpected ${item.item} on the back channel`);
     }
@@ -395,8 +400,36 @@ export class PrimaryCheckpointEngine {
         return asCoordinatorError(e, CoordinatorErrorCode.PEER_STREAM_ERROR, 'bad ACK');
       }
     }
+    if (r.kind === 'OPTIONAL' && r.type === PAGE_RESEND_REQUEST_RECORD && this.answersResends) {
+      try {
+        this.resend(decodeResendRequest(r.body, this.o.domain.pageCount));
+        return null;
+      } catch (e) {
+        return asCoordinatorError(e, CoordinatorErrorCode.PEER_STREAM_ERROR, 'bad PAGE_RESEND_REQUEST');
+      }
+    }
     if (r.kind === 'OPTIONAL') return new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, `unnegotiated optional record 0x${r.type.toString(16)} on the back channel`);
     return new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, `record ${r.kind} does not belong on the back channel`);
+  }
+
+  /**
+   * Whether a PAGE_RESEND_REQUEST can be answered: with page deltas, and where the primary sends nothing newer
+   * before the secondary confirms the checkpoint (COLO's READY, Remus' ACK), so the copy as sent is the
+   * checkpoint's (page-resend.ts).
+   */
+  private get answersResends(): boolean {
+    return this.deltas !== undefined && (this.o.mode === 'colo' || this.acks);
+  }
+
+  /** The pages `pfns` whole, as the checkpoint in flight has them, on the main stream (PAGE_RESEND). */
+  private resend(pfns: number[]): void {
+    if (this.cp) this.cp.resentPages += pfns.length;
+    this.o.logger?.warn({ pages: pfns.length, firstPfn: pfns[0] }, 'the secondary lacks the base of some delta pages: resending them whole');
+    this.run('resend pages', async () => {
+      for (const body of encodeResend(pfns, this.deltas!.sentPage)) {
+        await this.write(encodeRecord({ layer: 'libxl', kind: 'OPTIONAL', type: PAGE_RESEND_RECORD, body }));
+      }
+    });
   }
 
   // ------------------------------------------------------------------------------------------ writing

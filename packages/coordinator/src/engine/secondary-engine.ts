@@ -9,6 +9,7 @@ import { decodeDeltaBody, EMULATOR_DELTA_RECORD, PAGE_DELTA_RECORD } from './pag
 import { LIBXL_HEADER_BYTES, RecordFramer, unitBytes } from './framing.js';
 import { ArenaPool } from './page-arena.js';
 import { PendingCheckpoint } from './pending-checkpoint.js';
+import { decodeResend, encodeResendRequest, PAGE_RESEND_RECORD, PAGE_RESEND_REQUEST_RECORD } from './page-resend.js';
 import { concat } from '../bytes.js';
 
 export interface SecondaryEngineOptions {
@@ -32,6 +33,9 @@ export interface SecondaryEngineOptions {
   stallTimeoutMs?: number;
   logger?: Logger;
 }
+
+/** How long an apply waits for pages it asked to be resent when no stall timeout is set. */
+const DEFAULT_RESEND_TIMEOUT_MS = 10_000;
 
 /** Upper bound of the interval between coalesced STREAM_PROGRESS reports (a tenth of the stall timeout if less). */
 const MAX_PROGRESS_INTERVAL_MS = 20;
@@ -83,6 +87,10 @@ export class SecondaryCheckpointEngine {
   /** The device state the last applied checkpoint carried, as the primary sent it (page-delta extension). */
   private deviceState: Uint8Array | undefined;
   receivedBytes = 0;
+  /** Delta pages whose base this copy lacked, asked for and received whole (PAGE_RESEND), on this link. */
+  resentPages = 0;
+  /** While an apply waits for pages it asked to be resent: the checkpoint, and how the wait ends. */
+  private resendWait: { cp: PendingCheckpoint; done: () => void; failed: (e: CoordinatorError) => void } | undefined;
 
   constructor(opts: SecondaryEngineOptions) {
     this.o = opts;
@@ -130,6 +138,10 @@ export class SecondaryCheckpointEngine {
           this.handleControl(unitBytes(unit));
           continue;
         }
+        if (unit.kind === 'record' && this.atCheckpointBoundary && unit.type === PAGE_RESEND_RECORD) {
+          this.handleResend(unitBytes(unit));
+          continue;
+        }
         if (unit.kind === 'record') this.atCheckpointBoundary = false;
         for (const piece of unit.pieces) for (const item of this.decoder.push(piece)) this.handle(item);
       }
@@ -141,6 +153,7 @@ export class SecondaryCheckpointEngine {
   }
 
   private fail(error: CoordinatorError): void {
+    this.resendWait?.failed(error);
     if (this.failed) return;
     this.failed = true;
     clearTimeout(this.stallTimer);
@@ -165,6 +178,19 @@ export class SecondaryCheckpointEngine {
     this.emit({ type: 'NEW_CHECKPOINT' });
   }
 
+  /** A PAGE_RESEND at the checkpoint boundary: pages the apply in progress asked for (page-resend.ts). */
+  private handleResend(bytes: Uint8Array): void {
+    const wait = this.resendWait;
+    if (!wait) throw new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, 'PAGE_RESEND that was not asked for');
+    const length = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(4, true);
+    if (bytes.length < 8 + length) throw new CoordinatorError(CoordinatorErrorCode.PEER_STREAM_ERROR, 'PAGE_RESEND shorter than its length');
+    const r = decodeResend(bytes.subarray(8, 8 + length), this.ensureDomain().pageCount);
+    wait.cp.resend(r.pfns, r.data);
+    if (!r.last) return;
+    if (wait.cp.missingPages > 0) throw new CoordinatorError(CoordinatorErrorCode.PEER_STREAM_ERROR, `the primary's PAGE_RESEND ended ${wait.cp.missingPages} pages short`);
+    wait.done();
+  }
+
   private handle(item: StreamItem): void {
     this.pending.startedAt ??= performance.now();
     if (item.item !== 'record') {
@@ -187,6 +213,7 @@ export class SecondaryCheckpointEngine {
           // A copy: the record may be a view of a read the link reuses.
           this.pending.addDeltas(decodeDeltaBody(Uint8Array.from(r.body), d.pageCount));
         }
+        if (r.type === PAGE_RESEND_RECORD) throw new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, 'PAGE_RESEND inside a checkpoint');
         if (r.type === EMULATOR_DELTA_RECORD) {
           if (!this.o.extensions.includes(Extension.PAGE_DELTA)) throw new CoordinatorError(CoordinatorErrorCode.MISPLACED_RECORD, 'EMULATOR_DELTA without the page-delta extension');
           this.pending.setDeviceStateDelta(r.body);
@@ -352,6 +379,10 @@ export class SecondaryCheckpointEngine {
       if (d.state === 'running') await d.suspend();
       const cp = this.received.shift();
       if (!cp) throw new CoordinatorError(CoordinatorErrorCode.INVALID_STATE, 'asked to apply a checkpoint that was not received');
+      if (this.asksResends) {
+        const missing = cp.buildDeltas(d);
+        if (missing.length > 0) await this.askResend(cp, missing);
+      }
       // The device state as received (whole or rebuilt from its delta): the next EMULATOR_DELTA's base.
       this.deviceState = cp.applyTo(d, this.deviceState) ?? this.deviceState;
       const timing: AppliedCheckpointTiming = { start: cp.startedAt ?? performance.now(), end: performance.now(), pages: cp.pageCount };
@@ -368,6 +399,41 @@ export class SecondaryCheckpointEngine {
       // announce it again now, so checkpoints are applied one by one, in order, none skipped.
       if (this.received.length > 0) this.emit({ type: 'CHECKPOINT_RECEIVED' });
     });
+  }
+
+  /**
+   * Whether delta pages whose base this copy lacks are asked for whole rather than refused with the checkpoint:
+   * where the primary keeps the checkpoint's pages until this side confirms it (page-resend.ts).
+   */
+  private get asksResends(): boolean {
+    const x = this.o.extensions;
+    return x.includes(Extension.PAGE_DELTA) && (this.o.mode === 'colo' || x.includes(Extension.CHECKPOINT_ACK));
+  }
+
+  /**
+   * Asks for `pfns` whole (PAGE_RESEND_REQUEST) and waits for them; the checkpoint stays unapplied meanwhile and
+   * is dropped if the link fails or the answer does not come within the stall timeout.
+   */
+  private async askResend(cp: PendingCheckpoint, pfns: number[]): Promise<void> {
+    this.o.logger?.warn({ pages: pfns.length, firstPfn: pfns[0] }, 'this copy lacks the base of some delta pages: asking the primary for them whole');
+    const ms = this.o.stallTimeoutMs ?? DEFAULT_RESEND_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const answered = new Promise<void>((resolve, reject) => {
+      this.resendWait = { cp, done: resolve, failed: reject };
+      timer = setTimeout(() => reject(new CoordinatorError(CoordinatorErrorCode.PHASE_TIMEOUT, `the primary did not resend ${cp.missingPages} pages within ${ms} ms`)), ms);
+    });
+    try {
+      if (this.failed) throw new CoordinatorError(CoordinatorErrorCode.PEER_LOST, 'the link failed before the pages could be asked for');
+      await this.o.send(encodeRecord({ layer: 'libxl', kind: 'OPTIONAL', type: PAGE_RESEND_REQUEST_RECORD, body: encodeResendRequest(pfns) }));
+      await answered;
+      this.resentPages += pfns.length;
+    } catch (e) {
+      cp.discard();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+      this.resendWait = undefined;
+    }
   }
 
   /** COLO steps 4-5: READY, resume, RESUMED. */
@@ -393,6 +459,7 @@ export class SecondaryCheckpointEngine {
    * already received whole and being applied is not half-received: its apply completes.
    */
   discard(): void {
+    this.resendWait?.failed(new CoordinatorError(CoordinatorErrorCode.PEER_LOST, 'the link to the primary was given up'));
     this.failed = true;
     clearTimeout(this.stallTimer);
     this.clearProgressTimer();

@@ -702,6 +702,7 @@ export class ColoNode {
           phases: { suspend: 0, transfer: 0, resume: 0 },
           pages: 0,
           deltaPages: 0,
+          resentPages: 0,
           bytes: 0,
         };
         this.events.emit('applied', index, d, timing);

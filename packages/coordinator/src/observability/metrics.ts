@@ -28,6 +28,7 @@ export interface NodeMetrics {
   checkpoints: Counter<'reason'>;
   checkpointPages: Histogram<string>;
   checkpointDeltaPages: Counter<string>;
+  checkpointResentPages: Counter<string>;
   checkpointBytes: Histogram<string>;
   checkpointCollectorSeconds: Counter<string>;
   slowCheckpoints: Counter<string>;
@@ -87,6 +88,11 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
     checkpointDeltaPages: new Counter({
       name: 'colo_checkpoint_delta_pages_total',
       help: 'Pages checkpoints sent as deltas against the secondary\'s copy (page-delta extension; the rest of colo_checkpoint_pages went whole).',
+      registers: r,
+    }),
+    checkpointResentPages: new Counter({
+      name: 'colo_checkpoint_resent_pages_total',
+      help: "Delta pages the secondary lacked the base of (its copy differed from what was sent), resent whole on its request (primary). Any increase means the secondary's memory drifted: look for bad memory or a bug.",
       registers: r,
     }),
     checkpointBytes: new Histogram({

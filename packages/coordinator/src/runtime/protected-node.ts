@@ -496,6 +496,7 @@ export class ProtectedNode {
     mx.checkpoints.inc({ reason: m.reason });
     mx.checkpointPages.observe(m.pages);
     if (m.deltaPages > 0) mx.checkpointDeltaPages.inc(m.deltaPages);
+    if (m.resentPages > 0) mx.checkpointResentPages.inc(m.resentPages);
     mx.checkpointBytes.observe(m.bytes);
     mx.replicationBytes.inc({ direction: 'sent', channel: 'replication' }, m.bytes);
     mx.lastCheckpointTime.set(m.at / 1000);
