@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, test } from 'vitest';
+import { DEFAULT_HEARTBEAT, DEFAULT_PRECOPY, DEFAULT_TIMINGS, NODE_DEFAULTS } from '@colo/coordinator';
 import { configurationTable } from '../src/config/docs.js';
 import { ConfigError, loadConfig, redactedConfig, requireForRole } from '../src/config/load.js';
 
@@ -35,6 +36,35 @@ describe('configuration', () => {
     expect(c.heartbeat).toEqual({ intervalMs: 100, timeoutMs: 1000 });
     expect(c.checkpoint.remusIntervalMs).toBe(200);
     expect(c.admin.listen).toEqual({ host: '127.0.0.1', port: 9464 });
+  });
+
+  test("every default is the library's own (NODE_DEFAULTS): a node built with the library behaves as `colo node`", () => {
+    const c = loadConfig({});
+    const d = NODE_DEFAULTS;
+    expect(c.heartbeat).toEqual(d.heartbeat);
+    expect(c.checkpoint).toMatchObject({
+      remusIntervalMs: d.timings.remusIntervalMs,
+      maxIntervalMs: d.timings.coloMaxIntervalMs,
+      phaseTimeoutMs: d.timings.phaseTimeoutMs,
+      stallTimeoutMs: d.timings.stallTimeoutMs,
+      compareTimeoutMs: d.output.compareTimeoutMs,
+      precopyMaxRounds: d.precopy.maxRounds,
+      precopyMinDirty: d.precopy.minDirtyPages,
+    });
+    expect(c.output).toEqual({ maxHeldPerConnection: d.output.maxHeldPerConnection, maxHeldTotal: d.output.maxHeldTotal });
+    expect(c.replication.maxFrameBytes).toBe(d.maxFrameBytes);
+    expect(loadConfig({ flags: { 'arbiter.kind': 'local', 'arbiter.endpoints': '/tmp/a.sock' } }).arbiter).toMatchObject({ timeoutMs: d.arbiterTimeoutMs });
+    // And the library's own defaults are the same table.
+    expect(DEFAULT_TIMINGS).toEqual(d.timings);
+    expect(DEFAULT_HEARTBEAT).toEqual(d.heartbeat);
+    expect(DEFAULT_PRECOPY).toEqual(d.precopy);
+  });
+
+  test('the phase and the stall timeouts are two settings; max_frame is at least the links\' 1 MiB messages', () => {
+    const c = loadConfig({ flags: { 'checkpoint.phase_timeout': '30s', 'checkpoint.stall_timeout': '2s' } });
+    expect(c.checkpoint).toMatchObject({ phaseTimeoutMs: 30_000, stallTimeoutMs: 2000 });
+    expect(loadConfig({ flags: { 'replication.max_frame': '1MiB' } }).replication.maxFrameBytes).toBe(1024 * 1024);
+    expect(configError(() => loadConfig({ flags: { 'replication.max_frame': '512KiB' } }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'replication.max_frame' });
   });
 
   test('the arbiter: none by default, local needs the path of its socket', () => {

@@ -1,4 +1,5 @@
 export * from './errors.js';
+export { NODE_DEFAULTS } from './defaults.js';
 export * from './epoch.js';
 export * from './arbiter/index.js';
 export * from './statechart/index.js';

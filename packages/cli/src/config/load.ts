@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { envName, flagName, SETTINGS, type Setting } from './schema.js';
+import { MAX_FRAME_BYTES } from '@colo/coordinator';
 import { parseBytes, parseDurationMs, parseHostPort } from './units.js';
 
 /** A node's configuration after merging file < environment < flags and validating every field. */
@@ -32,6 +33,7 @@ export interface NodeConfig {
     maxIntervalMs: number;
     compareTimeoutMs: number;
     phaseTimeoutMs: number;
+    stallTimeoutMs: number;
     precopyMaxRounds: number;
     precopyMinDirty: number;
   };
@@ -240,13 +242,14 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
   return {
     node: { id: nodeId, role: get('node.role'), mode: get('node.mode') },
     guest: { memoryBytes: memory, dirtyRate: get('guest.dirty_rate'), prealloc: get('guest.prealloc'), image: get('guest.image'), qemu: qemuGuest(get, memory) },
-    replication: { listen: get('replication.listen'), peer: get('replication.peer'), psk, tls, maxFrameBytes: get('replication.max_frame'), maxBandwidth: maxBandwidth(get), compression: get('replication.compression') },
+    replication: { listen: get('replication.listen'), peer: get('replication.peer'), psk, tls, maxFrameBytes: maxFrame(get), maxBandwidth: maxBandwidth(get), compression: get('replication.compression') },
     heartbeat: hb,
     checkpoint: {
       remusIntervalMs: get('checkpoint.remus_interval'),
       maxIntervalMs: get('checkpoint.max_interval'),
       compareTimeoutMs: get('checkpoint.compare_timeout'),
       phaseTimeoutMs: get('checkpoint.phase_timeout'),
+      stallTimeoutMs: get('checkpoint.stall_timeout'),
       precopyMaxRounds: get('checkpoint.precopy_max_rounds'),
       precopyMinDirty: get('checkpoint.precopy_min_dirty'),
     },
@@ -274,6 +277,13 @@ function qemuGuest(get: <T>(path: string) => T, memory: number): NodeConfig['gue
     );
   }
   return { kernel, initrd, accel: get('guest.accel'), binary: get('guest.qemu'), forward: get('guest.forward'), servicePort: get('guest.service_port') };
+}
+
+function maxFrame(get: <T>(path: string) => T): number {
+  const v = get<number>('replication.max_frame');
+  // Every link sends messages of up to 1 MiB (a PAGE_DATA record of 255 pages fits one): a smaller limit refuses them.
+  if (v < MAX_FRAME_BYTES) throw new ConfigError(ConfigErrorCode.INVALID, 'replication.max_frame', `${v} bytes: at least 1MiB (the links send messages of up to 1 MiB)`);
+  return v;
 }
 
 function maxBandwidth(get: <T>(path: string) => T): number | undefined {

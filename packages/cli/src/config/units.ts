@@ -26,6 +26,18 @@ export function parseBytes(v: unknown): number | undefined {
   return Number.isSafeInteger(n) ? n : undefined;
 }
 
+/** Milliseconds as the largest unit that keeps them whole: 100 -> "100ms", 10000 -> "10s". */
+export function formatDuration(ms: number): string {
+  for (const unit of ['h', 'm', 's'] as const) if (ms > 0 && ms % DURATION_UNITS[unit]! === 0) return `${ms / DURATION_UNITS[unit]!}${unit}`;
+  return `${ms}ms`;
+}
+
+/** Bytes as the largest binary unit that keeps them whole: 16777216 -> "16MiB". */
+export function formatBytes(n: number): string {
+  for (const unit of ['GiB', 'MiB', 'KiB'] as const) if (n > 0 && n % SIZE_UNITS[unit.toLowerCase()]! === 0) return `${n / SIZE_UNITS[unit.toLowerCase()]!}${unit}`;
+  return `${n}`;
+}
+
 /** "host:port" (IPv6 as "[::1]:port") -> parts; undefined if malformed. */
 export function parseHostPort(v: unknown): { host: string; port: number } | undefined {
   if (typeof v !== 'string') return undefined;

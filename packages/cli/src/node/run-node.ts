@@ -95,11 +95,12 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
       security: { psk: config.replication.psk, tls: config.replication.tls },
       heartbeat: config.heartbeat,
       maxBandwidth: config.replication.maxBandwidth,
+      maxFrameBytes: config.replication.maxFrameBytes,
       compression: config.replication.compression,
     },
     timings: {
       phaseTimeoutMs: config.checkpoint.phaseTimeoutMs,
-      stallTimeoutMs: config.checkpoint.phaseTimeoutMs,
+      stallTimeoutMs: config.checkpoint.stallTimeoutMs,
       remusIntervalMs: config.checkpoint.remusIntervalMs,
       coloMaxIntervalMs: config.checkpoint.maxIntervalMs,
     },

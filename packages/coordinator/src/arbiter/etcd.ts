@@ -1,4 +1,5 @@
 import { noop } from 'cockatiel';
+import { NODE_DEFAULTS } from '../defaults.js';
 import {
   Etcd3,
   EtcdAuthenticationFailedError,
@@ -62,7 +63,7 @@ export class EtcdArbiter implements Arbiter {
     this.epochKey = `${this.base}epoch`;
     this.holderKey = `${this.base}holder`;
     this.where = `${options.endpoints.join(',')} ${this.base}`;
-    const timeoutMs = options.requestTimeoutMs ?? 2000;
+    const timeoutMs = options.requestTimeoutMs ?? NODE_DEFAULTS.arbiterTimeoutMs;
     const clientOptions: IOptions = {
       hosts: options.endpoints,
       dialTimeout: timeoutMs,

@@ -1,5 +1,6 @@
 import { chmodSync, rmSync } from 'node:fs';
 import { Agent, createServer, request, type IncomingMessage, type Server } from 'node:http';
+import { NODE_DEFAULTS } from '../defaults.js';
 import type { Arbiter, EpochExpectation, EpochRecord, SwapResult } from './arbiter.js';
 import { ArbiterError, ArbiterErrorCode } from './errors.js';
 import { MemoryArbiter } from './none.js';
@@ -102,7 +103,7 @@ export class LocalArbiter implements Arbiter {
     this.options = options;
     if (!options.socketPath) throw new ArbiterError(ArbiterErrorCode.BAD_CONFIG, 'the local arbiter needs the path of its socket');
     this.where = `unix:${options.socketPath}`;
-    this.timeoutMs = options.requestTimeoutMs ?? 2000;
+    this.timeoutMs = options.requestTimeoutMs ?? NODE_DEFAULTS.arbiterTimeoutMs;
   }
 
   async read(): Promise<EpochRecord | null> {

@@ -14,6 +14,7 @@ import {
   type StreamItem,
 } from '@colo/stream';
 import type { Logger } from 'pino';
+import { NODE_DEFAULTS } from '../defaults.js';
 import { asCoordinatorError, CoordinatorError, CoordinatorErrorCode } from '../errors.js';
 import { concat } from '../bytes.js';
 import type { PrimaryEvent } from '../statechart/primary.js';
@@ -31,7 +32,7 @@ export interface PrecopyLimits {
   /** Stop the live rounds early once fewer pages than this are dirty (Xen: 50). */
   minDirtyPages: number;
 }
-export const DEFAULT_PRECOPY: PrecopyLimits = { maxRounds: 5, minDirtyPages: 50 };
+export const DEFAULT_PRECOPY: PrecopyLimits = NODE_DEFAULTS.precopy;
 
 export interface PrimaryEngineOptions {
   domain: Domain;

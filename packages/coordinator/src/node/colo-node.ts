@@ -410,7 +410,7 @@ export class ColoNode {
       port: listen.port,
       security: this.o.security,
       heartbeat: this.o.heartbeat ?? DEFAULT_HEARTBEAT,
-      maxPayload: undefined,
+      maxPayload: this.o.replication.maxFrameBytes,
       hello: (peer) => this.answerSecondaryHello(peer),
       onLink: (link) => (link.peerHello.channel === 'replication' ? this.attachSecondary(link) : this.o.onSideLink?.(link)),
       onRefused: (error, remote) => this.roleLogger().warn({ err: error, remote }, 'refused a peer'),
@@ -649,6 +649,7 @@ export class ColoNode {
         heartbeat: this.o.heartbeat ?? DEFAULT_HEARTBEAT,
         hello: this.hello('secondary'),
         timeoutMs: this.o.connectTimeoutMs,
+        maxPayload: this.o.replication.maxFrameBytes,
         // The replication stream is read into reused memory (ReadRing): a 50,000-page checkpoint no longer
         // allocates 200 MB of read buffers for the collector (docs/performance.md, tenth round).
         reuseReadMemory: true,

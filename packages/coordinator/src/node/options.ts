@@ -29,6 +29,8 @@ export interface ColoNodeOptions {
      * checkpoints alike), as QEMU's max-bandwidth. Default: no limit.
      */
     maxBandwidth?: number;
+    /** The largest WebSocket message accepted from the peer on the replication link (default NODE_DEFAULTS.maxFrameBytes). */
+    maxFrameBytes?: number;
   };
   security: LinkSecurity;
   /** Heartbeat of the replication link (default 100 ms / 1000 ms). */

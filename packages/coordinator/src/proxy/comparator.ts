@@ -1,8 +1,10 @@
+import { NODE_DEFAULTS } from '../defaults.js';
 import type { ConnectionId, OutputBytes, ProxyCheckpointReason } from './types.js';
 
 /** Held output bounds' defaults, per connection and in total (the Remus buffer and the primary proxy use them too). */
-export const DEFAULT_MAX_HELD_BYTES_PER_CONNECTION = 1024 * 1024;
-export const DEFAULT_MAX_HELD_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_MAX_HELD_BYTES_PER_CONNECTION = NODE_DEFAULTS.output.maxHeldPerConnection;
+export const DEFAULT_MAX_HELD_BYTES = NODE_DEFAULTS.output.maxHeldTotal;
+export const DEFAULT_COMPARE_TIMEOUT_MS = NODE_DEFAULTS.output.compareTimeoutMs;
 
 export interface OutputComparatorOptions {
   /** Output waiting longer than this for its twin asks for a checkpoint ('stale'). Default 1000 ms. */
@@ -89,7 +91,7 @@ export class OutputComparator {
   };
 
   constructor(options: OutputComparatorOptions) {
-    this.#timeoutMs = options.compareTimeoutMs ?? 1000;
+    this.#timeoutMs = options.compareTimeoutMs ?? DEFAULT_COMPARE_TIMEOUT_MS;
     this.#maxPerConn = options.maxHeldBytesPerConnection ?? DEFAULT_MAX_HELD_BYTES_PER_CONNECTION;
     this.#maxTotal = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
     this.#generation = options.generation ?? 0;

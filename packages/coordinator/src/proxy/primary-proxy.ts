@@ -1,5 +1,5 @@
 import type { Domain } from '@colo/domain';
-import { DEFAULT_MAX_HELD_BYTES, OutputComparator } from './comparator.js';
+import { DEFAULT_COMPARE_TIMEOUT_MS, DEFAULT_MAX_HELD_BYTES, OutputComparator } from './comparator.js';
 import { ProxyError, ProxyErrorCode } from './errors.js';
 import { InputLog } from './input-log.js';
 import { Listeners } from './listeners.js';
@@ -190,7 +190,7 @@ export class PrimaryProxy {
         release,
         checkpointNeeded,
       });
-      const timeout = this.#opts.compareTimeoutMs ?? 1000;
+      const timeout = this.#opts.compareTimeoutMs ?? DEFAULT_COMPARE_TIMEOUT_MS;
       this.#staleTimer = setInterval(() => this.#comparator?.tick(), this.#opts.staleCheckIntervalMs ?? Math.max(5, timeout / 4));
       this.#staleTimer.unref();
     } else {

@@ -1,3 +1,4 @@
+import { NODE_DEFAULTS } from '../defaults.js';
 import { concat } from '../bytes.js';
 import { ProxyError, ProxyErrorCode } from './errors.js';
 import type { ConnectionId, InputEvent, InputKind, OutputBytes } from './types.js';
@@ -23,7 +24,7 @@ export type ProxyMessage =
   | { type: 'delivered'; lastSeq: number };
 
 /** Default largest frame body a decoder accepts; the encoder splits output larger than this. */
-export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_MAX_FRAME_BYTES = NODE_DEFAULTS.maxFrameBytes;
 
 const LENGTH_BYTES = 4;
 const INPUT_FIXED = 1 + 8 + 4 + 1;

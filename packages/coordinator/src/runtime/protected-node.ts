@@ -37,6 +37,8 @@ export interface ProtectedNodeOptions {
     heartbeat: HeartbeatOptions;
     /** Primary: bytes per second its main stream may send (ColoNodeOptions.replication.maxBandwidth). */
     maxBandwidth?: number;
+    /** The largest WebSocket message accepted from the peer, on the replication and the proxy links. */
+    maxFrameBytes?: number;
     /** Offer the page-delta extension (changed pages as deltas when both sides offer it). Default true. */
     compression?: boolean;
   };
@@ -162,7 +164,7 @@ export class ProtectedNode {
       mode: o.mode,
       domain: guest,
       hostGuest: (identity) => this.hostGuest(identity?.pageCount),
-      replication: { listen: o.replication.listen, peer: o.replication.peer, maxBandwidth: o.replication.maxBandwidth },
+      replication: { listen: o.replication.listen, peer: o.replication.peer, maxBandwidth: o.replication.maxBandwidth, maxFrameBytes: o.replication.maxFrameBytes },
       ...(o.replication.compression === false ? { extensions: ALL_EXTENSIONS.filter((e) => e !== Extension.PAGE_DELTA) } : {}),
       security: o.replication.security,
       heartbeat: o.replication.heartbeat,
@@ -268,6 +270,7 @@ export class ProtectedNode {
           security: o.replication.security,
           heartbeat: o.replication.heartbeat,
           hello: { protocol: PROTOCOL_VERSION, channel: 'proxy', nodeId: o.nodeId, role: 'secondary', mode: o.mode, epoch: this.node.epoch, extensions: [Extension.INPUT_WATERMARK] },
+          maxPayload: o.replication.maxFrameBytes,
           logger: o.logger.child({ channel: 'proxy' }),
         });
       } catch (e) {

@@ -1,3 +1,4 @@
+import { NODE_DEFAULTS } from '../defaults.js';
 import type { CoordinatorError } from '../errors.js';
 
 export type ReplicationMode = 'colo' | 'remus';
@@ -22,12 +23,7 @@ export interface MachineTimings {
   coloMaxIntervalMs: number;
 }
 
-export const DEFAULT_TIMINGS: MachineTimings = {
-  phaseTimeoutMs: 5_000,
-  stallTimeoutMs: 5_000,
-  remusIntervalMs: 200,
-  coloMaxIntervalMs: 10_000,
-};
+export const DEFAULT_TIMINGS: MachineTimings = NODE_DEFAULTS.timings;
 
 /** A failure delivered to a machine: always a typed error so the effects can log and report it. */
 export interface FailureEvent {

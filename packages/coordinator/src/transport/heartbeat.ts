@@ -1,3 +1,5 @@
+import { NODE_DEFAULTS } from '../defaults.js';
+
 /**
  * Liveness of one link. Every intervalMs it sends a ping (carrying a sequence number) and checks when the
  * peer was last heard from; any frame counts (data, ping, pong), so a peer busy streaming a checkpoint is
@@ -11,7 +13,7 @@ export interface HeartbeatOptions {
   timeoutMs: number;
 }
 
-export const DEFAULT_HEARTBEAT: HeartbeatOptions = { intervalMs: 100, timeoutMs: 1000 };
+export const DEFAULT_HEARTBEAT: HeartbeatOptions = NODE_DEFAULTS.heartbeat;
 
 /** Pings we remember waiting for a pong; older ones are forgotten (a pong that late says nothing useful). */
 const MAX_OUTSTANDING = 64;

@@ -1,11 +1,12 @@
 import { pino, type Logger } from 'pino';
+import { NODE_DEFAULTS } from '../defaults.js';
 import { LinkError, LinkErrorCode } from './errors.js';
 import { DEFAULT_HEARTBEAT, type HeartbeatOptions } from './heartbeat.js';
 import type { LinkSecurity } from './peer-link.js';
 import { MIN_PSK_BYTES } from './psk.js';
 
-/** ws refuses frames above this by default; a frame is at most 1 MiB of stream bytes, so 16 MiB is generous. */
-export const DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024;
+/** ws refuses messages above this by default; a frame is at most 1 MiB of stream bytes, so 16 MiB is generous. */
+export const DEFAULT_MAX_PAYLOAD = NODE_DEFAULTS.maxFrameBytes;
 /** Each handshake phase (authentication, hello) must finish within this, or the peer is dropped. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
 /** connectToPeer gives up after this (TCP + TLS + handshake). */

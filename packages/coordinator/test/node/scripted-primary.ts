@@ -140,9 +140,10 @@ export async function listenScripted(opts: {
     port: 0,
     security: { psk: opts.psk },
     heartbeat: opts.heartbeat,
-    hello: () => ({
+    // A `colo node` secondary also dials the output proxy's channel: answered, kept open, never scripted.
+    hello: (peer) => ({
       protocol: PROTOCOL_VERSION,
-      channel: 'replication',
+      channel: peer.channel === 'proxy' ? 'proxy' : 'replication',
       nodeId: 'scripted-primary',
       role: 'primary',
       mode: opts.mode,
@@ -150,6 +151,7 @@ export async function listenScripted(opts: {
       extensions: [...ALL_EXTENSIONS],
     }),
     onLink: (link) => {
+      if (link.peerHello.channel !== 'replication') return;
       const p = new ScriptedPrimary(link, opts.pages);
       opts.script(p).then(() => resolve(p), reject);
     },
