@@ -30,7 +30,9 @@ import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { SimulatedGuest, preallocateMemory, type Domain } from '@colo/domain';
-import { ALL_EXTENSIONS, ColoNode, Extension, unionAscending, type CheckpointMeasurement, type ReplicationMode } from '@colo/coordinator';
+import { ALL_EXTENSIONS, ColoNode, Extension, type CheckpointMeasurement, type ReplicationMode } from '@colo/coordinator';
+// The bench injects a secondary's dirty pages as the engine merges them (an internal of the engine).
+import { unionAscending } from '../packages/coordinator/src/engine/pfn-set.js';
 import pino from 'pino';
 import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
 import { median, type BenchRow, type BenchSuite } from './harness.js';

@@ -1,13 +1,56 @@
-export * from './errors.js';
+/**
+ * @colo/coordinator's public API: what `colo` (the CLI), the benches and a driver for another hypervisor need to
+ * run, observe and test a protected node. The statecharts, the checkpoint engine, the proxy's pieces and the
+ * transport's internals stay inside (the package's tests reach them through test/internals.ts).
+ */
+
+// A protected node: the replication pair's member with its client service, admin API and metrics.
+export { ProtectedNode, type ProtectedNodeOptions, type ProtectedNodeStatus } from './runtime/protected-node.js';
+// The replication node alone (no service): for drivers and benches that bring their own client path.
+export { ColoNode, type ColoNodeOptions, type NodeStatus } from './node/index.js';
 export { NODE_DEFAULTS } from './defaults.js';
-export * from './epoch.js';
-export * from './arbiter/index.js';
-export * from './statechart/index.js';
-export * from './transport/index.js';
-export * from './engine/index.js';
-export * from './node/index.js';
-export * from './proxy/index.js';
-export * from './runtime/protected-node.js';
-export * from './observability/logger.js';
-export * from './observability/metrics.js';
-export * from './admin/server.js';
+export type { CheckpointReason, MachineTimings, NodeRole, ReplicationMode } from './statechart/types.js';
+export type { CheckpointMeasurement, CheckpointPhases } from './engine/measurement.js';
+export { ALL_EXTENSIONS, Extension } from './engine/extensions.js';
+
+// Errors, each with a stable code.
+export { CoordinatorError, CoordinatorErrorCode, isCoordinatorError } from './errors.js';
+export { LinkError, LinkErrorCode, isLinkError } from './transport/errors.js';
+
+// Who decides, when the two nodes lose each other, which one acts alone.
+export {
+  ArbiterError,
+  ArbiterErrorCode,
+  EtcdArbiter,
+  LocalArbiter,
+  MemoryArbiter,
+  NoArbiter,
+  PAIR_HOLDER,
+  startLocalArbiterServer,
+  type Arbiter,
+  type ArbiterKind,
+  type EpochExpectation,
+  type EpochRecord,
+  type EtcdArbiterOptions,
+  type LocalArbiterOptions,
+  type LocalArbiterServer,
+  type SwapResult,
+} from './arbiter/index.js';
+
+// The authenticated links between two nodes (channels, hello, heartbeats, backpressure).
+export {
+  connectToPeer,
+  listenForPeers,
+  MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
+  type ConnectOptions,
+  type DataListenerOptions,
+  type HeartbeatOptions,
+  type Hello,
+  type LinkSecurity,
+  type ListenOptions,
+  type PeerLink,
+  type PeerServer,
+} from './transport/index.js';
+
+export { createLogger, type Logger } from './observability/logger.js';

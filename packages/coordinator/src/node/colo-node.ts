@@ -163,6 +163,13 @@ export class ColoNode {
   get domain(): Domain | undefined {
     return this.guest;
   }
+  /**
+   * The replication link to the peer while there is one (primary: the attached secondary's; secondary: the one
+   * it dialled). For diagnostics and fault injection (transport/faults.ts); the node alone sends on it.
+   */
+  get replicationLink(): PeerLink | undefined {
+    return this.link;
+  }
   /** Where this node listens for a secondary, once it does. */
   get listenUrl(): string | undefined {
     return this.server?.url;

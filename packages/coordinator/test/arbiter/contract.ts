@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { PAIR_HOLDER, type Arbiter } from '@colo/coordinator';
+import { PAIR_HOLDER, type Arbiter } from '../internals.js';
 
 /**
  * What every arbiter must do, whatever keeps the record: the compare-and-swap's meaning, and exactly one winner

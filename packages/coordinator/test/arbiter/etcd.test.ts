@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3, Range } from 'etcd3';
 import pino from 'pino';
-import { Arbitration, ArbiterError, ArbiterErrorCode, EtcdArbiter, PAIR_HOLDER, type EtcdArbiterOptions } from '@colo/coordinator';
+import { Arbitration, ArbiterError, ArbiterErrorCode, EtcdArbiter, PAIR_HOLDER, type EtcdArbiterOptions } from '../internals.js';
 import { startEtcd, type EtcdServer } from '../../../../test/support/etcd.js';
 import { arbiterContract } from './contract.js';
 import { makeTestPki, type TestPki } from '../transport/certs.js';

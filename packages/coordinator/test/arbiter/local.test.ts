@@ -17,7 +17,7 @@ import {
   type EpochExpectation,
   type EpochRecord,
   type LocalArbiterServer,
-} from '@colo/coordinator';
+} from '../internals.js';
 import { arbiterContract } from './contract.js';
 
 /** The local arbiter: a real unix socket served by a real HTTP server, and real clients in this process. */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { encodeLibxcDomainHeader, encodeLibxcImageHeader, encodeLibxlHeader, encodePageData, encodeRecord, GuestType } from '@colo/stream';
-import { CoordinatorErrorCode, RecordFramer, unionAscending } from '@colo/coordinator';
+import { CoordinatorErrorCode, RecordFramer, unionAscending } from '../internals.js';
 
 /** A realistic main stream: headers, pages, a checkpoint's tail, COLO's NEW_CHECKPOINT, another checkpoint. */
 function mainStream(): { bytes: Uint8Array; units: number[] } {

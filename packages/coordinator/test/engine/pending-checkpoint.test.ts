@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { SimulatedGuest } from '@colo/domain';
 import { StreamDecoder, encodePageData, type PageDataRecord } from '@colo/stream';
-import { CoordinatorErrorCode, decodeAckBody, decodeGuestIdentity, encodeAckBody, encodeGuestIdentity, PendingCheckpoint } from '@colo/coordinator';
+import { CoordinatorErrorCode, decodeAckBody, decodeGuestIdentity, encodeAckBody, encodeGuestIdentity, PendingCheckpoint } from '../internals.js';
 import { ArenaPool, PageArena } from '../../src/engine/page-arena.js';
 import { streamHead } from './stream-head.js';
 

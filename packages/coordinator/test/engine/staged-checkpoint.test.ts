@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SimulatedGuest } from '@colo/domain';
 import { StreamDecoder, encodePageData, type PageDataRecord } from '@colo/stream';
-import { CoordinatorErrorCode, PendingCheckpoint } from '@colo/coordinator';
+import { CoordinatorErrorCode, PendingCheckpoint } from '../internals.js';
 import { streamHead } from './stream-head.js';
 
 const PAGES = 64;

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SimulatedGuest } from '@colo/domain';
-import { CoordinatorErrorCode, MemoryArbiter, PAIR_HOLDER, type ColoNode, type Transition } from '@colo/coordinator';
+import { CoordinatorErrorCode, MemoryArbiter, PAIR_HOLDER, type ColoNode, type Transition } from '../internals.js';
 import { cutLink } from '../../src/transport/faults.js';
 import { randomWorkload, secondaryNode, startPair, waitFor, type Pair } from './pair.js';
 
@@ -60,7 +60,7 @@ describe.each(['colo', 'remus'] as const)('%s failover', (mode) => {
 
     // Re-protection: a fresh secondary dials the promoted node and is synchronised from scratch.
     const newcomerDigests = new Map<number, string>();
-    const newcomer = trackNode(secondaryNode({ mode }, secondary.listenUrl!, (secondary as unknown as { o: { security: { psk: Uint8Array } } }).o.security.psk, 'node-c'));
+    const newcomer = trackNode(secondaryNode({ mode }, secondary.listenUrl!, pair.psk, 'node-c'));
     newcomer.on('applied', (i, d) => newcomerDigests.set(i, (d as SimulatedGuest).memoryDigest()));
     await newcomer.start();
     await waitFor('re-protection', () => secondary.status().protected);
@@ -81,7 +81,7 @@ describe.each(['colo', 'remus'] as const)('%s failover', (mode) => {
     await unprotected;
     await waitFor('guest running', () => pair.guest.state === 'running' && primary.status().state === 'unprotected');
     await expect(primary.requestCheckpoint('manual')).rejects.toMatchObject({ code: CoordinatorErrorCode.UNPROTECTED });
-    const psk = (primary as unknown as { o: { security: { psk: Uint8Array } } }).o.security.psk;
+    const psk = pair.psk;
     const again = trackNode(secondaryNode({ mode }, primary.listenUrl!, psk, 'node-d'));
     await again.start();
     await waitFor('re-protection', () => primary.status().protected);
@@ -116,9 +116,8 @@ describe('manual failover and epochs', () => {
     const pair = track(await startPair({ mode: 'colo', pages: 1024 }));
     const { primary } = pair;
     await waitFor('protection', () => primary.status().protected);
-    const psk = (primary as unknown as { o: { security: { psk: Uint8Array } } }).o.security.psk;
-    const informed = trackNode(secondaryNode({ mode: 'colo' }, primary.listenUrl!, psk, 'node-e'));
-    (informed as unknown as { epochValue: number }).epochValue = 5;
+    // A node that has seen epoch 5.
+    const informed = trackNode(secondaryNode({ mode: 'colo', secondary: { epoch: 5 } }, primary.listenUrl!, pair.psk, 'node-e'));
     await expect(informed.start()).rejects.toBeDefined();
     await waitFor('fenced', () => primary.status().state === 'fenced');
     expect(primary.status().lastError!.code).toBe(CoordinatorErrorCode.FENCED);
@@ -139,11 +138,9 @@ describe('manual failover and epochs', () => {
     await waitFor('protection', () => pair.primary.status().protected);
     await pair.secondary.stop();
     await waitFor('unprotected', () => pair.primary.status().state === 'unprotected');
-    const psk = (pair.primary as unknown as { o: { security: { psk: Uint8Array } } }).o.security.psk;
-    const n = trackNode(secondaryNode({ mode: 'colo' }, pair.primary.listenUrl!, psk, 'node-f'));
     // This secondary has seen epoch 5; the primary is at 0... but a primary that meets a higher epoch steps down
     // first. Either way the stale primary never gets this secondary.
-    (n as unknown as { epochValue: number }).epochValue = 5;
+    const n = trackNode(secondaryNode({ mode: 'colo', secondary: { epoch: 5 } }, pair.primary.listenUrl!, pair.psk, 'node-f'));
     await expect(n.start()).rejects.toBeDefined();
     expect(n.status().state).toBe('halted');
   });
@@ -153,9 +150,8 @@ describe('manual failover and epochs', () => {
     const big = track(await startPair({ mode: 'remus', pages: 65536 }));
     const halted = new Promise<unknown>((r) => big.secondary.on('halted', r));
     // Cut as soon as the first bytes flow.
-    await waitFor('sync started', () => (big.secondary as unknown as { secondaryEngine?: { receivedBytes: number } }).secondaryEngine?.receivedBytes);
-    const link = (big.primary as unknown as { link?: Parameters<typeof cutLink>[0] }).link;
-    if (link) cutLink(link);
+    await waitFor('sync started', () => big.secondary.replicationBytesReceived > 0);
+    cutLink(big.primary.replicationLink!);
     const err = (await halted) as { code: string };
     expect(err.code).toBe(CoordinatorErrorCode.NOT_SYNCHRONISED);
     expect(big.secondary.role).toBe('secondary');

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SimulatedGuest } from '@colo/domain';
-import { ColoNode, CoordinatorErrorCode, type ReplicationMode } from '@colo/coordinator';
+import { ColoNode, CoordinatorErrorCode, type ReplicationMode } from '../internals.js';
 import { cutLink, stallLink } from '../../src/transport/faults.js';
 import { quiet, waitFor } from './pair.js';
 import { listenScripted, ScriptedPrimary } from './scripted-primary.js';

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { ALL_EXTENSIONS, CoordinatorErrorCode, Extension } from '@colo/coordinator';
+import { ALL_EXTENSIONS, CoordinatorErrorCode, Extension } from '../internals.js';
 import { PAGE, resp, startPair, waitFor, type Pair } from './pair.js';
 
 /**

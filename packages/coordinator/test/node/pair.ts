@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { SimulatedGuest } from '@colo/domain';
-import { ColoNode, type ColoNodeOptions, type ReplicationMode } from '@colo/coordinator';
+import { ColoNode, type ColoNodeOptions, type ReplicationMode } from '../internals.js';
 import pino from 'pino';
 
 /** Test helpers: a real pair of nodes over ws on loopback, each with its own simulated guest. */
@@ -12,6 +12,8 @@ export interface Pair {
   primary: ColoNode;
   secondary: ColoNode;
   guest: SimulatedGuest;
+  /** The pre-shared key both nodes use (for more nodes joining the pair). */
+  psk: Uint8Array;
   /** Memory digest of the primary at each checkpoint it wrote (guest suspended), by global seq. */
   primaryDigests: Map<number, string>;
   /** Memory digest of the secondary after applying each checkpoint, by link index (0 = initial). */
@@ -91,6 +93,7 @@ export async function startPair(o: PairOptions): Promise<Pair> {
     primary,
     secondary,
     guest,
+    psk,
     primaryDigests,
     secondaryDigests,
     async stop() {

@@ -11,7 +11,7 @@ import {
   type ColoNode,
   type PeerLink,
   type ReplicationMode,
-} from '@colo/coordinator';
+} from '../internals.js';
 import { stallLink } from '../../src/transport/faults.js';
 import { FAST, startPrimary, waitFor } from './pair.js';
 

@@ -21,7 +21,7 @@ import {
   type PeerLink,
   type PeerServer,
   type ReplicationMode,
-} from '@colo/coordinator';
+} from '../internals.js';
 import { resp } from './pair.js';
 
 /**

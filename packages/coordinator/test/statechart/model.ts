@@ -1,11 +1,15 @@
-import type { AnyMachineSnapshot } from 'xstate';
-import { CoordinatorError, CoordinatorErrorCode } from '@colo/coordinator';
+import { getStateNodes, type AnyMachineSnapshot, type AnyStateNode } from 'xstate';
+import { CoordinatorError, CoordinatorErrorCode } from '../internals.js';
 
 /** Event descriptors the machine itself accepts in this snapshot (so no event is ever forgotten by the test). */
 export function ownEventTypes(snapshot: AnyMachineSnapshot): string[] {
-  const nodes = (snapshot as unknown as { _nodes: { ownEvents: string[] }[] })._nodes;
+  // The active state nodes and every ancestor of theirs (an event a parent state handles is accepted too).
+  const nodes = new Set<AnyStateNode>();
+  for (let n of getStateNodes(snapshot.machine.root, snapshot.value) as AnyStateNode[]) {
+    for (let at: AnyStateNode | undefined = n; at && !nodes.has(at); at = at.parent) nodes.add(at);
+  }
   // done.state events are raised by the machine itself when a compound state finishes: never sent from outside.
-  return [...new Set(nodes.flatMap((n) => n.ownEvents))].filter((t) => !t.startsWith('xstate.done.'));
+  return [...new Set([...nodes].flatMap((n) => n.ownEvents))].filter((t) => !t.startsWith('xstate.done.'));
 }
 
 export const linkClosed = new CoordinatorError(CoordinatorErrorCode.PEER_LOST, 'link closed by peer (test)');

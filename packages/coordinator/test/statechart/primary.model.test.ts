@@ -8,7 +8,7 @@ import {
   type PrimaryEffects,
   type PrimaryEvent,
   type ReplicationMode,
-} from '@colo/coordinator';
+} from '../internals.js';
 import { decisionLost, delayOf, guestLost, linkClosed, ownEventTypes, stateKey, TIMINGS } from './model.js';
 
 /**

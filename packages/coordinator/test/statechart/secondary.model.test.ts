@@ -7,7 +7,7 @@ import {
   secondaryMachine,
   type SecondaryEffects,
   type SecondaryEvent,
-} from '@colo/coordinator';
+} from '../internals.js';
 import { decisionLost, delayOf, linkClosed, ownEventTypes, stateKey, TIMINGS } from './model.js';
 
 /**

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connectToPeer, listenForPeers } from '@colo/coordinator';
+import { connectToPeer, listenForPeers } from '../internals.js';
 import { pskProof } from '../../src/transport/psk.js';
 import { closed, collect, dial, FAST_HEARTBEAT, hello, KEY, listen, rawPeer, type Listening } from './helpers.js';
 

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MAX_FRAME_BYTES } from '@colo/coordinator';
+import { MAX_FRAME_BYTES } from '../internals.js';
 import { collect, pair, sleep, type Listening } from './helpers.js';
 
 const MiB = 1024 * 1024;

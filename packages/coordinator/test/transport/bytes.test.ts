@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { PeerLink } from '@colo/coordinator';
+import type { PeerLink } from '../internals.js';
 import { collect, pair, type Listening } from './helpers.js';
 
 const MiB = 1024 * 1024;

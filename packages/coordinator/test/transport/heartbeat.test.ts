@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { cutLink, stallLink } from '../../src/transport/faults.js';
-import type { LinkError, PeerLink } from '@colo/coordinator';
+import type { LinkError, PeerLink } from '../internals.js';
 import { closed, collect, FAST_HEARTBEAT, pair, sleep, type Listening } from './helpers.js';
 
 const servers: Listening[] = [];

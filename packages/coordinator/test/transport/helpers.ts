@@ -8,7 +8,7 @@ import {
   type ListenOptions,
   type PeerLink,
   type PeerServer,
-} from '@colo/coordinator';
+} from '../internals.js';
 
 export const KEY = randomBytes(32);
 export const FAST_HEARTBEAT = { intervalMs: 50, timeoutMs: 400 };

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { WsPeerLink } from '../../src/transport/ws-link.js';
 import type { WebSocket } from 'ws';
-import { MAX_FRAME_BYTES } from '@colo/coordinator';
+import { MAX_FRAME_BYTES } from '../internals.js';
 import { closed, collect, dial, listen, pair, within, type Listening } from './helpers.js';
 
 const servers: Listening[] = [];
@@ -95,7 +96,7 @@ describe('the dialer reads the frames itself (no reassembly copy by ws)', () => 
       const got = collect(client);
       expect(Buffer.compare(await got.waitFor(data.length), data)).toBe(0);
       await Promise.all(sent);
-      expect((client as unknown as { readsOwnFrames: boolean }).readsOwnFrames).toBe(true);
+      expect((client as WsPeerLink).readsOwnFrames).toBe(true);
       client.close('round over');
     }
   });
@@ -103,8 +104,8 @@ describe('the dialer reads the frames itself (no reassembly copy by ws)', () => 
   it("still answers the primary's pings (its round-trip time is measured) and hears its close reason", async () => {
     const { l, server, client } = await pair();
     servers.push(l);
-    expect((client as unknown as { readsOwnFrames: boolean }).readsOwnFrames).toBe(true);
-    expect((server as unknown as { readsOwnFrames: boolean }).readsOwnFrames).toBe(false);
+    expect((client as WsPeerLink).readsOwnFrames).toBe(true);
+    expect((server as WsPeerLink).readsOwnFrames).toBe(false);
     const rtt = await within(2000, 'no round-trip time on the listener side', new Promise<number>((resolve) => server.onRtt(resolve)));
     expect(rtt).toBeGreaterThan(0);
     const end = closed(client);

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { WsPeerLink } from '../../src/transport/ws-link.js';
 import { sendTextFrame } from '../../src/transport/faults.js';
 import { closed, pair, listen, rawPeer, type Listening } from './helpers.js';
 
@@ -40,7 +41,7 @@ describe('frames that break the rules', () => {
   it('an oversize frame from the listener ends the link with LINK_PROTOCOL on both sides, no crash', async () => {
     const { l, server, client } = await pair({}, { maxPayload: 64 * 1024 });
     servers.push(l);
-    expect((client as unknown as { readsOwnFrames: boolean }).readsOwnFrames).toBe(true);
+    expect((client as WsPeerLink).readsOwnFrames).toBe(true);
     const s = closed(server);
     const c = closed(client);
     await server.send(randomBytes(1024 * 1024)).catch(() => undefined);

@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { negotiateExtensions } from '@colo/coordinator';
+import { negotiateExtensions } from '../internals.js';
 import { closeCodeFor, closeReason, errorFromPeerClose, LinkErrorCode } from '../../src/transport/errors.js';
 import { Heartbeat } from '../../src/transport/heartbeat.js';
 import { parseHello } from '../../src/transport/hello.js';
