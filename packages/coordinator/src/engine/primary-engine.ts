@@ -21,6 +21,7 @@ import type { PrimaryEvent } from '../statechart/primary.js';
 import type { CheckpointReason, ReplicationMode } from '../statechart/types.js';
 import { CHECKPOINT_ACK_RECORD, decodeAckBody, encodeGuestIdentity, Extension, GUEST_IDENTITY_RECORD } from './extensions.js';
 import type { CheckpointMeasurement, CheckpointPhases } from './measurement.js';
+import type { GuestHooks } from './guest-hooks.js';
 import { unionAscending, isStrictlyAscending } from './pfn-set.js';
 import { EMULATOR_DELTA_RECORD, encodeStateDelta, PAGE_DELTA_RECORD, PageDeltaSender } from './page-delta.js';
 import { PageCapture } from './page-capture.js';
@@ -57,6 +58,8 @@ export interface PrimaryEngineOptions {
   pagesPerRecord?: number;
   /** Events for the primary machine (back-channel records, completion of effects). */
   emit: (event: PrimaryEvent) => void;
+  /** Called synchronously right before the guest is suspended, and right after it resumed (GuestHooks). */
+  guestHooks?: GuestHooks;
   /**
    * Called while the guest is suspended and checkpoint `seq` is fixed: every record written or, for a captured
    * Remus checkpoint, its pages copied (tests hash memory here).
@@ -231,7 +234,10 @@ export class PrimaryCheckpointEngine {
         cp.dirtyAt = performance.now();
         cp.suspendStart = cp.dirtyAt;
       }
-      if (d.state === 'running') await d.suspend();
+      if (d.state === 'running') {
+        this.o.guestHooks?.suspending();
+        await d.suspend();
+      }
       if (cp) cp.suspendEnd = performance.now();
       const own = d.readAndClearDirty();
       const pfns = secondaryDirty.length > 0 ? unionAscending(own, secondaryDirty.filter((p) => p < d.pageCount)) : own;
@@ -279,7 +285,10 @@ export class PrimaryCheckpointEngine {
     if (cp && cp.peerDoneAt === undefined && this.o.mode === 'colo') cp.peerDoneAt = performance.now();
     this.run('resume the guest', async () => {
       if (cp) cp.resumeStart = performance.now();
-      if (this.o.domain.state === 'suspended') await this.o.domain.resume();
+      if (this.o.domain.state === 'suspended') {
+        await this.o.domain.resume();
+        this.o.guestHooks?.resumed();
+      }
       if (cp) cp.resumeEnd = performance.now();
       const captured = this.captured;
       if (!captured) return;

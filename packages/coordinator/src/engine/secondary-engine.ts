@@ -9,6 +9,7 @@ import { decodeDeltaBody, EMULATOR_DELTA_RECORD, PAGE_DELTA_RECORD } from './pag
 import { LIBXL_HEADER_BYTES, RecordFramer, unitBytes } from './framing.js';
 import { ArenaPool } from './page-arena.js';
 import { PendingCheckpoint } from './pending-checkpoint.js';
+import type { GuestHooks } from './guest-hooks.js';
 import { decodeResend, encodeResendRequest, PAGE_RESEND_RECORD, PAGE_RESEND_REQUEST_RECORD } from './page-resend.js';
 import { concat } from '../bytes.js';
 
@@ -20,6 +21,8 @@ export interface SecondaryEngineOptions {
   /** Creates (or returns) the guest the primary describes. Called once, when the identity is known. */
   hostGuest: (identity: GuestIdentity | undefined) => Domain;
   emit: (event: SecondaryEvent) => void;
+  /** Called synchronously right before the guest is suspended, and right after it resumed. */
+  guestHooks?: GuestHooks;
   /**
    * Called right after checkpoint `index` (0 = initial synchronisation) is applied, guest still suspended, with
    * when its first record arrived and when its apply ended (performance.now(), ms) and its pages.
@@ -356,11 +359,21 @@ export class SecondaryCheckpointEngine {
     return this.chain;
   }
 
+  private async suspendGuest(d: Domain): Promise<void> {
+    this.o.guestHooks?.suspending();
+    await d.suspend();
+  }
+
+  private async resumeGuest(d: Domain): Promise<void> {
+    await d.resume();
+    this.o.guestHooks?.resumed();
+  }
+
   /** COLO step 2: suspend, then SUSPENDED and this guest's dirty pages on the back channel. */
   suspendAndReportDirty(): void {
     this.run('suspend and report dirty pages', async () => {
       const d = this.ensureDomain();
-      if (d.state === 'running') await d.suspend();
+      if (d.state === 'running') await this.suspendGuest(d);
       const dirty = Array.from(d.readAndClearDirty());
       await this.o.send(
         concat([
@@ -376,7 +389,7 @@ export class SecondaryCheckpointEngine {
   applyCheckpoint(): void {
     this.run('apply the checkpoint', async () => {
       const d = this.ensureDomain();
-      if (d.state === 'running') await d.suspend();
+      if (d.state === 'running') await this.suspendGuest(d);
       const cp = this.received.shift();
       if (!cp) throw new CoordinatorError(CoordinatorErrorCode.INVALID_STATE, 'asked to apply a checkpoint that was not received');
       if (this.asksResends) {
@@ -441,7 +454,7 @@ export class SecondaryCheckpointEngine {
     this.run('resume after the checkpoint', async () => {
       const d = this.ensureDomain();
       await this.o.send(encodeRecord({ layer: 'libxl', kind: 'CHECKPOINT_STATE', controlId: ColoControl.SVM_READY }));
-      if (d.state === 'suspended') await d.resume();
+      if (d.state === 'suspended') await this.resumeGuest(d);
       await this.o.send(encodeRecord({ layer: 'libxl', kind: 'CHECKPOINT_STATE', controlId: ColoControl.SVM_RESUMED }));
     });
   }

@@ -9,6 +9,7 @@ import { asCoordinatorError, CoordinatorError, CoordinatorErrorCode } from '../e
 import { ALL_EXTENSIONS, Extension } from '../engine/extensions.js';
 import type { CheckpointMeasurement } from '../engine/measurement.js';
 import { DEFAULT_PRECOPY, PrimaryCheckpointEngine, type PrecopyLimits } from '../engine/primary-engine.js';
+import type { GuestHooks } from '../engine/guest-hooks.js';
 import { SecondaryCheckpointEngine, type AppliedCheckpointTiming } from '../engine/secondary-engine.js';
 import { bindPrimaryEffects, bindSecondaryEffects } from '../statechart/bind.js';
 import type { PrimaryContext, PrimaryEvent } from '../statechart/primary.js';
@@ -75,6 +76,13 @@ export interface ColoNodeEvents {
   continuing: [number];
   /** Primary: the arbiter records the pair as protected at `epoch` (output backed by the secondary may leave). */
   pairProtected: [number];
+  /**
+   * The guest is about to be suspended (emitted synchronously right before, whoever suspends it: a checkpoint, a
+   * step-down): the output proxy closes its input gate here (GuestHooks).
+   */
+  suspending: [];
+  /** The guest runs again (emitted right after it resumed). */
+  resumed: [];
 }
 
 interface Waiter {
@@ -163,6 +171,22 @@ export class ColoNode {
   get domain(): Domain | undefined {
     return this.guest;
   }
+  /** Every suspend and resume of the guest, reported as the suspending/resumed events (GuestHooks). */
+  private readonly guestHooks: GuestHooks = {
+    suspending: () => this.events.emit('suspending'),
+    resumed: () => this.events.emit('resumed'),
+  };
+
+  private async suspendGuest(): Promise<void> {
+    this.guestHooks.suspending();
+    await this.guest!.suspend();
+  }
+
+  private async resumeGuest(): Promise<void> {
+    await this.guest!.resume();
+    this.guestHooks.resumed();
+  }
+
   /**
    * The replication link to the peer while there is one (primary: the attached secondary's; secondary: the one
    * it dialled). For diagnostics and fault injection (transport/faults.ts); the node alone sends on it.
@@ -484,6 +508,7 @@ export class ColoNode {
       precopy: this.precopy,
       emit,
       onCheckpointWritten: (seq, d) => this.events.emit('written', seq, d),
+      guestHooks: this.guestHooks,
       logger: childLogger(this.baseLog, { component: 'engine' }),
     });
     this.primaryEngine = engine;
@@ -552,7 +577,7 @@ export class ColoNode {
         this.rejectWaiters(new CoordinatorError(CoordinatorErrorCode.UNPROTECTED, `the secondary was dropped: ${error.message}`, { cause: error }));
         // Whatever the engine was doing, the guest must run again (it may be suspended mid-checkpoint).
         void (e?.abort() ?? Promise.resolve()).then(async () => {
-          if (this.guest?.state === 'suspended' && this.currentRole === 'primary' && !this.isFenced()) await this.guest.resume();
+          if (this.guest?.state === 'suspended' && this.currentRole === 'primary' && !this.isFenced()) await this.resumeGuest();
         });
         this.events.emit('unprotected', error);
         if (error.code !== CoordinatorErrorCode.STOPPED) this.events.emit('deciding', error);
@@ -570,7 +595,7 @@ export class ColoNode {
           // A primary that is not the active side must produce no more output: its guest stays suspended (a
           // guest that is gone cannot be, and produces nothing either).
           if (this.guest?.state === 'running') {
-            await this.guest.suspend().catch((err: unknown) => this.roleLogger().warn({ err }, 'the guest could not be suspended while stepping down'));
+            await this.suspendGuest().catch((err: unknown) => this.roleLogger().warn({ err }, 'the guest could not be suspended while stepping down'));
           }
           await this.server?.close();
           this.server = undefined;
@@ -695,7 +720,7 @@ export class ColoNode {
         const d = this.o.hostGuest(identity);
         this.guest = d;
         // Pages are written only into a guest that is not running.
-        if (d.state === 'running') void d.suspend();
+        if (d.state === 'running') void this.suspendGuest();
         return d;
       },
       emit,
@@ -715,6 +740,7 @@ export class ColoNode {
         };
         this.events.emit('applied', index, d, timing);
       },
+      guestHooks: this.guestHooks,
       maxRecordLength: this.o.maxRecordLength,
       stallTimeoutMs: this.o.timings?.stallTimeoutMs ?? DEFAULT_TIMINGS.stallTimeoutMs,
       logger: childLogger(this.baseLog, { component: 'engine' }),
@@ -784,7 +810,7 @@ export class ColoNode {
             // The guest resumes on its last complete checkpoint (anything half-received was discarded), still as
             // a secondary's guest (its proxy sees the resume). A guest that cannot (a QEMU that does not start)
             // fails the promotion like anything below.
-            if (this.guest?.state === 'suspended') await this.guest.resume();
+            if (this.guest?.state === 'suspended') await this.resumeGuest();
             this.epochValue = ctx.epoch;
             this.currentRole = 'primary';
             this.secondaryEngine = undefined;
@@ -795,7 +821,7 @@ export class ColoNode {
             const ce = asCoordinatorError(err, CoordinatorErrorCode.PEER_LOST, 'promotion failed');
             this.lastError = ce;
             this.roleLogger().error({ err: ce }, 'promotion failed: not acting as primary');
-            if (this.guest?.state === 'running') await this.guest.suspend();
+            if (this.guest?.state === 'running') await this.suspendGuest();
             this.events.emit('fenced', ce);
           }
           this.failoverWaiter?.resolve();
@@ -805,7 +831,7 @@ export class ColoNode {
       standDown: (_ctx: unknown, error: CoordinatorError) => {
         this.lastError = error;
         this.roleLogger().error({ err: error }, 'the primary kept the epoch: discarding this replica');
-        if (this.guest?.state === 'running') void this.guest.suspend();
+        if (this.guest?.state === 'running') void this.suspendGuest();
         this.failoverWaiter?.reject(error);
         this.failoverWaiter = undefined;
         this.events.emit('fenced', error);

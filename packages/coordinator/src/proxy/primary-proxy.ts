@@ -6,7 +6,6 @@ import { Listeners } from './listeners.js';
 import { emptyRequests, type ProxyMetrics } from './metrics.js';
 import { RemusOutputBuffer } from './remus-buffer.js';
 import { FrameBatcher } from './frame-batcher.js';
-import { guestInput, type GuestInput } from './guest-input.js';
 import { ServiceListener } from './service.js';
 import type { ConnectionId, InputEvent, InputKind, OutputBytes, ProtectionMode, ProxyCheckpointReason, ProxyLink } from './types.js';
 import { DELIVERED_BYTES, encodeBarrier, INPUT_HEAD_BYTES, ProxyFrameDecoder, writeDelivered, writeInputHead } from './wire.js';
@@ -95,11 +94,11 @@ export class PrimaryProxy {
   #bytesIn = 0;
   #bytesOut = 0;
   /** The guest's input methods, looked up once: the node hands a Proxy-wrapped Domain whose lookups bind anew. */
-  readonly #guest: GuestInput;
+  readonly #guest: Domain;
 
   constructor(options: PrimaryProxyOptions) {
     this.domain = options.domain;
-    this.#guest = guestInput(options.domain);
+    this.#guest = options.domain;
     this.#opts = options;
     this.#log = new InputLog({ deliver: (e) => this.#deliver(e) });
     this.#running = options.domain.state === 'running';
@@ -345,13 +344,13 @@ export class PrimaryProxy {
     switch (e.kind) {
       case 'open':
         this.#ends.set(e.conn, { clientClosed: false, ended: false });
-        this.#guest.open(e.conn);
+        this.#guest.openConnection(e.conn);
         break;
       case 'data':
-        this.#guest.deliver(e.conn, e.bytes!);
+        this.#guest.deliverInput(e.conn, e.bytes!);
         break;
       case 'close': {
-        this.#guest.close(e.conn);
+        this.#guest.closeConnection(e.conn);
         const end = this.#ends.get(e.conn);
         if (end === undefined || end.ended) {
           this.#ends.delete(e.conn);

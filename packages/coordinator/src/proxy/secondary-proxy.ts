@@ -2,7 +2,6 @@ import type { Domain } from '@colo/domain';
 import { ProxyError, ProxyErrorCode } from './errors.js';
 import { InputLog } from './input-log.js';
 import { FrameBatcher } from './frame-batcher.js';
-import { guestInput, type GuestInput } from './guest-input.js';
 import { Listeners } from './listeners.js';
 import { emptyRequests, type ProxyMetrics } from './metrics.js';
 import { PrimaryProxy, type PrimaryProxyOptions } from './primary-proxy.js';
@@ -55,11 +54,11 @@ export class SecondaryProxy {
   #maxConn = 0;
   #bytesIn = 0;
   #bytesOut = 0;
-  readonly #guest: GuestInput;
+  readonly #guest: Domain;
 
   constructor(options: SecondaryProxyOptions) {
     this.domain = options.domain;
-    this.#guest = guestInput(options.domain);
+    this.#guest = options.domain;
     this.mode = options.mode;
     this.#out = new FrameBatcher(options.link);
     this.#barrierTimeoutMs = options.barrierTimeoutMs ?? 5000;
@@ -255,9 +254,9 @@ export class SecondaryProxy {
   }
 
   #deliver(e: InputEvent): void {
-    if (e.kind === 'data') this.#guest.deliver(e.conn, e.bytes!);
-    else if (e.kind === 'open') this.#guest.open(e.conn);
-    else this.#guest.close(e.conn);
+    if (e.kind === 'data') this.#guest.deliverInput(e.conn, e.bytes!);
+    else if (e.kind === 'open') this.#guest.openConnection(e.conn);
+    else this.#guest.closeConnection(e.conn);
   }
 
   #updateGate(): void {

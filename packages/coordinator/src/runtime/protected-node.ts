@@ -17,7 +17,6 @@ import { SecondaryProxy } from '../proxy/secondary-proxy.js';
 import type { ProxyMetrics } from '../proxy/metrics.js';
 import type { MachineTimings, NodeRole, ReplicationMode } from '../statechart/types.js';
 import { connectToPeer, PROTOCOL_VERSION, type HeartbeatOptions, type LinkSecurity, type PeerLink, type ReadRingStats } from '../transport/index.js';
-import { hookSuspendResume } from './hooked-domain.js';
 import { runPromoteHook } from './promote-hook.js';
 import { BlackholeLink } from '../node/blackhole-link.js';
 
@@ -157,7 +156,7 @@ export class ProtectedNode {
 
   async start(): Promise<void> {
     const o = this.o;
-    const guest = o.guest ? hookSuspendResume(o.guest, this.suspendHooks()) : undefined;
+    const guest = o.guest;
     this.node = new ColoNode({
       nodeId: o.nodeId,
       role: o.role,
@@ -175,6 +174,9 @@ export class ProtectedNode {
       arbiter: o.arbiter,
       logger: o.logger,
     });
+    const hooks = this.suspendHooks();
+    this.node.on('suspending', hooks.beforeSuspend);
+    this.node.on('resumed', hooks.afterResume);
     this.node.onTransition((t) => this.onTransition(t));
     this.node.on('checkpoint', (m) => this.onCheckpoint(m));
     // Collections, on the same clock as the pause windows (entries start relative to performance.timeOrigin).
@@ -391,7 +393,7 @@ export class ProtectedNode {
 
   private hostGuest(pageCount: number | undefined): Domain {
     if (!this.o.hostGuest) throw new Error('a secondary needs hostGuest');
-    const guest = hookSuspendResume(this.o.hostGuest(pageCount), this.suspendHooks());
+    const guest = this.o.hostGuest(pageCount);
     this.secondaryProxy?.close();
     this.secondaryProxy = new SecondaryProxy({
       domain: guest,
