@@ -173,7 +173,12 @@ export class PrimaryCheckpointEngine {
     return this.chain;
   }
 
+  /**
+   * Starts measuring checkpoint `seq` at the first of its effects, whichever that is in the mode (the live
+   * migration, NEW_CHECKPOINT in COLO, the suspend in Remus); later effects of the same checkpoint change nothing.
+   */
   beginCheckpoint(seq: number, reason: CheckpointReason): void {
+    if (this.cp?.seq === seq) return;
     this.cp = { seq, reason, startedAt: performance.now(), pages: 0, deltaPages: 0, resentPages: 0, bytes: 0 };
   }
 

@@ -550,7 +550,7 @@ export class ColoNode {
         engine()?.sendNewCheckpoint();
       },
       suspendAndSendCheckpoint: (ctx: PrimaryContext, dirty: readonly number[]) => {
-        if (this.o.mode === 'remus' && ctx.current && ctx.current.reason !== 'initial') begin(ctx);
+        begin(ctx);
         engine()?.suspendAndSendCheckpoint(dirty);
       },
       resumeGuest: () => engine()?.resumeGuest(),
