@@ -5,6 +5,10 @@
  * synchronously right before the suspension; `resumed` runs right after the guest runs again.
  */
 export interface GuestHooks {
-  suspending(): void;
+  /**
+   * `linkIndex`: the index on the current replication link (0 = the initial synchronisation) of the checkpoint
+   * this suspension takes; undefined when it takes none (a step-down, a failed promotion).
+   */
+  suspending(linkIndex: number | undefined): void;
   resumed(): void;
 }

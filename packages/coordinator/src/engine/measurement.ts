@@ -33,6 +33,8 @@ export interface CheckpointMeasurement {
   /** Trigger to completion (includes the secondary's steps). */
   durationSeconds: number;
   phases: CheckpointPhases;
+  /** Its index on the replication link it went over (0 = the initial synchronisation): what the ACK counts. */
+  linkIndex: number;
   /** Pages sent (own dirty pages union the secondary's). */
   pages: number;
   /** Of those, pages sent as deltas (the page-delta extension). */

@@ -88,6 +88,7 @@ export class PrimaryCheckpointEngine {
   private cp: {
     seq: number;
     reason: CheckpointReason;
+    linkIndex: number;
     startedAt: number;
     newSentAt?: number;
     dirtyAt?: number;
@@ -177,9 +178,9 @@ export class PrimaryCheckpointEngine {
    * Starts measuring checkpoint `seq` at the first of its effects, whichever that is in the mode (the live
    * migration, NEW_CHECKPOINT in COLO, the suspend in Remus); later effects of the same checkpoint change nothing.
    */
-  beginCheckpoint(seq: number, reason: CheckpointReason): void {
+  beginCheckpoint(seq: number, reason: CheckpointReason, linkIndex: number): void {
     if (this.cp?.seq === seq) return;
-    this.cp = { seq, reason, startedAt: performance.now(), pages: 0, deltaPages: 0, resentPages: 0, bytes: 0 };
+    this.cp = { seq, reason, linkIndex, startedAt: performance.now(), pages: 0, deltaPages: 0, resentPages: 0, bytes: 0 };
   }
 
   // ------------------------------------------------------------------------------------------ machine actions
@@ -240,7 +241,7 @@ export class PrimaryCheckpointEngine {
         cp.suspendStart = cp.dirtyAt;
       }
       if (d.state === 'running') {
-        this.o.guestHooks?.suspending();
+        this.o.guestHooks?.suspending(cp?.linkIndex);
         await d.suspend();
       }
       if (cp) cp.suspendEnd = performance.now();
@@ -340,6 +341,7 @@ export class PrimaryCheckpointEngine {
     return {
       seq: cp.seq,
       reason: cp.reason,
+      linkIndex: cp.linkIndex,
       at: Date.now(),
       pauseSeconds: s(cp.suspendStart, cp.resumeEnd ?? end),
       ...(cp.suspendStart !== undefined ? { pauseWindow: { start: cp.suspendStart, end: cp.resumeEnd ?? end } } : {}),

@@ -359,8 +359,9 @@ export class SecondaryCheckpointEngine {
     return this.chain;
   }
 
+  /** Suspends for the checkpoint to apply next (its index: those applied so far). */
   private async suspendGuest(d: Domain): Promise<void> {
-    this.o.guestHooks?.suspending();
+    this.o.guestHooks?.suspending(this.applied);
     await d.suspend();
   }
 

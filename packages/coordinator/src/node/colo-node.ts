@@ -78,9 +78,10 @@ export interface ColoNodeEvents {
   pairProtected: [number];
   /**
    * The guest is about to be suspended (emitted synchronously right before, whoever suspends it: a checkpoint, a
-   * step-down): the output proxy closes its input gate here (GuestHooks).
+   * step-down), with the link index of the checkpoint it takes (undefined: none): the output proxy closes its
+   * input gate here (GuestHooks).
    */
-  suspending: [];
+  suspending: [linkIndex: number | undefined];
   /** The guest runs again (emitted right after it resumed). */
   resumed: [];
 }
@@ -173,12 +174,13 @@ export class ColoNode {
   }
   /** Every suspend and resume of the guest, reported as the suspending/resumed events (GuestHooks). */
   private readonly guestHooks: GuestHooks = {
-    suspending: () => this.events.emit('suspending'),
+    suspending: (linkIndex) => this.events.emit('suspending', linkIndex),
     resumed: () => this.events.emit('resumed'),
   };
 
+  /** A suspension that takes no checkpoint (a step-down, a failed promotion, a guest created running). */
   private async suspendGuest(): Promise<void> {
-    this.guestHooks.suspending();
+    this.guestHooks.suspending(undefined);
     await this.guest!.suspend();
   }
 
@@ -538,7 +540,7 @@ export class ColoNode {
   private primaryEffects() {
     const engine = () => this.primaryEngine;
     const begin = (ctx: PrimaryContext) => {
-      if (ctx.current) engine()?.beginCheckpoint(ctx.current.seq, ctx.current.reason);
+      if (ctx.current) engine()?.beginCheckpoint(ctx.current.seq, ctx.current.reason, ctx.linkIndex);
     };
     return {
       startLiveMigration: (ctx: PrimaryContext) => {
@@ -733,6 +735,7 @@ export class ColoNode {
           pauseSeconds: 0,
           durationSeconds: 0,
           phases: { suspend: 0, transfer: 0, resume: 0 },
+          linkIndex: index,
           pages: 0,
           deltaPages: 0,
           resentPages: 0,

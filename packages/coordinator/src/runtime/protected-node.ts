@@ -109,8 +109,6 @@ export class ProtectedNode {
   private secondaryProxy: SecondaryProxy | undefined;
   private proxyLink: PeerLink | undefined;
   private admin: AdminServer | undefined;
-  /** Checkpoints on the current link: suspends since the secondary attached (primary), applied (secondary). */
-  private linkCheckpoint = 0;
   private terminal: 'fenced' | 'halted' | undefined;
   private failoverCount = 0;
   private lastProxyMetrics: ProxyMetrics | undefined;
@@ -369,14 +367,18 @@ export class ProtectedNode {
 
   // ------------------------------------------------------------------------------------------ hook points
 
+  /**
+   * The proxies number a link's checkpoints from 1 (their barriers and generations; 0: none yet): checkpoint
+   * `linkIndex` of the replication link (the engines' and the primary machine's count, 0 = the initial
+   * synchronisation) is the proxies' `linkIndex + 1`. A suspension that takes no checkpoint gives undefined.
+   */
   private suspendHooks() {
     return {
-      beforeSuspend: () => {
+      beforeSuspend: (linkIndex: number | undefined) => {
         if (this.node?.role === 'secondary') {
-          this.secondaryProxy?.checkpointStarted(this.linkCheckpoint + 1);
-        } else if (this.proxyAttached) {
-          this.linkCheckpoint++;
-          this.primaryProxy?.beforeSuspend(this.linkCheckpoint);
+          if (linkIndex !== undefined) this.secondaryProxy?.checkpointStarted(linkIndex + 1);
+        } else if (this.proxyAttached && linkIndex !== undefined) {
+          this.primaryProxy?.beforeSuspend(linkIndex + 1);
         } else {
           this.primaryProxy?.beforeSuspend(0);
         }
@@ -405,7 +407,6 @@ export class ProtectedNode {
       this.log.error({ err: e }, 'the primary sent invalid proxy traffic: dropping the link');
       this.proxyLink?.close(e.message);
     });
-    this.linkCheckpoint = 0;
     return guest;
   }
 
@@ -441,7 +442,6 @@ export class ProtectedNode {
     }
     this.proxyLink = link;
     this.proxyAttached = true;
-    this.linkCheckpoint = 0;
     this.primaryProxy.holdUntilRecorded();
     this.primaryProxy.attachSecondary(link, this.o.mode, { inputWatermark: link.extensions.includes(Extension.INPUT_WATERMARK) });
     this.watchProxyLink(link);
@@ -491,7 +491,7 @@ export class ProtectedNode {
   }
 
   private onCheckpoint(m: CheckpointMeasurement): void {
-    const k = this.linkCheckpoint;
+    const k = m.linkIndex + 1;
     if (this.node.role === 'primary' && this.proxyAttached) {
       if (this.o.mode === 'remus') this.primaryProxy?.ack(k);
       this.primaryProxy?.checkpointComplete(k);
@@ -549,7 +549,6 @@ export class ProtectedNode {
 
   /** Secondary: checkpoint `index` (0 = initial) applied; the guest is still suspended. */
   private onApplied(index: number, timing: AppliedCheckpointTiming): void {
-    this.linkCheckpoint = index + 1;
     this.watchCheckpoint({
       seq: index,
       reason: index === 0 ? 'initial' : 'checkpoint',
@@ -571,7 +570,6 @@ export class ProtectedNode {
     this.metrics.failovers.inc({ reason: this.manualFailover ? 'manual' : 'primary_lost' });
     this.manualFailover = false;
     this.proxyAttached = false;
-    this.linkCheckpoint = 0;
     const secondary = this.secondaryProxy;
     this.secondaryProxy = undefined;
     this.proxyLink?.close('promoted');
