@@ -10,9 +10,9 @@ export interface OutputComparatorOptions {
   /** Output waiting longer than this for its twin asks for a checkpoint ('stale'). Default 1000 ms. */
   compareTimeoutMs?: number;
   /** Unmatched output held per connection, per side, before asking for a checkpoint ('output_bound'). Default 1 MiB. */
-  maxHeldBytesPerConnection?: number;
+  maxHeldPerConnection?: number;
   /** Unmatched output held over all connections, per side, before asking for a checkpoint. Default 16 MiB. */
-  maxHeldBytes?: number;
+  maxHeldTotal?: number;
   /** The generation comparison starts in: the number of the last checkpoint both guests share (0 = none). */
   generation?: number;
   /** Clock for the age of held output (ms). Default Date.now. */
@@ -92,8 +92,8 @@ export class OutputComparator {
 
   constructor(options: OutputComparatorOptions) {
     this.#timeoutMs = options.compareTimeoutMs ?? DEFAULT_COMPARE_TIMEOUT_MS;
-    this.#maxPerConn = options.maxHeldBytesPerConnection ?? DEFAULT_MAX_HELD_BYTES_PER_CONNECTION;
-    this.#maxTotal = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
+    this.#maxPerConn = options.maxHeldPerConnection ?? DEFAULT_MAX_HELD_BYTES_PER_CONNECTION;
+    this.#maxTotal = options.maxHeldTotal ?? DEFAULT_MAX_HELD_BYTES;
     this.#generation = options.generation ?? 0;
     this.#now = options.now ?? Date.now;
     this.#release = options.release;

@@ -21,8 +21,8 @@ export interface PrimaryProxyOptions {
   /** How often held output is checked for staleness. Default compareTimeoutMs / 4 (at least 5 ms). */
   staleCheckIntervalMs?: number;
   /** Held output bounds (COLO and Remus), per connection and in total. Defaults 1 MiB and 16 MiB. */
-  maxHeldBytesPerConnection?: number;
-  maxHeldBytes?: number;
+  maxHeldPerConnection?: number;
+  maxHeldTotal?: number;
   /** Stop reading clients while this many input bytes wait for the guest (e.g. during a checkpoint). Default 8 MiB. */
   maxPendingInputBytes?: number;
   /** The largest proxy-link frame accepted from the secondary. */
@@ -179,7 +179,7 @@ export class PrimaryProxy {
     this.#lastCompleted = 0;
     const release = (conn: ConnectionId, bytes: OutputBytes) => this.#release(conn, bytes);
     const checkpointNeeded = (reason: ProxyCheckpointReason) => this.#requestCheckpoint(reason);
-    const bounds = { maxHeldBytesPerConnection: this.#opts.maxHeldBytesPerConnection, maxHeldBytes: this.#opts.maxHeldBytes };
+    const bounds = { maxHeldPerConnection: this.#opts.maxHeldPerConnection, maxHeldTotal: this.#opts.maxHeldTotal };
     if (mode === 'colo') {
       this.#comparator = new OutputComparator({
         ...bounds,
@@ -378,7 +378,7 @@ export class PrimaryProxy {
       if (this.#closed) return;
       hold.queue.push([conn, bytes]);
       hold.bytes += bytes?.byteLength ?? 0;
-      if (hold.bytes > (this.#opts.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES)) this.#updateGate();
+      if (hold.bytes > (this.#opts.maxHeldTotal ?? DEFAULT_MAX_HELD_BYTES)) this.#updateGate();
       return;
     }
     this.#releaseNow(conn, bytes);
@@ -453,7 +453,7 @@ export class PrimaryProxy {
     const hold = this.#arbiterHold;
     // Deciding: the guest gets no input (what it would answer could not leave anyway). Waiting for the record:
     // input stops only once the held output reaches the bound, so a slow arbiter cannot exhaust memory.
-    const held = hold.decision || hold.bytes > (this.#opts.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES);
+    const held = hold.decision || hold.bytes > (this.#opts.maxHeldTotal ?? DEFAULT_MAX_HELD_BYTES);
     const open = this.#running && !held && (this.#mode !== 'colo' || this.#inFlight === null);
     if (open) this.#log.open();
     else this.#log.close();

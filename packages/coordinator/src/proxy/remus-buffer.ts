@@ -5,9 +5,9 @@ export interface RemusOutputBufferOptions {
   /** The checkpoint that will cover output pushed now (the next one to start). Default 1. */
   openEpoch?: number;
   /** Output held per connection before asking for a checkpoint ('output_bound'). Default 1 MiB. */
-  maxHeldBytesPerConnection?: number;
+  maxHeldPerConnection?: number;
   /** Output held over all connections before asking for a checkpoint. Default 16 MiB. */
-  maxHeldBytes?: number;
+  maxHeldTotal?: number;
   release: (conn: ConnectionId, bytes: OutputBytes) => void;
   /** At most once per open epoch. */
   checkpointNeeded: (reason: ProxyCheckpointReason) => void;
@@ -45,8 +45,8 @@ export class RemusOutputBuffer {
 
   constructor(options: RemusOutputBufferOptions) {
     this.#openEpoch = options.openEpoch ?? 1;
-    this.#maxPerConn = options.maxHeldBytesPerConnection ?? DEFAULT_MAX_HELD_BYTES_PER_CONNECTION;
-    this.#maxTotal = options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
+    this.#maxPerConn = options.maxHeldPerConnection ?? DEFAULT_MAX_HELD_BYTES_PER_CONNECTION;
+    this.#maxTotal = options.maxHeldTotal ?? DEFAULT_MAX_HELD_BYTES;
     this.#release = options.release;
     this.#checkpointNeeded = options.checkpointNeeded;
   }

@@ -416,8 +416,8 @@ export class ProtectedNode {
       service: { host: this.o.service.listen.host, port: this.o.service.listen.port },
       firstConnectionId,
       compareTimeoutMs: this.o.output.compareTimeoutMs,
-      maxHeldBytesPerConnection: this.o.output.maxHeldPerConnection,
-      maxHeldBytes: this.o.output.maxHeldTotal,
+      maxHeldPerConnection: this.o.output.maxHeldPerConnection,
+      maxHeldTotal: this.o.output.maxHeldTotal,
     });
     this.wirePrimaryProxy(this.primaryProxy);
     const address = await this.primaryProxy.start();
@@ -579,8 +579,8 @@ export class ProtectedNode {
         ? await secondary.promote({
             service: { host: this.o.service.listen.host, port: this.o.service.listen.port },
             compareTimeoutMs: this.o.output.compareTimeoutMs,
-            maxHeldBytesPerConnection: this.o.output.maxHeldPerConnection,
-            maxHeldBytes: this.o.output.maxHeldTotal,
+            maxHeldPerConnection: this.o.output.maxHeldPerConnection,
+            maxHeldTotal: this.o.output.maxHeldTotal,
           })
         : undefined;
       if (this.primaryProxy) this.wirePrimaryProxy(this.primaryProxy);

@@ -6,7 +6,7 @@ const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
 /** A comparator whose releases and checkpoint requests are recorded, with a hand-driven clock. */
-function harness(opts: { compareTimeoutMs?: number; maxHeldBytesPerConnection?: number; maxHeldBytes?: number; generation?: number } = {}) {
+function harness(opts: { compareTimeoutMs?: number; maxHeldPerConnection?: number; maxHeldTotal?: number; generation?: number } = {}) {
   const released = new Map<number, string>();
   const closed = new Set<number>();
   const releasedAfterClose: number[] = [];
@@ -229,7 +229,7 @@ describe('OutputComparator (COLO)', () => {
   });
 
   it('held output past the per-connection bound asks for output_bound once and keeps holding', () => {
-    const h = harness({ maxHeldBytesPerConnection: 10, maxHeldBytes: 1000 });
+    const h = harness({ maxHeldPerConnection: 10, maxHeldTotal: 1000 });
     h.c.pushPrimary(1, enc('0123456789'));
     expect(h.requests).toEqual([]);
     h.c.pushPrimary(1, enc('A'));
@@ -242,7 +242,7 @@ describe('OutputComparator (COLO)', () => {
   });
 
   it('held output past the total bound asks for output_bound', () => {
-    const h = harness({ maxHeldBytesPerConnection: 100, maxHeldBytes: 20 });
+    const h = harness({ maxHeldPerConnection: 100, maxHeldTotal: 20 });
     for (let conn = 1; conn <= 3; conn++) h.c.pushPrimary(conn, enc('12345678'));
     expect(h.requests).toEqual(['output_bound']);
     expect(h.c.counters.outputBound).toBe(1);

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { RemusOutputBuffer, type OutputBytes, type ProxyCheckpointReason } from '../../src/proxy/index.js';
 
-function harness(opts: { maxHeldBytesPerConnection?: number; maxHeldBytes?: number } = {}) {
+function harness(opts: { maxHeldPerConnection?: number; maxHeldTotal?: number } = {}) {
   const released: { conn: number; bytes: OutputBytes }[] = [];
   const requests: ProxyCheckpointReason[] = [];
   const b = new RemusOutputBuffer({ ...opts, release: (conn, bytes) => released.push({ conn, bytes }), checkpointNeeded: (r) => requests.push(r) });
@@ -18,7 +18,7 @@ describe('RemusOutputBuffer', () => {
     );
     fc.assert(
       fc.property(fc.array(op, { maxLength: 80 }), (ops) => {
-        const h = harness({ maxHeldBytesPerConnection: 1e9, maxHeldBytes: 1e9 });
+        const h = harness({ maxHeldPerConnection: 1e9, maxHeldTotal: 1e9 });
         const pushed: { id: number; epoch: number; close: boolean }[] = [];
         let started = 0;
         let acked = 0;
@@ -62,7 +62,7 @@ describe('RemusOutputBuffer', () => {
   });
 
   it('past its bound it asks for output_bound once per epoch and keeps holding', () => {
-    const h = harness({ maxHeldBytesPerConnection: 4, maxHeldBytes: 100 });
+    const h = harness({ maxHeldPerConnection: 4, maxHeldTotal: 100 });
     h.b.push(1, new Uint8Array(4));
     expect(h.requests).toEqual([]);
     h.b.push(1, new Uint8Array(1));
