@@ -2,6 +2,7 @@ import type { Domain } from '@colo/domain';
 import { ColoControl, DEFAULT_MAX_RECORD_LENGTH, encodeRecord, LibxlType, StreamDecoder, type StreamItem } from '@colo/stream';
 import type { Logger } from 'pino';
 import { asCoordinatorError, CoordinatorError, CoordinatorErrorCode } from '../errors.js';
+import { NODE_DEFAULTS } from '../defaults.js';
 import type { SecondaryEvent } from '../statechart/secondary.js';
 import type { ReplicationMode } from '../statechart/types.js';
 import { CHECKPOINT_ACK_RECORD, decodeGuestIdentity, encodeAckBody, Extension, GUEST_IDENTITY_RECORD, type GuestIdentity } from './extensions.js';
@@ -36,9 +37,6 @@ export interface SecondaryEngineOptions {
   stallTimeoutMs?: number;
   logger?: Logger;
 }
-
-/** How long an apply waits for pages it asked to be resent when no stall timeout is set. */
-const DEFAULT_RESEND_TIMEOUT_MS = 10_000;
 
 /** Upper bound of the interval between coalesced STREAM_PROGRESS reports (a tenth of the stall timeout if less). */
 const MAX_PROGRESS_INTERVAL_MS = 20;
@@ -430,7 +428,7 @@ export class SecondaryCheckpointEngine {
    */
   private async askResend(cp: PendingCheckpoint, pfns: number[]): Promise<void> {
     this.o.logger?.warn({ pages: pfns.length, firstPfn: pfns[0] }, 'this copy lacks the base of some delta pages: asking the primary for them whole');
-    const ms = this.o.stallTimeoutMs ?? DEFAULT_RESEND_TIMEOUT_MS;
+    const ms = this.o.stallTimeoutMs ?? NODE_DEFAULTS.timings.stallTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
     const answered = new Promise<void>((resolve, reject) => {
       this.resendWait = { cp, done: resolve, failed: reject };
