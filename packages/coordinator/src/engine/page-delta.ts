@@ -262,37 +262,30 @@ export class PageDeltaSender {
 
 /**
  * The secondary's side, at apply: builds each delta page from the guest's current copy (the previous checkpoint,
- * applied) after checking that copy is the named base (pageChecksum). Everything is checked and built before the
- * caller writes any page: a mismatch (DELTA_BASE_MISMATCH) or a corrupt encoding leaves the guest untouched.
- * With `mismatched`, a page whose base differs is left out and its pfn added there instead (to be resent whole).
+ * applied) after checking that copy is the named base (pageChecksum). A page whose base differs is never built:
+ * it is left out and its pfn listed in `mismatched` (the caller has it resent whole or refuses the checkpoint).
+ * Everything is built before the caller writes any page; a corrupt encoding (DELTA_CORRUPT) leaves the guest untouched.
  */
 export function buildDeltaPages(
   pages: readonly DeltaPage[],
   currentPage: (pfn: number) => Uint8Array,
-  mismatched?: number[],
-): { pfns: number[]; data: Uint8Array } {
+): { pfns: number[]; data: Uint8Array; mismatched: number[] } {
   const data = new Uint8Array(pages.length * PAGE_BYTES);
   const pfns: number[] = [];
+  const mismatched: number[] = [];
   for (let i = 0; i < pages.length; i++) {
     const p = pages[i]!;
     const base = currentPage(p.pfn);
-    const sum = pageChecksum(base);
-    if (sum !== p.baseChecksum) {
-      if (mismatched) {
-        mismatched.push(p.pfn);
-        continue;
-      }
-      throw new CoordinatorError(
-        CoordinatorErrorCode.DELTA_BASE_MISMATCH,
-        `page ${p.pfn}: the delta's base has checksum ${p.baseChecksum.toString(16)}, this copy ${sum.toString(16)}: refusing the checkpoint rather than build a wrong page`,
-      );
+    if (pageChecksum(base) !== p.baseChecksum) {
+      mismatched.push(p.pfn);
+      continue;
     }
     const out = data.subarray(pfns.length * PAGE_BYTES, (pfns.length + 1) * PAGE_BYTES);
     out.set(base);
     applyDelta(out, p.encoding);
     pfns.push(p.pfn);
   }
-  return { pfns, data: data.subarray(0, pfns.length * PAGE_BYTES) };
+  return { pfns, data: data.subarray(0, pfns.length * PAGE_BYTES), mismatched: mismatched.sort((a, b) => a - b) };
 }
 
 /**

@@ -137,12 +137,11 @@ export class PendingCheckpoint {
    * pfns whose base did not match: applyTo then refuses the checkpoint until each is given whole by resend().
    */
   buildDeltas(domain: Domain): number[] {
-    const mismatched: number[] = [];
-    this.built = buildDeltaPages(this.deltas, (pfn) => domain.page(pfn), mismatched);
+    const built = buildDeltaPages(this.deltas, (pfn) => domain.page(pfn));
+    this.built = built;
     this.deltas = [];
-    mismatched.sort((a, b) => a - b);
-    this.missing = new Set(mismatched);
-    return mismatched;
+    this.missing = new Set(built.mismatched);
+    return built.mismatched;
   }
 
   /** Pages resent whole (kept as given: the caller's copy) in place of deltas whose base did not match; others are refused. */
@@ -165,11 +164,17 @@ export class PendingCheckpoint {
    */
   applyTo(domain: Domain, deviceBase?: Uint8Array): Uint8Array | undefined {
     // Delta pages first, into memory of their own: their bases are the guest's pages as the previous checkpoint
-    // left them, and a base that is not what the primary named refuses the whole checkpoint before any write.
+    // left them, and a base that is not what the primary named (and was not resent) refuses the whole checkpoint
+    // before any write.
+    if (!this.built && this.deltas.length > 0) this.buildDeltas(domain);
     if (this.missing.size > 0) {
-      throw new CoordinatorError(CoordinatorErrorCode.DELTA_BASE_MISMATCH, `${this.missing.size} delta pages lack their base and were not resent`);
+      const first = Math.min(...this.missing);
+      throw new CoordinatorError(
+        CoordinatorErrorCode.DELTA_BASE_MISMATCH,
+        `${this.missing.size} delta pages (the first pfn ${first}) name a base this copy does not hold: refusing the checkpoint rather than build a wrong page`,
+      );
     }
-    const built = this.built ?? (this.deltas.length > 0 ? buildDeltaPages(this.deltas, (pfn) => domain.page(pfn)) : undefined);
+    const built = this.built;
     if (this.deviceDelta) {
       if (!deviceBase) throw new CoordinatorError(CoordinatorErrorCode.DELTA_BASE_MISMATCH, 'EMULATOR_DELTA before any device state was received');
       this.device = applyStateDelta(this.deviceDelta, deviceBase);

@@ -135,7 +135,6 @@ export class PrimaryCheckpointEngine {
     return this.o.mode === 'remus' && this.deltas !== undefined && this.acks;
   }
 
-
   private get acks(): boolean {
     return this.o.extensions.includes(Extension.CHECKPOINT_ACK);
   }

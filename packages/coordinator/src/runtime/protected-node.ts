@@ -94,7 +94,8 @@ export interface ProtectedNodeStatus {
  * One node of a protected pair, complete: the replication node (statechart, engine, link), the output proxy
  * (client service, input mirroring, compare/hold, barriers), metrics, logs and the admin API. It owns the
  * hook points between them:
- * - every guest suspend/resume goes through the proxy first (input gate, barrier with the exact input seq);
+ * - every guest suspend/resume the node reports (its suspending/resumed events) reaches the proxy first (input
+ *   gate, barrier with the exact input seq);
  * - checkpoint k (k = 1 for the initial synchronisation of each secondary) is the same number on both sides;
  * - the proxy link is a second authenticated link (channel 'proxy') to the same listener, dialled by the
  *   secondary before its replication link, so input is mirrored from the first checkpoint on;
@@ -154,12 +155,11 @@ export class ProtectedNode {
 
   async start(): Promise<void> {
     const o = this.o;
-    const guest = o.guest;
     this.node = new ColoNode({
       nodeId: o.nodeId,
       role: o.role,
       mode: o.mode,
-      domain: guest,
+      domain: o.guest,
       hostGuest: (identity) => this.hostGuest(identity?.pageCount),
       replication: { listen: o.replication.listen, peer: o.replication.peer, maxBandwidth: o.replication.maxBandwidth, maxFrameBytes: o.replication.maxFrameBytes },
       ...(o.replication.compression === false ? { extensions: ALL_EXTENSIONS.filter((e) => e !== Extension.PAGE_DELTA) } : {}),
@@ -241,7 +241,7 @@ export class ProtectedNode {
     this.metricsTimer.unref();
 
     if (o.role === 'primary') {
-      await this.startPrimaryProxy(guest!, 1);
+      await this.startPrimaryProxy(o.guest!, 1);
       // Blackhole: the proxy's peer is nobody too; the checkpoints' completion releases output as a real
       // secondary's acknowledgements would.
       if (o.blackhole) {
