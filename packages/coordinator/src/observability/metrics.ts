@@ -124,7 +124,7 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
     }),
     linkReads: new Counter({
       name: 'colo_link_reads_total',
-      help: "Secondary: socket reads of the replication link by where they went: ring (reused memory, no copy), fallback (fresh memory: the ring's next region was still in use), copied (through the socket's stream, before the link took it over).",
+      help: "Secondary: socket reads of the replication link by where they went: ring (reused memory, no copy), fallback (fresh memory: the ring's next region was still in use), copied (copied out before the link existed: the upgrade and the handshake).",
       labelNames: ['into'],
       registers: r,
     }),

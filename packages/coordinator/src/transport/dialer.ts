@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { isIP, type NetConnectOpts } from 'node:net';
+import { connect as netConnect, isIP, type NetConnectOpts, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { WebSocket, type ClientOptions } from 'ws';
@@ -21,6 +21,7 @@ import { asLinkError, refuse } from './refuse.js';
 import { DEFAULT_HIGH_WATER_MARK, WsPeerLink } from './ws-link.js';
 import { childLogger } from '../observability/logger.js';
 import { connectWithReadRing, ReadRing } from './read-ring.js';
+import { FramedSocket } from './framed-socket.js';
 
 export interface ConnectOptions {
   /** ws://host:port or wss://host:port (wss with security.tls for mutual TLS). */
@@ -76,9 +77,9 @@ export async function connectToPeer(opts: ConnectOptions): Promise<PeerLink> {
   // socket lets us say what that hang-up means.
   let tlsDone = false;
   let upgraded = false;
-  // ws hands its connector the https request options; @types/ws types it as net's createConnection.
+  // ws hands its connector the http(s) request options; @types/ws types it as net's createConnection.
   const connectTls = (options: ConnectionOptions & { host?: string; path?: string }): TLSSocket => {
-    // As ws's own connector does: no path for TLS, SNI only for host names.
+    // As ws's own connector does: no path for TLS (the request's path is not a socket's), SNI only for host names.
     options.path = undefined;
     if (!options.servername && options.servername !== '') {
       options.servername = isIP(options.host ?? '') ? '' : options.host;
@@ -90,6 +91,17 @@ export async function connectToPeer(opts: ConnectOptions): Promise<PeerLink> {
     return socket;
   };
   const readRing = opts.reuseReadMemory && url.protocol === 'ws:' ? new ReadRing() : undefined;
+  const connectTcp = (options: NetConnectOpts & { path?: string; socketPath?: string }): Socket => {
+    options.path = options.socketPath;
+    return readRing ? connectWithReadRing(options, readRing) : netConnect(options);
+  };
+  // ws runs the upgrade over the FramedSocket, which reads and writes the frames (see FramedSocket).
+  let framed: FramedSocket | undefined;
+  const connectFramed = (options: ConnectionOptions & NetConnectOpts & { path?: string; socketPath?: string }): FramedSocket => {
+    const socket = url.protocol === 'wss:' ? connectTls(options) : connectTcp(options);
+    framed = new FramedSocket(socket, { side: 'client', maxPayload, ...(readRing ? { readRing } : {}) });
+    return framed;
+  };
   const wsOptions: ClientOptions = {
     perMessageDeflate: false,
     maxPayload,
@@ -103,19 +115,17 @@ export async function connectToPeer(opts: ConnectOptions): Promise<PeerLink> {
     // and masking in JavaScript cut this direction to a tenth of the other (docs/transport.md, Throughput).
     generateMask: zeroMask,
     ...(tls ? { cert: tls.cert, key: tls.key, ca: tls.ca } : {}),
-    ...(url.protocol === 'wss:'
-      ? { createConnection: connectTls as unknown as ClientOptions['createConnection'] }
-      : readRing
-        ? { createConnection: ((options: NetConnectOpts) => connectWithReadRing(options, readRing)) as unknown as ClientOptions['createConnection'] }
-        : {}),
+    createConnection: connectFramed as unknown as ClientOptions['createConnection'],
   };
   const ws = new WebSocket(opts.url, wsOptions);
+  // ws creates its request, and so the socket, before its constructor returns.
+  if (!framed) throw new LinkError(LinkErrorCode.CONFIG, 'ws did not dial through the given connector');
   let remoteAddress = url.host;
   ws.on('upgrade', (res: IncomingMessage) => {
     upgraded = true;
     remoteAddress = `${res.socket.remoteAddress}:${res.socket.remotePort}`;
   });
-  const reader = new HandshakeReader(ws);
+  const reader = new HandshakeReader(ws, framed);
   reader.reclassify = (error) =>
     tlsDone && !upgraded && error.code === LinkErrorCode.SOCKET_ERROR
       ? new LinkError(
@@ -131,7 +141,7 @@ export async function connectToPeer(opts: ConnectOptions): Promise<PeerLink> {
       hello: opts.hello,
       deadline,
     });
-    return new WsPeerLink(ws, result, { heartbeat, highWaterMark, logger: loggerOr(opts.logger), remoteAddress, ...(readRing ? { readRing } : {}) });
+    return new WsPeerLink(ws, framed, result, { heartbeat, highWaterMark, logger: loggerOr(opts.logger), remoteAddress, ...(readRing ? { readRing } : {}) });
   } catch (e) {
     const error = asLinkError(e);
     refuse(ws, reader, error);

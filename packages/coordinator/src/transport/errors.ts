@@ -35,9 +35,15 @@ export type LinkErrorCode = (typeof LinkErrorCode)[keyof typeof LinkErrorCode];
 export class LinkError extends Error {
   override readonly name: string = 'LinkError';
   readonly code: LinkErrorCode;
-  constructor(code: LinkErrorCode, message: string, options?: { cause?: unknown }) {
-    super(`${message} (${code})`, options);
+  /**
+   * The RFC 6455 status to close with, for a violation of WebSocket framing itself (1002, 1003, 1009): any
+   * WebSocket peer understands it, and it is what a peer that has not authenticated yet is told.
+   */
+  readonly closeCode: number | undefined;
+  constructor(code: LinkErrorCode, message: string, options?: { cause?: unknown; closeCode?: number }) {
+    super(`${message} (${code})`, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
+    this.closeCode = options?.closeCode;
   }
 }
 
@@ -59,6 +65,11 @@ const CLOSE_CODE_OF: Partial<Record<LinkErrorCode, number>> = {
 
 export function closeCodeFor(code: LinkErrorCode): number {
   return CLOSE_CODE_OF[code] ?? 4005;
+}
+
+/** The close code that tells the peer about `error`: its RFC 6455 status if it has one, else colo's own code. */
+export function closeCodeOf(error: LinkError): number {
+  return error.closeCode ?? closeCodeFor(error.code);
 }
 
 /** Normal closure (RFC 6455 1000): what close() sends. */

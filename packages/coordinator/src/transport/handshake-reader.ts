@@ -1,26 +1,33 @@
 import type { WebSocket } from 'ws';
 import { errorFromPeerClose, LinkError, LinkErrorCode } from './errors.js';
+import type { FramedSocket, FrameSink } from './framed-socket.js';
 import { errorFromSocket } from './socket-errors.js';
 
 /**
- * Collects the frames of a socket while the handshake runs, so the handshake can be written as "await the
- * next message". Attaches the socket's 'error' listener first thing: an unauthenticated peer that sends an
- * oversize frame gets a typed error, never a crashed process. detach() hands the frames that arrived after
+ * Collects the peer's messages while the handshake runs, so the handshake can be written as "await the next
+ * message". Listens to ws first thing for the socket's end and errors: an unauthenticated peer that breaks the
+ * framing (an oversize frame) gets a typed error, never a crashed process. detach() hands what arrived after
  * the last handshake message to the link, so no stream byte is lost between the two.
  */
 export class HandshakeReader {
   private readonly ws: WebSocket;
+  private readonly framed: FramedSocket;
   private readonly frames: Buffer[] = [];
+  /** The message being received, copied (the socket's reads may be reused memory). */
+  private parts: Buffer[] = [];
   private failure: LinkError | undefined;
   private socketError: LinkError | undefined;
   private waiter: { resolve: (frame: Buffer) => void; reject: (e: LinkError) => void } | undefined;
-  private readonly onMessage = (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
-    if (!isBinary) {
-      this.fail(new LinkError(LinkErrorCode.PROTOCOL, 'the peer sent a text frame; colo links carry binary frames only'));
-      return;
-    }
-    this.frames.push(toBuffer(data));
-    this.wake();
+  private readonly sink: FrameSink = {
+    data: (bytes) => {
+      this.parts.push(Buffer.from(bytes));
+    },
+    messageEnd: () => {
+      this.frames.push(this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts));
+      this.parts = [];
+      this.wake();
+    },
+    broken: (error) => this.fail(error),
   };
   private readonly onError = (err: Error) => {
     this.socketError ??= this.reclassify(errorFromSocket(err));
@@ -31,11 +38,12 @@ export class HandshakeReader {
     this.fail(this.socketError ?? errorFromPeerClose(code, reason.toString('utf8')));
   };
 
-  constructor(ws: WebSocket) {
+  constructor(ws: WebSocket, framed: FramedSocket) {
     this.ws = ws;
+    this.framed = framed;
     ws.on('error', this.onError);
-    ws.on('message', this.onMessage);
     ws.on('close', this.onClose);
+    framed.setSink(this.sink);
   }
 
   /** The first failure seen (peer closed, socket error, protocol violation), if any. */
@@ -71,12 +79,18 @@ export class HandshakeReader {
     });
   }
 
-  /** Stops listening; returns frames that arrived early. The caller attaches its own listeners in the same tick. */
+  /**
+   * Stops listening; returns the stream bytes that arrived behind the last handshake message (a message cut
+   * short included: after the handshake, message boundaries mean nothing). Whatever comes next waits in the
+   * FramedSocket for the link.
+   */
   detach(): Buffer[] {
-    this.ws.off('message', this.onMessage);
     this.ws.off('close', this.onClose);
     this.ws.off('error', this.onError);
-    return this.frames.splice(0);
+    this.framed.setSink(undefined);
+    const early = this.frames.splice(0);
+    if (this.parts.length > 0) early.push(Buffer.concat(this.parts.splice(0)));
+    return early;
   }
 
   private fail(error: LinkError): void {
@@ -95,10 +109,4 @@ export class HandshakeReader {
     this.waiter = undefined;
     w.resolve(frame);
   }
-}
-
-export function toBuffer(data: Buffer | ArrayBuffer | Buffer[]): Buffer {
-  if (Buffer.isBuffer(data)) return data;
-  if (Array.isArray(data)) return Buffer.concat(data);
-  return Buffer.from(data);
 }

@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { LinkError, LinkErrorCode } from './errors.js';
+import { FramedSocket } from './framed-socket.js';
 import { HandshakeReader } from './handshake-reader.js';
 import { listenerHandshake } from './handshake.js';
 import type { HeartbeatOptions } from './heartbeat.js';
@@ -115,9 +116,11 @@ export async function listenForPeers(opts: ListenOptions): Promise<PeerServer> {
       socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => {
+    // ws answers the upgrade on the FramedSocket, which reads and writes the frames (see FramedSocket).
+    const framed = new FramedSocket(socket as Socket, { side: 'server', maxPayload, head });
+    wss.handleUpgrade(req, framed, Buffer.alloc(0), (ws) => {
       pending.add(ws);
-      const reader = new HandshakeReader(ws);
+      const reader = new HandshakeReader(ws, framed);
       listenerHandshake(ws, reader, { psk: opts.security.psk, timeoutMs: handshakeTimeoutMs, hello: opts.hello }).then(
         (result) => {
           pending.delete(ws);
@@ -125,7 +128,7 @@ export async function listenForPeers(opts: ListenOptions): Promise<PeerServer> {
             ws.terminate();
             return;
           }
-          const link = new WsPeerLink(ws, result, { heartbeat, highWaterMark, logger: log, remoteAddress });
+          const link = new WsPeerLink(ws, framed, result, { heartbeat, highWaterMark, logger: log, remoteAddress });
           links.add(link);
           link.onClose(() => links.delete(link));
           try {

@@ -7,13 +7,12 @@ export const READ_REGION_BYTES = 1024 * 1024;
 /** Size of a read that cannot go into the ring (its memory still held): what Node reads into by default. */
 const FALLBACK_READ_BYTES = 64 * 1024;
 
-/**
- * Who reads the ring's bytes once the link has taken over the socket (see WsPeerLink's takeover): it parses
- * `view` at once and says how far the reading got.
- */
+/** Who reads the ring's bytes (the link's FramedSocket): it parses `view` at once and says how far it got. */
 export interface ReadRingConsumer {
   /** Parses one read. `view` is reused memory: only the views `retainedPayload()` accounts for may be kept. */
   deliver(view: Buffer): void;
+  /** Whether what the next read holds is copied out rather than kept as views (the upgrade, the handshake). */
+  copies(): boolean;
   /** Payload bytes delivered so far (a running total that only grows). */
   deliveredPayload(): number;
   /** How many of the most recently delivered payload bytes may still be referenced as views. */
@@ -25,7 +24,7 @@ export interface ReadRingStats {
   ringReads: number;
   /** Reads that went into fresh memory because the ring's next region was still referenced. */
   fallbackReads: number;
-  /** Reads pushed into the socket's readable side, copied out of the ring (before the takeover, or behind bytes already queued there). */
+  /** Reads whose bytes the consumer copied out (the HTTP upgrade and the link's handshake): their memory is free at once. */
   copiedReads: number;
 }
 
@@ -56,12 +55,24 @@ export class ReadRing {
   /** Reads delivered from the ring whose bytes may still be referenced, oldest first. */
   readonly #live: RingRead[] = [];
   #head = 0;
-  consumer: ReadRingConsumer | undefined;
+  #consumer: ReadRingConsumer | undefined;
+  /** Reads that came before there was a consumer, copied. */
+  readonly #early: Buffer[] = [];
   readonly stats: ReadRingStats = { ringReads: 0, fallbackReads: 0, copiedReads: 0 };
 
   constructor(bytes = DEFAULT_READ_RING_BYTES) {
     if (!Number.isInteger(bytes) || bytes < READ_REGION_BYTES) throw new RangeError(`a read ring needs at least ${READ_REGION_BYTES} bytes, got ${bytes}`);
     this.#bytes = Buffer.allocUnsafeSlow(bytes);
+  }
+
+  get consumer(): ReadRingConsumer | undefined {
+    return this.#consumer;
+  }
+
+  /** The consumer gets what was read before it came first. */
+  set consumer(consumer: ReadRingConsumer | undefined) {
+    this.#consumer = consumer;
+    while (consumer && this.#consumer === consumer && this.#early.length > 0) consumer.deliver(this.#early.shift()!);
   }
 
   /** Whether `view` lies in the ring's memory (and so will be overwritten). */
@@ -82,32 +93,33 @@ export class ReadRing {
     return this.#bytes.subarray(start, end);
   }
 
-  /**
-   * Node's onread.callback: `into` (what region() returned) holds `n` new bytes. They go to the consumer as a
-   * view when it reads the socket itself and nothing is queued before them; otherwise into the socket's
-   * readable side as a copy, so the HTTP upgrade and ws see an ordinary socket. Returns push()'s verdict.
-   */
-  read(socket: Socket, into: Buffer, n: number): boolean {
+  /** Node's onread.callback: `into` (what region() returned) holds `n` new bytes, for the consumer as a view. */
+  read(into: Buffer, n: number): void {
     const inRing = into.buffer === this.#bytes.buffer;
     if (inRing) this.#at = into.byteOffset - this.#bytes.byteOffset + ((n + 7) & ~7);
     const view = into.subarray(0, n);
-    const consumer = this.consumer;
-    if (consumer && socket.readableLength === 0) {
-      consumer.deliver(view);
-      if (inRing) {
-        const start = into.byteOffset - this.#bytes.byteOffset;
-        this.#live.push({ start, end: start + n, payloadEnd: consumer.deliveredPayload() });
-        this.stats.ringReads++;
-      } else this.stats.fallbackReads++;
-      return true;
+    const consumer = this.#consumer;
+    if (!consumer) {
+      this.#early.push(Buffer.from(view));
+      this.stats.copiedReads++;
+      return;
     }
-    this.stats.copiedReads++;
-    return socket.push(inRing ? Buffer.from(view) : view);
+    if (consumer.copies()) {
+      consumer.deliver(view);
+      this.stats.copiedReads++;
+      return;
+    }
+    consumer.deliver(view);
+    if (inRing) {
+      const start = into.byteOffset - this.#bytes.byteOffset;
+      this.#live.push({ start, end: start + n, payloadEnd: consumer.deliveredPayload() });
+      this.stats.ringReads++;
+    } else this.stats.fallbackReads++;
   }
 
   /** Drops the remembered reads nothing can see any more (oldest first: their payload totals only grow). */
   #forgetFreed(): void {
-    const c = this.consumer;
+    const c = this.#consumer;
     if (!c) return;
     const freeUpTo = c.deliveredPayload() - c.retainedPayload();
     while (this.#head < this.#live.length && this.#live[this.#head]!.payloadEnd <= freeUpTo) this.#head++;
@@ -118,13 +130,17 @@ export class ReadRing {
   }
 }
 
-/** A plain TCP connection (what ws dials through) whose reads go into `ring` (see ReadRing). */
+/** A plain TCP connection whose reads go into `ring` (see ReadRing). */
 export function connectWithReadRing(options: NetConnectOpts, ring: ReadRing): Socket {
   const socket: Socket = connect({
     ...options,
     onread: {
       buffer: () => ring.region(),
-      callback: (n: number, into: Uint8Array) => ring.read(socket, into as Buffer, n),
+      // true: the socket reads on (its pause() is the only brake, see WsPeerLink's receive-side backpressure).
+      callback: (n: number, into: Uint8Array) => {
+        ring.read(into as Buffer, n);
+        return true;
+      },
     },
   });
   return socket;

@@ -33,6 +33,8 @@ export function asLinkError(e: unknown): LinkError {
 export function refuse(ws: WebSocket, reader: HandshakeReader, error: LinkError): void {
   const peerCaused = reader.failed === error;
   if (peerCaused || error.code === LinkErrorCode.CONNECT_TIMEOUT || ws.readyState !== ws.OPEN) {
+    // A peer that broke WebSocket framing itself is told so in the RFC's terms (e.g. 1009: too big) on the way out.
+    if (peerCaused && error.closeCode !== undefined && ws.readyState === ws.OPEN) ws.close(error.closeCode, closeReason(error.message));
     ws.terminate();
     return;
   }

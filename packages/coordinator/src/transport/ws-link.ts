@@ -1,13 +1,13 @@
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
-import { closeCodeFor, closeReason, CLOSE_NORMAL, errorFromPeerClose, LinkError, LinkErrorCode } from './errors.js';
-import { toBuffer } from './handshake-reader.js';
+import { closeCodeOf, closeReason, CLOSE_NORMAL, errorFromPeerClose, LinkError, LinkErrorCode } from './errors.js';
+import type { FramedSocket } from './framed-socket.js';
 import type { HandshakeResult } from './handshake.js';
 import { Heartbeat, type HeartbeatOptions } from './heartbeat.js';
 import { negotiateExtensions, type Hello } from './hello.js';
 import type { DataListenerOptions, PeerLink } from './peer-link.js';
 import { errorFromSocket } from './socket-errors.js';
-import { FrameReader } from './frame-reader.js';
 import type { ReadRing, ReadRingStats } from './read-ring.js';
 import { childLogger } from '../observability/logger.js';
 
@@ -21,76 +21,24 @@ export interface WsLinkOptions {
   highWaterMark: number;
   logger: Logger;
   remoteAddress: string;
-  /** The dialer's socket reads into this ring (see ReadRing): once open, the link reads it directly. */
+  /** The socket reads into this ring (a dialer's reuseReadMemory): for the link's read statistics. */
   readRing?: ReadRing;
 }
 
 type Waiter = { resolve: () => void; reject: (e: LinkError) => void };
-/** The parts of ws's (8.x) receiver the dialer's frame reading takes over from (see takeOverReceiving). */
-type WsReceiver = {
-  _state: number;
-  _buffers: Buffer[];
-  _bufferedBytes: number;
-  _fin: boolean;
-  _opcode: number;
-  _payloadLength: number;
-  _fragmented: number;
-  _fragments: Buffer[];
-  _maxPayload: number;
-  write(chunk: Buffer): boolean;
-  emit(event: string, ...args: unknown[]): boolean;
-};
-type RawSocket = {
-  cork(): void;
-  uncork(): void;
-  write(chunk: Buffer, cb?: (err?: Error | null) => void): boolean;
-  destroyed?: boolean;
-  writable?: boolean;
-};
 
-/** RFC 6455 header of one unmasked, final, binary frame of `length` bytes (server to client). */
-function binaryFrameHeader(length: number): Buffer {
-  if (length < 126) return Buffer.from([0x82, length]);
-  if (length < 0x10000) {
-    const h = Buffer.allocUnsafe(4);
-    h[0] = 0x82;
-    h[1] = 126;
-    h.writeUInt16BE(length, 2);
-    return h;
-  }
-  const h = Buffer.allocUnsafe(10);
-  h[0] = 0x82;
-  h[1] = 127;
-  h.writeUInt32BE(Math.floor(length / 0x100000000), 2);
-  h.writeUInt32BE(length >>> 0, 6);
-  return h;
-}
-
-/** An unmasked frame header with first byte `b0` (FIN, opcode) for a payload of `length` bytes. */
-function frameHeader(b0: number, length: number): Buffer {
-  const h = binaryFrameHeader(length);
-  h[0] = b0;
-  return h;
-}
-
-function joinPieces(pieces: readonly Uint8Array[], total: number): Uint8Array {
-  if (pieces.length === 1) return pieces[0]!;
-  const out = Buffer.allocUnsafe(total);
-  let at = 0;
-  for (const p of pieces) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-/** The PeerLink over one authenticated ws socket, opened once the handshake is done. */
+/**
+ * The PeerLink over one authenticated WebSocket, opened once the handshake is done. colo reads and writes the
+ * data frames itself on the FramedSocket (views of the reads in, views of the caller's pieces out: no copy);
+ * ws keeps the control protocol: pings and pongs (the heartbeat) and the close handshake.
+ */
 export class WsPeerLink implements PeerLink {
   readonly localHello: Hello;
   readonly peerHello: Hello;
   readonly extensions: readonly string[];
   readonly remoteAddress: string;
   private readonly ws: WebSocket;
+  private readonly framed: FramedSocket;
   private readonly log: Logger;
   private readonly highWaterMark: number;
   private readonly heartbeat: Heartbeat;
@@ -118,11 +66,10 @@ export class WsPeerLink implements PeerLink {
   private framesWritten = 0;
   private rtt: number | undefined;
   private readonly readRing: ReadRing | undefined;
-  /** Payload bytes out of the dialer's own frame reading so far (delivered or held). */
-  private payloadIn = 0;
 
-  constructor(ws: WebSocket, handshake: HandshakeResult, opts: WsLinkOptions) {
+  constructor(ws: WebSocket, framed: FramedSocket, handshake: HandshakeResult, opts: WsLinkOptions) {
     this.ws = ws;
+    this.framed = framed;
     this.localHello = handshake.localHello;
     this.peerHello = handshake.peerHello;
     this.extensions = Object.freeze(negotiateExtensions(this.localHello.extensions, this.peerHello.extensions));
@@ -150,7 +97,6 @@ export class WsPeerLink implements PeerLink {
         for (const l of this.rttListeners) this.callSafely('onRtt', () => l(seconds));
       },
     });
-    ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => this.received(data, isBinary));
     ws.on('ping', () => this.heartbeat.heard());
     ws.on('pong', (payload: Buffer) => this.heartbeat.pong(payload));
     ws.on('error', (err: Error) => {
@@ -164,20 +110,16 @@ export class WsPeerLink implements PeerLink {
       this.finish(error);
     });
     for (const frame of handshake.early) this.hold(frame);
-    // After ws has finished with the chunk it may be reading now (this can run inside its message event).
-    if ((ws as unknown as { _isServer?: boolean })._isServer === false) queueMicrotask(() => this.takeOverReceiving());
+    framed.setSink({
+      data: (bytes) => this.receivedBytes(bytes),
+      // The stream is the concatenation of the frames: message boundaries carry no meaning.
+      messageEnd: () => undefined,
+      broken: (error) => this.fail(error, 'close'),
+      retainedPayload: () => this.retainedPayload(),
+    });
     this.heartbeat.start();
     this.log.info({ extensions: this.extensions, peerEpoch: this.peerHello.epoch }, 'link open');
   }
-
-  /**
-   * Whether this link reads the peer's frames itself (the dialer, once open; see takeOverReceiving) rather than
-   * through ws's receiver. Not part of PeerLink: tests check it, so a ws upgrade that defeats it is noticed.
-   */
-  get readsOwnFrames(): boolean {
-    return this.ownFrames;
-  }
-  private ownFrames = false;
 
   /** How the dialer's reads went when it reads into a ring (reuseReadMemory); not part of PeerLink: tests. */
   get readRingStats(): Readonly<ReadRingStats> | undefined {
@@ -185,7 +127,7 @@ export class WsPeerLink implements PeerLink {
   }
 
   get bufferedAmount(): number {
-    return this.ws.bufferedAmount;
+    return this.framed.bufferedAmount;
   }
 
   get rttSeconds(): number | undefined {
@@ -269,6 +211,11 @@ export class WsPeerLink implements PeerLink {
     return this.ws;
   }
 
+  /** The TCP (or TLS) socket under the link, for tests that watch the wire; not part of PeerLink. */
+  get socket(): Socket {
+    return this.framed.socket;
+  }
+
   // ---- fault injection (reached only through faults.ts) ----
 
   /** Freeze like a hung process: no reading, no pings, no pongs, no sending, no judging the peer. */
@@ -301,88 +248,46 @@ export class WsPeerLink implements PeerLink {
 
   // ---- internals ----
 
+  /** Sends `bytes` a frame at a time, each once the socket's queue is under the high-water mark. */
   private async sendFrames(bytes: Uint8Array): Promise<void> {
     let offset = 0;
     while (offset < bytes.length) {
       if (this.stalled) await this.wait(this.stallWaiters);
       if (this.ended !== undefined) throw this.endedError();
-      if (this.ws.bufferedAmount >= this.highWaterMark) {
+      if (this.framed.bufferedAmount >= this.highWaterMark) {
         await this.wait(this.drainWaiters);
         continue;
       }
       const frame = bytes.subarray(offset, offset + MAX_FRAME_BYTES);
       this.framesQueued++;
-      this.ws.send(frame, { binary: true }, this.written);
+      this.framed.writeFrames([frame], frame.length, MAX_FRAME_BYTES, this.written);
       offset += frame.length;
     }
     if (this.ended !== undefined) throw this.endedError();
   }
 
   /**
-   * Sends `pieces` as binary frames of at most MAX_FRAME_BYTES when the link is the server side of the socket
-   * (unmasked frames, RFC 6455): the frame headers and the pieces (a piece may be cut between two frames, as a
-   * view) go to the socket corked, so Node writes them with one writev and nothing is copied in user space.
-   * Otherwise (a client must mask, which copies anyway; ws busy with a queued frame) they are joined and sent
-   * as send() would.
+   * Sends `pieces` as binary frames of at most MAX_FRAME_BYTES, all at once once the socket's queue is under the
+   * high-water mark: the frame headers and the pieces (a piece may be cut between two frames, as a view) go to
+   * the socket corked, so Node writes them with one writev and nothing is copied in user space.
    */
   private async sendPieceFrames(pieces: readonly Uint8Array[]): Promise<void> {
     let total = 0;
     for (const p of pieces) total += p.length;
     if (total === 0) return;
-    const socket = this.rawFrameSocket();
-    if (!socket) return this.sendFrames(joinPieces(pieces, total));
-    if (this.stalled) await this.wait(this.stallWaiters);
-    if (this.ended !== undefined) throw this.endedError();
-    while (this.ws.bufferedAmount >= this.highWaterMark) {
-      await this.wait(this.drainWaiters);
+    for (;;) {
+      if (this.stalled) await this.wait(this.stallWaiters);
       if (this.ended !== undefined) throw this.endedError();
+      if (this.framed.bufferedAmount < this.highWaterMark) break;
+      await this.wait(this.drainWaiters);
     }
-    if (this.stalled || this.rawFrameSocket() !== socket) return this.sendFrames(joinPieces(pieces, total));
-    socket.cork();
-    let i = 0;
-    let offset = 0; // into pieces[i]
-    for (let left = total; left > 0; ) {
-      const frameBytes = Math.min(MAX_FRAME_BYTES, left);
-      left -= frameBytes;
-      this.framesQueued++;
-      socket.write(binaryFrameHeader(frameBytes));
-      for (let need = frameBytes; need > 0; ) {
-        const p = pieces[i]!;
-        const take = Math.min(p.length - offset, need);
-        if (take > 0) {
-          const b = Buffer.isBuffer(p) ? p : Buffer.from(p.buffer, p.byteOffset, p.length);
-          need -= take;
-          // The frame's last write carries the callback that counts it as written.
-          socket.write(take === b.length ? b : b.subarray(offset, offset + take), need === 0 ? this.written : undefined);
-          offset += take;
-        }
-        if (offset === p.length) {
-          i++;
-          offset = 0;
-        }
-      }
-    }
-    socket.uncork();
-    if (this.ended !== undefined) throw this.endedError();
+    this.framesQueued += Math.ceil(total / MAX_FRAME_BYTES);
+    this.framed.writeFrames(pieces, total, MAX_FRAME_BYTES, this.written);
   }
 
-  /**
-   * The socket under ws when frames may be written to it directly: open, server side (no masking), ws's
-   * sender idle (it queues only while compressing or reading a Blob, neither of which colo does), not
-   * stalled. Relies on ws internals (`_socket`, `_isServer`, `_sender._state`), checked at every use.
-   */
-  private rawFrameSocket(): RawSocket | undefined {
-    const ws = this.ws as unknown as { _socket?: RawSocket | null; _isServer?: boolean; _sender?: { _state?: number; _queue?: unknown[] } };
-    const socket = ws._socket;
-    if (!socket || ws._isServer !== true || this.ws.readyState !== 1 || this.stalled) return undefined;
-    if (!ws._sender || ws._sender._state !== 0 || (ws._sender._queue?.length ?? 0) > 0) return undefined;
-    if (typeof socket.cork !== 'function' || socket.destroyed || socket.writable === false) return undefined;
-    return socket;
-  }
-
-  /** Called by ws (and sendPieceFrames) as each frame reaches the kernel: wake senders once under the high-water mark. */
+  /** Called as each frame reaches the kernel: wake senders once under the high-water mark. */
   private readonly written = (): void => {
-    const buffered = this.ws.bufferedAmount;
+    const buffered = this.framed.bufferedAmount;
     if (buffered < this.highWaterMark) {
       for (const w of this.drainWaiters.splice(0)) w.resolve();
     }
@@ -399,28 +304,13 @@ export class WsPeerLink implements PeerLink {
     return this.ended ?? new LinkError(LinkErrorCode.CLOSED, 'the link was closed by the local node');
   }
 
-  private received(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
-    if (this.ended !== undefined) return;
-    this.heartbeat.heard();
-    if (!isBinary) {
-      this.fail(new LinkError(LinkErrorCode.PROTOCOL, 'the peer sent a text frame; colo links carry binary frames only'), 'close');
-      return;
-    }
-    const frame = toBuffer(data);
-    if (this.held.length === 0 && this.canDeliver()) {
-      this.deliver(frame);
-    } else {
-      this.hold(frame);
-    }
-  }
-
   private canDeliver(): boolean {
     return !this.userPaused && !this.stalled && this.dataListeners.size > 0;
   }
 
   /**
    * A listener that throws (e.g. the stream decoder refusing the peer's bytes) ends the link: the bytes
-   * after a bad one are meaningless, and an exception escaping into ws's socket handler would crash the node.
+   * after a bad one are meaningless, and an exception escaping into the socket's read handler would crash the node.
    */
   private deliver(frame: Buffer): void {
     // A view of the read ring is given as is only to listeners that said what they keep; others get a copy.
@@ -482,76 +372,10 @@ export class WsPeerLink implements PeerLink {
     const pause = this.userPaused || this.stalled || this.heldBytes >= this.highWaterMark;
     if (pause && !this.socketPaused) {
       this.socketPaused = true;
-      this.ws.pause();
+      this.framed.pauseReading();
     } else if (!pause && this.socketPaused) {
       this.socketPaused = false;
-      this.ws.resume();
-    }
-  }
-
-  /**
-   * The dialer receives the replication stream: it reads the frames itself (FrameReader) and hands their
-   * payload on as views of the socket's reads, instead of letting ws's receiver copy every frame of up to 1 MiB
-   * together from 64 KiB reads (a sixth of the secondary's work in a synchronisation). ws keeps everything else:
-   * its socket listeners call its receiver's write(), which from now on feeds our reader; control frames go back
-   * to ws as the receiver's own events, so ws still answers pings and runs the close handshake. What ws had
-   * read but not yet delivered (a partial frame) is handed over first, with its header rebuilt. Relies on ws 8's
-   * receiver internals, checked here: anything unexpected leaves ws's receiver in charge.
-   */
-  private takeOverReceiving(): void {
-    if (this.ended !== undefined) return;
-    const r = (this.ws as unknown as { _receiver?: WsReceiver })._receiver;
-    if (!r || typeof r.write !== 'function' || !Array.isArray(r._buffers) || !Array.isArray(r._fragments)) {
-      this.log.warn('ws receiver internals not as expected (ws upgraded?): ws reassembles frames, at a copy per frame');
-      return;
-    }
-    // 0 GET_INFO, 1/2 the 16/64-bit length follows, 4 GET_DATA; anything else (mask, inflate, a deferred
-    // message event) is not a state a server's uncompressed frames leave ws in between two reads.
-    if (r._state !== 0 && r._state !== 1 && r._state !== 2 && r._state !== 4) {
-      this.log.warn({ state: r._state }, 'ws receiver in an unexpected state: ws reassembles frames, at a copy per frame');
-      return;
-    }
-    const reader = new FrameReader(
-      {
-        data: (bytes) => this.receivedBytes(bytes),
-        ping: (payload) => r.emit('ping', payload),
-        pong: (payload) => r.emit('pong', payload),
-        close: (code, reason) => r.emit('conclude', code, reason),
-      },
-      r._maxPayload > 0 ? r._maxPayload : Number.MAX_SAFE_INTEGER,
-    );
-    const pending = r._buffers;
-    const fragments = r._fragments;
-    // Inside a fragmented message the reader must expect continuations, unless the frame in progress is the
-    // message's first (binary) frame, whose rebuilt header says so itself.
-    const inMessage = r._fragmented !== 0 && (r._state === 0 || r._opcode !== 0x02);
-    let rebuilt: Buffer | undefined;
-    if (r._state !== 0) {
-      const b0 = (r._fin ? 0x80 : 0) | r._opcode;
-      if (r._state === 4) rebuilt = frameHeader(b0, r._payloadLength);
-      else rebuilt = Buffer.from([b0, r._state === 1 ? 126 : 127]);
-    }
-    r._buffers = [];
-    r._bufferedBytes = 0;
-    r._fragments = [];
-    r._state = 0;
-    r.write = (chunk: Buffer) => {
-      this.readFrames(reader, chunk);
-      return true;
-    };
-    // A fragmented message ws was assembling: its earlier fragments come first, then the frame in progress.
-    for (const f of fragments) this.receivedBytes(f);
-    if (inMessage) this.readFrames(reader, frameHeader(0x02, 0)); // opens the message in the reader's eyes
-    if (rebuilt) this.readFrames(reader, rebuilt);
-    for (const b of pending) this.readFrames(reader, b);
-    this.ownFrames = true;
-    if (this.readRing) {
-      // From now on the socket's reads come here as views of the ring, without passing ws or the stream.
-      this.readRing.consumer = {
-        deliver: (view) => this.readFrames(reader, view),
-        deliveredPayload: () => this.payloadIn,
-        retainedPayload: () => this.retainedPayload(),
-      };
+      this.framed.resumeReading();
     }
   }
 
@@ -565,19 +389,9 @@ export class WsPeerLink implements PeerLink {
     return n;
   }
 
-  private readFrames(reader: FrameReader, chunk: Buffer): void {
-    if (this.ended !== undefined) return;
-    try {
-      reader.push(chunk);
-    } catch (e) {
-      this.fail(e instanceof LinkError ? e : new LinkError(LinkErrorCode.PROTOCOL, String(e), { cause: e }), 'close');
-    }
-  }
-
-  /** Payload bytes from the dialer's own frame reading (see takeOverReceiving). */
+  /** Payload bytes of the peer's frames, as views of the socket's reads. */
   private receivedBytes(bytes: Buffer): void {
     if (this.ended !== undefined || bytes.length === 0) return;
-    this.payloadIn += bytes.length;
     this.heartbeat.heard();
     if (this.held.length === 0 && this.canDeliver()) this.deliver(bytes);
     else this.hold(bytes);
@@ -587,7 +401,7 @@ export class WsPeerLink implements PeerLink {
   private fail(error: LinkError, how: 'close' | 'terminate'): void {
     if (this.ended !== undefined) return;
     this.log.warn({ code: error.code }, error.message);
-    if (how === 'close') this.ws.close(closeCodeFor(error.code), closeReason(error.message));
+    if (how === 'close') this.ws.close(closeCodeOf(error), closeReason(error.message));
     else this.ws.terminate();
     this.finish(error);
   }
@@ -602,6 +416,11 @@ export class WsPeerLink implements PeerLink {
     for (const w of this.flushWaiters.splice(0)) w.reject(sendError);
     // Bytes that arrived before the end are delivered before the end is announced.
     this.flush();
+    // Read on, so that the peer's close frame reaches ws and the close handshake completes (nothing more is delivered).
+    if (this.socketPaused) {
+      this.socketPaused = false;
+      this.framed.resumeReading();
+    }
     const listeners = [...this.closeListeners];
     this.closeListeners.clear();
     for (const l of listeners) this.callSafely('onClose', () => l(error));
