@@ -495,7 +495,9 @@ export class PrimaryCheckpointEngine {
     for (let i = 0; i < pfns.length && !this.aborted; i += per) {
       const end = Math.min(pfns.length, i + per);
       const batch = pfns instanceof Uint32Array ? pfns.subarray(i, end) : Array.prototype.slice.call(pfns, i, end);
-      this.deltas?.remember(batch, pageOf);
+      // A checkpoint's whole pages become delta bases; of the synchronisation's only zero pages (PageDeltaSender).
+      if (wholeForDeltas) this.deltas?.remember(batch, pageOf);
+      else this.deltas?.synchronised(batch, pageOf);
       if (!sendPieces) {
         await this.write(encodePageData(batch, pageOf, opts));
         if (progress) progress.pagesSent += batch.length;

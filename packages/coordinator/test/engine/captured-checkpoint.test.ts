@@ -24,7 +24,7 @@ async function checkpointWhileTheGuestWrites(mode: ReplicationMode, extensions: 
   for (let k = 0; k < 50; k++) guest.deliverInput(1, set(`key:${k}`, `first-${k}`));
   const replica = new SimulatedGuest({ memoryBytes: PAGES * 4096, startSuspended: true });
   const stream: Buffer[] = [];
-  /** Per write of checkpoint 1: whether the guest was running, and whether it carried a PAGE_DELTA. */
+  /** Per write of checkpoint 2: whether the guest was running, and whether it carried a PAGE_DELTA. */
   const writes: { running: boolean; delta: boolean }[] = [];
   let inCheckpoint = false;
   const digests = new Map<number, string>();
@@ -63,9 +63,16 @@ async function checkpointWhileTheGuestWrites(mode: ReplicationMode, extensions: 
   engine.beginCheckpoint(0, 'initial');
   engine.suspendAndSendCheckpoint([]);
   await settle();
+  // Checkpoint 1 carries the workload's pages whole (a page goes as a delta from the second time a checkpoint
+  // carries it), so that checkpoint 2 has deltas.
+  for (let k = 0; k < 50; k++) guest.deliverInput(1, set(`key:${k}`, `warm-${k}-${'w'.repeat(30)}`));
+  engine.beginCheckpoint(1, 'periodic');
+  engine.suspendAndSendCheckpoint([]);
+  await settle();
+  await engine.completeCheckpoint();
   for (let k = 0; k < 50; k++) guest.deliverInput(1, set(`key:${k}`, `second-${k}-${'x'.repeat(30)}`));
   inCheckpoint = true;
-  engine.beginCheckpoint(1, 'periodic');
+  engine.beginCheckpoint(2, 'periodic');
   engine.suspendAndSendCheckpoint([]);
   await settle();
   await engine.completeCheckpoint();
@@ -86,7 +93,7 @@ async function checkpointWhileTheGuestWrites(mode: ReplicationMode, extensions: 
   secondary.receive(Buffer.concat(stream));
   await secondary.idle();
   expect(fault).toBeUndefined();
-  expect(applied).toEqual([digests.get(0), digests.get(1)]);
+  expect(applied).toEqual([digests.get(0), digests.get(1), digests.get(2)]);
   expect(writes.some((w) => w.delta)).toBe(true);
   return writes;
 }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CoordinatorErrorCode } from '../../src/errors.js';
-import { applyDelta, applyStateDelta, decodeDeltaBody, DeltaEncoder, encodeDeltaBody, encodeStateDelta, MAX_DELTA_BYTES, PAGE_BYTES, pageChecksum } from '../../src/engine/page-delta.js';
+import { applyDelta, applyStateDelta, decodeDeltaBody, DeltaEncoder, encodeDeltaBody, encodeStateDelta, MAX_DELTA_BYTES, PAGE_BYTES, pageChecksum, PageDeltaSender } from '../../src/engine/page-delta.js';
 
 /**
  * The page-delta codec against the plain path (the page itself): whatever the base and the edits, applying the
@@ -176,5 +176,43 @@ describe('page deltas', () => {
       }),
       { numRuns: 1000 },
     );
+  });
+});
+
+describe("the primary's copy of what the secondary holds (PageDeltaSender)", () => {
+  /** Four pages: 0 and 1 zeros, 2 and 3 data; `edit` changes a few bytes of a page. */
+  function memory() {
+    const pages = [new Uint8Array(PAGE_BYTES), new Uint8Array(PAGE_BYTES), Uint8Array.from(randomBytes(PAGE_BYTES)), Uint8Array.from(randomBytes(PAGE_BYTES))];
+    const edit = (pfn: number) => pages[pfn]!.set(randomBytes(16), 64);
+    return { pageOf: (pfn: number) => pages[pfn]!, edit };
+  }
+
+  it('keeps no copy of what the synchronisation sent: zero pages go as deltas against zeros, the others whole the first time, then as deltas', () => {
+    const m = memory();
+    const sender = new PageDeltaSender(4);
+    sender.synchronised([0, 1, 2, 3], m.pageOf);
+    for (const pfn of [0, 2]) m.edit(pfn);
+    const first = sender.split([0, 2], m.pageOf, new Set());
+    expect(first.whole).toEqual([2]);
+    expect(first.deltaPages).toBe(1);
+    sender.remember(first.whole, m.pageOf);
+    for (const pfn of [0, 2]) m.edit(pfn);
+    const second = sender.split([0, 2], m.pageOf, new Set());
+    expect(second.whole).toEqual([]);
+    expect(second.deltaPages).toBe(2);
+    // Each delta rebuilds the page from the copy the secondary holds.
+    const entries = second.bodies.flatMap((b) => decodeDeltaBody(b, 4));
+    expect(entries.map((e) => e.pfn)).toEqual([0, 2]);
+  });
+
+  it('a page sent as zeros and then, in a later synchronisation round, as data is unknown again', () => {
+    const m = memory();
+    const sender = new PageDeltaSender(4);
+    sender.synchronised([0, 1], m.pageOf);
+    m.edit(1);
+    sender.synchronised([1], m.pageOf);
+    m.edit(1);
+    expect(sender.split([1], m.pageOf, new Set()).whole).toEqual([1]);
+    expect(sender.split([0], m.pageOf, new Set()).unchanged).toBe(1);
   });
 });
