@@ -12,6 +12,7 @@ export { NODE_DEFAULTS } from './defaults.js';
 export type { CheckpointReason, MachineTimings, NodeRole, ReplicationMode } from './statechart/types.js';
 export type { CheckpointMeasurement, CheckpointPhases } from './engine/measurement.js';
 export { ALL_EXTENSIONS, Extension } from './engine/extensions.js';
+export { isLinkRefusal, negotiateExtensions } from './transport/index.js';
 
 // Errors, each with a stable code.
 export { CoordinatorError, CoordinatorErrorCode, isCoordinatorError } from './errors.js';
@@ -41,6 +42,7 @@ export {
 export {
   connectToPeer,
   listenForPeers,
+  wsNetwork,
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
   type ConnectOptions,
@@ -50,6 +52,7 @@ export {
   type LinkSecurity,
   type ListenOptions,
   type PeerLink,
+  type PeerNetwork,
   type PeerServer,
 } from './transport/index.js';
 

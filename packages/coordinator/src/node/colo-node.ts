@@ -16,11 +16,10 @@ import type { PrimaryContext, PrimaryEvent } from '../statechart/primary.js';
 import type { SecondaryEvent } from '../statechart/secondary.js';
 import { DEFAULT_TIMINGS, REQUESTABLE_REASONS, type CheckpointReason, type NodeRole, type RequestableReason } from '../statechart/types.js';
 import {
-  connectToPeer,
   DEFAULT_HEARTBEAT,
   LinkErrorCode,
-  listenForPeers,
   PROTOCOL_VERSION,
+  wsNetwork,
   type Hello,
   type LinkRefusal,
   type PeerLink,
@@ -438,7 +437,7 @@ export class ColoNode {
       this.roleLogger().warn('no replication.listen address: running unprotected, no secondary can join');
       return;
     }
-    this.server = await listenForPeers({
+    this.server = await (this.o.network ?? wsNetwork).listen({
       host: listen.host,
       port: listen.port,
       security: this.o.security,
@@ -677,7 +676,7 @@ export class ColoNode {
     actor.start();
     let link: PeerLink;
     try {
-      link = await connectToPeer({
+      link = await (this.o.network ?? wsNetwork).connect({
         url,
         security: this.o.security,
         heartbeat: this.o.heartbeat ?? DEFAULT_HEARTBEAT,

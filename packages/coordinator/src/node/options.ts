@@ -4,7 +4,7 @@ import type { Arbiter } from '../arbiter/arbiter.js';
 import type { GuestIdentity } from '../engine/extensions.js';
 import type { PrecopyLimits } from '../engine/primary-engine.js';
 import type { MachineTimings, NodeRole, ReplicationMode } from '../statechart/types.js';
-import type { HeartbeatOptions, LinkSecurity, PeerLink } from '../transport/index.js';
+import type { HeartbeatOptions, LinkSecurity, PeerLink, PeerNetwork } from '../transport/index.js';
 
 export interface ColoNodeOptions {
   nodeId: string;
@@ -60,5 +60,7 @@ export interface ColoNodeOptions {
    * channel) from a secondary whose hello passes the same checks. Without it such links are refused.
    */
   onSideLink?: (link: PeerLink) => void;
+  /** Where the replication link comes from (default wsNetwork: WebSocket over TCP); a simulation passes its own. */
+  network?: PeerNetwork;
   logger?: Logger;
 }

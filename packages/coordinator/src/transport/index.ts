@@ -15,6 +15,7 @@ export { listenForPeers } from './listener.js';
 export type { ListenOptions, PeerServer } from './listener.js';
 export { connectToPeer } from './dialer.js';
 export type { ConnectOptions } from './dialer.js';
+export { wsNetwork, type PeerNetwork } from './network.js';
 export { MIN_PSK_BYTES } from './psk.js';
 export { DEFAULT_HIGH_WATER_MARK, MAX_FRAME_BYTES } from './ws-link.js';
 export {
