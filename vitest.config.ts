@@ -27,6 +27,7 @@ export default defineConfig({
       pkg('qemu'),
       pkg('coordinator'),
       pkg('cli'),
+      pkg('sim'),
       {
         resolve: { conditions },
         ssr: { resolve: { conditions } },

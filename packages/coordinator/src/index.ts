@@ -14,6 +14,10 @@ export type { CheckpointMeasurement, CheckpointPhases } from './engine/measureme
 export { ALL_EXTENSIONS, Extension } from './engine/extensions.js';
 export { isLinkRefusal, negotiateExtensions } from './transport/index.js';
 
+// The output rule on a primary, for a driver (or a simulation) that brings its own client path: input in, output
+// released only as the protection mode and the arbiter allow (docs/output-rules.md).
+export { PrimaryProxy, type PrimaryProxyOptions } from './proxy/primary-proxy.js';
+
 // Errors, each with a stable code.
 export { CoordinatorError, CoordinatorErrorCode, isCoordinatorError } from './errors.js';
 export { LinkError, LinkErrorCode, isLinkError } from './transport/errors.js';

@@ -212,8 +212,8 @@ export class ColoNode {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    this.primaryActor?.send({ type: 'STOP' });
-    this.secondaryActor?.send({ type: 'STOP' });
+    // An actor that reached its final state (fenced, halted, promoted away) takes no more events.
+    for (const actor of [this.primaryActor, this.secondaryActor]) if (actor?.getSnapshot().status === 'active') actor.send({ type: 'STOP' });
     this.primaryActor?.stop();
     this.secondaryActor?.stop();
     this.link?.close('node stopped');

@@ -1,0 +1,465 @@
+import { ColoNode, isCoordinatorError, PAIR_HOLDER, PrimaryProxy, type CheckpointMeasurement } from '@colo/coordinator';
+import { SimulatedGuest, type Domain } from '@colo/domain';
+import pino from 'pino';
+import { SimArbiter } from './arbiter.js';
+import { SimClock } from './clock.js';
+import { SimNetwork } from './network.js';
+import { Rng } from './rng.js';
+
+/** The two hosts of the pair. */
+export const HOSTS = ['a', 'b'] as const;
+export type Host = (typeof HOSTS)[number];
+
+export const FAULT_KINDS = ['crash', 'host-loss', 'freeze', 'partition', 'arbiter-off', 'reset', 'lost-answers'] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
+
+/** One injected fault: what, on which host, when (simulated ms) and for how long. */
+export interface Fault {
+  at: number;
+  kind: FaultKind;
+  /** The primary or the secondary of the moment it strikes (crash, host-loss, freeze, arbiter-off, reset). */
+  target: 'primary' | 'secondary';
+  durationMs: number;
+}
+
+export interface RunOptions {
+  seed: number;
+  /** Simulated seconds of the run (the faults end at least `settleSeconds` before). */
+  seconds?: number;
+  /** The faults to inject; default: drawn from the seed. */
+  faults?: readonly Fault[];
+}
+
+export interface RunResult {
+  seed: number;
+  faults: Fault[];
+  /** Empty when every invariant held. */
+  violations: string[];
+  simSeconds: number;
+  /** Client writes acknowledged (their reply released). */
+  acknowledged: number;
+  checkpoints: number;
+  failovers: number;
+  /** Callbacks the clock fired. */
+  events: number;
+}
+
+const GUEST_BYTES = 64 * 1024;
+const CLIENTS = 3;
+const KEYS_PER_CLIENT = 4;
+const SETTLE_SECONDS = 15;
+const PSK = new Uint8Array(32).fill(7);
+const LISTEN_PORT = 7000;
+const silent = pino({ level: 'silent' });
+
+/** The faults of a seed: up to four, each over before the run's last SETTLE_SECONDS. */
+export function faultsFor(seed: number, seconds: number): Fault[] {
+  const rng = new Rng(seed ^ 0x5eed);
+  const n = rng.int(0, 4);
+  const faults: Fault[] = [];
+  for (let i = 0; i < n; i++) {
+    const kind = rng.pick(FAULT_KINDS);
+    const durationMs = kind === 'freeze' ? rng.pick([200, 900, 1500, 4000, 12_000]) : rng.int(300, 6000);
+    const latest = (seconds - SETTLE_SECONDS) * 1000 - durationMs;
+    faults.push({ at: rng.int(1500, Math.max(1500, latest)), kind, target: rng.pick(['primary', 'secondary'] as const), durationMs });
+  }
+  return faults.sort((x, y) => x.at - y.at);
+}
+
+interface Process {
+  id: number;
+  host: Host;
+  node: ColoNode;
+  guest: Domain | undefined;
+  proxy: PrimaryProxy | undefined;
+  attached: boolean;
+  ended: boolean;
+  /** Link index of the checkpoint being taken (primary). */
+  suspendingIndex: number | undefined;
+  /** Secondary: the primary process it joined. */
+  joined: Process | undefined;
+  /** Secondary: its guest's memory after the last checkpoint it applied. */
+  appliedMemory?: Buffer;
+}
+
+interface Pending {
+  key: string;
+  version: number;
+  proxy: PrimaryProxy;
+  conn: number;
+  sentAt: number;
+}
+
+/**
+ * One simulated run: a Remus pair of ColoNodes on hosts a and b (host a starts as primary), the simulated arbiter,
+ * three clients writing versioned keys through the primary's output rule (PrimaryProxy), and the faults. A
+ * supervisor restarts a node that ended as a secondary of the other host, as `colo pair` does. The invariants are
+ * checked as the run goes and at its end; a violation is a sentence saying what and when.
+ */
+export async function runSimulation(opts: RunOptions): Promise<RunResult> {
+  const seconds = opts.seconds ?? 40;
+  const faults = [...(opts.faults ?? faultsFor(opts.seed, seconds))];
+  const rng = new Rng(opts.seed);
+  const clock = new SimClock();
+  const net = new SimNetwork({ clock, rng: rng.fork() });
+  const arbiter = new SimArbiter(clock, rng.fork());
+  const violations: string[] = [];
+  // COLO_SIM_TRACE=1: every transition, checkpoint, release and fault of the run on stderr (replaying one seed).
+  const tracing = process.env.COLO_SIM_TRACE === '1';
+  const trace = (what: string) => {
+    if (tracing) process.stderr.write(`${(clock.now / 1000).toFixed(3)} ${what}\n`);
+  };
+  const violate = (what: string) => {
+    if (violations.length < 20) violations.push(`t=${(clock.now / 1000).toFixed(3)} s: ${what}`);
+  };
+  const uninstall = clock.install();
+  const onRejection = (e: unknown) => violate(`unhandled rejection: ${(e as Error)?.stack ?? String(e)}`);
+  process.on('unhandledRejection', onRejection);
+
+  /** Persisted per host: the highest epoch its node saw (what a restarted node starts from). */
+  const disk: Record<Host, number> = { a: 0, b: 0 };
+  const live: Partial<Record<Host, Process>> = {};
+  /** Per key, the highest version a client saw acknowledged. */
+  const ledger = new Map<string, number>();
+  /** The primary's memory at each checkpoint not yet applied: `${process id}:${link index}` (a copy: cheaper than a hash). */
+  const writtenMemory = new Map<string, Buffer>();
+  /** Per epoch, the processes that released output in it. */
+  const releasers = new Map<number, Set<number>>();
+  let acknowledged = 0;
+  let checkpoints = 0;
+  let failovers = 0;
+  let nextProcess = 1;
+  let nextConn = 1;
+  let lastProtected = 0;
+
+  const other = (h: Host): Host => (h === 'a' ? 'b' : 'a');
+  const versionIn = (guest: Domain | undefined, key: string): number => {
+    const v = (guest as SimulatedGuest | undefined)?.readKey(key);
+    return v ? Number(v.toString().slice(1)) : 0;
+  };
+  const checkLedger = (guest: Domain | undefined, when: string) => {
+    for (const [key, version] of ledger) {
+      const held = versionIn(guest, key);
+      if (held < version) violate(`${when}: key ${key} holds version ${held}, but version ${version} was acknowledged`);
+    }
+  };
+
+  const newGuest = (suspended: boolean) =>
+    new SimulatedGuest({ memoryBytes: GUEST_BYTES, uuid: '00000000-0000-4000-8000-00000000c010', startSuspended: suspended, random: () => rng.next(), clock: () => Date.now() });
+
+  const openProxy = (p: Process, guest: Domain, firstConnectionId: number) => {
+    const proxy = new PrimaryProxy({ domain: guest, firstConnectionId });
+    proxy.onCheckpointNeeded((reason) => void p.node.requestCheckpoint(reason).catch(() => undefined));
+    proxy.onRelease((conn, bytes) => released(p, proxy, conn, bytes));
+    p.proxy = proxy;
+    void proxy.start();
+  };
+
+  /** Starts a node on `host` (in a turn of its own): the primary with a new guest, or a secondary of the other host. */
+  const start = (host: Host, role: 'primary' | 'secondary') =>
+    clock.later(host, 0, () => {
+      const id = nextProcess++;
+      const guest = role === 'primary' ? newGuest(false) : undefined;
+      const node = new ColoNode({
+        nodeId: host,
+        role,
+        mode: 'remus',
+        ...(guest ? { domain: guest } : {}),
+        hostGuest: () => {
+          const g = newGuest(true);
+          p.guest = g;
+          return g;
+        },
+        replication: { listen: { host, port: LISTEN_PORT }, ...(role === 'secondary' ? { peer: `ws://${other(host)}:${LISTEN_PORT}` } : {}) },
+        security: { psk: PSK },
+        heartbeat: { intervalMs: 100, timeoutMs: 1000 },
+        timings: { remusIntervalMs: 100, phaseTimeoutMs: 2000, stallTimeoutMs: 2000 },
+        arbiter: arbiter.forHost(host),
+        epoch: disk[host],
+        network: net.forHost(host),
+        connectTimeoutMs: 3000,
+        logger: silent,
+      });
+      const p: Process = { id, host, node, guest, proxy: undefined, attached: false, ended: false, suspendingIndex: undefined, joined: role === 'secondary' ? live[other(host)] : undefined };
+      live[host] = p;
+      wire(p);
+      if (guest) openProxy(p, guest, 1);
+      node.start().catch((e: unknown) => {
+        typed(e, `${host} start`);
+        end(p, 1000);
+      });
+    });
+
+  const typed = (e: unknown, where: string) => {
+    if (!isCoordinatorError(e) && !(e as { code?: unknown })?.code) violate(`${where}: an untyped error: ${(e as Error)?.stack ?? String(e)}`);
+  };
+
+  /** The process is over (it stopped, or its host's supervisor saw it end): restart it as a secondary after `restartMs`. */
+  const end = (p: Process, restartMs: number) => {
+    if (p.ended) return;
+    p.ended = true;
+    disk[p.host] = Math.max(disk[p.host], p.node.epoch);
+    void p.proxy?.close();
+    p.proxy = undefined;
+    clock.later(p.host, 0, () => void p.node.stop().catch(() => undefined));
+    clock.later(p.host, restartMs, () => {
+      if (live[p.host] === p) {
+        delete live[p.host];
+        start(p.host, 'secondary');
+      }
+    });
+  };
+
+  const wire = (p: Process) => {
+    const n = p.node;
+    n.on('suspending', (linkIndex) => {
+      trace(`${p.host}#${p.id} suspending (link index ${linkIndex})`);
+      p.suspendingIndex = linkIndex;
+      if (n.role !== 'primary') return;
+      if (p.attached && linkIndex !== undefined) p.proxy?.beforeSuspend(linkIndex + 1);
+      else p.proxy?.beforeSuspend(0);
+    });
+    n.on('resumed', () => {
+      trace(`${p.host}#${p.id} resumed`);
+      if (n.role === 'primary') p.proxy?.afterResume();
+    });
+    n.on('written', (_seq, d) => {
+      if (p.suspendingIndex === undefined) return;
+      writtenMemory.set(`${p.id}:${p.suspendingIndex}`, Buffer.from(d.pages!(0, d.pageCount)));
+      writtenMemory.delete(`${p.id}:${p.suspendingIndex - 64}`);
+    });
+    n.on('applied', (index, d) => {
+      const primary = p.joined;
+      if (!primary) return;
+      const want = writtenMemory.get(`${primary.id}:${index}`);
+      if (want === undefined) violate(`${p.host} applied checkpoint ${index} of process ${primary.id}, which never wrote it`);
+      else if (Buffer.compare(want, d.pages!(0, d.pageCount)) !== 0) violate(`${p.host} applied checkpoint ${index}: its memory is not the primary's at that checkpoint`);
+      writtenMemory.delete(`${primary.id}:${index}`);
+      p.appliedMemory = Buffer.from(d.pages!(0, d.pageCount));
+    });
+    n.on('checkpoint', (m: CheckpointMeasurement) => {
+      checkpoints++;
+      trace(`${p.host}#${p.id} checkpoint ${m.seq} link index ${m.linkIndex} (${m.reason})`);
+      if (n.role === 'primary' && p.attached) {
+        p.proxy?.ack(m.linkIndex + 1);
+        p.proxy?.checkpointComplete(m.linkIndex + 1);
+      }
+    });
+    n.onTransition((t) => {
+      trace(`${p.host}#${p.id} ${t.role} ${t.from} -> ${t.to} (${t.event}) epoch ${t.epoch}`);
+      if (t.role === 'primary' && t.to.startsWith('syncing') && !p.attached) {
+        p.attached = true;
+        p.proxy?.holdUntilRecorded();
+        p.proxy?.attachSecondary({ send: async () => undefined, onData: () => () => undefined }, 'remus');
+      }
+      if (t.role === 'primary' && t.to.startsWith('protected')) lastProtected = clock.now;
+    });
+    n.on('unprotected', () => {
+      if (!p.attached) return;
+      p.attached = false;
+      p.proxy?.secondaryLost();
+    });
+    n.on('deciding', () => {
+      if (n.role === 'primary') p.proxy?.holdForDecision();
+    });
+    n.on('continuing', () => p.proxy?.continueAlone());
+    n.on('pairProtected', () => p.proxy?.recorded());
+    n.on('promoted', (epoch) => {
+      failovers++;
+      disk[p.host] = Math.max(disk[p.host], epoch);
+      checkLedger(p.guest, `${p.host} promoted at epoch ${epoch}`);
+      // No half-applied checkpoint: the guest it serves is exactly the last checkpoint it applied.
+      const g = p.guest;
+      if (!g || !p.appliedMemory) violate(`${p.host} promoted at epoch ${epoch} without a complete checkpoint`);
+      else if (Buffer.compare(p.appliedMemory, g.pages!(0, g.pageCount)) !== 0) violate(`${p.host} promoted at epoch ${epoch}: its guest is not the last checkpoint it applied`);
+      // Clients' connections on the old primary are gone; new ones start above any id the guest knows.
+      if (p.guest) openProxy(p, p.guest, 1_000_000 * (epoch + 1));
+    });
+    n.on('fenced', (e) => {
+      typed(e, `${p.host} fenced`);
+      end(p, 1000);
+    });
+    n.on('halted', (e) => {
+      typed(e, `${p.host} halted`);
+      end(p, 1000);
+    });
+  };
+
+  // ---- clients: one write at a time each, through the current primary's proxy
+
+  const pending = new Map<number, Pending>();
+  const versions = new Map<string, number>();
+  const released = (p: Process, proxy: PrimaryProxy, conn: number, bytes: Uint8Array | null) => {
+    const epoch = p.node.epoch;
+    let set = releasers.get(epoch);
+    if (!set) releasers.set(epoch, (set = new Set()));
+    set.add(p.host === 'a' ? 1 : 2);
+    if (set.size > 1) violate(`both nodes released output at epoch ${epoch}`);
+    const w = pending.get(conn);
+    if (!w || w.proxy !== proxy || bytes === null) return;
+    if (!Buffer.from(bytes).toString('latin1').includes('+OK')) return;
+    pending.delete(conn);
+    trace(`${p.host}#${p.id} acknowledged ${w.key} v${w.version} (epoch ${epoch})`);
+    ledger.set(w.key, Math.max(ledger.get(w.key) ?? 0, w.version));
+    acknowledged++;
+  };
+  const clientConns = new Map<string, { proxy: PrimaryProxy; conn: number; host: Host; id: number }>();
+  /**
+   * A client keeps its connection while it is answered. A write unanswered for 3 s is given up: the client drops
+   * that connection (a late reply on it counts for nothing, as for a real client that timed out) and connects to a
+   * node that says it is the primary (a stale one, thawed, included: that is the danger being tested).
+   */
+  const clientTick = (c: number) => {
+    const mine = [...pending.values()].find((w) => w.key.startsWith(`c${c}:`));
+    if (mine && clock.now - mine.sentAt < 3000) return;
+    let cc = clientConns.get(`${c}`);
+    if (mine) {
+      pending.delete(mine.conn);
+      cc = undefined;
+    }
+    const claimants = HOSTS.map((h) => live[h]).filter((p): p is Process => !!p && !p.ended && p.node.role === 'primary' && !!p.proxy);
+    if (cc && !claimants.some((p) => p.proxy === cc!.proxy)) cc = undefined;
+    if (!cc) {
+      if (claimants.length === 0) return;
+      const primary = rng.pick(claimants);
+      const proxy = primary.proxy!;
+      // Connection ids are the simulation's, never reused: a promoted guest knows the old primary's connections.
+      cc = { proxy, conn: nextConn++, host: primary.host, id: primary.id };
+      const conn = cc.conn;
+      clock.later(primary.host, net.latency(), () => {
+        try {
+          proxy.input(conn, 'open');
+        } catch {
+          // A closed proxy: the next tick finds the new primary.
+        }
+      });
+      clientConns.set(`${c}`, cc);
+    }
+    const proxy = cc.proxy;
+    const primary = { host: cc.host, id: cc.id };
+    const key = `c${c}:k${rng.int(0, KEYS_PER_CLIENT - 1)}`;
+    const version = (versions.get(key) ?? 0) + 1;
+    versions.set(key, version);
+    const value = `v${version}`;
+    const cmd = `*3\r\n$3\r\nSET\r\n$${key.length}\r\n${key}\r\n$${value.length}\r\n${value}\r\n`;
+    pending.set(cc.conn, { key, version, proxy, conn: cc.conn, sentAt: clock.now });
+    const conn = cc.conn;
+    // The request reaches the primary's host over the network, in that host's turn.
+    clock.later(primary.host, net.latency(), () => {
+      trace(`${primary.host}#${primary.id} input ${key} v${version} (conn ${conn})`);
+      try {
+        proxy.input(conn, 'data', Buffer.from(cmd, 'latin1'));
+      } catch {
+        pending.delete(conn);
+      }
+    });
+  };
+
+  // ---- faults
+
+  /** The primary in truth: of the nodes that think they are one, the one at the highest epoch (a thawed one is stale). */
+  const truePrimary = (): Host | undefined =>
+    HOSTS.filter((h) => live[h] && !live[h]!.ended && live[h]!.node.role === 'primary').sort((x, y) => live[y]!.node.epoch - live[x]!.node.epoch)[0];
+  const roleHost = (target: 'primary' | 'secondary'): Host | undefined => {
+    const primary = truePrimary();
+    if (!primary) return undefined;
+    return target === 'primary' ? primary : other(primary);
+  };
+  const pairProtected = () => HOSTS.some((h) => live[h] && !live[h]!.ended && live[h]!.node.isProtectedPrimary);
+  /**
+   * The pair is protected in truth: the arbiter records it as a pair and the secondary process lives (frozen or cut
+   * off perhaps). Not what either node believes: a frozen secondary still thinks itself protected after its
+   * primary went on alone (and then the primary's loss is the loss of an unprotected guest).
+   */
+  const secondaryCanTakeOver = (primary: Host) => {
+    const s = live[other(primary)];
+    return !!s && !s.ended && s.node.role === 'secondary' && arbiter.record?.holder === PAIR_HOLDER;
+  };
+  const inject = (f: Fault) => {
+    const host = roleHost(f.target);
+    trace(`fault ${f.kind} on the ${f.target} (${host ?? 'none'}) for ${f.durationMs} ms`);
+    if (!host) return;
+    const p = live[host];
+    // Losing the primary while no secondary holds a checkpoint loses the pair (a double fault): not injected.
+    const losesPair = (f.kind === 'crash' || f.kind === 'host-loss') && host === truePrimary() && !secondaryCanTakeOver(host);
+    if (losesPair) return;
+    switch (f.kind) {
+      case 'crash':
+        if (!p) return;
+        net.processEnded(host);
+        clock.kill(host);
+        p.ended = true;
+        disk[host] = Math.max(disk[host], p.node.epoch);
+        delete live[host];
+        clock.later(undefined, f.durationMs, () => start(host, 'secondary'));
+        return;
+      case 'host-loss':
+        if (!p) return;
+        net.hostLost(host);
+        clock.kill(host);
+        p.ended = true;
+        disk[host] = Math.max(disk[host], p.node.epoch);
+        delete live[host];
+        setTimeout(() => {
+          net.hostBack(host);
+          start(host, 'secondary');
+        }, f.durationMs);
+        return;
+      case 'freeze':
+        clock.freeze(host);
+        setTimeout(() => clock.thaw(host), f.durationMs);
+        return;
+      case 'partition':
+        net.partition('a', 'b');
+        setTimeout(() => net.heal('a', 'b'), f.durationMs);
+        return;
+      case 'arbiter-off':
+        arbiter.cutOff(host, true);
+        setTimeout(() => arbiter.cutOff(host, false), f.durationMs);
+        return;
+      case 'reset':
+        net.reset(host);
+        return;
+      case 'lost-answers':
+        arbiter.lostAnswers = 0.5;
+        setTimeout(() => (arbiter.lostAnswers = 0), f.durationMs);
+        return;
+    }
+  };
+
+  try {
+    start('a', 'primary');
+    clock.later(undefined, 200, () => start('b', 'secondary'));
+    for (let c = 0; c < CLIENTS; c++) {
+      const tick = () => {
+        clientTick(c);
+        setTimeout(tick, rng.int(10, 80));
+      };
+      setTimeout(tick, 500 + c * 7);
+    }
+    for (const f of faults) setTimeout(() => inject(f), f.at);
+    await clock.run(seconds * 1000, () => violations.length >= 20);
+
+    // ---- the end: one primary serving, protected again, holding every acknowledged write
+    const primaries = HOSTS.filter((h) => live[h] && !live[h]!.ended && live[h]!.node.role === 'primary');
+    if (primaries.length !== 1) violate(`${primaries.length} primaries at the end (${primaries.join(', ') || 'none'})`);
+    const serving = primaries.length === 1 ? live[primaries[0]!] : undefined;
+    if (serving) checkLedger(serving.guest, `the end, primary ${serving.host}`);
+    if (!pairProtected()) violate(`the pair is not protected ${SETTLE_SECONDS} s after the last fault (last protected at t=${(lastProtected / 1000).toFixed(3)} s)`);
+    if (acknowledged === 0) violate('no write was acknowledged in the whole run');
+  } finally {
+    // Stopping takes simulated time too (closing links, the arbiter's last word): the clock runs it out.
+    for (const h of HOSTS) {
+      const p = live[h];
+      if (!p) continue;
+      p.ended = true;
+      void p.proxy?.close();
+      clock.later(h, 0, () => void p.node.stop().catch(() => undefined));
+    }
+    await clock.run(clock.now + 5000).catch(() => undefined);
+    process.off('unhandledRejection', onRejection);
+    uninstall();
+  }
+  // The run's own length (the shutdown after it is not counted).
+  return { seed: opts.seed, faults, violations, simSeconds: seconds, acknowledged, checkpoints, failovers, events: clock.fired };
+}
