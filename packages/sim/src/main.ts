@@ -68,7 +68,7 @@ async function main(): Promise<number> {
   const rate = summary.simSeconds / (summary.wallMs / 1000);
   console.log(
     `${summary.seeds} seeds, ${Math.round(summary.simSeconds)} simulated s in ${(summary.wallMs / 1000).toFixed(1)} s (${rate.toFixed(0)} simulated s per wall s); ` +
-      `${summary.acknowledged} writes acknowledged, ${summary.failovers} failovers, ${summary.checkpoints} checkpoints; ${summary.failures.length} failed`,
+      `${summary.acknowledged} writes acknowledged, ${summary.failovers} failovers, ${summary.checkpoints} checkpoints, ${summary.pairsLost} pairs lost to a double fault; ${summary.failures.length} failed`,
   );
   for (const f of summary.failures) {
     console.log(`\nseed ${f.seed} failed:\n  ${f.violations.join('\n  ')}\n  faults: ${JSON.stringify(f.faults)}\n  shrunk: ${JSON.stringify(f.shrunk)}\n  replay: ${f.replay}`);

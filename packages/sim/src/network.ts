@@ -14,7 +14,13 @@ import {
 import type { SimClock } from './clock.js';
 import type { Rng } from './rng.js';
 
-type Message = { kind: 'data'; bytes: Uint8Array } | { kind: 'ping'; sentAt: number } | { kind: 'pong'; sentAt: number } | { kind: 'close'; error: LinkError | null };
+type Message =
+  | { kind: 'data'; bytes: Uint8Array }
+  | { kind: 'ping'; sentAt: number }
+  | { kind: 'pong'; sentAt: number }
+  | { kind: 'close'; error: LinkError | null }
+  /** The connection broke here: what came before it was delivered, nothing after it is. */
+  | { kind: 'reset' };
 
 interface Listening {
   host: string;
@@ -45,6 +51,8 @@ export class SimNetwork {
   readonly #partitions = new Set<string>();
   readonly #gone = new Set<string>();
   readonly #ends = new Set<SimLinkEnd>();
+  /** Hosts whose next data message is cut short and the link broken right after (cutNextMessage). */
+  readonly #cutting = new Set<string>();
   #nextPort = 1000;
 
   constructor(opts: SimNetworkOptions) {
@@ -99,6 +107,37 @@ export class SimNetwork {
   /** A host that was lost is back (empty: its processes start anew). */
   hostBack(host: string): void {
     this.#gone.delete(host);
+  }
+
+  /**
+   * The next data message the host sends on any link arrives cut short at a random byte (a record, a checkpoint,
+   * cut anywhere), and the connection breaks right behind it: both ends see LINK_SOCKET_ERROR.
+   */
+  cutNextMessage(host: string): void {
+    this.#cutting.add(host);
+  }
+
+  /** @internal Whether this message from `host` is the one to cut (once). */
+  takeCut(host: string): boolean {
+    return this.#cutting.delete(host);
+  }
+
+  /**
+   * @internal Where to cut `bytes` (at least one byte delivered, at least one not): half the time at a byte drawn
+   * at random, half the time between two records of the migration stream when the message is whole records (a
+   * record header is its type and its length, little-endian, the body padded to 8 bytes): a checkpoint cut at any
+   * record, not only inside its largest one.
+   */
+  cutAt(bytes: Uint8Array): number {
+    const boundaries: number[] = [];
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let at = 0; at + 8 <= bytes.length; ) {
+      at += 8 + ((view.getUint32(at + 4, true) + 7) & ~7);
+      if (at < bytes.length) boundaries.push(at);
+      else if (at > bytes.length) boundaries.length = 0;
+    }
+    if (boundaries.length > 0 && this.#rng.chance(0.5)) return this.#rng.pick(boundaries);
+    return this.#rng.int(1, Math.max(1, bytes.length - 1));
   }
 
   /** Resets every link of the host (both ends see LINK_SOCKET_ERROR). */
@@ -216,6 +255,11 @@ export class SimLinkEnd implements PeerLink {
 
   async send(bytes: Uint8Array): Promise<void> {
     if (this.#ended !== undefined) throw this.#endedError();
+    if (bytes.length > 1 && this.#net.takeCut(this.host)) {
+      this.#transmit({ kind: 'data', bytes: Uint8Array.from(bytes.subarray(0, this.#net.cutAt(bytes))) });
+      this.#transmit({ kind: 'reset' });
+      return;
+    }
     this.#transmit({ kind: 'data', bytes: Uint8Array.from(bytes) });
   }
 
@@ -347,6 +391,9 @@ export class SimLinkEnd implements PeerLink {
         for (const l of this.#rttListeners) l(this.#rtt);
         return;
       }
+      case 'reset':
+        this.reset();
+        return;
       case 'close':
         this.#flush();
         this.#finish(message.error ?? new LinkError(LinkErrorCode.CLOSED, 'the peer closed the link (close code 1000)'));

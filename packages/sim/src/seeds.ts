@@ -32,6 +32,8 @@ export interface SeedsSummary {
   acknowledged: number;
   failovers: number;
   checkpoints: number;
+  /** Seeds whose faults killed the node that had won the epoch to act alone (safe: nobody serves; see RunResult). */
+  pairsLost: number;
   failures: Failure[];
 }
 
@@ -73,7 +75,7 @@ export async function runSeeds(opts: SeedsOptions = {}): Promise<SeedsSummary> {
   const from = opts.from ?? 1;
   const seconds = opts.seconds ?? 40;
   const started = Date.now();
-  const summary: SeedsSummary = { seeds: 0, simSeconds: 0, wallMs: 0, acknowledged: 0, failovers: 0, checkpoints: 0, failures: [] };
+  const summary: SeedsSummary = { seeds: 0, simSeconds: 0, wallMs: 0, acknowledged: 0, failovers: 0, checkpoints: 0, pairsLost: 0, failures: [] };
   for (let seed = from; ; seed++) {
     if (opts.count !== undefined && seed >= from + opts.count) break;
     if (opts.wallMs !== undefined && Date.now() - started >= opts.wallMs) break;
@@ -83,6 +85,7 @@ export async function runSeeds(opts: SeedsOptions = {}): Promise<SeedsSummary> {
     summary.acknowledged += r.acknowledged;
     summary.failovers += r.failovers;
     summary.checkpoints += r.checkpoints;
+    if (r.pairLost) summary.pairsLost++;
     opts.onResult?.(r);
     if (r.violations.length > 0) {
       const shrunk = opts.shrink === false ? r.faults : await shrink(seed, seconds, r.faults);

@@ -10,7 +10,7 @@ import { Rng } from './rng.js';
 export const HOSTS = ['a', 'b'] as const;
 export type Host = (typeof HOSTS)[number];
 
-export const FAULT_KINDS = ['crash', 'host-loss', 'freeze', 'partition', 'arbiter-off', 'reset', 'lost-answers'] as const;
+export const FAULT_KINDS = ['crash', 'host-loss', 'freeze', 'partition', 'arbiter-off', 'reset', 'lost-answers', 'cut'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** One injected fault: what, on which host, when (simulated ms) and for how long. */
@@ -40,12 +40,19 @@ export interface RunResult {
   acknowledged: number;
   checkpoints: number;
   failovers: number;
+  /** The node that won the epoch to act alone was killed: no node may serve (safe; an operator decides). */
+  pairLost: boolean;
   /** Callbacks the clock fired. */
   events: number;
 }
 
 const GUEST_BYTES = 64 * 1024;
-const CLIENTS = 3;
+/** Network profiles a seed draws from: one-way latency ranges (ms) of a LAN, a busy LAN, a metro link. */
+const LATENCIES: [number, number][] = [
+  [0.05, 2],
+  [1, 10],
+  [5, 40],
+];
 const KEYS_PER_CLIENT = 4;
 const SETTLE_SECONDS = 15;
 const PSK = new Uint8Array(32).fill(7);
@@ -92,7 +99,7 @@ interface Pending {
 
 /**
  * One simulated run: a Remus pair of ColoNodes on hosts a and b (host a starts as primary), the simulated arbiter,
- * three clients writing versioned keys through the primary's output rule (PrimaryProxy), and the faults. A
+ * two to six clients writing versioned keys through the primary's output rule (PrimaryProxy), and the faults. A
  * supervisor restarts a node that ended as a secondary of the other host, as `colo pair` does. The invariants are
  * checked as the run goes and at its end; a violation is a sentence saying what and when.
  */
@@ -101,7 +108,9 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
   const faults = [...(opts.faults ?? faultsFor(opts.seed, seconds))];
   const rng = new Rng(opts.seed);
   const clock = new SimClock();
-  const net = new SimNetwork({ clock, rng: rng.fork() });
+  const latencyMs = rng.pick(LATENCIES);
+  const clients = rng.int(2, 6);
+  const net = new SimNetwork({ clock, rng: rng.fork(), latencyMs });
   const arbiter = new SimArbiter(clock, rng.fork());
   const violations: string[] = [];
   // COLO_SIM_TRACE=1: every transition, checkpoint, release and fault of the run on stderr (replaying one seed).
@@ -131,6 +140,9 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
   let nextProcess = 1;
   let nextConn = 1;
   let lastProtected = 0;
+  /** When a fault last killed each host's process. */
+  const killedAt: Partial<Record<Host, number>> = {};
+  let pairLost = false;
 
   const other = (h: Host): Host => (h === 'a' ? 'b' : 'a');
   const versionIn = (guest: Domain | undefined, key: string): number => {
@@ -375,6 +387,18 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     const s = live[other(primary)];
     return !!s && !s.ended && s.node.role === 'secondary' && arbiter.record?.holder === PAIR_HOLDER;
   };
+  /** The host's process dies (SIGKILL: the kernel closes its sockets) and starts again as a secondary after `restartMs`. */
+  const crash = (host: Host, restartMs: number) => {
+    const p = live[host];
+    if (!p || p.ended) return;
+    killedAt[host] = clock.now;
+    net.processEnded(host);
+    clock.kill(host);
+    p.ended = true;
+    disk[host] = Math.max(disk[host], p.node.epoch);
+    delete live[host];
+    clock.later(undefined, restartMs, () => start(host, 'secondary'));
+  };
   const inject = (f: Fault) => {
     const host = roleHost(f.target);
     trace(`fault ${f.kind} on the ${f.target} (${host ?? 'none'}) for ${f.durationMs} ms`);
@@ -385,16 +409,11 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     if (losesPair) return;
     switch (f.kind) {
       case 'crash':
-        if (!p) return;
-        net.processEnded(host);
-        clock.kill(host);
-        p.ended = true;
-        disk[host] = Math.max(disk[host], p.node.epoch);
-        delete live[host];
-        clock.later(undefined, f.durationMs, () => start(host, 'secondary'));
+        crash(host, f.durationMs);
         return;
       case 'host-loss':
         if (!p) return;
+        killedAt[host] = clock.now;
         net.hostLost(host);
         clock.kill(host);
         p.ended = true;
@@ -420,6 +439,16 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
       case 'reset':
         net.reset(host);
         return;
+      case 'cut':
+        // The target's next message (a checkpoint's stream, an acknowledgement) is cut short and the link breaks.
+        net.cutNextMessage(host);
+        if (f.target === 'primary' && f.durationMs > 3000) {
+          // ... and then the primary dies: the secondary must take over from its last complete checkpoint.
+          clock.later(undefined, 30, () => {
+            if (secondaryCanTakeOver(host)) crash(host, 1000);
+          });
+        }
+        return;
       case 'lost-answers':
         arbiter.lostAnswers = 0.5;
         setTimeout(() => (arbiter.lostAnswers = 0), f.durationMs);
@@ -430,10 +459,11 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
   try {
     start('a', 'primary');
     clock.later(undefined, 200, () => start('b', 'secondary'));
-    for (let c = 0; c < CLIENTS; c++) {
+    for (let c = 0; c < clients; c++) {
       const tick = () => {
         clientTick(c);
-        setTimeout(tick, rng.int(10, 80));
+        // Think times down to none: some writes land while a checkpoint is in flight.
+        setTimeout(tick, rng.chance(0.3) ? 0 : rng.int(1, 80));
       };
       setTimeout(tick, 500 + c * 7);
     }
@@ -442,10 +472,20 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
 
     // ---- the end: one primary serving, protected again, holding every acknowledged write
     const primaries = HOSTS.filter((h) => live[h] && !live[h]!.ended && live[h]!.node.role === 'primary');
-    if (primaries.length !== 1) violate(`${primaries.length} primaries at the end (${primaries.join(', ') || 'none'})`);
-    const serving = primaries.length === 1 ? live[primaries[0]!] : undefined;
-    if (serving) checkLedger(serving.guest, `the end, primary ${serving.host}`);
-    if (!pairProtected()) violate(`the pair is not protected ${SETTLE_SECONDS} s after the last fault (last protected at t=${(lastProtected / 1000).toFixed(3)} s)`);
+    // A node that won the epoch to act alone and was then killed leaves the pair without a guest anyone may serve:
+    // the arbiter names it, the other node must not take over (its guest misses what the winner acknowledged
+    // alone), and an operator decides. Safe, and expected of such a double fault; anything else must recover.
+    const record = arbiter.record;
+    const lastWin = arbiter.decisions.filter((d) => d.swapped).at(-1);
+    const holderKilled = record !== null && record.holder !== PAIR_HOLDER && lastWin !== undefined && (killedAt[record.holder as Host] ?? -1) >= lastWin.at - 10_000;
+    if (primaries.length === 0 && holderKilled) {
+      pairLost = true;
+    } else {
+      if (primaries.length !== 1) violate(`${primaries.length} primaries at the end (${primaries.join(', ') || 'none'})`);
+      const serving = primaries.length === 1 ? live[primaries[0]!] : undefined;
+      if (serving) checkLedger(serving.guest, `the end, primary ${serving.host}`);
+      if (!pairProtected()) violate(`the pair is not protected ${SETTLE_SECONDS} s after the last fault (last protected at t=${(lastProtected / 1000).toFixed(3)} s)`);
+    }
     if (acknowledged === 0) violate('no write was acknowledged in the whole run');
   } finally {
     // Stopping takes simulated time too (closing links, the arbiter's last word): the clock runs it out.
@@ -461,5 +501,5 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     uninstall();
   }
   // The run's own length (the shutdown after it is not counted).
-  return { seed: opts.seed, faults, violations, simSeconds: seconds, acknowledged, checkpoints, failovers, events: clock.fired };
+  return { seed: opts.seed, faults, violations, simSeconds: seconds, acknowledged, checkpoints, failovers, pairLost, events: clock.fired };
 }
