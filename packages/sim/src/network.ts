@@ -264,15 +264,7 @@ export class SimLinkEnd implements PeerLink {
   }
 
   async sendPieces(pieces: readonly Uint8Array[]): Promise<void> {
-    let n = 0;
-    for (const p of pieces) n += p.length;
-    const all = new Uint8Array(n);
-    let at = 0;
-    for (const p of pieces) {
-      all.set(p, at);
-      at += p.length;
-    }
-    return this.send(all);
+    return this.send(Buffer.concat(pieces));
   }
 
   async whenWritten(): Promise<void> {

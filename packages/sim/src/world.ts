@@ -132,8 +132,8 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
   const ledger = new Map<string, number>();
   /** The primary's memory at each checkpoint not yet applied: `${process id}:${link index}` (a copy: cheaper than a hash). */
   const writtenMemory = new Map<string, Buffer>();
-  /** Per epoch, the processes that released output in it. */
-  const releasers = new Map<number, Set<number>>();
+  /** Per epoch, the hosts that released output in it. */
+  const releasers = new Map<number, Set<Host>>();
   let acknowledged = 0;
   let checkpoints = 0;
   let failovers = 0;
@@ -305,7 +305,7 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     const epoch = p.node.epoch;
     let set = releasers.get(epoch);
     if (!set) releasers.set(epoch, (set = new Set()));
-    set.add(p.host === 'a' ? 1 : 2);
+    set.add(p.host);
     if (set.size > 1) violate(`both nodes released output at epoch ${epoch}`);
     const w = pending.get(conn);
     if (!w || w.proxy !== proxy || bytes === null) return;
@@ -387,23 +387,29 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     const s = live[other(primary)];
     return !!s && !s.ended && s.node.role === 'secondary' && arbiter.record?.holder === PAIR_HOLDER;
   };
-  /** The host's process dies (SIGKILL: the kernel closes its sockets) and starts again as a secondary after `restartMs`. */
-  const crash = (host: Host, restartMs: number) => {
+  /**
+   * The host's process dies and starts again as a secondary after `restartMs`: as a process (SIGKILL: the kernel
+   * closes its sockets, the peer hears it) or with the whole host (nothing more from it; it comes back empty).
+   */
+  const crash = (host: Host, restartMs: number, how: 'process' | 'host' = 'process') => {
     const p = live[host];
     if (!p || p.ended) return;
     killedAt[host] = clock.now;
-    net.processEnded(host);
+    if (how === 'host') net.hostLost(host);
+    else net.processEnded(host);
     clock.kill(host);
     p.ended = true;
     disk[host] = Math.max(disk[host], p.node.epoch);
     delete live[host];
-    clock.later(undefined, restartMs, () => start(host, 'secondary'));
+    clock.later(undefined, restartMs, () => {
+      if (how === 'host') net.hostBack(host);
+      start(host, 'secondary');
+    });
   };
   const inject = (f: Fault) => {
     const host = roleHost(f.target);
     trace(`fault ${f.kind} on the ${f.target} (${host ?? 'none'}) for ${f.durationMs} ms`);
     if (!host) return;
-    const p = live[host];
     // Losing the primary while no secondary holds a checkpoint loses the pair (a double fault): not injected.
     const losesPair = (f.kind === 'crash' || f.kind === 'host-loss') && host === truePrimary() && !secondaryCanTakeOver(host);
     if (losesPair) return;
@@ -412,17 +418,7 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
         crash(host, f.durationMs);
         return;
       case 'host-loss':
-        if (!p) return;
-        killedAt[host] = clock.now;
-        net.hostLost(host);
-        clock.kill(host);
-        p.ended = true;
-        disk[host] = Math.max(disk[host], p.node.epoch);
-        delete live[host];
-        setTimeout(() => {
-          net.hostBack(host);
-          start(host, 'secondary');
-        }, f.durationMs);
+        crash(host, f.durationMs, 'host');
         return;
       case 'freeze':
         clock.freeze(host);

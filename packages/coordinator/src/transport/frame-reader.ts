@@ -25,10 +25,10 @@ export const WS_CLOSE_MESSAGE_TOO_BIG = 1009;
 
 const OP_CONTINUATION = 0x0;
 const OP_TEXT = 0x1;
-const OP_BINARY = 0x2;
-const OP_CLOSE = 0x8;
-const OP_PING = 0x9;
-const OP_PONG = 0xa;
+export const OP_BINARY = 0x2;
+export const OP_CLOSE = 0x8;
+export const OP_PING = 0x9;
+export const OP_PONG = 0xa;
 
 /**
  * Reads RFC 6455 frames as the bytes arrive, without reassembling them: the payload of each binary frame is

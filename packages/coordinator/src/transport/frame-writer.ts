@@ -7,10 +7,6 @@
 import type { FrameSender } from './frame-reader.js';
 
 const FIN = 0x80;
-export const OP_BINARY = 0x2;
-export const OP_CLOSE = 0x8;
-export const OP_PING = 0x9;
-export const OP_PONG = 0xa;
 
 /** The header of one final frame of `opcode` carrying `length` payload bytes, as `sender` writes it. */
 export function frameHeader(opcode: number, length: number, sender: FrameSender): Buffer {

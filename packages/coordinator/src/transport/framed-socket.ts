@@ -1,8 +1,8 @@
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { LinkError, LinkErrorCode } from './errors.js';
-import { FrameReader, type FrameSender } from './frame-reader.js';
-import { controlFrame, frameHeader, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG } from './frame-writer.js';
+import { FrameReader, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, type FrameSender } from './frame-reader.js';
+import { controlFrame, frameHeader } from './frame-writer.js';
 import type { ReadRing } from './read-ring.js';
 
 /** Who takes the payload of the peer's binary frames: the handshake, then the link. */
