@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import type { Domain } from '@colo/domain';
-import { createLogger, CoordinatorErrorCode, ProtectedNode } from '@colo/coordinator';
+import { ALL_EXTENSIONS, createLogger, CoordinatorErrorCode, Extension, ProtectedNode } from '@colo/coordinator';
 import { arbiterFor } from './arbiter.js';
 import { ExitCode, type CommandIo } from '../command.js';
 import { ConfigError, loadConfig, redactedConfig, requireForRole, settingFlagOptions, settingFlags, type NodeConfig } from '../config/load.js';
@@ -87,17 +87,18 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     mode: config.node.mode,
     version: VERSION,
     processMetrics: true,
-    guest,
-    hostGuest: (pageCount) => standbyGuest(config, pageCount, takePreallocated, guestLost),
+    domain: guest,
+    hostGuest: (identity) => standbyGuest(config, identity?.pageCount, takePreallocated, guestLost),
     replication: {
       listen: config.replication.listen,
       peer: config.replication.peer,
-      security: { psk: config.replication.psk, tls: config.replication.tls },
-      heartbeat: config.heartbeat,
       maxBandwidth: config.replication.maxBandwidth,
       maxFrameBytes: config.replication.maxFrameBytes,
-      compression: config.replication.compression,
     },
+    // replication.compression: the page-delta extension offered or not (the peer must offer it too).
+    ...(config.replication.compression ? {} : { extensions: ALL_EXTENSIONS.filter((e) => e !== Extension.PAGE_DELTA) }),
+    security: { psk: config.replication.psk, tls: config.replication.tls },
+    heartbeat: config.heartbeat,
     timings: {
       phaseTimeoutMs: config.checkpoint.phaseTimeoutMs,
       stallTimeoutMs: config.checkpoint.stallTimeoutMs,

@@ -1,57 +1,40 @@
 import { PerformanceObserver } from 'node:perf_hooks';
 import type { Domain } from '@colo/domain';
 import type { Logger } from 'pino';
-import type { Arbiter } from '../arbiter/arbiter.js';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
 import type { CheckpointMeasurement } from '../engine/measurement.js';
-import { ALL_EXTENSIONS, Extension } from '../engine/extensions.js';
+import { Extension, type GuestIdentity } from '../engine/extensions.js';
+import { NODE_DEFAULTS } from '../defaults.js';
 import type { AppliedCheckpointTiming } from '../engine/secondary-engine.js';
 import type { ArbitrationStatus } from '../node/arbitration.js';
 import { ColoNode } from '../node/colo-node.js';
-import { CoordinatorErrorCode } from '../errors.js';
+import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
+import type { ColoNodeOptions } from '../node/options.js';
 import type { Transition } from '../node/transitions.js';
 import { collectProcessMetrics, createNodeMetrics, LINK_READ_PLACES, NODE_ROLES, setOneHot, type NodeMetrics } from '../observability/metrics.js';
 import { SlowCheckpointWatch, type CheckpointTiming, type SlowCheckpoint } from '../observability/slow-checkpoints.js';
-import { PrimaryProxy } from '../proxy/primary-proxy.js';
+import { PrimaryProxy, type PrimaryProxyOptions } from '../proxy/primary-proxy.js';
 import { SecondaryProxy } from '../proxy/secondary-proxy.js';
 import type { ProxyMetrics } from '../proxy/metrics.js';
-import type { MachineTimings, NodeRole, ReplicationMode } from '../statechart/types.js';
-import { connectToPeer, PROTOCOL_VERSION, type HeartbeatOptions, type LinkSecurity, type PeerLink, type ReadRingStats } from '../transport/index.js';
+import type { NodeRole, ReplicationMode } from '../statechart/types.js';
+import { PROTOCOL_VERSION, wsNetwork, type PeerLink, type PeerNetwork, type ReadRingStats } from '../transport/index.js';
 import { runPromoteHook } from './promote-hook.js';
 import { BlackholeLink } from '../node/blackhole-link.js';
 
-export interface ProtectedNodeOptions {
-  nodeId: string;
-  role: NodeRole;
-  mode: ReplicationMode;
+/**
+ * A protected node's options: the replication node's (ColoNodeOptions, the same names and meanings: nothing is
+ * reshaped between the two layers) plus what the client path, the admin API and the metrics need. The proxy link
+ * to the peer takes the replication link's network, security, heartbeat and largest frame.
+ */
+export interface ProtectedNodeOptions extends Omit<ColoNodeOptions, 'onSideLink'> {
   version: string;
-  /** Primary: the guest to protect. */
-  guest?: Domain;
-  /** Secondary: builds the guest the primary describes (page count from the stream), created suspended. */
-  hostGuest?: (pageCount: number | undefined) => Domain;
-  replication: {
-    listen: { host: string; port: number };
-    peer?: string;
-    security: LinkSecurity;
-    heartbeat: HeartbeatOptions;
-    /** Primary: bytes per second its main stream may send (ColoNodeOptions.replication.maxBandwidth). */
-    maxBandwidth?: number;
-    /** The largest WebSocket message accepted from the peer, on the replication and the proxy links. */
-    maxFrameBytes?: number;
-    /** Offer the page-delta extension (changed pages as deltas when both sides offer it). Default true. */
-    compression?: boolean;
-  };
-  timings: Partial<MachineTimings>;
-  /** Remus primary: checkpoint into nothing, never protected (ColoNodeOptions.blackhole). */
-  blackhole?: boolean;
+  /** The output rule's bounds (default NODE_DEFAULTS.output). */
+  output?: Partial<OutputOptions>;
   /**
-   * Decides every role change after a peer is lost (docs/architecture.md, "The arbiter"). Default: `none`, which
-   * grants everything (two nodes that lose each other both act alone).
+   * Where clients reach the guest while this node is the primary. Without `listen` there is no TCP service: a
+   * driver with its own client path (a simulation, another hypervisor's) gets each primary proxy from onServing.
    */
-  arbiter?: Arbiter;
-  precopy?: { maxRounds?: number; minDirtyPages?: number };
-  output: { compareTimeoutMs: number; maxHeldPerConnection: number; maxHeldTotal: number };
-  service: { listen: { host: string; port: number }; promoteHook?: string };
+  service: { listen?: { host: string; port: number }; promoteHook?: string };
   admin?: { listen: { host: string; port: number }; token?: string };
   /** Secondary: how long to keep retrying a primary that is not reachable yet at start. Default 60 s. */
   startRetryMs?: number;
@@ -61,7 +44,18 @@ export interface ProtectedNodeOptions {
    * not the node, so a test or bench running several nodes in one process leaves them off.
    */
   processMetrics?: boolean;
+  /**
+   * Attribute the collector's pauses to checkpoints (the 'gc' performance entries). Default true. Off where the
+   * node's clock is not the process's (a simulation: its checkpoints happen in simulated time).
+   */
+  watchCollector?: boolean;
   logger: Logger;
+}
+
+interface OutputOptions {
+  compareTimeoutMs: number;
+  maxHeldPerConnection: number;
+  maxHeldTotal: number;
 }
 
 /** GET /status: the node's statechart status plus what the client path and operators need. */
@@ -105,7 +99,9 @@ export class ProtectedNode {
   readonly metrics: NodeMetrics;
   private readonly o: ProtectedNodeOptions;
   private readonly log: Logger;
-  private node!: ColoNode;
+  /** The replication node this one is built on (statechart, engine, replication link): for observers. */
+  readonly replication: ColoNode;
+  private readonly network: PeerNetwork;
   private primaryProxy: PrimaryProxy | undefined;
   private secondaryProxy: SecondaryProxy | undefined;
   private proxyLink: PeerLink | undefined;
@@ -131,15 +127,49 @@ export class ProtectedNode {
   constructor(options: ProtectedNodeOptions) {
     this.o = options;
     this.log = options.logger.child({ component: 'runtime' });
+    this.network = options.network ?? wsNetwork;
     this.metrics = createNodeMetrics({ nodeId: options.nodeId, mode: options.mode, version: options.version });
     if (options.processMetrics) collectProcessMetrics(this.metrics.registry);
+    const { version: _v, output: _o, service: _s, admin: _a, startRetryMs: _r, processMetrics: _p, watchCollector: _w, ...replication } = options;
+    this.replication = new ColoNode({
+      ...replication,
+      hostGuest: (identity) => this.hostGuest(identity),
+      onSideLink: (link) => this.attachProxyLink(link),
+    });
+    const hooks = this.suspendHooks();
+    this.replication.on('suspending', hooks.beforeSuspend);
+    this.replication.on('resumed', hooks.afterResume);
+    this.replication.onTransition((t) => this.onTransition(t));
+    this.replication.on('checkpoint', (m) => this.onCheckpoint(m));
+    this.replication.on('applied', (index, _d, timing) => this.onApplied(index, timing));
+    this.replication.on('unprotected', () => this.detachProxy('the replication link to the secondary ended'));
+    // The arbiter's word on output (docs/output-rules.md): held from losing the peer until this node wins the
+    // next epoch; held after a secondary attaches until the arbiter records the pair as protected.
+    this.replication.on('deciding', () => {
+      if (this.replication.role === 'primary') this.primaryProxy?.holdForDecision();
+    });
+    this.replication.on('continuing', () => this.primaryProxy?.continueAlone());
+    this.watchArbiter();
+    this.replication.on('pairProtected', () => this.primaryProxy?.recorded());
+    this.replication.on('promoted', (epoch) => void this.onPromoted(epoch));
+    this.replication.on('halted', (e) => {
+      if (e.code !== CoordinatorErrorCode.STOPPED) this.exit('halted', e);
+    });
+    this.replication.on('fenced', (e) => {
+      void this.primaryProxy?.close();
+      this.primaryProxy = undefined;
+      this.exit('fenced', e);
+    });
   }
 
   get role(): NodeRole {
-    return this.node.role;
+    return this.replication.role;
+  }
+  get epoch(): number {
+    return this.replication.epoch;
   }
   get domain(): Domain | undefined {
-    return this.node?.domain;
+    return this.replication.domain;
   }
   get serviceAddress(): { host: string; port: number } | null {
     return this.primaryProxy?.service?.address ?? null;
@@ -153,55 +183,25 @@ export class ProtectedNode {
     this.exitListeners.add(cb);
   }
 
+  /**
+   * Every primary proxy this node serves clients through, as it starts (at start, at a promotion): the client
+   * path of a driver without a TCP service (service.listen unset). Returns an unsubscribe function.
+   */
+  onServing(cb: (proxy: PrimaryProxy) => void): () => void {
+    this.servingListeners.add(cb);
+    return () => this.servingListeners.delete(cb);
+  }
+  private readonly servingListeners = new Set<(proxy: PrimaryProxy) => void>();
+
   async start(): Promise<void> {
     const o = this.o;
-    this.node = new ColoNode({
-      nodeId: o.nodeId,
-      role: o.role,
-      mode: o.mode,
-      domain: o.guest,
-      hostGuest: (identity) => this.hostGuest(identity?.pageCount),
-      replication: { listen: o.replication.listen, peer: o.replication.peer, maxBandwidth: o.replication.maxBandwidth, maxFrameBytes: o.replication.maxFrameBytes },
-      ...(o.replication.compression === false ? { extensions: ALL_EXTENSIONS.filter((e) => e !== Extension.PAGE_DELTA) } : {}),
-      security: o.replication.security,
-      heartbeat: o.replication.heartbeat,
-      timings: o.timings,
-      blackhole: o.blackhole,
-      precopy: o.precopy,
-      onSideLink: (link) => this.attachProxyLink(link),
-      arbiter: o.arbiter,
-      logger: o.logger,
-    });
-    const hooks = this.suspendHooks();
-    this.node.on('suspending', hooks.beforeSuspend);
-    this.node.on('resumed', hooks.afterResume);
-    this.node.onTransition((t) => this.onTransition(t));
-    this.node.on('checkpoint', (m) => this.onCheckpoint(m));
-    // Collections, on the same clock as the pause windows (entries start relative to performance.timeOrigin).
-    this.gcObserver = new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) this.slowCheckpoints.collected({ start: e.startTime, duration: e.duration });
-    });
-    this.gcObserver.observe({ entryTypes: ['gc'] });
-    this.node.on('applied', (index, _d, timing) => this.onApplied(index, timing));
-    this.node.on('unprotected', () => this.detachProxy('the replication link to the secondary ended'));
-    // The arbiter's word on output (docs/output-rules.md): held from losing the peer until this node wins the
-    // next epoch; held after a secondary attaches until the arbiter records the pair as protected.
-    this.node.on('deciding', () => {
-      if (this.node.role === 'primary') this.primaryProxy?.holdForDecision();
-    });
-    this.node.on('continuing', () => this.primaryProxy?.continueAlone());
-    this.watchArbiter();
-    this.node.on('pairProtected', () => this.primaryProxy?.recorded());
-    this.node.on('promoted', (epoch) => void this.onPromoted(epoch));
-    this.node.on('halted', (e) => {
-      if (e.code !== CoordinatorErrorCode.STOPPED) this.exit('halted', e);
-    });
-    this.node.on('fenced', (e) => {
-      void this.primaryProxy?.close();
-      this.primaryProxy = undefined;
-      this.exit('fenced', e);
-    });
-
+    if (o.watchCollector !== false) {
+      // Collections, on the same clock as the pause windows (entries start relative to performance.timeOrigin).
+      this.gcObserver = new PerformanceObserver((list) => {
+        for (const e of list.getEntries()) this.slowCheckpoints.collected({ start: e.startTime, duration: e.duration });
+      });
+      this.gcObserver.observe({ entryTypes: ['gc'] });
+    }
     if (o.admin) {
       this.admin = await startAdminServer({
         host: o.admin.listen.host,
@@ -215,18 +215,18 @@ export class ProtectedNode {
             this.refreshProxyMetrics();
             return { contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() };
           },
-          checkpoint: async () => this.node.requestCheckpoint('manual'),
+          checkpoint: async () => this.replication.requestCheckpoint('manual'),
           failover: async () => {
             this.manualFailover = true;
             // A planned takeover fences the old primary first, so there is never a moment with two primaries
             // (an unprotected old primary would acknowledge writes the new one never sees).
-            if (this.node.role === 'secondary' && this.node.status().protected) {
+            if (this.replication.role === 'secondary' && this.replication.status().protected) {
               // A fenced primary ends its links, and losing the primary promotes this node by itself: wait for
               // that rather than racing it (a failover() on a node just promoted would step it down again).
               await this.fenceOldPrimary();
               await this.promotedWithin(3000);
             }
-            if (this.node.role === 'secondary') await this.node.failover();
+            if (this.replication.role === 'secondary') await this.replication.failover();
             return this.status();
           },
           crash: () => {
@@ -241,18 +241,18 @@ export class ProtectedNode {
     this.metricsTimer.unref();
 
     if (o.role === 'primary') {
-      await this.startPrimaryProxy(o.guest!, 1);
+      await this.startPrimaryProxy(o.domain!, 1);
       // Blackhole: the proxy's peer is nobody too; the checkpoints' completion releases output as a real
       // secondary's acknowledgements would.
       if (o.blackhole) {
-        this.attachProxyLink(new BlackholeLink({ protocol: PROTOCOL_VERSION, channel: 'proxy', nodeId: o.nodeId, role: 'primary', mode: o.mode, epoch: this.node.epoch, extensions: [] }));
+        this.attachProxyLink(new BlackholeLink({ protocol: PROTOCOL_VERSION, channel: 'proxy', nodeId: o.nodeId, role: 'primary', mode: o.mode, epoch: this.replication.epoch, extensions: [] }));
       }
-      await this.node.start();
+      await this.replication.start();
     } else {
       // The proxy link first: the primary mirrors input from the moment this secondary's first checkpoint starts.
       this.proxyLink = await this.dialPrimary();
       this.watchProxyLink(this.proxyLink);
-      await this.node.start();
+      await this.replication.start();
     }
   }
 
@@ -265,12 +265,13 @@ export class ProtectedNode {
     const deadline = Date.now() + (o.startRetryMs ?? 60_000);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await connectToPeer({
+        return await this.network.connect({
           url: o.replication.peer!,
-          security: o.replication.security,
-          heartbeat: o.replication.heartbeat,
-          hello: { protocol: PROTOCOL_VERSION, channel: 'proxy', nodeId: o.nodeId, role: 'secondary', mode: o.mode, epoch: this.node.epoch, extensions: [Extension.INPUT_WATERMARK] },
+          security: o.security,
+          heartbeat: o.heartbeat ?? NODE_DEFAULTS.heartbeat,
+          hello: { protocol: PROTOCOL_VERSION, channel: 'proxy', nodeId: o.nodeId, role: 'secondary', mode: o.mode, epoch: this.replication.epoch, extensions: [Extension.INPUT_WATERMARK] },
           maxPayload: o.replication.maxFrameBytes,
+          timeoutMs: o.connectTimeoutMs,
           logger: o.logger.child({ channel: 'proxy' }),
         });
       } catch (e) {
@@ -291,11 +292,11 @@ export class ProtectedNode {
   private async fenceOldPrimary(): Promise<void> {
     const o = this.o;
     try {
-      const probe = await connectToPeer({
+      const probe = await this.network.connect({
         url: o.replication.peer!,
-        security: o.replication.security,
-        heartbeat: o.replication.heartbeat,
-        hello: { protocol: PROTOCOL_VERSION, channel: 'replication', nodeId: o.nodeId, role: 'secondary', mode: o.mode, epoch: this.node.epoch + 1, extensions: [] },
+        security: o.security,
+        heartbeat: o.heartbeat ?? NODE_DEFAULTS.heartbeat,
+        hello: { protocol: PROTOCOL_VERSION, channel: 'replication', nodeId: o.nodeId, role: 'secondary', mode: o.mode, epoch: this.replication.epoch + 1, extensions: [] },
         timeoutMs: 3000,
         logger: o.logger.child({ channel: 'fence' }),
       });
@@ -308,10 +309,10 @@ export class ProtectedNode {
 
   /** Resolves once this node acts as primary, or after timeoutMs. */
   private promotedWithin(timeoutMs: number): Promise<void> {
-    if (this.node.role === 'primary') return Promise.resolve();
+    if (this.replication.role === 'primary') return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(done, timeoutMs);
-      const off = this.node.on('promoted', done);
+      const off = this.replication.on('promoted', done);
       function done() {
         clearTimeout(timer);
         off();
@@ -326,7 +327,7 @@ export class ProtectedNode {
     clearInterval(this.metricsTimer);
     this.gcObserver?.disconnect();
     this.proxyLink?.close('node stopping');
-    await this.node?.stop();
+    await this.replication?.stop();
     await this.primaryProxy?.close();
     this.secondaryProxy?.close();
     await this.admin?.close();
@@ -334,7 +335,7 @@ export class ProtectedNode {
   }
 
   status(): ProtectedNodeStatus {
-    const s = this.node.status();
+    const s = this.replication.status();
     const lc = s.lastCheckpoint;
     return {
       nodeId: s.nodeId,
@@ -361,7 +362,7 @@ export class ProtectedNode {
   /** Ready: a primary serving clients, or a secondary holding a complete checkpoint. */
   private ready(): boolean {
     if (this.terminal) return false;
-    const s = this.node.status();
+    const s = this.replication.status();
     return s.role === 'primary' ? this.serviceAddress !== null : s.protected;
   }
 
@@ -375,7 +376,7 @@ export class ProtectedNode {
   private suspendHooks() {
     return {
       beforeSuspend: (linkIndex: number | undefined) => {
-        if (this.node?.role === 'secondary') {
+        if (this.replication?.role === 'secondary') {
           if (linkIndex !== undefined) this.secondaryProxy?.checkpointStarted(linkIndex + 1);
         } else if (this.proxyAttached && linkIndex !== undefined) {
           this.primaryProxy?.beforeSuspend(linkIndex + 1);
@@ -384,7 +385,7 @@ export class ProtectedNode {
         }
       },
       afterResume: () => {
-        if (this.node?.role === 'secondary') this.secondaryProxy?.resumed();
+        if (this.replication?.role === 'secondary') this.secondaryProxy?.resumed();
         else this.primaryProxy?.afterResume();
       },
     };
@@ -393,15 +394,15 @@ export class ProtectedNode {
   private proxyAttached = false;
   private manualFailover = false;
 
-  private hostGuest(pageCount: number | undefined): Domain {
-    if (!this.o.hostGuest) throw new Error('a secondary needs hostGuest');
-    const guest = this.o.hostGuest(pageCount);
+  private hostGuest(identity: GuestIdentity | undefined): Domain {
+    if (!this.o.hostGuest) throw new CoordinatorError(CoordinatorErrorCode.BAD_OPTIONS, 'a secondary needs options.hostGuest');
+    const guest = this.o.hostGuest(identity);
     this.secondaryProxy?.close();
     this.secondaryProxy = new SecondaryProxy({
       domain: guest,
       link: this.proxyLink!,
       mode: this.o.mode,
-      barrierTimeoutMs: this.o.timings.phaseTimeoutMs ?? 5000,
+      barrierTimeoutMs: this.o.timings?.phaseTimeoutMs ?? NODE_DEFAULTS.timings.phaseTimeoutMs,
     });
     this.secondaryProxy.onLinkError((e) => {
       this.log.error({ err: e }, 'the primary sent invalid proxy traffic: dropping the link');
@@ -410,14 +411,22 @@ export class ProtectedNode {
     return guest;
   }
 
+  /** A primary proxy's service (none without service.listen) and output bounds. */
+  private servingOptions(): Omit<PrimaryProxyOptions, 'domain' | 'firstConnectionId'> {
+    const listen = this.o.service.listen;
+    return {
+      ...(listen ? { service: { host: listen.host, port: listen.port } } : {}),
+      compareTimeoutMs: this.o.output?.compareTimeoutMs ?? NODE_DEFAULTS.output.compareTimeoutMs,
+      maxHeldPerConnection: this.o.output?.maxHeldPerConnection ?? NODE_DEFAULTS.output.maxHeldPerConnection,
+      maxHeldTotal: this.o.output?.maxHeldTotal ?? NODE_DEFAULTS.output.maxHeldTotal,
+    };
+  }
+
   private async startPrimaryProxy(guest: Domain, firstConnectionId: number): Promise<void> {
     this.primaryProxy = new PrimaryProxy({
       domain: guest,
-      service: { host: this.o.service.listen.host, port: this.o.service.listen.port },
       firstConnectionId,
-      compareTimeoutMs: this.o.output.compareTimeoutMs,
-      maxHeldPerConnection: this.o.output.maxHeldPerConnection,
-      maxHeldTotal: this.o.output.maxHeldTotal,
+      ...this.servingOptions(),
     });
     this.wirePrimaryProxy(this.primaryProxy);
     const address = await this.primaryProxy.start();
@@ -425,18 +434,19 @@ export class ProtectedNode {
   }
 
   private wirePrimaryProxy(proxy: PrimaryProxy): void {
+    for (const cb of this.servingListeners) cb(proxy);
     proxy.onCheckpointNeeded((reason) => {
-      this.node.requestCheckpoint(reason).catch((e: Error) => this.log.debug({ err: e, reason }, 'checkpoint request not taken'));
+      this.replication.requestCheckpoint(reason).catch((e: Error) => this.log.debug({ err: e, reason }, 'checkpoint request not taken'));
     });
     proxy.onLinkError((e) => {
       this.log.error({ err: e }, 'the secondary sent invalid proxy traffic: dropping it');
-      this.node.dropSecondary(e.message);
+      this.replication.dropSecondary(e.message);
     });
   }
 
   /** Primary: a secondary's proxy link arrived (before its replication link). */
   private attachProxyLink(link: PeerLink): void {
-    if (!this.primaryProxy || this.proxyAttached || this.node.role !== 'primary') {
+    if (!this.primaryProxy || this.proxyAttached || this.replication.role !== 'primary') {
       link.close('this primary is not accepting a proxy link now');
       return;
     }
@@ -447,10 +457,10 @@ export class ProtectedNode {
     this.watchProxyLink(link);
     // A secondary that opens a proxy link but never completes its replication link must not hold output forever.
     const timer = setTimeout(() => {
-      if (this.proxyLink === link && !this.node.status().protected && !this.o.blackhole) {
+      if (this.proxyLink === link && !this.replication.status().protected && !this.o.blackhole) {
         this.log.warn({ peer: link.peerHello.nodeId }, 'the secondary did not synchronise in time: dropping it');
         link.close('no synchronisation');
-        this.node.dropSecondary('the secondary did not synchronise in time');
+        this.replication.dropSecondary('the secondary did not synchronise in time');
       }
     }, 120_000);
     timer.unref();
@@ -471,11 +481,11 @@ export class ProtectedNode {
       if (this.stopped) return;
       this.log.warn({ err: error }, 'proxy link ended: the peer is lost');
       // The two links are one peer: losing either loses it.
-      if (this.node.role === 'primary') {
+      if (this.replication.role === 'primary') {
         this.detachProxy('proxy link ended');
-        this.node.dropSecondary('the proxy link to the secondary ended');
+        this.replication.dropSecondary('the proxy link to the secondary ended');
       } else {
-        this.node.dropPrimary('the proxy link to the primary ended');
+        this.replication.dropPrimary('the proxy link to the primary ended');
       }
     });
   }
@@ -492,7 +502,7 @@ export class ProtectedNode {
 
   private onCheckpoint(m: CheckpointMeasurement): void {
     const k = m.linkIndex + 1;
-    if (this.node.role === 'primary' && this.proxyAttached) {
+    if (this.replication.role === 'primary' && this.proxyAttached) {
       if (this.o.mode === 'remus') this.primaryProxy?.ack(k);
       this.primaryProxy?.checkpointComplete(k);
     }
@@ -521,7 +531,7 @@ export class ProtectedNode {
   /** One warn line per slow checkpoint (rate-limited), with what it was made of and the likely cause. */
   private reportSlowCheckpoint(r: SlowCheckpoint): void {
     const ms = (s: number) => Math.round(s * 1e5) / 100;
-    const primary = this.node.role === 'primary';
+    const primary = this.replication.role === 'primary';
     const collector = r.collectorSeconds >= (r.seconds - r.medianSeconds) / 2;
     const cause = collector
       ? `this node's collector ran ${ms(r.collectorSeconds)} ms of it`
@@ -557,7 +567,7 @@ export class ProtectedNode {
       pages: timing.pages,
     });
     this.secondaryProxy?.checkpointApplied(index + 1).catch((e: Error) => {
-      if (this.stopped || this.node.role !== 'secondary') return;
+      if (this.stopped || this.replication.role !== 'secondary') return;
       this.log.error({ err: e }, 'no barrier for an applied checkpoint: dropping the primary');
       this.proxyLink?.close(e.message);
     });
@@ -576,15 +586,10 @@ export class ProtectedNode {
     this.proxyLink = undefined;
     try {
       this.primaryProxy = secondary
-        ? await secondary.promote({
-            service: { host: this.o.service.listen.host, port: this.o.service.listen.port },
-            compareTimeoutMs: this.o.output.compareTimeoutMs,
-            maxHeldPerConnection: this.o.output.maxHeldPerConnection,
-            maxHeldTotal: this.o.output.maxHeldTotal,
-          })
+        ? await secondary.promote(this.servingOptions())
         : undefined;
       if (this.primaryProxy) this.wirePrimaryProxy(this.primaryProxy);
-      else await this.startPrimaryProxy(this.node.domain!, 1);
+      else await this.startPrimaryProxy(this.replication.domain!, 1);
       this.log.warn({ epoch, service: this.serviceAddress }, 'took over: serving clients as primary');
     } catch (e) {
       this.log.error({ err: e }, 'could not open the client service after promotion');
@@ -603,8 +608,8 @@ export class ProtectedNode {
   /** The arbiter's metrics: which one, reachable, a request waiting, answers and their time, unanswered requests. */
   private watchArbiter(): void {
     const mx = this.metrics;
-    mx.arbiterInfo.set({ kind: this.node.arbiterKind }, 1);
-    this.node.onArbiter({
+    mx.arbiterInfo.set({ kind: this.replication.arbiterKind }, 1);
+    this.replication.onArbiter({
       decided: (d) => {
         mx.arbiterDecisions.inc({ purpose: d.purpose, outcome: d.won ? 'won' : 'lost' });
         mx.arbiterDecisionDuration.observe({ purpose: d.purpose }, d.seconds);
@@ -638,7 +643,7 @@ export class ProtectedNode {
       mx.epoch.set(t.epoch);
       this.shown.epoch = t.epoch;
     }
-    this.showProtected(this.node.isProtectedPrimary);
+    this.showProtected(this.replication.isProtectedPrimary);
   }
 
   // A transition happens ~5 times per checkpoint, inside its pause, and role, epoch and protection rarely change
@@ -658,7 +663,7 @@ export class ProtectedNode {
 
   /** colo_link_reads_total from the node's totals (which only grow): the increase since the last look. */
   private refreshLinkReads(): void {
-    const now = this.node.replicationReads;
+    const now = this.replication.replicationReads;
     const before = this.lastLinkReads;
     const inc = (into: (typeof LINK_READ_PLACES)[number], d: number) => {
       if (d > 0) this.metrics.linkReads.inc({ into }, d);
@@ -674,7 +679,7 @@ export class ProtectedNode {
       this.metrics.replicationBytes.inc({ direction: 'received', channel: 'proxy' }, this.proxyBytesReceived);
       this.proxyBytesReceived = 0;
     }
-    const received = this.node.replicationBytesReceived;
+    const received = this.replication.replicationBytesReceived;
     if (received > this.lastStreamBytesReceived) {
       this.metrics.replicationBytes.inc({ direction: 'received', channel: 'replication' }, received - this.lastStreamBytesReceived);
       this.lastStreamBytesReceived = received;
@@ -689,7 +694,7 @@ export class ProtectedNode {
       if (d > 0) mx.outputCompare.inc({ result }, d);
     }
     const sent = m.bytesOut - (prev?.bytesOut ?? 0);
-    if (sent > 0 && this.node.role === 'secondary') mx.replicationBytes.inc({ direction: 'sent', channel: 'proxy' }, sent);
+    if (sent > 0 && this.replication.role === 'secondary') mx.replicationBytes.inc({ direction: 'sent', channel: 'proxy' }, sent);
     mx.heldOutputBytes.set(m.heldBytes);
     mx.retainedInputEvents.set(m.retainedInputEvents);
     this.lastProxyMetrics = m;
