@@ -396,14 +396,18 @@ export class ProtectedNode {
 
   private hostGuest(identity: GuestIdentity | undefined): Domain {
     if (!this.o.hostGuest) throw new CoordinatorError(CoordinatorErrorCode.BAD_OPTIONS, 'a secondary needs options.hostGuest');
+    const link = this.proxyLink;
+    // The two links are one peer: without the proxy link there is nothing to synchronise with.
+    if (!link) throw new CoordinatorError(CoordinatorErrorCode.PEER_LOST, 'the proxy link to the primary ended before the synchronisation began');
     const guest = this.o.hostGuest(identity);
     this.secondaryProxy?.close();
     this.secondaryProxy = new SecondaryProxy({
       domain: guest,
-      link: this.proxyLink!,
+      link,
       mode: this.o.mode,
       barrierTimeoutMs: this.o.timings?.phaseTimeoutMs ?? NODE_DEFAULTS.timings.phaseTimeoutMs,
     });
+    this.countProxyBytes(link);
     this.secondaryProxy.onLinkError((e) => {
       this.log.error({ err: e }, 'the primary sent invalid proxy traffic: dropping the link');
       this.proxyLink?.close(e.message);
@@ -454,6 +458,7 @@ export class ProtectedNode {
     this.proxyAttached = true;
     this.primaryProxy.holdUntilRecorded();
     this.primaryProxy.attachSecondary(link, this.o.mode, { inputWatermark: link.extensions.includes(Extension.INPUT_WATERMARK) });
+    this.countProxyBytes(link);
     this.watchProxyLink(link);
     // A secondary that opens a proxy link but never completes its replication link must not hold output forever.
     const timer = setTimeout(() => {
@@ -470,11 +475,6 @@ export class ProtectedNode {
 
   private watchProxyLink(link: PeerLink): void {
     link.onRtt((s) => this.metrics.heartbeatRtt.observe(s));
-    // Counted here, published with the other proxy metrics (every second and at each scrape): a labelled
-    // prom-client inc() per link message showed in the client path's CPU profile.
-    link.onData((b) => {
-      this.proxyBytesReceived += b.byteLength;
-    });
     link.onClose((error) => {
       if (this.proxyLink !== link) return;
       this.proxyLink = undefined;
@@ -489,6 +489,22 @@ export class ProtectedNode {
       }
     });
   }
+
+  /**
+   * Counts the proxy link's bytes, from when its proxy reads it: a link holds what arrives until it has a reader,
+   * and a counter subscribed earlier would take the secondary's first barrier (sent before the synchronisation
+   * described the guest the secondary proxy is made for) to nobody. Counted here, published with the other proxy
+   * metrics (every second and at each scrape): a labelled prom-client inc() per message showed in CPU profiles.
+   */
+  private countProxyBytes(link: PeerLink): void {
+    if (this.countedProxyLinks.has(link)) return;
+    this.countedProxyLinks.add(link);
+    link.onData((b) => {
+      this.proxyBytesReceived += b.byteLength;
+    });
+  }
+
+  private readonly countedProxyLinks = new WeakSet<PeerLink>();
 
   private detachProxy(reason: string): void {
     if (!this.proxyAttached) return;
