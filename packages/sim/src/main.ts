@@ -4,9 +4,11 @@
  *   --hours H        run seeds for H hours instead (unattended: reports every 1,000 seeds)
  *   --seconds T      simulated seconds per seed (default 40)
  *   --seed S         one seed, with its result in full; with --faults '<json>' that schedule instead of the seed's
+ *   --mode M         colo or remus for every seed (default: each seed draws one, half and half)
  * Exit code 0 when every invariant held, 1 when a seed failed (each failure printed with its replay command and
  * its shrunk fault schedule), 2 for bad arguments.
  */
+import type { ReplicationMode } from '@colo/coordinator';
 import { runSeeds } from './seeds.js';
 import { runSimulation, type Fault } from './world.js';
 
@@ -20,7 +22,7 @@ function parse(argv: string[]): Record<string, string> {
     out[a.slice(2)] = v;
     i++;
   }
-  for (const k of Object.keys(out)) if (!['seeds', 'from', 'hours', 'seconds', 'seed', 'faults'].includes(k)) throw new Error(`unknown option --${k}`);
+  for (const k of Object.keys(out)) if (!['seeds', 'from', 'hours', 'seconds', 'seed', 'faults', 'mode'].includes(k)) throw new Error(`unknown option --${k}`);
   return out;
 }
 
@@ -34,9 +36,12 @@ function number(args: Record<string, string>, name: string, fallback: number): n
 async function main(): Promise<number> {
   let args: Record<string, string>;
   let seconds: number;
+  let mode: ReplicationMode | undefined;
   try {
     args = parse(process.argv.slice(2));
     seconds = number(args, 'seconds', 40);
+    if (args.mode !== undefined && args.mode !== 'colo' && args.mode !== 'remus') throw new Error(`--mode must be colo or remus, got '${args.mode}'`);
+    mode = args.mode;
   } catch (e) {
     console.error(`colo sim: ${(e as Error).message}`);
     return 2;
@@ -50,7 +55,7 @@ async function main(): Promise<number> {
       return 2;
     }
     const started = Date.now();
-    const r = await runSimulation({ seed: Number(args.seed), seconds, ...(faults ? { faults } : {}) });
+    const r = await runSimulation({ seed: Number(args.seed), seconds, ...(faults ? { faults } : {}), ...(mode ? { mode } : {}) });
     console.log(JSON.stringify(r, null, 2));
     console.log(`${r.simSeconds} simulated s in ${Date.now() - started} ms: ${r.violations.length === 0 ? 'every invariant held' : 'FAILED'}`);
     return r.violations.length === 0 ? 0 : 1;
@@ -59,6 +64,7 @@ async function main(): Promise<number> {
   const summary = await runSeeds({
     from: number(args, 'from', 1),
     seconds,
+    ...(mode ? { mode } : {}),
     ...(hours !== undefined ? { wallMs: hours * 3_600_000 } : { count: number(args, 'seeds', 2000) }),
     onResult: (r) => {
       if (r.violations.length > 0) console.log(`seed ${r.seed}: FAILED\n  ${r.violations.join('\n  ')}`);
@@ -67,7 +73,7 @@ async function main(): Promise<number> {
   });
   const rate = summary.simSeconds / (summary.wallMs / 1000);
   console.log(
-    `${summary.seeds} seeds, ${Math.round(summary.simSeconds)} simulated s in ${(summary.wallMs / 1000).toFixed(1)} s (${rate.toFixed(0)} simulated s per wall s); ` +
+    `${summary.seeds} seeds (${summary.coloSeeds} COLO), ${Math.round(summary.simSeconds)} simulated s in ${(summary.wallMs / 1000).toFixed(1)} s (${rate.toFixed(0)} simulated s per wall s); ` +
       `${summary.acknowledged} writes acknowledged, ${summary.failovers} failovers, ${summary.checkpoints} checkpoints, ${summary.pairsLost} pairs lost to a double fault; ${summary.failures.length} failed`,
   );
   for (const f of summary.failures) {

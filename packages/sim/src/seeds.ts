@@ -1,4 +1,5 @@
-import { runSimulation, type Fault, type RunResult } from './world.js';
+import type { ReplicationMode } from '@colo/coordinator';
+import { modeFor, runSimulation, type Fault, type RunResult } from './world.js';
 
 export interface SeedsOptions {
   /** The first seed (default 1). */
@@ -9,6 +10,8 @@ export interface SeedsOptions {
   wallMs?: number;
   /** Simulated seconds per seed. */
   seconds?: number;
+  /** Every seed in this mode (default: each seed's own, modeFor). */
+  mode?: ReplicationMode;
   /** Shrink the fault schedule of a failing seed (default true). */
   shrink?: boolean;
   /** Called after each seed. */
@@ -32,22 +35,24 @@ export interface SeedsSummary {
   acknowledged: number;
   failovers: number;
   checkpoints: number;
+  /** Seeds that ran in COLO mode (the others in Remus). */
+  coloSeeds: number;
   /** Seeds whose faults killed the node that had won the epoch to act alone (safe: nobody serves; see RunResult). */
   pairsLost: number;
   failures: Failure[];
 }
 
 /** The command that replays `faults` on `seed` (what a failure prints). */
-export function replayCommand(seed: number, seconds: number, faults: readonly Fault[]): string {
-  return `npm run sim -- --seed ${seed} --seconds ${seconds} --faults '${JSON.stringify(faults)}'`;
+export function replayCommand(seed: number, seconds: number, faults: readonly Fault[], mode: ReplicationMode = modeFor(seed)): string {
+  return `npm run sim -- --seed ${seed} --mode ${mode} --seconds ${seconds} --faults '${JSON.stringify(faults)}'`;
 }
 
 /**
  * Drops faults one at a time, and then halves durations, as long as the run still fails: what is left is a
  * schedule a person can read. Every attempt is a full run of the same seed.
  */
-export async function shrink(seed: number, seconds: number, faults: readonly Fault[]): Promise<Fault[]> {
-  const fails = async (f: readonly Fault[]) => (await runSimulation({ seed, seconds, faults: f })).violations.length > 0;
+export async function shrink(seed: number, seconds: number, faults: readonly Fault[], mode: ReplicationMode = modeFor(seed)): Promise<Fault[]> {
+  const fails = async (f: readonly Fault[]) => (await runSimulation({ seed, seconds, faults: f, mode })).violations.length > 0;
   let current = [...faults];
   for (let changed = true; changed; ) {
     changed = false;
@@ -75,21 +80,22 @@ export async function runSeeds(opts: SeedsOptions = {}): Promise<SeedsSummary> {
   const from = opts.from ?? 1;
   const seconds = opts.seconds ?? 40;
   const started = Date.now();
-  const summary: SeedsSummary = { seeds: 0, simSeconds: 0, wallMs: 0, acknowledged: 0, failovers: 0, checkpoints: 0, pairsLost: 0, failures: [] };
+  const summary: SeedsSummary = { seeds: 0, simSeconds: 0, wallMs: 0, acknowledged: 0, failovers: 0, checkpoints: 0, coloSeeds: 0, pairsLost: 0, failures: [] };
   for (let seed = from; ; seed++) {
     if (opts.count !== undefined && seed >= from + opts.count) break;
     if (opts.wallMs !== undefined && Date.now() - started >= opts.wallMs) break;
-    const r = await runSimulation({ seed, seconds });
+    const r = await runSimulation({ seed, seconds, ...(opts.mode ? { mode: opts.mode } : {}) });
     summary.seeds++;
     summary.simSeconds += r.simSeconds;
     summary.acknowledged += r.acknowledged;
     summary.failovers += r.failovers;
     summary.checkpoints += r.checkpoints;
     if (r.pairLost) summary.pairsLost++;
+    if (r.mode === 'colo') summary.coloSeeds++;
     opts.onResult?.(r);
     if (r.violations.length > 0) {
-      const shrunk = opts.shrink === false ? r.faults : await shrink(seed, seconds, r.faults);
-      summary.failures.push({ seed, violations: r.violations, faults: r.faults, shrunk, replay: replayCommand(seed, seconds, shrunk) });
+      const shrunk = opts.shrink === false ? r.faults : await shrink(seed, seconds, r.faults, r.mode);
+      summary.failures.push({ seed, violations: r.violations, faults: r.faults, shrunk, replay: replayCommand(seed, seconds, shrunk, r.mode) });
     }
   }
   summary.wallMs = Date.now() - started;

@@ -1,4 +1,4 @@
-import { ColoNode, isCoordinatorError, PAIR_HOLDER, PrimaryProxy, type CheckpointMeasurement } from '@colo/coordinator';
+import { isCoordinatorError, PAIR_HOLDER, ProtectedNode, type CheckpointMeasurement, type PrimaryProxy, type ReplicationMode } from '@colo/coordinator';
 import { SimulatedGuest, type Domain } from '@colo/domain';
 import pino from 'pino';
 import { SimArbiter } from './arbiter.js';
@@ -28,10 +28,13 @@ export interface RunOptions {
   seconds?: number;
   /** The faults to inject; default: drawn from the seed. */
   faults?: readonly Fault[];
+  /** COLO or Remus; default: drawn from the seed (modeFor). */
+  mode?: ReplicationMode;
 }
 
 export interface RunResult {
   seed: number;
+  mode: ReplicationMode;
   faults: Fault[];
   /** Empty when every invariant held. */
   violations: string[];
@@ -57,7 +60,11 @@ const KEYS_PER_CLIENT = 4;
 const SETTLE_SECONDS = 15;
 const PSK = new Uint8Array(32).fill(7);
 const LISTEN_PORT = 7000;
-const silent = pino({ level: 'silent' });
+
+/** The mode a seed runs in unless told: half COLO, half Remus (its own draw: the seed's other draws stay put). */
+export function modeFor(seed: number): ReplicationMode {
+  return new Rng(seed ^ 0xc01d).chance(0.5) ? 'colo' : 'remus';
+}
 
 /** The faults of a seed: up to four, each over before the run's last SETTLE_SECONDS. */
 export function faultsFor(seed: number, seconds: number): Fault[] {
@@ -76,10 +83,11 @@ export function faultsFor(seed: number, seconds: number): Fault[] {
 interface Process {
   id: number;
   host: Host;
-  node: ColoNode;
+  /** The node as `colo node` runs it (ProtectedNode), without a TCP service: clients reach its proxy directly. */
+  node: ProtectedNode;
   guest: Domain | undefined;
+  /** The primary proxy it serves clients through, once it does (ProtectedNode.onServing). */
   proxy: PrimaryProxy | undefined;
-  attached: boolean;
   ended: boolean;
   /** Link index of the checkpoint being taken (primary). */
   suspendingIndex: number | undefined;
@@ -98,14 +106,15 @@ interface Pending {
 }
 
 /**
- * One simulated run: a Remus pair of ColoNodes on hosts a and b (host a starts as primary), the simulated arbiter,
- * two to six clients writing versioned keys through the primary's output rule (PrimaryProxy), and the faults. A
+ * One simulated run: a pair of ProtectedNodes (COLO or Remus) on hosts a and b (host a starts as primary), the
+ * simulated arbiter, two to six clients writing versioned keys through the primary's proxy, and the faults. A
  * supervisor restarts a node that ended as a secondary of the other host, as `colo pair` does. The invariants are
  * checked as the run goes and at its end; a violation is a sentence saying what and when.
  */
 export async function runSimulation(opts: RunOptions): Promise<RunResult> {
   const seconds = opts.seconds ?? 40;
   const faults = [...(opts.faults ?? faultsFor(opts.seed, seconds))];
+  const mode = opts.mode ?? modeFor(opts.seed);
   const rng = new Rng(opts.seed);
   const clock = new SimClock();
   const latencyMs = rng.pick(LATENCIES);
@@ -115,6 +124,8 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
   const violations: string[] = [];
   // COLO_SIM_TRACE=1: every transition, checkpoint, release and fault of the run on stderr (replaying one seed).
   const tracing = process.env.COLO_SIM_TRACE === '1';
+  // ... and the nodes' warnings and errors (silent otherwise: a run is thousands of them).
+  const logger = pino({ level: tracing ? 'warn' : 'silent' }, pino.destination(2));
   const trace = (what: string) => {
     if (tracing) process.stderr.write(`${(clock.now / 1000).toFixed(3)} ${what}\n`);
   };
@@ -159,23 +170,16 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
   const newGuest = (suspended: boolean) =>
     new SimulatedGuest({ memoryBytes: GUEST_BYTES, uuid: '00000000-0000-4000-8000-00000000c010', startSuspended: suspended, random: () => rng.next(), clock: () => Date.now() });
 
-  const openProxy = (p: Process, guest: Domain, firstConnectionId: number) => {
-    const proxy = new PrimaryProxy({ domain: guest, firstConnectionId });
-    proxy.onCheckpointNeeded((reason) => void p.node.requestCheckpoint(reason).catch(() => undefined));
-    proxy.onRelease((conn, bytes) => released(p, proxy, conn, bytes));
-    p.proxy = proxy;
-    void proxy.start();
-  };
-
   /** Starts a node on `host` (in a turn of its own): the primary with a new guest, or a secondary of the other host. */
   const start = (host: Host, role: 'primary' | 'secondary') =>
     clock.later(host, 0, () => {
       const id = nextProcess++;
       const guest = role === 'primary' ? newGuest(false) : undefined;
-      const node = new ColoNode({
+      const node = new ProtectedNode({
         nodeId: host,
+        version: 'simulated',
         role,
-        mode: 'remus',
+        mode,
         ...(guest ? { domain: guest } : {}),
         hostGuest: () => {
           const g = newGuest(true);
@@ -185,17 +189,19 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
         replication: { listen: { host, port: LISTEN_PORT }, ...(role === 'secondary' ? { peer: `ws://${other(host)}:${LISTEN_PORT}` } : {}) },
         security: { psk: PSK },
         heartbeat: { intervalMs: 100, timeoutMs: 1000 },
-        timings: { remusIntervalMs: 100, phaseTimeoutMs: 2000, stallTimeoutMs: 2000 },
+        timings: { remusIntervalMs: 100, coloMaxIntervalMs: 1000, phaseTimeoutMs: 2000, stallTimeoutMs: 2000 },
         arbiter: arbiter.forHost(host),
         epoch: disk[host],
         network: net.forHost(host),
         connectTimeoutMs: 3000,
-        logger: silent,
+        service: {},
+        // The collector's pauses are the process's, in real time: nothing to do with simulated checkpoints.
+        watchCollector: false,
+        logger,
       });
-      const p: Process = { id, host, node, guest, proxy: undefined, attached: false, ended: false, suspendingIndex: undefined, joined: role === 'secondary' ? live[other(host)] : undefined };
+      const p: Process = { id, host, node, guest, proxy: undefined, ended: false, suspendingIndex: undefined, joined: role === 'secondary' ? live[other(host)] : undefined };
       live[host] = p;
       wire(p);
-      if (guest) openProxy(p, guest, 1);
       node.start().catch((e: unknown) => {
         typed(e, `${host} start`);
         end(p, 1000);
@@ -211,7 +217,6 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     if (p.ended) return;
     p.ended = true;
     disk[p.host] = Math.max(disk[p.host], p.node.epoch);
-    void p.proxy?.close();
     p.proxy = undefined;
     clock.later(p.host, 0, () => void p.node.stop().catch(() => undefined));
     clock.later(p.host, restartMs, () => {
@@ -222,19 +227,22 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     });
   };
 
+  /**
+   * The run's observers of a node: its primary proxies (for the clients and the releases), and the replication
+   * node's events (for the invariants). The node's own wiring (proxy to engine, arbiter to output) is ProtectedNode's,
+   * as in `colo node`.
+   */
   const wire = (p: Process) => {
-    const n = p.node;
+    p.node.onServing((proxy) => {
+      p.proxy = proxy;
+      proxy.onRelease((conn, bytes) => released(p, proxy, conn, bytes));
+    });
+    const n = p.node.replication;
     n.on('suspending', (linkIndex) => {
       trace(`${p.host}#${p.id} suspending (link index ${linkIndex})`);
       p.suspendingIndex = linkIndex;
-      if (n.role !== 'primary') return;
-      if (p.attached && linkIndex !== undefined) p.proxy?.beforeSuspend(linkIndex + 1);
-      else p.proxy?.beforeSuspend(0);
     });
-    n.on('resumed', () => {
-      trace(`${p.host}#${p.id} resumed`);
-      if (n.role === 'primary') p.proxy?.afterResume();
-    });
+    n.on('resumed', () => trace(`${p.host}#${p.id} resumed`));
     n.on('written', (_seq, d) => {
       if (p.suspendingIndex === undefined) return;
       writtenMemory.set(`${p.id}:${p.suspendingIndex}`, Buffer.from(d.pages!(0, d.pageCount)));
@@ -252,40 +260,32 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     n.on('checkpoint', (m: CheckpointMeasurement) => {
       checkpoints++;
       trace(`${p.host}#${p.id} checkpoint ${m.seq} link index ${m.linkIndex} (${m.reason})`);
-      if (n.role === 'primary' && p.attached) {
-        p.proxy?.ack(m.linkIndex + 1);
-        p.proxy?.checkpointComplete(m.linkIndex + 1);
-      }
     });
     n.onTransition((t) => {
       trace(`${p.host}#${p.id} ${t.role} ${t.from} -> ${t.to} (${t.event}) epoch ${t.epoch}`);
-      if (t.role === 'primary' && t.to.startsWith('syncing') && !p.attached) {
-        p.attached = true;
-        p.proxy?.holdUntilRecorded();
-        p.proxy?.attachSecondary({ send: async () => undefined, onData: () => () => undefined }, 'remus');
-      }
       if (t.role === 'primary' && t.to.startsWith('protected')) lastProtected = clock.now;
     });
-    n.on('unprotected', () => {
-      if (!p.attached) return;
-      p.attached = false;
-      p.proxy?.secondaryLost();
+    // No node acts alone without having won its epoch: the arbiter's own log must hold the swap that gave it.
+    const won = (epoch: number, what: string) => {
+      if (!arbiter.decisions.some((d) => d.swapped && d.host === p.host && d.next.holder === p.host && d.next.epoch === epoch)) {
+        violate(`${p.host} ${what} at epoch ${epoch}, which the arbiter never gave it`);
+      }
+    };
+    n.on('continuing', (epoch) => won(epoch, 'went on alone'));
+    // A pair that loses its peer with nothing failed has a bug of its own (a spurious failover costs a resync).
+    n.on('deciding', (e) => {
+      if (faults.length === 0 || clock.now < faults[0]!.at) violate(`${p.host} lost its peer before any fault: ${e.message}`);
     });
-    n.on('deciding', () => {
-      if (n.role === 'primary') p.proxy?.holdForDecision();
-    });
-    n.on('continuing', () => p.proxy?.continueAlone());
-    n.on('pairProtected', () => p.proxy?.recorded());
     n.on('promoted', (epoch) => {
+      won(epoch, 'was promoted');
       failovers++;
       disk[p.host] = Math.max(disk[p.host], epoch);
       checkLedger(p.guest, `${p.host} promoted at epoch ${epoch}`);
-      // No half-applied checkpoint: the guest it serves is exactly the last checkpoint it applied.
+      // No half-applied checkpoint: a Remus secondary's guest, promoted, is exactly the last checkpoint it applied
+      // (a COLO secondary's guest ran on from it, on the primary's mirrored input: the ledger is its test).
       const g = p.guest;
       if (!g || !p.appliedMemory) violate(`${p.host} promoted at epoch ${epoch} without a complete checkpoint`);
-      else if (Buffer.compare(p.appliedMemory, g.pages!(0, g.pageCount)) !== 0) violate(`${p.host} promoted at epoch ${epoch}: its guest is not the last checkpoint it applied`);
-      // Clients' connections on the old primary are gone; new ones start above any id the guest knows.
-      if (p.guest) openProxy(p, p.guest, 1_000_000 * (epoch + 1));
+      else if (mode === 'remus' && Buffer.compare(p.appliedMemory, g.pages!(0, g.pageCount)) !== 0) violate(`${p.host} promoted at epoch ${epoch}: its guest is not the last checkpoint it applied`);
     });
     n.on('fenced', (e) => {
       typed(e, `${p.host} fenced`);
@@ -377,7 +377,7 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     if (!primary) return undefined;
     return target === 'primary' ? primary : other(primary);
   };
-  const pairProtected = () => HOSTS.some((h) => live[h] && !live[h]!.ended && live[h]!.node.isProtectedPrimary);
+  const pairProtected = () => HOSTS.some((h) => live[h] && !live[h]!.ended && live[h]!.node.replication.isProtectedPrimary);
   /**
    * The pair is protected in truth: the arbiter records it as a pair and the secondary process lives (frozen or cut
    * off perhaps). Not what either node believes: a frozen secondary still thinks itself protected after its
@@ -385,7 +385,9 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
    */
   const secondaryCanTakeOver = (primary: Host) => {
     const s = live[other(primary)];
-    return !!s && !s.ended && s.node.role === 'secondary' && arbiter.record?.holder === PAIR_HOLDER;
+    // ... and that process holds a checkpoint: a secondary restarted while the primary had not yet noticed the
+    // old one's loss is refused until it does, and holds nothing.
+    return !!s && !s.ended && s.node.role === 'secondary' && s.appliedMemory !== undefined && arbiter.record?.holder === PAIR_HOLDER;
   };
   /**
    * The host's process dies and starts again as a secondary after `restartMs`: as a process (SIGKILL: the kernel
@@ -497,5 +499,5 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     uninstall();
   }
   // The run's own length (the shutdown after it is not counted).
-  return { seed: opts.seed, faults, violations, simSeconds: seconds, acknowledged, checkpoints, failovers, pairLost, events: clock.fired };
+  return { seed: opts.seed, mode, faults, violations, simSeconds: seconds, acknowledged, checkpoints, failovers, pairLost, events: clock.fired };
 }
