@@ -42,6 +42,8 @@ export interface RunResult {
   /** Client writes acknowledged (their reply released). */
   acknowledged: number;
   checkpoints: number;
+  /** COLO: checkpoints taken because the two guests' outputs differed. */
+  miscompares: number;
   failovers: number;
   /** The node that won the epoch to act alone was killed: no node may serve (safe; an operator decides). */
   pairLost: boolean;
@@ -99,6 +101,7 @@ interface Process {
 
 interface Pending {
   key: string;
+  /** The version a SET writes; 0 for a TIME (a read whose answer differs on each guest). */
   version: number;
   proxy: PrimaryProxy;
   conn: number;
@@ -125,7 +128,7 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
   // COLO_SIM_TRACE=1: every transition, checkpoint, release and fault of the run on stderr (replaying one seed).
   const tracing = process.env.COLO_SIM_TRACE === '1';
   // ... and the nodes' warnings and errors (silent otherwise: a run is thousands of them).
-  const logger = pino({ level: tracing ? 'warn' : 'silent' }, pino.destination(2));
+  const logger = tracing ? pino({ level: 'warn' }, pino.destination(2)) : pino({ level: 'silent' });
   const trace = (what: string) => {
     if (tracing) process.stderr.write(`${(clock.now / 1000).toFixed(3)} ${what}\n`);
   };
@@ -147,6 +150,7 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
   const releasers = new Map<number, Set<Host>>();
   let acknowledged = 0;
   let checkpoints = 0;
+  let miscompares = 0;
   let failovers = 0;
   let nextProcess = 1;
   let nextConn = 1;
@@ -259,6 +263,7 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     });
     n.on('checkpoint', (m: CheckpointMeasurement) => {
       checkpoints++;
+      if (m.reason === 'miscompare') miscompares++;
       trace(`${p.host}#${p.id} checkpoint ${m.seq} link index ${m.linkIndex} (${m.reason})`);
     });
     n.onTransition((t) => {
@@ -309,6 +314,10 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     if (set.size > 1) violate(`both nodes released output at epoch ${epoch}`);
     const w = pending.get(conn);
     if (!w || w.proxy !== proxy || bytes === null) return;
+    if (w.version === 0) {
+      pending.delete(conn);
+      return;
+    }
     if (!Buffer.from(bytes).toString('latin1').includes('+OK')) return;
     pending.delete(conn);
     trace(`${p.host}#${p.id} acknowledged ${w.key} v${w.version} (epoch ${epoch})`);
@@ -349,11 +358,14 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     }
     const proxy = cc.proxy;
     const primary = { host: cc.host, id: cc.id };
-    const key = `c${c}:k${rng.int(0, KEYS_PER_CLIENT - 1)}`;
-    const version = (versions.get(key) ?? 0) + 1;
-    versions.set(key, version);
+    // Now and then a TIME, whose answer no two guests give alike: in COLO the outputs differ and the primary
+    // checkpoints (miscompare) before releasing it.
+    const time = rng.chance(0.02);
+    const key = time ? `c${c}:time` : `c${c}:k${rng.int(0, KEYS_PER_CLIENT - 1)}`;
+    const version = time ? 0 : (versions.get(key) ?? 0) + 1;
+    if (!time) versions.set(key, version);
     const value = `v${version}`;
-    const cmd = `*3\r\n$3\r\nSET\r\n$${key.length}\r\n${key}\r\n$${value.length}\r\n${value}\r\n`;
+    const cmd = time ? '*1\r\n$4\r\nTIME\r\n' : `*3\r\n$3\r\nSET\r\n$${key.length}\r\n${key}\r\n$${value.length}\r\n${value}\r\n`;
     pending.set(cc.conn, { key, version, proxy, conn: cc.conn, sentAt: clock.now });
     const conn = cc.conn;
     // The request reaches the primary's host over the network, in that host's turn.
@@ -499,5 +511,5 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     uninstall();
   }
   // The run's own length (the shutdown after it is not counted).
-  return { seed: opts.seed, mode, faults, violations, simSeconds: seconds, acknowledged, checkpoints, failovers, pairLost, events: clock.fired };
+  return { seed: opts.seed, mode, faults, violations, simSeconds: seconds, acknowledged, checkpoints, miscompares, failovers, pairLost, events: clock.fired };
 }
