@@ -1,24 +1,21 @@
-import { PerformanceObserver } from 'node:perf_hooks';
 import type { Domain } from '@colo/domain';
 import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
 import type { CheckpointMeasurement } from '../engine/measurement.js';
 import { Extension, type GuestIdentity } from '../engine/extensions.js';
 import { NODE_DEFAULTS } from '../defaults.js';
-import type { AppliedCheckpointTiming } from '../engine/secondary-engine.js';
 import type { ArbitrationStatus } from '../node/arbitration.js';
 import { ColoNode } from '../node/colo-node.js';
 import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
 import type { ColoNodeOptions } from '../node/options.js';
-import type { Transition } from '../node/transitions.js';
-import { collectProcessMetrics, createNodeMetrics, LINK_READ_PLACES, NODE_ROLES, setOneHot, type NodeMetrics } from '../observability/metrics.js';
-import { SlowCheckpointWatch, type CheckpointTiming, type SlowCheckpoint } from '../observability/slow-checkpoints.js';
+import { collectProcessMetrics, createNodeMetrics, type NodeMetrics } from '../observability/metrics.js';
 import { PrimaryProxy, type PrimaryProxyOptions } from '../proxy/primary-proxy.js';
 import { SecondaryProxy } from '../proxy/secondary-proxy.js';
 import type { ProxyMetrics } from '../proxy/metrics.js';
 import type { NodeRole, ReplicationMode } from '../statechart/types.js';
-import { PROTOCOL_VERSION, wsNetwork, type PeerLink, type PeerNetwork, type ReadRingStats } from '../transport/index.js';
+import { PROTOCOL_VERSION, wsNetwork, type PeerLink, type PeerNetwork } from '../transport/index.js';
 import { runPromoteHook } from './promote-hook.js';
+import { NodeRecorder } from './node-recorder.js';
 import { BlackholeLink } from '../node/blackhole-link.js';
 
 /**
@@ -107,20 +104,8 @@ export class ProtectedNode {
   private proxyLink: PeerLink | undefined;
   private admin: AdminServer | undefined;
   private terminal: 'fenced' | 'halted' | undefined;
-  private failoverCount = 0;
-  private lastProxyMetrics: ProxyMetrics | undefined;
-  private lastStreamBytesReceived = 0;
-  private lastLinkReads: Readonly<ReadRingStats> = { ringReads: 0, fallbackReads: 0, copiedReads: 0 };
-  /** Proxy-link bytes received and not yet added to colo_replication_bytes_total. */
-  private proxyBytesReceived = 0;
-  private metricsTimer: ReturnType<typeof setInterval> | undefined;
-  /**
-   * This node's part of each checkpoint (primary: the pause; secondary: first record to applied), the slow ones,
-   * and the collector's time inside each (fed by the 'gc' observer). A new one at promotion: a secondary's
-   * durations are no median for a primary's pauses.
-   */
-  private slowCheckpoints = new SlowCheckpointWatch();
-  private gcObserver: PerformanceObserver | undefined;
+  /** The node's metrics and slow-checkpoint reports, from its events. */
+  private readonly recorder: NodeRecorder;
   private stopped = false;
   private readonly exitListeners = new Set<(reason: 'halted' | 'fenced', error: Error) => void>();
 
@@ -139,9 +124,8 @@ export class ProtectedNode {
     const hooks = this.suspendHooks();
     this.replication.on('suspending', hooks.beforeSuspend);
     this.replication.on('resumed', hooks.afterResume);
-    this.replication.onTransition((t) => this.onTransition(t));
     this.replication.on('checkpoint', (m) => this.onCheckpoint(m));
-    this.replication.on('applied', (index, _d, timing) => this.onApplied(index, timing));
+    this.replication.on('applied', (index) => this.onApplied(index));
     this.replication.on('unprotected', () => this.detachProxy('the replication link to the secondary ended'));
     // The arbiter's word on output (docs/output-rules.md): held from losing the peer until this node wins the
     // next epoch; held after a secondary attaches until the arbiter records the pair as protected.
@@ -149,7 +133,6 @@ export class ProtectedNode {
       if (this.replication.role === 'primary') this.primaryProxy?.holdForDecision();
     });
     this.replication.on('continuing', () => this.primaryProxy?.continueAlone());
-    this.watchArbiter();
     this.replication.on('pairProtected', () => this.primaryProxy?.recorded());
     this.replication.on('promoted', (epoch) => void this.onPromoted(epoch));
     this.replication.on('halted', (e) => {
@@ -159,6 +142,13 @@ export class ProtectedNode {
       void this.primaryProxy?.close();
       this.primaryProxy = undefined;
       this.exit('fenced', e);
+    });
+    this.recorder = new NodeRecorder({
+      metrics: this.metrics,
+      node: this.replication,
+      output: () => this.primaryProxy?.metrics() ?? this.secondaryProxy?.metrics(),
+      watchCollector: options.watchCollector !== false,
+      logger: this.log,
     });
   }
 
@@ -195,13 +185,7 @@ export class ProtectedNode {
 
   async start(): Promise<void> {
     const o = this.o;
-    if (o.watchCollector !== false) {
-      // Collections, on the same clock as the pause windows (entries start relative to performance.timeOrigin).
-      this.gcObserver = new PerformanceObserver((list) => {
-        for (const e of list.getEntries()) this.slowCheckpoints.collected({ start: e.startTime, duration: e.duration });
-      });
-      this.gcObserver.observe({ entryTypes: ['gc'] });
-    }
+    this.recorder.start();
     if (o.admin) {
       this.admin = await startAdminServer({
         host: o.admin.listen.host,
@@ -212,12 +196,12 @@ export class ProtectedNode {
           status: () => this.status(),
           ready: () => this.ready(),
           metrics: async () => {
-            this.refreshProxyMetrics();
+            this.recorder.refresh();
             return { contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() };
           },
           checkpoint: async () => this.replication.requestCheckpoint('manual'),
           failover: async () => {
-            this.manualFailover = true;
+            this.recorder.planned();
             // A planned takeover fences the old primary first, so there is never a moment with two primaries
             // (an unprotected old primary would acknowledge writes the new one never sees).
             if (this.replication.role === 'secondary' && this.replication.status().protected) {
@@ -237,8 +221,6 @@ export class ProtectedNode {
       });
       this.log.info({ url: this.admin.url }, 'admin API listening');
     }
-    this.metricsTimer = setInterval(() => this.refreshProxyMetrics(), 1000);
-    this.metricsTimer.unref();
 
     if (o.role === 'primary') {
       await this.startPrimaryProxy(o.domain!, 1);
@@ -324,8 +306,7 @@ export class ProtectedNode {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    clearInterval(this.metricsTimer);
-    this.gcObserver?.disconnect();
+    this.recorder.stop();
     this.proxyLink?.close('node stopping');
     await this.replication?.stop();
     await this.primaryProxy?.close();
@@ -351,7 +332,7 @@ export class ProtectedNode {
       lastCheckpoint: lc ? { ...lc, at: new Date(lc.at).toISOString() } : null,
       checkpoints: s.checkpoints,
       output: this.primaryProxy?.metrics() ?? this.secondaryProxy?.metrics() ?? null,
-      failovers: this.failoverCount,
+      failovers: this.recorder.failovers,
       lastError: s.lastError,
       sync: s.sync,
       arbiter: s.arbiter,
@@ -392,7 +373,6 @@ export class ProtectedNode {
   }
 
   private proxyAttached = false;
-  private manualFailover = false;
 
   private hostGuest(identity: GuestIdentity | undefined): Domain {
     if (!this.o.hostGuest) throw new CoordinatorError(CoordinatorErrorCode.BAD_OPTIONS, 'a secondary needs options.hostGuest');
@@ -407,7 +387,7 @@ export class ProtectedNode {
       mode: this.o.mode,
       barrierTimeoutMs: this.o.timings?.phaseTimeoutMs ?? NODE_DEFAULTS.timings.phaseTimeoutMs,
     });
-    this.countProxyBytes(link);
+    this.recorder.countProxyBytes(link);
     this.secondaryProxy.onLinkError((e) => {
       this.log.error({ err: e }, 'the primary sent invalid proxy traffic: dropping the link');
       this.proxyLink?.close(e.message);
@@ -458,7 +438,7 @@ export class ProtectedNode {
     this.proxyAttached = true;
     this.primaryProxy.holdUntilRecorded();
     this.primaryProxy.attachSecondary(link, this.o.mode, { inputWatermark: link.extensions.includes(Extension.INPUT_WATERMARK) });
-    this.countProxyBytes(link);
+    this.recorder.countProxyBytes(link);
     this.watchProxyLink(link);
     // A secondary that opens a proxy link but never completes its replication link must not hold output forever.
     const timer = setTimeout(() => {
@@ -474,7 +454,7 @@ export class ProtectedNode {
   }
 
   private watchProxyLink(link: PeerLink): void {
-    link.onRtt((s) => this.metrics.heartbeatRtt.observe(s));
+    this.recorder.proxyLink(link);
     link.onClose((error) => {
       if (this.proxyLink !== link) return;
       this.proxyLink = undefined;
@@ -489,22 +469,6 @@ export class ProtectedNode {
       }
     });
   }
-
-  /**
-   * Counts the proxy link's bytes, from when its proxy reads it: a link holds what arrives until it has a reader,
-   * and a counter subscribed earlier would take the secondary's first barrier (sent before the synchronisation
-   * described the guest the secondary proxy is made for) to nobody. Counted here, published with the other proxy
-   * metrics (every second and at each scrape): a labelled prom-client inc() per message showed in CPU profiles.
-   */
-  private countProxyBytes(link: PeerLink): void {
-    if (this.countedProxyLinks.has(link)) return;
-    this.countedProxyLinks.add(link);
-    link.onData((b) => {
-      this.proxyBytesReceived += b.byteLength;
-    });
-  }
-
-  private readonly countedProxyLinks = new WeakSet<PeerLink>();
 
   private detachProxy(reason: string): void {
     if (!this.proxyAttached) return;
@@ -522,79 +486,18 @@ export class ProtectedNode {
       if (this.o.mode === 'remus') this.primaryProxy?.ack(k);
       this.primaryProxy?.checkpointComplete(k);
     }
-    const mx = this.metrics;
-    mx.checkpointDuration.observe({ reason: m.reason }, m.pauseSeconds);
-    mx.checkpoints.inc({ reason: m.reason });
-    mx.checkpointPages.observe(m.pages);
-    if (m.deltaPages > 0) mx.checkpointDeltaPages.inc(m.deltaPages);
-    if (m.resentPages > 0) mx.checkpointResentPages.inc(m.resentPages);
-    mx.checkpointBytes.observe(m.bytes);
-    mx.replicationBytes.inc({ direction: 'sent', channel: 'replication' }, m.bytes);
-    mx.lastCheckpointTime.set(m.at / 1000);
-    for (const [phase, seconds] of Object.entries(m.phases)) if (typeof seconds === 'number') mx.checkpointPhaseDuration.observe({ phase }, seconds);
-    if (m.reason === 'initial') mx.initialSyncDuration.set(m.durationSeconds);
-    this.watchCheckpoint({ seq: m.seq, reason: m.reason, seconds: m.pauseSeconds, window: m.pauseWindow, phases: m.phases, pages: m.pages });
-  }
-
-  /** Both roles: a checkpoint's collector time and, when it stands out, a counted and (rate-limited) logged report. */
-  private watchCheckpoint(t: CheckpointTiming): void {
-    const verdict = this.slowCheckpoints.checkpoint(t);
-    if (verdict.collectorSeconds > 0) this.metrics.checkpointCollectorSeconds.inc(verdict.collectorSeconds);
-    if (verdict.slow) this.metrics.slowCheckpoints.inc();
-    if (verdict.report) this.reportSlowCheckpoint(verdict.report);
-  }
-
-  /** One warn line per slow checkpoint (rate-limited), with what it was made of and the likely cause. */
-  private reportSlowCheckpoint(r: SlowCheckpoint): void {
-    const ms = (s: number) => Math.round(s * 1e5) / 100;
-    const primary = this.replication.role === 'primary';
-    const collector = r.collectorSeconds >= (r.seconds - r.medianSeconds) / 2;
-    const cause = collector
-      ? `this node's collector ran ${ms(r.collectorSeconds)} ms of it`
-      : primary
-        ? `not this node's collector (${ms(r.collectorSeconds)} ms): with a long secondary_apply, the secondary's log tells whether its ` +
-          'part (first record to applied) was slow; if it says nothing, the time went to threads waiting for a CPU on either host'
-        : `not this node's collector (${ms(r.collectorSeconds)} ms): the primary's bytes came slowly (its log, the link) ` +
-          'or the host did not run this node (CPU contention)';
-    const what = primary ? 'pause' : 'first record to applied';
-    this.log.warn(
-      {
-        seq: r.seq,
-        reason: r.reason,
-        ms: ms(r.seconds),
-        medianMs: ms(r.medianSeconds),
-        collectorMs: ms(r.collectorSeconds),
-        ...(primary ? { phasesMs: Object.fromEntries(Object.entries(r.phases).map(([k, v]) => [k, ms(v ?? 0)])) } : {}),
-        pages: r.pages,
-        unreported: r.unreported,
-      },
-      `slow checkpoint: ${what} ${ms(r.seconds)} ms against a median of ${ms(r.medianSeconds)} ms; ${cause}` +
-        (r.unreported > 0 ? ` (${r.unreported} more since the last report)` : ''),
-    );
   }
 
   /** Secondary: checkpoint `index` (0 = initial) applied; the guest is still suspended. */
-  private onApplied(index: number, timing: AppliedCheckpointTiming): void {
-    this.watchCheckpoint({
-      seq: index,
-      reason: index === 0 ? 'initial' : 'checkpoint',
-      seconds: (timing.end - timing.start) / 1000,
-      window: timing,
-      pages: timing.pages,
-    });
+  private onApplied(index: number): void {
     this.secondaryProxy?.checkpointApplied(index + 1).catch((e: Error) => {
       if (this.stopped || this.replication.role !== 'secondary') return;
       this.log.error({ err: e }, 'no barrier for an applied checkpoint: dropping the primary');
       this.proxyLink?.close(e.message);
     });
-    this.metrics.lastCheckpointTime.set(Date.now() / 1000);
   }
 
   private async onPromoted(epoch: number): Promise<void> {
-    this.failoverCount++;
-    this.slowCheckpoints = new SlowCheckpointWatch();
-    this.metrics.failovers.inc({ reason: this.manualFailover ? 'manual' : 'primary_lost' });
-    this.manualFailover = false;
     this.proxyAttached = false;
     const secondary = this.secondaryProxy;
     this.secondaryProxy = undefined;
@@ -621,98 +524,10 @@ export class ProtectedNode {
     }
   }
 
-  /** The arbiter's metrics: which one, reachable, a request waiting, answers and their time, unanswered requests. */
-  private watchArbiter(): void {
-    const mx = this.metrics;
-    mx.arbiterInfo.set({ kind: this.replication.arbiterKind }, 1);
-    this.replication.onArbiter({
-      decided: (d) => {
-        mx.arbiterDecisions.inc({ purpose: d.purpose, outcome: d.won ? 'won' : 'lost' });
-        mx.arbiterDecisionDuration.observe({ purpose: d.purpose }, d.seconds);
-      },
-      reachable: (on) => mx.arbiterReachable.set(on ? 1 : 0),
-      pending: (purpose) => mx.arbiterPending.set(purpose === null ? 0 : 1),
-      unanswered: () => mx.arbiterUnanswered.inc(),
-    });
-  }
-
   private exit(reason: 'halted' | 'fenced', error: Error): void {
     if (this.terminal) return;
     this.terminal = reason;
-    this.showRole('none');
-    this.showProtected(false);
+    this.recorder.end();
     for (const cb of this.exitListeners) cb(reason, error);
-  }
-
-  // ------------------------------------------------------------------------------------------ metrics
-
-  private onTransition(t: Transition): void {
-    const mx = this.metrics;
-    const state = `${t.role}.${t.to}`;
-    if (state !== this.shown.state) {
-      if (this.shown.state) mx.state.set({ state: this.shown.state }, 0);
-      mx.state.set({ state }, 1);
-      this.shown.state = state;
-    }
-    this.showRole(this.terminal ? 'none' : t.role);
-    if (t.epoch !== this.shown.epoch) {
-      mx.epoch.set(t.epoch);
-      this.shown.epoch = t.epoch;
-    }
-    this.showProtected(this.replication.isProtectedPrimary);
-  }
-
-  // A transition happens ~5 times per checkpoint, inside its pause, and role, epoch and protection rarely change
-  // with it: the gauges hold what was last written and are written only when a value changes (labelled sets cost
-  // microseconds each).
-  private readonly shown = { state: '', role: '', epoch: Number.NaN, protected: undefined as boolean | undefined };
-  private showRole(role: string): void {
-    if (role === this.shown.role) return;
-    setOneHot(this.metrics.role, 'role', NODE_ROLES, role);
-    this.shown.role = role;
-  }
-  private showProtected(on: boolean): void {
-    if (on === this.shown.protected) return;
-    this.metrics.protectedState.set(on ? 1 : 0);
-    this.shown.protected = on;
-  }
-
-  /** colo_link_reads_total from the node's totals (which only grow): the increase since the last look. */
-  private refreshLinkReads(): void {
-    const now = this.replication.replicationReads;
-    const before = this.lastLinkReads;
-    const inc = (into: (typeof LINK_READ_PLACES)[number], d: number) => {
-      if (d > 0) this.metrics.linkReads.inc({ into }, d);
-    };
-    inc('ring', now.ringReads - before.ringReads);
-    inc('fallback', now.fallbackReads - before.fallbackReads);
-    inc('copied', now.copiedReads - before.copiedReads);
-    this.lastLinkReads = now;
-  }
-
-  private refreshProxyMetrics(): void {
-    if (this.proxyBytesReceived > 0) {
-      this.metrics.replicationBytes.inc({ direction: 'received', channel: 'proxy' }, this.proxyBytesReceived);
-      this.proxyBytesReceived = 0;
-    }
-    const received = this.replication.replicationBytesReceived;
-    if (received > this.lastStreamBytesReceived) {
-      this.metrics.replicationBytes.inc({ direction: 'received', channel: 'replication' }, received - this.lastStreamBytesReceived);
-      this.lastStreamBytesReceived = received;
-    }
-    this.refreshLinkReads();
-    const m = this.primaryProxy?.metrics() ?? this.secondaryProxy?.metrics();
-    if (!m) return;
-    const prev = this.lastProxyMetrics;
-    const mx = this.metrics;
-    for (const result of ['match', 'miscompare', 'stale'] as const) {
-      const d = m.compare[result] - (prev?.compare[result] ?? 0);
-      if (d > 0) mx.outputCompare.inc({ result }, d);
-    }
-    const sent = m.bytesOut - (prev?.bytesOut ?? 0);
-    if (sent > 0 && this.replication.role === 'secondary') mx.replicationBytes.inc({ direction: 'sent', channel: 'proxy' }, sent);
-    mx.heldOutputBytes.set(m.heldBytes);
-    mx.retainedInputEvents.set(m.retainedInputEvents);
-    this.lastProxyMetrics = m;
   }
 }
