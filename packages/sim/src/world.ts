@@ -503,7 +503,6 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
       const p = live[h];
       if (!p) continue;
       p.ended = true;
-      void p.proxy?.close();
       clock.later(h, 0, () => void p.node.stop().catch(() => undefined));
     }
     await clock.run(clock.now + 5000).catch(() => undefined);

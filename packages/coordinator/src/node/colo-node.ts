@@ -177,7 +177,7 @@ export class ColoNode {
       mode: ctx.o.mode,
       epoch: ctx.epoch,
       blackhole: ctx.o.blackhole === true,
-      peer: r.peer,
+      peer: r.peerAddress,
       listening: r instanceof PrimaryRole ? (r.listenUrl ?? null) : null,
       lastCheckpoint: ctx.checkpoints.last,
       checkpoints: ctx.checkpoints.counts,

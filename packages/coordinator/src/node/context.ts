@@ -42,6 +42,8 @@ export interface ColoNodeEvents {
   suspending: [linkIndex: number | undefined];
   /** The guest runs again (emitted right after it resumed). */
   resumed: [];
+  /** Every link of the peer is gone (one of them ended, or the peer was dropped), with why. Once per peer. */
+  peerLost: [reason: string];
 }
 
 /**

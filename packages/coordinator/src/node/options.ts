@@ -4,7 +4,7 @@ import type { Arbiter } from '../arbiter/arbiter.js';
 import type { GuestIdentity } from '../engine/extensions.js';
 import type { PrecopyLimits } from '../engine/primary-engine.js';
 import type { MachineTimings, NodeRole, ReplicationMode } from '../statechart/types.js';
-import type { HeartbeatOptions, LinkSecurity, PeerLink, PeerNetwork } from '../transport/index.js';
+import type { Channel, HeartbeatOptions, LinkSecurity, PeerLink, PeerNetwork } from '../transport/index.js';
 
 export interface ColoNodeOptions {
   nodeId: string;
@@ -56,10 +56,19 @@ export interface ColoNodeOptions {
   /** Longest wait to reach the primary (secondary), default 10 s. */
   connectTimeoutMs?: number;
   /**
-   * Primary: receives authenticated links on other channels than 'replication' (the output proxy's 'proxy'
-   * channel) from a secondary whose hello passes the same checks. Without it such links are refused.
+   * Channels besides 'replication' that the peer's links also carry (the output proxy's 'proxy' channel), with
+   * the extensions this node offers on each. A secondary dials them before its replication link; a primary accepts
+   * them from a secondary whose hello passes the same checks (others are refused). The links of one peer are lost
+   * together (the 'peerLost' event).
    */
+  sideChannels?: readonly { channel: Exclude<Channel, 'replication'>; extensions: readonly string[] }[];
+  /** Receives each side channel's link as it is established (both roles). */
   onSideLink?: (link: PeerLink) => void;
+  /**
+   * Secondary: how long to keep retrying a primary that is not reachable yet at start (refused, timed out), every
+   * second, so that hosts may start in any order; an authentication failure is not retried. Default 60 s.
+   */
+  startRetryMs?: number;
   /** Where the replication link comes from (default wsNetwork: WebSocket over TCP); a simulation passes its own. */
   network?: PeerNetwork;
   logger?: Logger;

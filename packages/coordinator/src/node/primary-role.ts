@@ -6,13 +6,14 @@ import { PrimaryCheckpointEngine } from '../engine/primary-engine.js';
 import { bindPrimaryEffects } from '../statechart/bind.js';
 import type { PrimaryContext, PrimaryEvent } from '../statechart/primary.js';
 import { REQUESTABLE_REASONS, type RequestableReason } from '../statechart/types.js';
-import { DEFAULT_HEARTBEAT, LinkErrorCode, type Hello, type LinkRefusal, type PeerLink, type PeerServer } from '../transport/index.js';
+import { DEFAULT_HEARTBEAT, LinkErrorCode, type Hello, type LinkError, type LinkRefusal, type PeerLink, type PeerServer } from '../transport/index.js';
 import { Throttle } from '../transport/throttle.js';
 import type { CheckpointMeasurement } from '../engine/measurement.js';
 import { childLogger } from '../observability/logger.js';
 import { BlackholeLink } from './blackhole-link.js';
 import type { NodeContext } from './context.js';
 import { decide } from './decide.js';
+import { Peer } from './peer.js';
 import { observeTransitions, stateName } from './transitions.js';
 
 /**
@@ -26,6 +27,8 @@ export class PrimaryRole {
   private actor: Actor<ReturnType<typeof bindPrimaryEffects>> | undefined;
   private server: PeerServer | undefined;
   private link: PeerLink | undefined;
+  /** The secondary joining or attached: its proxy link (first) and replication link, lost together. */
+  private peer: Peer | undefined;
   /** Bumped at every attach/drop: events of an older link are ignored. */
   private linkGeneration = 0;
   private engine: PrimaryCheckpointEngine | undefined;
@@ -39,7 +42,7 @@ export class PrimaryRole {
     const snap = this.actor?.getSnapshot();
     return snap ? stateName(snap.value) : 'not-started';
   }
-  get peer(): string | null {
+  get peerAddress(): string | null {
     return this.link ? this.link.remoteAddress : null;
   }
   get replicationLink(): PeerLink | undefined {
@@ -89,7 +92,7 @@ export class PrimaryRole {
       heartbeat: o.heartbeat ?? DEFAULT_HEARTBEAT,
       maxPayload: o.replication.maxFrameBytes,
       hello: (peer) => this.answerSecondaryHello(peer),
-      onLink: (link) => (link.peerHello.channel === 'replication' ? this.attachSecondary(link) : o.onSideLink?.(link)),
+      onLink: (link) => this.peerLink(link),
       onRefused: (error, remote) => ctx.roleLogger().warn({ err: error, remote }, 'refused a peer'),
       logger: childLogger(ctx.baseLog, { component: 'transport' }),
     });
@@ -101,6 +104,7 @@ export class PrimaryRole {
     this.actor?.stop();
     this.link?.close('node stopped');
     this.link = undefined;
+    this.peer?.drop('node stopped');
     await this.engine?.abort();
     await this.server?.close();
     this.server = undefined;
@@ -129,17 +133,17 @@ export class PrimaryRole {
     this.actor?.send({ type: 'FAILOVER' });
   }
 
-  /** The secondary is lost for a reason found outside the replication link (its proxy link ended or lied). */
+  /** The secondary is lost for a reason found outside its links (its proxy sent garbage, it never synchronised). */
   dropSecondary(reason: string): void {
-    if (!this.link) return;
-    this.actor?.send({ type: 'SECONDARY_LOST', error: new CoordinatorError(CoordinatorErrorCode.PEER_LOST, reason) });
+    if (this.peer && !this.peer.lost) this.peer.drop(reason);
+    else if (this.link) this.actor?.send({ type: 'SECONDARY_LOST', error: new CoordinatorError(CoordinatorErrorCode.PEER_LOST, reason) });
   }
 
   private answerSecondaryHello(peer: Hello): Hello | LinkRefusal {
     const ctx = this.ctx;
     const snap = this.actor?.getSnapshot();
     const side = peer.channel !== 'replication';
-    if (side && !ctx.o.onSideLink) return { refuse: `channel ${peer.channel} is not served here`, code: LinkErrorCode.REFUSED };
+    if (side && !ctx.o.sideChannels?.some((c) => c.channel === peer.channel)) return { refuse: `channel ${peer.channel} is not served here`, code: LinkErrorCode.REFUSED };
     if (peer.role !== 'secondary') return { refuse: `a ${peer.role} cannot join a primary`, code: LinkErrorCode.REFUSED };
     if (peer.mode !== ctx.o.mode) return { refuse: `this pair runs ${ctx.o.mode}, the peer asked for ${peer.mode}`, code: LinkErrorCode.REFUSED };
     if (primaryMustStepDown(ctx.epoch, peer.epoch)) {
@@ -153,14 +157,44 @@ export class PrimaryRole {
     return side ? { ...ctx.hello('primary'), channel: peer.channel } : ctx.hello('primary');
   }
 
-  private attachSecondary(link: PeerLink): void {
-    const ctx = this.ctx;
-    const o = ctx.o;
+  /** A primary takes a secondary only while it has none (unprotected, no replication link attached). */
+  private accepting(): boolean {
     const actor = this.actor;
-    if (!actor || ctx.stopped || !actor.getSnapshot().matches('unprotected') || this.link) {
+    return !!actor && !this.ctx.stopped && actor.getSnapshot().matches('unprotected') && !this.link;
+  }
+
+  /**
+   * A secondary's link arrived: the links of one secondary make one peer (its proxy link first, its replication
+   * link after); a link of another node while one is joining is refused.
+   */
+  private peerLink(link: PeerLink): void {
+    const ctx = this.ctx;
+    const nodeId = link.peerHello.nodeId;
+    if (!this.accepting()) {
       link.close('not accepting a secondary now');
       return;
     }
+    const joining = this.peer && !this.peer.lost ? this.peer : undefined;
+    if (joining && joining.nodeId !== nodeId) {
+      link.close(`secondary ${joining.nodeId} is joining`);
+      return;
+    }
+    // The same secondary again on a channel it already has: a new process of it; its old links are stale.
+    if (joining?.link(link.peerHello.channel)) joining.drop('the secondary joined again');
+    if (!this.peer || this.peer.lost) {
+      const peer = new Peer(nodeId);
+      this.peer = peer;
+      peer.onLost((reason) => ctx.events.emit('peerLost', reason));
+    }
+    this.peer.add(link);
+    if (link.peerHello.channel === 'replication') this.attachSecondary(link, this.peer);
+    else ctx.o.onSideLink?.(link);
+  }
+
+  private attachSecondary(link: PeerLink, peer?: Peer): void {
+    const ctx = this.ctx;
+    const o = ctx.o;
+    const actor = this.actor!;
     const generation = ++this.linkGeneration;
     const current = () => generation === this.linkGeneration;
     this.link = link;
@@ -203,12 +237,11 @@ export class PrimaryRole {
     link.onData((bytes) => {
       if (current()) engine.receiveBackChannel(bytes);
     });
-    link.onClose((error) => {
-      emit({
-        type: 'SECONDARY_LOST',
-        error: asCoordinatorError(error ?? 'closed locally', CoordinatorErrorCode.PEER_LOST, 'the replication link to the secondary ended'),
-      });
-    });
+    // Any link of the secondary ending (or a drop) loses it. A blackhole has no peer: its link never ends.
+    const lost = (reason: string, error: LinkError | null) =>
+      emit({ type: 'SECONDARY_LOST', error: asCoordinatorError(error ?? reason, CoordinatorErrorCode.PEER_LOST, 'the secondary was lost') });
+    if (peer) peer.onLost(lost);
+    else link.onClose((error) => lost('closed locally', error));
     ctx.roleLogger().info({ peer: link.peerHello.nodeId, remote: link.remoteAddress, extensions: link.extensions }, 'secondary attached');
     actor.send({ type: 'SECONDARY_CONNECTED', peer: `${link.peerHello.nodeId}@${link.remoteAddress}`, ack: link.extensions.includes(Extension.CHECKPOINT_ACK) });
   }
@@ -220,6 +253,7 @@ export class PrimaryRole {
     const link = this.link;
     this.link = undefined;
     link?.close(reason);
+    this.peer?.drop(reason);
     return engine;
   }
 

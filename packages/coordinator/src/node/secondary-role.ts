@@ -6,10 +6,11 @@ import { SecondaryCheckpointEngine } from '../engine/secondary-engine.js';
 import { bindSecondaryEffects } from '../statechart/bind.js';
 import type { SecondaryEvent } from '../statechart/secondary.js';
 import { DEFAULT_TIMINGS } from '../statechart/types.js';
-import { DEFAULT_HEARTBEAT, type PeerLink, type ReadRingStats } from '../transport/index.js';
+import { DEFAULT_HEARTBEAT, LinkErrorCode, type Hello, type PeerLink, type ReadRingStats } from '../transport/index.js';
 import { childLogger } from '../observability/logger.js';
 import type { NodeContext } from './context.js';
 import { decide } from './decide.js';
+import { Peer } from './peer.js';
 import { PrimaryRole } from './primary-role.js';
 import { observeTransitions, stateName } from './transitions.js';
 
@@ -23,6 +24,8 @@ export class SecondaryRole {
   private readonly promoted: (primary: PrimaryRole) => void;
   private actor: Actor<ReturnType<typeof bindSecondaryEffects>> | undefined;
   private link: PeerLink | undefined;
+  /** The primary: its side links (dialled first) and replication link, lost together. */
+  private peer: Peer | undefined;
   /** Bumped at every attach/drop: events of an older link are ignored. */
   private linkGeneration = 0;
   private engine: SecondaryCheckpointEngine | undefined;
@@ -39,7 +42,7 @@ export class SecondaryRole {
     const snap = this.actor?.getSnapshot();
     return snap ? stateName(snap.value) : 'not-started';
   }
-  get peer(): string | null {
+  get peerAddress(): string | null {
     return this.link ? this.link.remoteAddress : null;
   }
   get replicationLink(): PeerLink | undefined {
@@ -55,6 +58,15 @@ export class SecondaryRole {
     const o = ctx.o;
     const url = o.replication.peer;
     if (!url) throw new CoordinatorError(CoordinatorErrorCode.BAD_OPTIONS, 'a secondary needs replication.peer (the primary URL)');
+    // The side channels first (the output proxy's: the primary mirrors input from the moment this secondary's
+    // first checkpoint starts), retried while the primary is not up yet; then the replication link.
+    const sides: PeerLink[] = [];
+    try {
+      for (const side of o.sideChannels ?? []) sides.push(await this.dialUntilUp(url, { ...ctx.hello('secondary'), channel: side.channel, extensions: [...side.extensions] }));
+    } catch (e) {
+      for (const l of sides) l.close('the primary could not be joined');
+      throw e;
+    }
     const actor = createActor(bindSecondaryEffects(this.effects()), {
       input: { nodeId: o.nodeId, mode: o.mode, epoch: ctx.epoch, timings: o.timings },
     });
@@ -84,10 +96,48 @@ export class SecondaryRole {
     } catch (e) {
       const error = asCoordinatorError(e, CoordinatorErrorCode.PEER_REFUSED, `could not join the primary at ${url}`);
       if (typeof (e as { close?: unknown })?.close === 'function') (e as PeerLink).close();
+      for (const l of sides) l.close(error.message);
       actor.send({ type: 'PRIMARY_LOST', error });
       throw error;
     }
-    this.attachPrimary(link);
+    const primary = new Peer(link.peerHello.nodeId);
+    this.peer = primary;
+    primary.onLost((reason) => ctx.events.emit('peerLost', reason));
+    for (const l of sides) {
+      primary.add(l);
+      o.onSideLink?.(l);
+    }
+    primary.add(link);
+    this.attachPrimary(link, primary);
+  }
+
+  /**
+   * Dials the primary. A primary that is not up yet (refused, timed out) is tried again every second for up to
+   * startRetryMs, so hosts may start in any order; an authentication failure or a refusal is not retried.
+   */
+  private async dialUntilUp(url: string, hello: Hello): Promise<PeerLink> {
+    const ctx = this.ctx;
+    const o = ctx.o;
+    const deadline = Date.now() + (o.startRetryMs ?? 60_000);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await ctx.network.connect({
+          url,
+          security: o.security,
+          heartbeat: o.heartbeat ?? DEFAULT_HEARTBEAT,
+          hello,
+          maxPayload: o.replication.maxFrameBytes,
+          timeoutMs: o.connectTimeoutMs,
+          logger: childLogger(ctx.baseLog, { component: 'transport', channel: hello.channel }),
+        });
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        const retryable = code === LinkErrorCode.SOCKET_ERROR || code === LinkErrorCode.CONNECT_TIMEOUT || code === LinkErrorCode.CLOSED;
+        if (!retryable || ctx.stopped || Date.now() > deadline) throw e;
+        if (attempt === 1 || attempt % 10 === 0) ctx.log.warn({ err: e, peer: url, attempt }, 'primary not reachable yet: retrying');
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
   }
 
   async stop(): Promise<void> {
@@ -95,6 +145,7 @@ export class SecondaryRole {
     this.actor?.stop();
     this.link?.close('node stopped');
     this.link = undefined;
+    this.peer?.drop('node stopped');
     await this.engine?.idle();
   }
 
@@ -106,12 +157,12 @@ export class SecondaryRole {
     });
   }
 
-  /** The primary is lost for a reason found outside the replication link: close it (failover rules apply). */
+  /** The primary is lost for a reason found outside its links: they close (failover rules apply). */
   dropPrimary(reason: string): void {
-    this.link?.close(reason);
+    if (this.link) this.peer?.drop(reason);
   }
 
-  private attachPrimary(link: PeerLink): void {
+  private attachPrimary(link: PeerLink, primary: Peer): void {
     const ctx = this.ctx;
     const o = ctx.o;
     const actor = this.actor!;
@@ -156,13 +207,9 @@ export class SecondaryRole {
     );
     if (this.readingLink) this.endLinkReads(this.readingLink);
     this.readingLink = link;
-    link.onClose((error) => {
-      this.endLinkReads(link);
-      emit({
-        type: 'PRIMARY_LOST',
-        error: asCoordinatorError(error ?? 'closed locally', CoordinatorErrorCode.PEER_LOST, 'the replication link to the primary ended'),
-      });
-    });
+    link.onClose(() => this.endLinkReads(link));
+    // Any link of the primary ending (or a drop) loses it.
+    primary.onLost((reason, error) => emit({ type: 'PRIMARY_LOST', error: asCoordinatorError(error ?? reason, CoordinatorErrorCode.PEER_LOST, 'the primary was lost') }));
     ctx.roleLogger().info({ primary: link.peerHello.nodeId, remote: link.remoteAddress, extensions: link.extensions }, 'joined the primary');
     actor.send({ type: 'CONNECTED', peer: `${link.peerHello.nodeId}@${link.remoteAddress}`, epoch: link.peerHello.epoch, ack: link.extensions.includes(Extension.CHECKPOINT_ACK) });
   }
@@ -188,6 +235,7 @@ export class SecondaryRole {
       const l = this.link;
       this.link = undefined;
       l?.close(reason);
+      this.peer?.drop(reason);
     };
     return {
       suspendAndReportDirty: () => engine()?.suspendAndReportDirty(),

@@ -23,7 +23,7 @@ import { BlackholeLink } from '../node/blackhole-link.js';
  * reshaped between the two layers) plus what the client path, the admin API and the metrics need. The proxy link
  * to the peer takes the replication link's network, security, heartbeat and largest frame.
  */
-export interface ProtectedNodeOptions extends Omit<ColoNodeOptions, 'onSideLink'> {
+export interface ProtectedNodeOptions extends Omit<ColoNodeOptions, 'onSideLink' | 'sideChannels'> {
   version: string;
   /** The output rule's bounds (default NODE_DEFAULTS.output). */
   output?: Partial<OutputOptions>;
@@ -33,8 +33,6 @@ export interface ProtectedNodeOptions extends Omit<ColoNodeOptions, 'onSideLink'
    */
   service: { listen?: { host: string; port: number }; promoteHook?: string };
   admin?: { listen: { host: string; port: number }; token?: string };
-  /** Secondary: how long to keep retrying a primary that is not reachable yet at start. Default 60 s. */
-  startRetryMs?: number;
   /**
    * Also export the process's own metrics (prom-client's defaults: garbage-collection pauses by kind, event-loop
    * lag, CPU, heap, file descriptors). For a node that owns its process (`colo node`): they describe the process,
@@ -115,11 +113,14 @@ export class ProtectedNode {
     this.network = options.network ?? wsNetwork;
     this.metrics = createNodeMetrics({ nodeId: options.nodeId, mode: options.mode, version: options.version });
     if (options.processMetrics) collectProcessMetrics(this.metrics.registry);
-    const { version: _v, output: _o, service: _s, admin: _a, startRetryMs: _r, processMetrics: _p, watchCollector: _w, ...replication } = options;
+    const { version: _v, output: _o, service: _s, admin: _a, processMetrics: _p, watchCollector: _w, ...replication } = options;
     this.replication = new ColoNode({
       ...replication,
       hostGuest: (identity) => this.hostGuest(identity),
-      onSideLink: (link) => this.attachProxyLink(link),
+      // The proxy link is a second link of the same peer: dialled by a secondary before its replication link, so
+      // input is mirrored from the first checkpoint on; lost with it.
+      sideChannels: [{ channel: 'proxy', extensions: [Extension.INPUT_WATERMARK] }],
+      onSideLink: (link) => (this.replication.role === 'primary' ? this.attachProxyLink(link) : this.joinedPrimary(link)),
     });
     const hooks = this.suspendHooks();
     this.replication.on('suspending', hooks.beforeSuspend);
@@ -127,6 +128,7 @@ export class ProtectedNode {
     this.replication.on('checkpoint', (m) => this.onCheckpoint(m));
     this.replication.on('applied', (index) => this.onApplied(index));
     this.replication.on('unprotected', () => this.detachProxy('the replication link to the secondary ended'));
+    this.replication.on('peerLost', (reason) => this.peerLost(reason));
     // The arbiter's word on output (docs/output-rules.md): held from losing the peer until this node wins the
     // next epoch; held after a secondary attaches until the arbiter records the pair as protected.
     this.replication.on('deciding', () => {
@@ -231,38 +233,7 @@ export class ProtectedNode {
       }
       await this.replication.start();
     } else {
-      // The proxy link first: the primary mirrors input from the moment this secondary's first checkpoint starts.
-      this.proxyLink = await this.dialPrimary();
-      this.watchProxyLink(this.proxyLink);
       await this.replication.start();
-    }
-  }
-
-  /**
-   * Dials the primary's proxy channel. A primary that is not up yet (refused, timed out) is retried every
-   * second for up to startRetryMs, so hosts may start in any order; an authentication failure is not retried.
-   */
-  private async dialPrimary(): Promise<PeerLink> {
-    const o = this.o;
-    const deadline = Date.now() + (o.startRetryMs ?? 60_000);
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.network.connect({
-          url: o.replication.peer!,
-          security: o.security,
-          heartbeat: o.heartbeat ?? NODE_DEFAULTS.heartbeat,
-          hello: { protocol: PROTOCOL_VERSION, channel: 'proxy', nodeId: o.nodeId, role: 'secondary', mode: o.mode, epoch: this.replication.epoch, extensions: [Extension.INPUT_WATERMARK] },
-          maxPayload: o.replication.maxFrameBytes,
-          timeoutMs: o.connectTimeoutMs,
-          logger: o.logger.child({ channel: 'proxy' }),
-        });
-      } catch (e) {
-        const code = (e as { code?: string }).code;
-        const retryable = code === 'LINK_SOCKET_ERROR' || code === 'LINK_CONNECT_TIMEOUT' || code === 'LINK_CLOSED';
-        if (!retryable || this.stopped || Date.now() > deadline) throw e;
-        if (attempt === 1 || attempt % 10 === 0) this.log.warn({ err: e, peer: o.replication.peer, attempt }, 'primary not reachable yet: retrying');
-        await new Promise((r) => setTimeout(r, 1000));
-      }
     }
   }
 
@@ -307,8 +278,10 @@ export class ProtectedNode {
     if (this.stopped) return;
     this.stopped = true;
     this.recorder.stop();
+    // The replication node first: it ends the peer's links, the proxy link among them, as a stop (a proxy link
+    // closed before it would lose the peer while the node still acts on it).
+    await this.replication.stop();
     this.proxyLink?.close('node stopping');
-    await this.replication?.stop();
     await this.primaryProxy?.close();
     this.secondaryProxy?.close();
     await this.admin?.close();
@@ -439,12 +412,11 @@ export class ProtectedNode {
     this.primaryProxy.holdUntilRecorded();
     this.primaryProxy.attachSecondary(link, this.o.mode, { inputWatermark: link.extensions.includes(Extension.INPUT_WATERMARK) });
     this.recorder.countProxyBytes(link);
-    this.watchProxyLink(link);
+    this.recorder.proxyLink(link);
     // A secondary that opens a proxy link but never completes its replication link must not hold output forever.
     const timer = setTimeout(() => {
       if (this.proxyLink === link && !this.replication.status().protected && !this.o.blackhole) {
         this.log.warn({ peer: link.peerHello.nodeId }, 'the secondary did not synchronise in time: dropping it');
-        link.close('no synchronisation');
         this.replication.dropSecondary('the secondary did not synchronise in time');
       }
     }, 120_000);
@@ -453,21 +425,18 @@ export class ProtectedNode {
     this.log.info({ peer: link.peerHello.nodeId, remote: link.remoteAddress }, 'proxy link attached');
   }
 
-  private watchProxyLink(link: PeerLink): void {
+  /** Secondary: the proxy link to the primary, dialled before the replication link. */
+  private joinedPrimary(link: PeerLink): void {
+    this.proxyLink = link;
     this.recorder.proxyLink(link);
-    link.onClose((error) => {
-      if (this.proxyLink !== link) return;
-      this.proxyLink = undefined;
-      if (this.stopped) return;
-      this.log.warn({ err: error }, 'proxy link ended: the peer is lost');
-      // The two links are one peer: losing either loses it.
-      if (this.replication.role === 'primary') {
-        this.detachProxy('proxy link ended');
-        this.replication.dropSecondary('the proxy link to the secondary ended');
-      } else {
-        this.replication.dropPrimary('the proxy link to the primary ended');
-      }
-    });
+  }
+
+  /** The peer's links are gone together (the node's one 'peerLost'): the proxy side follows. */
+  private peerLost(reason: string): void {
+    if (this.stopped) return;
+    this.log.warn({ reason }, 'the peer is lost');
+    if (this.replication.role === 'primary') this.detachProxy(reason);
+    else this.proxyLink = undefined;
   }
 
   private detachProxy(reason: string): void {
