@@ -27,7 +27,9 @@ export default defineConfig({
       pkg('qemu'),
       pkg('coordinator'),
       pkg('cli'),
-      pkg('sim'),
+      // The simulation's CI run is two CPU-bound files (docs/simulation.md): they run side by side, one per core,
+      // in a group of their own after the other projects (a project with its own worker count needs its own group).
+      { ...pkg('sim'), test: { ...pkg('sim').test, maxWorkers: 2, sequence: { groupOrder: 1 } } },
       {
         resolve: { conditions },
         ssr: { resolve: { conditions } },
