@@ -53,6 +53,8 @@ export class SimNetwork {
   readonly #ends = new Set<SimLinkEnd>();
   /** Hosts whose next data message is cut short and the link broken right after (cutNextMessage). */
   readonly #cutting = new Set<string>();
+  /** Hosts whose next data message comes after one of garbage (garbleNextMessage). */
+  readonly #garbling = new Set<string>();
   #nextPort = 1000;
 
   constructor(opts: SimNetworkOptions) {
@@ -115,6 +117,23 @@ export class SimNetwork {
    */
   cutNextMessage(host: string): void {
     this.#cutting.add(host);
+  }
+
+  /**
+   * Bad bytes from a peer: the host's next data message on any link comes after a message of 8-64 random bytes,
+   * at a record boundary of the stream (a record header with a random type and length). The receiver must refuse
+   * it with a typed error and lose the peer; the link itself stays up.
+   */
+  garbleNextMessage(host: string): void {
+    this.#garbling.add(host);
+  }
+
+  /** @internal The garbage to send before this message from `host`, once; undefined when there is none. */
+  takeGarbage(host: string): Uint8Array | undefined {
+    if (!this.#garbling.delete(host)) return undefined;
+    const bytes = new Uint8Array(this.#rng.int(8, 64));
+    for (let i = 0; i < bytes.length; i++) bytes[i] = this.#rng.int(0, 255);
+    return bytes;
   }
 
   /** @internal Whether this message from `host` is the one to cut (once). */
@@ -255,6 +274,8 @@ export class SimLinkEnd implements PeerLink {
 
   async send(bytes: Uint8Array): Promise<void> {
     if (this.#ended !== undefined) throw this.#endedError();
+    const garbage = this.#net.takeGarbage(this.host);
+    if (garbage) this.#transmit({ kind: 'data', bytes: garbage });
     if (bytes.length > 1 && this.#net.takeCut(this.host)) {
       this.#transmit({ kind: 'data', bytes: Uint8Array.from(bytes.subarray(0, this.#net.cutAt(bytes))) });
       this.#transmit({ kind: 'reset' });

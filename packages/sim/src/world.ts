@@ -10,7 +10,7 @@ import { Rng } from './rng.js';
 export const HOSTS = ['a', 'b'] as const;
 export type Host = (typeof HOSTS)[number];
 
-export const FAULT_KINDS = ['crash', 'host-loss', 'freeze', 'partition', 'arbiter-off', 'reset', 'lost-answers', 'cut'] as const;
+export const FAULT_KINDS = ['crash', 'host-loss', 'freeze', 'partition', 'arbiter-off', 'reset', 'lost-answers', 'cut', 'garbage'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** One injected fault: what, on which host, when (simulated ms) and for how long. */
@@ -45,6 +45,8 @@ export interface RunResult {
   /** COLO: checkpoints taken because the two guests' outputs differed. */
   miscompares: number;
   failovers: number;
+  /** Times a node lost its peer (any of its links ended, or it dropped the peer). */
+  peerLosses: number;
   /** The node that won the epoch to act alone was killed: no node may serve (safe; an operator decides). */
   pairLost: boolean;
   /** Callbacks the clock fired. */
@@ -151,6 +153,7 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
   let acknowledged = 0;
   let checkpoints = 0;
   let miscompares = 0;
+  let peerLosses = 0;
   let failovers = 0;
   let nextProcess = 1;
   let nextConn = 1;
@@ -247,6 +250,10 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
       p.suspendingIndex = linkIndex;
     });
     n.on('resumed', () => trace(`${p.host}#${p.id} resumed`));
+    n.on('peerLost', (reason) => {
+      peerLosses++;
+      trace(`${p.host}#${p.id} lost its peer: ${reason}`);
+    });
     n.on('written', (_seq, d) => {
       if (p.suspendingIndex === undefined) return;
       writtenMemory.set(`${p.id}:${p.suspendingIndex}`, Buffer.from(d.pages!(0, d.pageCount)));
@@ -459,6 +466,11 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
           });
         }
         return;
+      case 'garbage':
+        // Bad bytes from the target: its next message (a checkpoint, an acknowledgement, mirrored input) comes
+        // after garbage; the peer must refuse it with a typed error and lose it, never apply it.
+        net.garbleNextMessage(host);
+        return;
       case 'lost-answers':
         arbiter.lostAnswers = 0.5;
         setTimeout(() => (arbiter.lostAnswers = 0), f.durationMs);
@@ -510,5 +522,5 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
     uninstall();
   }
   // The run's own length (the shutdown after it is not counted).
-  return { seed: opts.seed, mode, faults, violations, simSeconds: seconds, acknowledged, checkpoints, miscompares, failovers, pairLost, events: clock.fired };
+  return { seed: opts.seed, mode, faults, violations, simSeconds: seconds, acknowledged, checkpoints, miscompares, failovers, peerLosses, pairLost, events: clock.fired };
 }

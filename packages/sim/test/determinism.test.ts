@@ -41,4 +41,12 @@ describe('a simulated run', () => {
     expect(r.checkpoints).toBeLessThan(200);
     expect(r.acknowledged).toBeGreaterThan(500);
   });
+
+  it.each(['primary', 'secondary'] as const)('bad bytes from the %s are refused with a typed error: the peer is lost, nothing applied, the pair protected again', async (target) => {
+    for (const mode of ['colo', 'remus'] as const) {
+      const r = await runSimulation({ seed: 3, mode, faults: [{ at: 6000, kind: 'garbage', target, durationMs: 1000 }] });
+      expect(r.violations).toEqual([]);
+      expect(r.peerLosses).toBeGreaterThanOrEqual(2);
+    }
+  });
 });

@@ -252,8 +252,9 @@ export class PrimaryRole {
     this.engine = undefined;
     const link = this.link;
     this.link = undefined;
-    link?.close(reason);
+    // The peer first: its loss carries this reason (the links' closes would only say they were closed).
     this.peer?.drop(reason);
+    link?.close(reason);
     return engine;
   }
 

@@ -234,8 +234,9 @@ export class SecondaryRole {
       this.linkGeneration++;
       const l = this.link;
       this.link = undefined;
-      l?.close(reason);
+      // The peer first: its loss carries this reason (the links' closes would only say they were closed).
       this.peer?.drop(reason);
+      l?.close(reason);
     };
     return {
       suspendAndReportDirty: () => engine()?.suspendAndReportDirty(),
