@@ -362,8 +362,8 @@ export class ProtectedNode {
     });
     this.recorder.countProxyBytes(link);
     this.secondaryProxy.onLinkError((e) => {
-      this.log.error({ err: e }, 'the primary sent invalid proxy traffic: dropping the link');
-      this.proxyLink?.close(e.message);
+      this.log.error({ err: e }, 'the primary sent invalid proxy traffic: dropping the primary');
+      this.replication.dropPrimary(e.message);
     });
     return guest;
   }
@@ -462,7 +462,7 @@ export class ProtectedNode {
     this.secondaryProxy?.checkpointApplied(index + 1).catch((e: Error) => {
       if (this.stopped || this.replication.role !== 'secondary') return;
       this.log.error({ err: e }, 'no barrier for an applied checkpoint: dropping the primary');
-      this.proxyLink?.close(e.message);
+      this.replication.dropPrimary(e.message);
     });
   }
 
