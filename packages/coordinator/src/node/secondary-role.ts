@@ -67,6 +67,10 @@ export class SecondaryRole {
       for (const l of sides) l.close('the primary could not be joined');
       throw e;
     }
+    if (ctx.stopped) {
+      for (const l of sides) l.close('node stopped');
+      throw new CoordinatorError(CoordinatorErrorCode.STOPPED, 'the node stopped while joining the primary');
+    }
     const actor = createActor(bindSecondaryEffects(this.effects()), {
       input: { nodeId: o.nodeId, mode: o.mode, epoch: ctx.epoch, timings: o.timings },
     });
