@@ -14,7 +14,7 @@ import { BlackholeLink } from './blackhole-link.js';
 import type { NodeContext } from './context.js';
 import { decide } from './decide.js';
 import { Peer } from './peer.js';
-import { observeTransitions, stateName } from './transitions.js';
+import { observeTransitions, stateOf } from './transitions.js';
 
 /**
  * The primary role: its statechart, the listener a secondary joins, the attached secondary's link and the
@@ -39,8 +39,7 @@ export class PrimaryRole {
 
   /** The current state's name ('not-started' before the machine exists). */
   get state(): string {
-    const snap = this.actor?.getSnapshot();
-    return snap ? stateName(snap.value) : 'not-started';
+    return stateOf(this.actor);
   }
   get peerAddress(): string | null {
     return this.link ? this.link.remoteAddress : null;
@@ -53,10 +52,6 @@ export class PrimaryRole {
   }
   get syncProgress(): { round: number; pagesSent: number; totalPages: number } | null {
     return this.engine?.syncProgress ? { ...this.engine.syncProgress } : null;
-  }
-  /** Nothing more: a final state (fenced, demoted) or a machine stopped. */
-  get active(): boolean {
-    return this.actor?.getSnapshot().status === 'active';
   }
 
   /**

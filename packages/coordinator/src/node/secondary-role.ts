@@ -12,7 +12,7 @@ import type { NodeContext } from './context.js';
 import { decide } from './decide.js';
 import { Peer } from './peer.js';
 import { PrimaryRole } from './primary-role.js';
-import { observeTransitions, stateName } from './transitions.js';
+import { observeTransitions, stateOf } from './transitions.js';
 
 /**
  * The secondary role: its statechart, the replication link it dialled and the engine applying the primary's
@@ -39,8 +39,7 @@ export class SecondaryRole {
   }
 
   get state(): string {
-    const snap = this.actor?.getSnapshot();
-    return snap ? stateName(snap.value) : 'not-started';
+    return stateOf(this.actor);
   }
   get peerAddress(): string | null {
     return this.link ? this.link.remoteAddress : null;

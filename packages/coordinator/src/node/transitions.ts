@@ -25,6 +25,11 @@ export function stateName(value: unknown): string {
   return String(value);
 }
 
+/** The state name of a role's machine, 'not-started' before the machine exists. */
+export function stateOf(actor: { getSnapshot(): { value: unknown } } | undefined): string {
+  return actor ? stateName(actor.getSnapshot().value) : 'not-started';
+}
+
 /** The event a transition reports when xstate's own scheduler caused it (an `after` delay ran out). */
 export const TIMER_EVENT = 'xstate.after';
 
