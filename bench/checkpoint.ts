@@ -30,7 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { SimulatedGuest, preallocateMemory, type Domain } from '@colo/domain';
-import { ALL_EXTENSIONS, ColoNode, Extension, type CheckpointMeasurement, type ReplicationMode } from '@colo/coordinator';
+import { ColoNode, type CheckpointMeasurement, type ReplicationMode } from '@colo/coordinator';
 // The bench injects a secondary's dirty pages as the engine merges them (an internal of the engine).
 import { unionAscending } from '../packages/coordinator/src/engine/pfn-set.js';
 import pino from 'pino';
@@ -118,7 +118,7 @@ function nodeOptions(mode: ReplicationMode, psk: Uint8Array) {
     security: { psk },
     logger: quiet,
     heartbeat: { intervalMs: 100, timeoutMs: 5000 },
-    timings: { phaseTimeoutMs: 30_000, stallTimeoutMs: 30_000, coloMaxIntervalMs: 3_600_000, remusIntervalMs: 3_600_000 },
+    checkpoint: { phaseTimeoutMs: 30_000, stallTimeoutMs: 30_000, maxIntervalMs: 3_600_000, remusIntervalMs: 3_600_000 },
   };
 }
 
@@ -256,15 +256,14 @@ async function startSecondaryProcess(data: SecondaryData): Promise<SecondaryHand
 const CPU_PROF = process.env.COLO_BENCH_CPU_PROF;
 const SECONDARY_IN = process.env.COLO_BENCH_SECONDARY === 'process' ? 'process' : 'worker';
 
-async function startPair(mode: ReplicationMode, pages: number, guest: Domain, prealloc = false, primaryOptions: { extensions?: readonly string[]; maxBandwidth?: number } = {}) {
+async function startPair(mode: ReplicationMode, pages: number, guest: Domain, prealloc = false, primaryOptions: { compression?: boolean; maxBandwidth?: number } = {}) {
   const psk = randomBytes(32);
   const primary = new ColoNode({
     ...nodeOptions(mode, psk),
     nodeId: 'bench-a',
     role: 'primary',
     domain: guest,
-    replication: { listen: { host: '127.0.0.1', port: 0 }, maxBandwidth: primaryOptions.maxBandwidth },
-    ...(primaryOptions.extensions ? { extensions: primaryOptions.extensions } : {}),
+    replication: { listen: { host: '127.0.0.1', port: 0 }, maxBandwidth: primaryOptions.maxBandwidth, compression: primaryOptions.compression },
   });
   await primary.start();
   let stopSecondary: () => Promise<void>;
@@ -331,9 +330,6 @@ function withEditedDirty(inner: SimulatedGuest): Domain & { inject(pfns: number[
   return d;
 }
 
-/** The extensions of a pair that sends whole pages (replication.compression: false). */
-const WHOLE_PAGES = ALL_EXTENSIONS.filter((e) => e !== Extension.PAGE_DELTA);
-
 /** 1 Gbit/s, as replication.max_bandwidth 125MB. */
 const GBIT = 125_000_000;
 
@@ -352,8 +348,7 @@ async function compressionRows(log: (l: string) => void): Promise<{ rows: BenchR
     for (const compressed of [false, true]) {
       const inner = new SimulatedGuest({ memoryBytes: guestPages * PAGE });
       const guest = withEditedDirty(inner);
-      const extensions = compressed ? ALL_EXTENSIONS : WHOLE_PAGES;
-      const pair = await startPair('remus', guestPages, guest, false, { extensions, maxBandwidth: link === '1 Gbit/s' ? GBIT : undefined });
+      const pair = await startPair('remus', guestPages, guest, false, { compression: compressed, maxBandwidth: link === '1 Gbit/s' ? GBIT : undefined });
       const key = `${compressed ? 'deltas' : 'whole'}, ${link}`;
       const byN = new Map<number, { p50: number; p99: number; bytes: number }>();
       figures.set(key, byN);
@@ -411,7 +406,7 @@ async function compressionRows(log: (l: string) => void): Promise<{ rows: BenchR
  */
 async function blackholeRows(guest: ReturnType<typeof withInjectedDirty>, guestPages: number, pair: Map<number, { p50: number; transfer: number; reps: number }>, log: (l: string) => void): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  const node = new ColoNode({ ...nodeOptions('remus', randomBytes(32)), nodeId: 'bench-blackhole', role: 'primary', domain: guest, replication: {}, blackhole: true, extensions: WHOLE_PAGES });
+  const node = new ColoNode({ ...nodeOptions('remus', randomBytes(32)), nodeId: 'bench-blackhole', role: 'primary', domain: guest, replication: { compression: false }, remus: { blackhole: true } });
   const started = new Promise<void>((resolve) => node.on('protected', () => resolve()));
   await node.start();
   await started;
@@ -521,7 +516,7 @@ const suite: BenchSuite = {
       const guest = withInjectedDirty(inner);
       // Whole pages: the injected pages do not change, and page deltas would leave them out of the stream (the
       // compression group below measures deltas on pages that do change).
-      const pair = await startPair(mode, guestPages, guest, false, { extensions: WHOLE_PAGES });
+      const pair = await startPair(mode, guestPages, guest, false, { compression: false });
       // A new pair first (see PAIR_WARMUP): its first checkpoints are reported apart, as a just-started pair's.
       const cold: number[] = [];
       for (let i = 0; i < PAIR_WARMUP; i++) {

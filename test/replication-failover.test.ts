@@ -23,7 +23,7 @@ if (child) {
     security: { psk },
     logger: pino({ level: 'silent' }),
     heartbeat: { intervalMs: 50, timeoutMs: 500 },
-    timings: { remusIntervalMs: 50, phaseTimeoutMs: 2000, stallTimeoutMs: 2000 },
+    checkpoint: { remusIntervalMs: 50, phaseTimeoutMs: 2000, stallTimeoutMs: 2000 },
   };
   if (child === 'primary') {
     const guest = new SimulatedGuest({ memoryBytes: 1024 * 4096 });

@@ -8,8 +8,8 @@
 export { ProtectedNode, type ProtectedNodeOptions, type ProtectedNodeStatus } from './runtime/protected-node.js';
 // The replication node alone (no service): for drivers and benches that bring their own client path.
 export { ColoNode, type ColoNodeOptions, type NodeStatus } from './node/index.js';
-export { NODE_DEFAULTS } from './defaults.js';
-export type { CheckpointReason, MachineTimings, NodeRole, ReplicationMode } from './statechart/types.js';
+export { NODE_DEFAULTS, type CheckpointOptions, type OutputOptions } from './defaults.js';
+export type { CheckpointReason, NodeRole, ReplicationMode } from './statechart/types.js';
 export type { CheckpointMeasurement, CheckpointPhases } from './engine/measurement.js';
 export { ALL_EXTENSIONS, Extension } from './engine/extensions.js';
 export { isLinkRefusal, negotiateExtensions } from './transport/index.js';

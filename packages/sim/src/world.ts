@@ -196,7 +196,7 @@ export async function runSimulation(opts: RunOptions): Promise<RunResult> {
         replication: { listen: { host, port: LISTEN_PORT }, ...(role === 'secondary' ? { peer: `ws://${other(host)}:${LISTEN_PORT}` } : {}) },
         security: { psk: PSK },
         heartbeat: { intervalMs: 100, timeoutMs: 1000 },
-        timings: { remusIntervalMs: 100, coloMaxIntervalMs: 1000, phaseTimeoutMs: 2000, stallTimeoutMs: 2000 },
+        checkpoint: { remusIntervalMs: 100, maxIntervalMs: 1000, phaseTimeoutMs: 2000, stallTimeoutMs: 2000 },
         arbiter: arbiter.forHost(host),
         epoch: disk[host],
         network: net.forHost(host),

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { envName, flagName, SETTINGS, type Setting } from './schema.js';
-import { MAX_FRAME_BYTES } from '@colo/coordinator';
+import { MAX_FRAME_BYTES, type CheckpointOptions, type OutputOptions } from '@colo/coordinator';
 import { parseBytes, parseDurationMs, parseHostPort } from './units.js';
 
 /** A node's configuration after merging file < environment < flags and validating every field. */
@@ -28,16 +28,9 @@ export interface NodeConfig {
     compression: boolean;
   };
   heartbeat: { intervalMs: number; timeoutMs: number };
-  checkpoint: {
-    remusIntervalMs: number;
-    maxIntervalMs: number;
-    compareTimeoutMs: number;
-    phaseTimeoutMs: number;
-    stallTimeoutMs: number;
-    precopyMaxRounds: number;
-    precopyMinDirty: number;
-  };
-  output: { maxHeldPerConnection: number; maxHeldTotal: number };
+  /** The node's own option sections, by the same names (ProtectedNodeOptions). */
+  checkpoint: CheckpointOptions;
+  output: OutputOptions;
   /** Remus: checkpoint into nothing (a primary with no secondary, never protected). */
   remus: { blackhole: boolean };
   service: { listen: { host: string; port: number }; promoteHook?: string };

@@ -12,6 +12,11 @@ export type SettingType = 'string' | 'enum' | 'duration' | 'bytes' | 'int' | 'ho
 export interface Setting {
   path: string;
   type: SettingType;
+  /**
+   * The library option this setting sets, by the same name (the node's options, or the arbiter's for
+   * `arbiter.*`; a duration's name ends in Ms): its default is NODE_DEFAULTS at that path, never written here.
+   */
+  option?: string;
   default?: string | number | boolean;
   values?: readonly string[];
   /** Secrets are never printed (status, logs, config dumps show "[redacted]"). */
@@ -19,7 +24,7 @@ export interface Setting {
   doc: string;
 }
 
-export const SETTINGS: readonly Setting[] = [
+const SETTING_SPECS: readonly Setting[] = [
   { path: 'node.id', type: 'string', default: 'hostname', doc: 'This node\'s name in logs, metrics and status. Defaults to the host name.' },
   { path: 'node.role', type: 'enum', values: ['primary', 'secondary'], doc: 'Role at start: the primary creates (or restores) the guest; the secondary dials the primary and receives it. Required for `colo node`; set by `colo primary`/`colo secondary`.' },
   { path: 'node.mode', type: 'enum', values: ['colo', 'remus'], default: 'colo', doc: 'COLO (both guests run, outputs compared) or Remus (passive secondary, periodic checkpoints, output held until acknowledged). Both nodes must agree.' },
@@ -41,21 +46,21 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'replication.tls_cert', type: 'file', doc: 'PEM certificate of this node for mutual TLS (wss). With tls_key and tls_ca, enables TLS on both links.' },
   { path: 'replication.tls_key', type: 'file', secret: true, doc: 'PEM private key for tls_cert.' },
   { path: 'replication.tls_ca', type: 'file', doc: 'PEM CA certificate that signed the peer\'s certificate; peers signed by another CA are refused.' },
-  { path: 'replication.max_frame', type: 'bytes', default: formatBytes(NODE_DEFAULTS.maxFrameBytes), doc: 'Largest WebSocket message accepted from the peer, on the replication and the proxy links (at least 1MiB: the links send messages of up to 1 MiB). A peer that sends a larger one is dropped (close code 1009).' },
-  { path: 'replication.compression', type: 'bool', default: true, doc: 'Send a changed page as a delta against the copy the secondary already holds (XOR in runs of 32-bit words, with a checksum of the base; a page whose bytes did not change is not sent), whole when that is not smaller, as Xen\'s Remus does by default; used when both nodes offer it. Costs the primary one more copy of guest memory (what was last sent). false: whole pages, as Xen\'s PAGE_DATA.' },
-  { path: 'replication.max_bandwidth', type: 'bytes', doc: 'Primary: the most bytes per second the replication stream may send to the secondary, for the initial synchronisation and every checkpoint (as QEMU\'s max-bandwidth), so that a shared link keeps room for other traffic. E.g. 125MB for 1 Gbit/s. Checkpoints take longer under it (the pause includes the transfer in Remus; docs/operations.md). Default: no limit.' },
-  { path: 'heartbeat.interval', type: 'duration', default: formatDuration(NODE_DEFAULTS.heartbeat.intervalMs), doc: 'Time between heartbeats on each link.' },
-  { path: 'heartbeat.timeout', type: 'duration', default: formatDuration(NODE_DEFAULTS.heartbeat.timeoutMs), doc: 'A link with nothing received for this long is lost: the same outcome as a closed socket (failover or unprotected primary).' },
-  { path: 'checkpoint.remus_interval', type: 'duration', default: formatDuration(NODE_DEFAULTS.timings.remusIntervalMs), doc: 'Remus mode: time between checkpoints (Xen\'s default). Client output waits up to this long plus the checkpoint.' },
-  { path: 'remus.blackhole', type: 'bool', default: false, doc: 'Remus primary only (`--blackhole`): checkpoint into nothing, as Xen\'s `xl remus -b`. Every checkpoint step runs (suspend, find the dirty pages, encode the records, resume) and the stream is dropped; output is released at once. The guest is NOT protected (status says so, drills refuse): this measures what protection would cost a workload before a second host is bought (docs/operations.md). Needs no secondary, no replication key.' },
-  { path: 'checkpoint.max_interval', type: 'duration', default: formatDuration(NODE_DEFAULTS.timings.coloMaxIntervalMs), doc: 'COLO mode: longest time between checkpoints even when outputs match (reason periodic); bounds dirty pages per checkpoint.' },
-  { path: 'checkpoint.compare_timeout', type: 'duration', default: formatDuration(NODE_DEFAULTS.output.compareTimeoutMs), doc: 'COLO mode: output waiting this long for its twin from the other guest triggers a checkpoint (reason stale).' },
-  { path: 'checkpoint.phase_timeout', type: 'duration', default: formatDuration(NODE_DEFAULTS.timings.phaseTimeoutMs), doc: 'Longest wait for one handshake step of the peer (its SUSPENDED, dirty list, READY, RESUMED or ACK) before the peer counts as lost.' },
-  { path: 'checkpoint.stall_timeout', type: 'duration', default: formatDuration(NODE_DEFAULTS.timings.stallTimeoutMs), doc: 'Secondary: longest time without one complete record while a checkpoint or the initial synchronisation streams in (or a record stays half received) before the primary counts as lost.' },
-  { path: 'checkpoint.precopy_max_rounds', type: 'int', default: NODE_DEFAULTS.precopy.maxRounds, doc: 'Initial synchronisation: at most this many live pre-copy rounds before the final stop-and-copy.' },
-  { path: 'checkpoint.precopy_min_dirty', type: 'int', default: NODE_DEFAULTS.precopy.minDirtyPages, doc: 'Initial synchronisation: stop pre-copying once fewer pages than this are dirty.' },
-  { path: 'output.max_held_per_connection', type: 'bytes', default: formatBytes(NODE_DEFAULTS.output.maxHeldPerConnection), doc: 'Held client output per connection beyond which the node checkpoints early (reason output_bound).' },
-  { path: 'output.max_held_total', type: 'bytes', default: formatBytes(NODE_DEFAULTS.output.maxHeldTotal), doc: 'Held client output over all connections beyond which the node checkpoints early.' },
+  { path: 'replication.max_frame', type: 'bytes', option: 'replication.maxFrameBytes', doc: 'Largest WebSocket message accepted from the peer, on the replication and the proxy links (at least 1MiB: the links send messages of up to 1 MiB). A peer that sends a larger one is dropped (close code 1009).' },
+  { path: 'replication.compression', type: 'bool', option: 'replication.compression', doc: 'Send a changed page as a delta against the copy the secondary already holds (XOR in runs of 32-bit words, with a checksum of the base; a page whose bytes did not change is not sent), whole when that is not smaller, as Xen\'s Remus does by default; used when both nodes offer it. Costs the primary one more copy of guest memory (what was last sent). false: whole pages, as Xen\'s PAGE_DATA.' },
+  { path: 'replication.max_bandwidth', type: 'bytes', option: 'replication.maxBandwidth', doc: 'Primary: the most bytes per second the replication stream may send to the secondary, for the initial synchronisation and every checkpoint (as QEMU\'s max-bandwidth), so that a shared link keeps room for other traffic. E.g. 125MB for 1 Gbit/s. Checkpoints take longer under it (the pause includes the transfer in Remus; docs/operations.md). Default: no limit.' },
+  { path: 'heartbeat.interval', type: 'duration', option: 'heartbeat.intervalMs', doc: 'Time between heartbeats on each link.' },
+  { path: 'heartbeat.timeout', type: 'duration', option: 'heartbeat.timeoutMs', doc: 'A link with nothing received for this long is lost: the same outcome as a closed socket (failover or unprotected primary).' },
+  { path: 'checkpoint.remus_interval', type: 'duration', option: 'checkpoint.remusIntervalMs', doc: 'Remus mode: time between checkpoints (Xen\'s default). Client output waits up to this long plus the checkpoint.' },
+  { path: 'remus.blackhole', type: 'bool', option: 'remus.blackhole', doc: 'Remus primary only (`--blackhole`): checkpoint into nothing, as Xen\'s `xl remus -b`. Every checkpoint step runs (suspend, find the dirty pages, encode the records, resume) and the stream is dropped; output is released at once. The guest is NOT protected (status says so, drills refuse): this measures what protection would cost a workload before a second host is bought (docs/operations.md). Needs no secondary, no replication key.' },
+  { path: 'checkpoint.max_interval', type: 'duration', option: 'checkpoint.maxIntervalMs', doc: 'COLO mode: longest time between checkpoints even when outputs match (reason periodic); bounds dirty pages per checkpoint.' },
+  { path: 'checkpoint.compare_timeout', type: 'duration', option: 'checkpoint.compareTimeoutMs', doc: 'COLO mode: output waiting this long for its twin from the other guest triggers a checkpoint (reason stale).' },
+  { path: 'checkpoint.phase_timeout', type: 'duration', option: 'checkpoint.phaseTimeoutMs', doc: 'Longest wait for one handshake step of the peer (its SUSPENDED, dirty list, READY, RESUMED or ACK) before the peer counts as lost.' },
+  { path: 'checkpoint.stall_timeout', type: 'duration', option: 'checkpoint.stallTimeoutMs', doc: 'Secondary: longest time without one complete record while a checkpoint or the initial synchronisation streams in (or a record stays half received) before the primary counts as lost.' },
+  { path: 'checkpoint.precopy_max_rounds', type: 'int', option: 'checkpoint.precopyMaxRounds', doc: 'Initial synchronisation: at most this many live pre-copy rounds before the final stop-and-copy.' },
+  { path: 'checkpoint.precopy_min_dirty', type: 'int', option: 'checkpoint.precopyMinDirty', doc: 'Initial synchronisation: stop pre-copying once fewer pages than this are dirty.' },
+  { path: 'output.max_held_per_connection', type: 'bytes', option: 'output.maxHeldPerConnection', doc: 'Held client output per connection beyond which the node checkpoints early (reason output_bound).' },
+  { path: 'output.max_held_total', type: 'bytes', option: 'output.maxHeldTotal', doc: 'Held client output over all connections beyond which the node checkpoints early.' },
   { path: 'service.listen', type: 'hostport', default: '127.0.0.1:6380', doc: 'Where clients reach the protected service (RESP) while this node acts as primary.' },
   { path: 'service.promote_hook', type: 'string', doc: 'A shell command run when this node becomes primary (e.g. to move a virtual IP); its exit status is logged. Environment: COLO_NODE_ID, COLO_EPOCH, COLO_SERVICE_ADDRESS.' },
   { path: 'admin.listen', type: 'hostport', default: '127.0.0.1:9464', doc: 'Admin HTTP API: GET /metrics, /status, /healthz, /readyz; POST /checkpoint, /failover.' },
@@ -64,7 +69,7 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'arbiter.kind', type: 'enum', values: ['none', 'local', 'etcd'], default: 'none', doc: 'Who decides, when the two nodes lose each other, which one acts alone (docs/architecture.md, "Epochs and the arbiter"): each asks it for the next epoch with a compare-and-swap and only the winner serves or promotes. `etcd`: an etcd cluster both hosts reach (two hosts: run a 3-member cluster on the two hosts and a witness, docs/operations.md). `local`: a process on this host that both nodes reach over a unix socket (`colo pair` runs one). `none`: no arbiter, every request wins: two nodes separated by a partition both serve (split brain); for tests and explicitly unprotected set-ups, and a node whose peer is on another host logs a warning at start.' },
   { path: 'arbiter.endpoints', type: 'string', doc: 'Where the arbiter is reached. `etcd`: the members\' client URLs, comma separated (http://10.0.0.1:2379,http://10.0.0.2:2379,... or https:// with arbiter.tls_ca). `local`: the path of its unix socket (unix:/run/colo/arbiter.sock or a plain path).' },
   { path: 'arbiter.pair', type: 'string', default: 'colo', doc: 'The pair\'s name in the arbiter\'s key space (etcd key /colo/pairs/NAME/epoch); both nodes of a pair use the same name, and each pair its own.' },
-  { path: 'arbiter.timeout', type: 'duration', default: formatDuration(NODE_DEFAULTS.arbiterTimeoutMs), doc: 'Longest wait for one answer from the arbiter; past it the request counts as unanswered and is made again (the node holds its output meanwhile). Safety never depends on it.' },
+  { path: 'arbiter.timeout', type: 'duration', option: 'arbiter.timeoutMs', doc: 'Longest wait for one answer from the arbiter; past it the request counts as unanswered and is made again (the node holds its output meanwhile). Safety never depends on it.' },
   { path: 'arbiter.tls_ca', type: 'file', doc: 'etcd: PEM CA certificate that signed the members\' certificates (https:// endpoints).' },
   { path: 'arbiter.tls_cert', type: 'file', doc: 'etcd: PEM client certificate, for members that require client-certificate authentication (with arbiter.tls_key).' },
   { path: 'arbiter.tls_key', type: 'file', secret: true, doc: 'etcd: PEM private key of arbiter.tls_cert.' },
@@ -73,6 +78,17 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'arbiter.password', type: 'string', secret: true, doc: 'etcd: the password itself (prefer password_file or COLO_ARBITER_PASSWORD).' },
   { path: 'log.level', type: 'enum', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], default: 'info', doc: 'Log level (JSON lines on stdout).' },
 ];
+
+export const SETTINGS: readonly Setting[] = SETTING_SPECS.map((s) => (s.option === undefined ? s : { ...s, default: libraryDefault(s) }));
+
+/** A setting's default as the library defines it (NODE_DEFAULTS at its option), in the setting's own units. */
+function libraryDefault(s: Setting): string | number | boolean | undefined {
+  const v = s.option!.split('.').reduce<unknown>((at, key) => (at as Record<string, unknown> | undefined)?.[key], NODE_DEFAULTS);
+  if (v === undefined) return undefined;
+  if (s.type === 'duration') return formatDuration(v as number);
+  if (s.type === 'bytes') return formatBytes(v as number);
+  return v as number | boolean;
+}
 
 export function envName(path: string): string {
   return 'COLO_' + path.replace(/\./g, '_').toUpperCase();

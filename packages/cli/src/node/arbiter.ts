@@ -5,8 +5,8 @@ import type { NodeConfig } from '../config/load.js';
 /** The arbiter a node's configuration names (arbiter.kind), with the warning `none` owes a two-host pair. */
 export function arbiterFor(config: NodeConfig, logger: ReturnType<typeof createLogger>): Arbiter {
   const a = config.arbiter;
-  if (a.kind === 'local') return new LocalArbiter({ socketPath: a.socketPath, requestTimeoutMs: a.timeoutMs });
-  if (a.kind === 'etcd') return new EtcdArbiter({ endpoints: a.endpoints, pair: a.pair, tls: a.tls, auth: a.auth, requestTimeoutMs: a.timeoutMs });
+  if (a.kind === 'local') return new LocalArbiter({ socketPath: a.socketPath, timeoutMs: a.timeoutMs });
+  if (a.kind === 'etcd') return new EtcdArbiter({ endpoints: a.endpoints, pair: a.pair, tls: a.tls, auth: a.auth, timeoutMs: a.timeoutMs });
   const remote = [config.replication.listen.host, config.replication.peer ? new URL(config.replication.peer).hostname : undefined].filter(
     (h): h is string => h !== undefined && !isLoopback(h),
   );

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import type { Domain } from '@colo/domain';
-import { ALL_EXTENSIONS, createLogger, CoordinatorErrorCode, Extension, ProtectedNode } from '@colo/coordinator';
+import { createLogger, CoordinatorErrorCode, ProtectedNode } from '@colo/coordinator';
 import { arbiterFor } from './arbiter.js';
 import { ExitCode, type CommandIo } from '../command.js';
 import { ConfigError, loadConfig, redactedConfig, requireForRole, settingFlagOptions, settingFlags, type NodeConfig } from '../config/load.js';
@@ -8,6 +8,7 @@ import { VERSION } from '../version.js';
 import { hasNodeHeapFlags, NODE_HEAP_FLAGS } from '../runtime/node-flags.js';
 import { preallocateGuestMemory } from './preallocated.js';
 import { primaryGuest, standbyGuest } from './guests.js';
+import { nodeOptions } from './node-options.js';
 
 export const NODE_HELP_OPTIONS = `Options:
   --config FILE       YAML configuration (docs/configuration.md); flags and COLO_* environment variables override it
@@ -82,35 +83,12 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     }
   }
   const node = new ProtectedNode({
-    nodeId: config.node.id,
-    role,
-    mode: config.node.mode,
+    ...nodeOptions(config),
     version: VERSION,
     processMetrics: true,
     domain: guest,
     hostGuest: (identity) => standbyGuest(config, identity?.pageCount, takePreallocated, guestLost),
-    replication: {
-      listen: config.replication.listen,
-      peer: config.replication.peer,
-      maxBandwidth: config.replication.maxBandwidth,
-      maxFrameBytes: config.replication.maxFrameBytes,
-    },
-    // replication.compression: the page-delta extension offered or not (the peer must offer it too).
-    ...(config.replication.compression ? {} : { extensions: ALL_EXTENSIONS.filter((e) => e !== Extension.PAGE_DELTA) }),
-    security: { psk: config.replication.psk, tls: config.replication.tls },
-    heartbeat: config.heartbeat,
-    timings: {
-      phaseTimeoutMs: config.checkpoint.phaseTimeoutMs,
-      stallTimeoutMs: config.checkpoint.stallTimeoutMs,
-      remusIntervalMs: config.checkpoint.remusIntervalMs,
-      coloMaxIntervalMs: config.checkpoint.maxIntervalMs,
-    },
-    blackhole: config.remus.blackhole,
     arbiter,
-    precopy: { maxRounds: config.checkpoint.precopyMaxRounds, minDirtyPages: config.checkpoint.precopyMinDirty },
-    output: { compareTimeoutMs: config.checkpoint.compareTimeoutMs, maxHeldPerConnection: config.output.maxHeldPerConnection, maxHeldTotal: config.output.maxHeldTotal },
-    service: { listen: config.service.listen, promoteHook: config.service.promoteHook },
-    admin: { listen: config.admin.listen, token: config.admin.token },
     logger,
   });
   logger.info({ config: redactedConfig(config) }, `starting as ${role}`);

@@ -34,7 +34,7 @@ export interface EtcdArbiterOptions {
   /** etcd's own users (`etcdctl user add`). */
   auth?: { username: string; password: string };
   /** Longest wait for one request; past it the request counts as unanswered and the node asks again. Default 2 s. */
-  requestTimeoutMs?: number;
+  timeoutMs?: number;
 }
 
 const PAIR_NAME = /^[A-Za-z0-9._-]{1,128}$/;
@@ -63,7 +63,7 @@ export class EtcdArbiter implements Arbiter {
     this.epochKey = `${this.base}epoch`;
     this.holderKey = `${this.base}holder`;
     this.where = `${options.endpoints.join(',')} ${this.base}`;
-    const timeoutMs = options.requestTimeoutMs ?? NODE_DEFAULTS.arbiterTimeoutMs;
+    const timeoutMs = options.timeoutMs ?? NODE_DEFAULTS.arbiter.timeoutMs;
     const clientOptions: IOptions = {
       hosts: options.endpoints,
       dialTimeout: timeoutMs,

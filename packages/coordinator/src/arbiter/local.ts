@@ -87,7 +87,7 @@ export interface LocalArbiterOptions {
   /** The supervisor's socket. */
   socketPath: string;
   /** Longest wait for one answer; past it the request counts as unreachable and the node asks again. Default 2 s. */
-  requestTimeoutMs?: number;
+  timeoutMs?: number;
 }
 
 /** A node's client of the local arbiter. */
@@ -103,7 +103,7 @@ export class LocalArbiter implements Arbiter {
     this.options = options;
     if (!options.socketPath) throw new ArbiterError(ArbiterErrorCode.BAD_CONFIG, 'the local arbiter needs the path of its socket');
     this.where = `unix:${options.socketPath}`;
-    this.timeoutMs = options.requestTimeoutMs ?? NODE_DEFAULTS.arbiterTimeoutMs;
+    this.timeoutMs = options.timeoutMs ?? NODE_DEFAULTS.arbiter.timeoutMs;
   }
 
   async read(): Promise<EpochRecord | null> {

@@ -33,7 +33,7 @@ export interface PrecopyLimits {
   /** Stop the live rounds early once fewer pages than this are dirty (Xen: 50). */
   minDirtyPages: number;
 }
-export const DEFAULT_PRECOPY: PrecopyLimits = NODE_DEFAULTS.precopy;
+export const DEFAULT_PRECOPY: PrecopyLimits = { maxRounds: NODE_DEFAULTS.checkpoint.precopyMaxRounds, minDirtyPages: NODE_DEFAULTS.checkpoint.precopyMinDirty };
 
 export interface PrimaryEngineOptions {
   domain: Domain;

@@ -428,7 +428,7 @@ export class SecondaryCheckpointEngine {
    */
   private async askResend(cp: PendingCheckpoint, pfns: number[]): Promise<void> {
     this.o.logger?.warn({ pages: pfns.length, firstPfn: pfns[0] }, 'this copy lacks the base of some delta pages: asking the primary for them whole');
-    const ms = this.o.stallTimeoutMs ?? NODE_DEFAULTS.timings.stallTimeoutMs;
+    const ms = this.o.stallTimeoutMs ?? NODE_DEFAULTS.checkpoint.stallTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
     const answered = new Promise<void>((resolve, reject) => {
       this.resendWait = { cp, done: resolve, failed: reject };

@@ -164,7 +164,7 @@ export class ColoNode {
 
   /** status().role === 'primary' && status().protected, without building the status (asked at every transition). */
   get isProtectedPrimary(): boolean {
-    return this.current instanceof PrimaryRole && !this.ctx.o.blackhole && isProtectedState('primary', this.current.state);
+    return this.current instanceof PrimaryRole && !this.ctx.blackhole && isProtectedState('primary', this.current.state);
   }
 
   status(): NodeStatus {
@@ -176,7 +176,7 @@ export class ColoNode {
       state: r.state,
       mode: ctx.o.mode,
       epoch: ctx.epoch,
-      blackhole: ctx.o.blackhole === true,
+      blackhole: ctx.blackhole,
       peer: r.peerAddress,
       listening: r instanceof PrimaryRole ? (r.listenUrl ?? null) : null,
       lastCheckpoint: ctx.checkpoints.last,
@@ -207,9 +207,12 @@ function validate(o: ColoNodeOptions): void {
   if (o.role === 'primary' && !o.domain) bad('a primary needs options.domain');
   if (o.role === 'secondary' && !o.hostGuest) bad('a secondary needs options.hostGuest');
   if (o.role === 'secondary' && !o.replication.peer) bad('a secondary needs replication.peer');
-  if (o.blackhole && (o.role !== 'primary' || o.mode !== 'remus')) bad('blackhole mode is for a Remus primary (a COLO secondary runs its own guest: there is no blackhole for it)');
+  if (o.remus?.blackhole && (o.role !== 'primary' || o.mode !== 'remus')) bad('blackhole mode is for a Remus primary (a COLO secondary runs its own guest: there is no blackhole for it)');
   if (o.epoch !== undefined && (!Number.isSafeInteger(o.epoch) || o.epoch < 0)) bad('epoch must be a non-negative integer');
   if (o.replication.maxBandwidth !== undefined && !(o.replication.maxBandwidth > 0)) bad('replication.maxBandwidth must be a positive number of bytes per second');
-  for (const [k, v] of Object.entries(o.timings ?? {})) if (!(typeof v === 'number' && v > 0)) bad(`timings.${k} must be a positive number of ms`);
-  for (const [k, v] of Object.entries(o.precopy ?? {})) if (!(Number.isInteger(v) && v >= 0)) bad(`precopy.${k} must be a non-negative integer`);
+  for (const [k, v] of Object.entries(o.checkpoint ?? {})) {
+    if (k.startsWith('precopy')) {
+      if (!(Number.isInteger(v) && v >= 0)) bad(`checkpoint.${k} must be a non-negative integer`);
+    } else if (!(typeof v === 'number' && v > 0)) bad(`checkpoint.${k} must be a positive number of ms`);
+  }
 }

@@ -4,10 +4,11 @@ import pino, { type Logger } from 'pino';
 import { noArbiter } from '../arbiter/none.js';
 import type { CoordinatorError } from '../errors.js';
 import type { CheckpointMeasurement } from '../engine/measurement.js';
-import { DEFAULT_PRECOPY, type PrecopyLimits } from '../engine/primary-engine.js';
+import type { PrecopyLimits } from '../engine/primary-engine.js';
+import { NODE_DEFAULTS, type CheckpointOptions } from '../defaults.js';
 import type { GuestHooks } from '../engine/guest-hooks.js';
 import type { AppliedCheckpointTiming } from '../engine/secondary-engine.js';
-import { ALL_EXTENSIONS } from '../engine/extensions.js';
+import { ALL_EXTENSIONS, Extension } from '../engine/extensions.js';
 import type { NodeRole } from '../statechart/types.js';
 import { PROTOCOL_VERSION, wsNetwork, type Hello, type PeerNetwork, type ReadRingStats } from '../transport/index.js';
 import { childLogger } from '../observability/logger.js';
@@ -61,7 +62,12 @@ export class NodeContext {
   readonly transitionListeners = new Set<(t: Transition) => void>();
   readonly checkpoints = new CompletedCheckpoints();
   readonly network: PeerNetwork;
+  /** The checkpoint section, defaults applied: the machines read their timings from it. */
+  readonly checkpoint: CheckpointOptions;
+  /** The engine's pre-copy limits (checkpoint.precopyMaxRounds, checkpoint.precopyMinDirty). */
   readonly precopy: PrecopyLimits;
+  /** Remus blackhole: checkpoints go nowhere (remus.blackhole). */
+  readonly blackhole: boolean;
   role: NodeRole;
   epoch: number;
   guest: Domain | undefined;
@@ -78,7 +84,9 @@ export class NodeContext {
     this.role = options.role;
     this.epoch = options.epoch ?? 0;
     this.guest = options.domain;
-    this.precopy = { ...DEFAULT_PRECOPY, ...options.precopy };
+    this.checkpoint = { ...NODE_DEFAULTS.checkpoint, ...options.checkpoint };
+    this.precopy = { maxRounds: this.checkpoint.precopyMaxRounds, minDirtyPages: this.checkpoint.precopyMinDirty };
+    this.blackhole = options.remus?.blackhole ?? NODE_DEFAULTS.remus.blackhole;
     this.network = options.network ?? wsNetwork;
     this.baseLog = childLogger(options.logger ?? pino({ level: 'info' }), { node: options.nodeId });
     this.arbitration = new Arbitration(options.arbiter ?? noArbiter(), childLogger(this.baseLog, { component: 'arbiter' }));
@@ -110,8 +118,15 @@ export class NodeContext {
       role,
       mode: this.o.mode,
       epoch: this.epoch,
-      extensions: [...(this.o.extensions ?? ALL_EXTENSIONS)],
+      extensions: this.offeredExtensions(),
     };
+  }
+
+  /** What this node offers in its hello: the extensions option, or all of them less page deltas without compression. */
+  offeredExtensions(): string[] {
+    if (this.o.extensions) return [...this.o.extensions];
+    const compression = this.o.replication.compression ?? NODE_DEFAULTS.replication.compression;
+    return ALL_EXTENSIONS.filter((e) => compression || e !== Extension.PAGE_DELTA);
   }
 
   /** The logger bound to the current role and epoch, made again only when either changes. */

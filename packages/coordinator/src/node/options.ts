@@ -2,10 +2,14 @@ import type { Domain } from '@colo/domain';
 import type { Logger } from 'pino';
 import type { Arbiter } from '../arbiter/arbiter.js';
 import type { GuestIdentity } from '../engine/extensions.js';
-import type { PrecopyLimits } from '../engine/primary-engine.js';
-import type { MachineTimings, NodeRole, ReplicationMode } from '../statechart/types.js';
+import type { CheckpointOptions } from '../defaults.js';
+import type { NodeRole, ReplicationMode } from '../statechart/types.js';
 import type { Channel, HeartbeatOptions, LinkSecurity, PeerLink, PeerNetwork } from '../transport/index.js';
 
+/**
+ * A replication node's options. Sections and names are the settings' own (docs/configuration.md): setting
+ * `checkpoint.max_interval` is `checkpoint.maxIntervalMs` here, and every default is NODE_DEFAULTS at the same path.
+ */
 export interface ColoNodeOptions {
   nodeId: string;
   /** The role the node starts in. A secondary that takes over becomes a primary. */
@@ -29,27 +33,36 @@ export interface ColoNodeOptions {
      * checkpoints alike), as QEMU's max-bandwidth. Default: no limit.
      */
     maxBandwidth?: number;
-    /** The largest WebSocket message accepted from the peer on the replication link (default NODE_DEFAULTS.maxFrameBytes). */
+    /** The largest WebSocket message accepted from the peer on the replication link (default NODE_DEFAULTS.replication). */
     maxFrameBytes?: number;
+    /** Offer page deltas (the page-delta extension; default true): false offers whole pages only, as Xen's PAGE_DATA. */
+    compression?: boolean;
   };
   security: LinkSecurity;
-  /** Heartbeat of the replication link (default 100 ms / 1000 ms). */
+  /** Heartbeat of the peer's links (default NODE_DEFAULTS.heartbeat). */
   heartbeat?: HeartbeatOptions;
-  /** Checkpoint intervals and per-phase timeouts. */
-  timings?: Partial<MachineTimings>;
-  /** Pre-copy limits of the initial synchronisation (default 5 rounds, stop under 50 dirty pages). */
-  precopy?: Partial<PrecopyLimits>;
   /**
-   * Remus primary only: checkpoint into nothing (Xen's `xl remus -b`). Every checkpoint step runs and its stream
-   * is dropped; output is released at once; the node never reports itself protected and records nothing with
-   * the arbiter. For measuring what protection would cost a workload (docs/operations.md).
+   * Checkpoint intervals, per-phase timeouts and the initial synchronisation's pre-copy limits (default
+   * NODE_DEFAULTS.checkpoint). compareTimeoutMs acts in the output proxy (ProtectedNode): a node without one has no
+   * output to compare.
    */
-  blackhole?: boolean;
+  checkpoint?: Partial<CheckpointOptions>;
+  remus?: {
+    /**
+     * Remus primary only: checkpoint into nothing (Xen's `xl remus -b`). Every checkpoint step runs and its stream
+     * is dropped; output is released at once; the node never reports itself protected and records nothing with
+     * the arbiter. For measuring what protection would cost a workload (docs/operations.md).
+     */
+    blackhole?: boolean;
+  };
   /** Split-brain arbiter (default: `none`, which always grants; see docs/architecture.md). */
   arbiter?: Arbiter;
   /** Epoch to start at (a restarted node passes the highest epoch it persisted). Default 0. */
   epoch?: number;
-  /** Extensions this node offers in its hello (default: all of this project's). [] talks plain Xen. */
+  /**
+   * Extensions this node offers in its hello (default: all of this project's, less page deltas without
+   * replication.compression). [] talks plain Xen.
+   */
   extensions?: readonly string[];
   /** Largest record accepted on the main stream (default 128 MiB, Xen's). */
   maxRecordLength?: number;

@@ -65,12 +65,12 @@ export class PrimaryRole {
     if (!won) ctx.epoch = await ctx.arbitration.register(o.nodeId, ctx.epoch);
     if (ctx.stopped) return;
     const actor = createActor(bindPrimaryEffects(this.effects()), {
-      input: { nodeId: o.nodeId, mode: o.mode, epoch: ctx.epoch, timings: o.timings, lastSeq },
+      input: { nodeId: o.nodeId, mode: o.mode, epoch: ctx.epoch, timings: ctx.checkpoint, lastSeq },
     });
     observeTransitions(actor, 'primary', () => ctx.epoch, (t) => ctx.reportTransition(t));
     this.actor = actor;
     actor.start();
-    if (o.blackhole) {
+    if (ctx.blackhole) {
       ctx.roleLogger().warn('blackhole mode: checkpoints go nowhere; this guest is NOT protected');
       this.attachSecondary(new BlackholeLink(ctx.hello('primary')));
       return;
@@ -264,7 +264,7 @@ export class PrimaryRole {
     const ctx = this.ctx;
     // Nothing backs a blackhole's checkpoints: the arbiter's record must never say this pair is protected. Its
     // output is released as the checkpoints complete (that is what blackhole mode measures).
-    if (ctx.o.blackhole) {
+    if (ctx.blackhole) {
       ctx.events.emit('pairProtected', epoch);
       return;
     }
@@ -306,7 +306,7 @@ export class PrimaryRole {
         void e?.completeCheckpoint().then((m) => m && ctx.checkpointCompleted(m));
       },
       protectionStarted: (c: PrimaryContext) => {
-        if (ctx.o.blackhole) ctx.roleLogger().warn({ rounds: engine()?.precopyRounds }, 'blackhole: the first checkpoint went nowhere, as every one will: NOT protected');
+        if (ctx.blackhole) ctx.roleLogger().warn({ rounds: engine()?.precopyRounds }, 'blackhole: the first checkpoint went nowhere, as every one will: NOT protected');
         else ctx.roleLogger().info({ rounds: engine()?.precopyRounds }, 'protected: the secondary holds a complete checkpoint');
         ctx.events.emit('protected');
         this.markProtected(c.epoch);

@@ -5,7 +5,6 @@ import { Extension } from '../engine/extensions.js';
 import { SecondaryCheckpointEngine } from '../engine/secondary-engine.js';
 import { bindSecondaryEffects } from '../statechart/bind.js';
 import type { SecondaryEvent } from '../statechart/secondary.js';
-import { DEFAULT_TIMINGS } from '../statechart/types.js';
 import { DEFAULT_HEARTBEAT, LinkErrorCode, type Hello, type PeerLink, type ReadRingStats } from '../transport/index.js';
 import { childLogger } from '../observability/logger.js';
 import type { NodeContext } from './context.js';
@@ -71,7 +70,7 @@ export class SecondaryRole {
       throw new CoordinatorError(CoordinatorErrorCode.STOPPED, 'the node stopped while joining the primary');
     }
     const actor = createActor(bindSecondaryEffects(this.effects()), {
-      input: { nodeId: o.nodeId, mode: o.mode, epoch: ctx.epoch, timings: o.timings },
+      input: { nodeId: o.nodeId, mode: o.mode, epoch: ctx.epoch, timings: ctx.checkpoint },
     });
     observeTransitions(actor, 'secondary', () => ctx.epoch, (t) => ctx.reportTransition(t));
     this.actor = actor;
@@ -195,7 +194,7 @@ export class SecondaryRole {
       },
       guestHooks: ctx.guestHooks,
       maxRecordLength: o.maxRecordLength,
-      stallTimeoutMs: o.timings?.stallTimeoutMs ?? DEFAULT_TIMINGS.stallTimeoutMs,
+      stallTimeoutMs: ctx.checkpoint.stallTimeoutMs,
       logger: childLogger(ctx.baseLog, { component: 'engine' }),
     });
     this.engine = engine;

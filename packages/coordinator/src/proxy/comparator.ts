@@ -4,7 +4,7 @@ import type { ConnectionId, OutputBytes, ProxyCheckpointReason } from './types.j
 /** Held output bounds' defaults, per connection and in total (the Remus buffer and the primary proxy use them too). */
 export const DEFAULT_MAX_HELD_BYTES_PER_CONNECTION = NODE_DEFAULTS.output.maxHeldPerConnection;
 export const DEFAULT_MAX_HELD_BYTES = NODE_DEFAULTS.output.maxHeldTotal;
-export const DEFAULT_COMPARE_TIMEOUT_MS = NODE_DEFAULTS.output.compareTimeoutMs;
+export const DEFAULT_COMPARE_TIMEOUT_MS = NODE_DEFAULTS.checkpoint.compareTimeoutMs;
 
 export interface OutputComparatorOptions {
   /** Output waiting longer than this for its twin asks for a checkpoint ('stale'). Default 1000 ms. */

@@ -24,7 +24,7 @@ export type ProxyMessage =
   | { type: 'delivered'; lastSeq: number };
 
 /** Default largest frame body a decoder accepts; the encoder splits output larger than this. */
-export const DEFAULT_MAX_FRAME_BYTES = NODE_DEFAULTS.maxFrameBytes;
+export const DEFAULT_MAX_FRAME_BYTES = NODE_DEFAULTS.replication.maxFrameBytes;
 
 const LENGTH_BYTES = 4;
 const INPUT_FIXED = 1 + 8 + 4 + 1;

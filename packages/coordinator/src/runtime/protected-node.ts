@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
 import type { CheckpointMeasurement } from '../engine/measurement.js';
 import { Extension, type GuestIdentity } from '../engine/extensions.js';
-import { NODE_DEFAULTS } from '../defaults.js';
+import { NODE_DEFAULTS, type OutputOptions } from '../defaults.js';
 import type { ArbitrationStatus } from '../node/arbitration.js';
 import { ColoNode } from '../node/colo-node.js';
 import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
@@ -25,7 +25,7 @@ import { BlackholeLink } from '../node/blackhole-link.js';
  */
 export interface ProtectedNodeOptions extends Omit<ColoNodeOptions, 'onSideLink' | 'sideChannels'> {
   version: string;
-  /** The output rule's bounds (default NODE_DEFAULTS.output). */
+  /** The output rule's bounds on held output (default NODE_DEFAULTS.output). */
   output?: Partial<OutputOptions>;
   /**
    * Where clients reach the guest while this node is the primary. Without `listen` there is no TCP service: a
@@ -45,12 +45,6 @@ export interface ProtectedNodeOptions extends Omit<ColoNodeOptions, 'onSideLink'
    */
   watchCollector?: boolean;
   logger: Logger;
-}
-
-interface OutputOptions {
-  compareTimeoutMs: number;
-  maxHeldPerConnection: number;
-  maxHeldTotal: number;
 }
 
 /** GET /status: the node's statechart status plus what the client path and operators need. */
@@ -228,7 +222,7 @@ export class ProtectedNode {
       await this.startPrimaryProxy(o.domain!, 1);
       // Blackhole: the proxy's peer is nobody too; the checkpoints' completion releases output as a real
       // secondary's acknowledgements would.
-      if (o.blackhole) {
+      if (o.remus?.blackhole) {
         this.attachProxyLink(new BlackholeLink({ protocol: PROTOCOL_VERSION, channel: 'proxy', nodeId: o.nodeId, role: 'primary', mode: o.mode, epoch: this.replication.epoch, extensions: [] }));
       }
       await this.replication.start();
@@ -358,7 +352,7 @@ export class ProtectedNode {
       domain: guest,
       link,
       mode: this.o.mode,
-      barrierTimeoutMs: this.o.timings?.phaseTimeoutMs ?? NODE_DEFAULTS.timings.phaseTimeoutMs,
+      barrierTimeoutMs: this.o.checkpoint?.phaseTimeoutMs ?? NODE_DEFAULTS.checkpoint.phaseTimeoutMs,
     });
     this.recorder.countProxyBytes(link);
     this.secondaryProxy.onLinkError((e) => {
@@ -373,7 +367,7 @@ export class ProtectedNode {
     const listen = this.o.service.listen;
     return {
       ...(listen ? { service: { host: listen.host, port: listen.port } } : {}),
-      compareTimeoutMs: this.o.output?.compareTimeoutMs ?? NODE_DEFAULTS.output.compareTimeoutMs,
+      compareTimeoutMs: this.o.checkpoint?.compareTimeoutMs ?? NODE_DEFAULTS.checkpoint.compareTimeoutMs,
       maxHeldPerConnection: this.o.output?.maxHeldPerConnection ?? NODE_DEFAULTS.output.maxHeldPerConnection,
       maxHeldTotal: this.o.output?.maxHeldTotal ?? NODE_DEFAULTS.output.maxHeldTotal,
     };
@@ -415,7 +409,7 @@ export class ProtectedNode {
     this.recorder.proxyLink(link);
     // A secondary that opens a proxy link but never completes its replication link must not hold output forever.
     const timer = setTimeout(() => {
-      if (this.proxyLink === link && !this.replication.status().protected && !this.o.blackhole) {
+      if (this.proxyLink === link && !this.replication.status().protected && !this.o.remus?.blackhole) {
         this.log.warn({ peer: link.peerHello.nodeId }, 'the secondary did not synchronise in time: dropping it');
         this.replication.dropSecondary('the secondary did not synchronise in time');
       }

@@ -246,7 +246,7 @@ export const primaryMachine = setup({
   delays: {
     phaseTimeout: ({ context }) => context.timings.phaseTimeoutMs,
     checkpointInterval: ({ context }) =>
-      context.mode === 'remus' ? context.timings.remusIntervalMs : context.timings.coloMaxIntervalMs,
+      context.mode === 'remus' ? context.timings.remusIntervalMs : context.timings.maxIntervalMs,
   },
 }).createMachine({
   id: 'primary',

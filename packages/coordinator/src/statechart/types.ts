@@ -20,10 +20,11 @@ export interface MachineTimings {
   /** Remus: time between checkpoints (Xen's xl default 200 ms). */
   remusIntervalMs: number;
   /** COLO: longest time between checkpoints even when outputs keep matching ('periodic'). */
-  coloMaxIntervalMs: number;
+  maxIntervalMs: number;
 }
 
-export const DEFAULT_TIMINGS: MachineTimings = NODE_DEFAULTS.timings;
+const c = NODE_DEFAULTS.checkpoint;
+export const DEFAULT_TIMINGS: MachineTimings = { phaseTimeoutMs: c.phaseTimeoutMs, stallTimeoutMs: c.stallTimeoutMs, remusIntervalMs: c.remusIntervalMs, maxIntervalMs: c.maxIntervalMs };
 
 /** A failure delivered to a machine: always a typed error so the effects can log and report it. */
 export interface FailureEvent {

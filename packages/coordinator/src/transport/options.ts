@@ -6,7 +6,7 @@ import type { LinkSecurity } from './peer-link.js';
 import { MIN_PSK_BYTES } from './psk.js';
 
 /** ws refuses messages above this by default; a frame is at most 1 MiB of stream bytes, so 16 MiB is generous. */
-export const DEFAULT_MAX_PAYLOAD = NODE_DEFAULTS.maxFrameBytes;
+export const DEFAULT_MAX_PAYLOAD = NODE_DEFAULTS.replication.maxFrameBytes;
 /** Each handshake phase (authentication, hello) must finish within this, or the peer is dropped. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
 /** connectToPeer gives up after this (TCP + TLS + handshake). */

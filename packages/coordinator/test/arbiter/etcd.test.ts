@@ -24,7 +24,7 @@ afterAll(async () => {
 });
 
 function arbiter(o: Partial<EtcdArbiterOptions> = {}, pair = `pair-${++pairs}`): EtcdArbiter {
-  const a = new EtcdArbiter({ endpoints: [etcd.endpoint], pair, requestTimeoutMs: 1000, ...o });
+  const a = new EtcdArbiter({ endpoints: [etcd.endpoint], pair, timeoutMs: 1000, ...o });
   clients.push(a);
   return a;
 }
@@ -109,7 +109,7 @@ describe('etcd arbiter with etcd users (auth enabled)', () => {
     await secured?.destroy();
   });
   const withAuth = (username: string, password: string, prefix?: string) => {
-    const a = new EtcdArbiter({ endpoints: [secured.endpoint], pair: 'secured', requestTimeoutMs: 2000, auth: { username, password }, prefix });
+    const a = new EtcdArbiter({ endpoints: [secured.endpoint], pair: 'secured', timeoutMs: 2000, auth: { username, password }, prefix });
     clients.push(a);
     return a;
   };
@@ -145,7 +145,7 @@ describe('etcd arbiter over TLS with client certificates', () => {
     pki?.dispose();
   });
   const over = (tls: EtcdArbiterOptions['tls']) => {
-    const a = new EtcdArbiter({ endpoints: [secure.endpoint], pair: 'tls', requestTimeoutMs: 1500, tls });
+    const a = new EtcdArbiter({ endpoints: [secure.endpoint], pair: 'tls', timeoutMs: 1500, tls });
     clients.push(a);
     return a;
   };

@@ -37,7 +37,7 @@ async function served(): Promise<{ server: LocalArbiterServer; path: string; cli
   const path = socketPath();
   const server = await startLocalArbiterServer(path);
   cleanups.push(() => server.close());
-  return { server, path, client: (requestTimeoutMs) => new LocalArbiter({ socketPath: path, requestTimeoutMs }) };
+  return { server, path, client: (timeoutMs) => new LocalArbiter({ socketPath: path, timeoutMs }) };
 }
 
 /** A server on `path` that answers every request with `answer` (or never, for undefined). */
@@ -75,7 +75,7 @@ describe('local arbiter', () => {
     await expect(new LocalArbiter({ socketPath: path }).read()).rejects.toMatchObject({ code: ArbiterErrorCode.UNREACHABLE });
     await fakeServer(path, undefined);
     const t0 = performance.now();
-    await expect(new LocalArbiter({ socketPath: path, requestTimeoutMs: 150 }).compareAndSwap(null, { epoch: 0, holder: 'a' })).rejects.toMatchObject({
+    await expect(new LocalArbiter({ socketPath: path, timeoutMs: 150 }).compareAndSwap(null, { epoch: 0, holder: 'a' })).rejects.toMatchObject({
       code: ArbiterErrorCode.UNREACHABLE,
     });
     expect(performance.now() - t0).toBeLessThan(5000);
@@ -123,7 +123,7 @@ describe('local arbiter', () => {
 describe('a node\'s arbitration', () => {
   it('asks again until the arbiter answers, holding the decision meanwhile, and reports reachability', async () => {
     const path = socketPath();
-    const arbitration = new Arbitration(new LocalArbiter({ socketPath: path, requestTimeoutMs: 200 }), quiet);
+    const arbitration = new Arbitration(new LocalArbiter({ socketPath: path, timeoutMs: 200 }), quiet);
     cleanups.push(() => arbitration.close());
     const reach: boolean[] = [];
     arbitration.observe({ reachable: (r) => reach.push(r) });
@@ -144,7 +144,7 @@ describe('a node\'s arbitration', () => {
   it('between requests, it reads the record to tell whether the arbiter answers (nothing decided from it)', async () => {
     const { server, path } = await served();
     server.store.reset({ epoch: 1, holder: PAIR_HOLDER });
-    const arbitration = new Arbitration(new LocalArbiter({ socketPath: path, requestTimeoutMs: 200 }), quiet);
+    const arbitration = new Arbitration(new LocalArbiter({ socketPath: path, timeoutMs: 200 }), quiet);
     cleanups.push(() => arbitration.close());
     const reach: boolean[] = [];
     arbitration.observe({ reachable: (r) => reach.push(r) });
@@ -229,7 +229,7 @@ describe('a node\'s arbitration', () => {
   });
 
   it('stops asking when closed: a pending decision ends without an answer', async () => {
-    const a = new Arbitration(new LocalArbiter({ socketPath: socketPath(), requestTimeoutMs: 100 }), quiet);
+    const a = new Arbitration(new LocalArbiter({ socketPath: socketPath(), timeoutMs: 100 }), quiet);
     const d = a.decide('node-a', 'primary', 0);
     await new Promise((r) => setTimeout(r, 150));
     await a.close();

@@ -15,7 +15,7 @@ import { listenScripted, ScriptedPrimary } from './scripted-primary.js';
  */
 const PAGES = 256;
 const HEARTBEAT = { intervalMs: 50, timeoutMs: 400 };
-const TIMINGS = { phaseTimeoutMs: 800, stallTimeoutMs: 800, remusIntervalMs: 100, coloMaxIntervalMs: 5000 };
+const TIMINGS = { phaseTimeoutMs: 800, stallTimeoutMs: 800, remusIntervalMs: 100, maxIntervalMs: 5000 };
 const FAULTS = ['close', 'crash', 'hang', 'half-record', 'corrupt', 'misplaced-end', 'bad-control'] as const;
 type Fault = (typeof FAULTS)[number];
 
@@ -115,7 +115,7 @@ async function scenario(mode: ReplicationMode, step: Step, fault: Fault) {
     replication: { peer: server.url, listen: { host: '127.0.0.1', port: 0 } },
     security: { psk },
     heartbeat: HEARTBEAT,
-    timings: TIMINGS,
+    checkpoint: TIMINGS,
     logger: quiet,
   });
   let lastApplied: string | undefined;

@@ -23,7 +23,7 @@ async function writesThenCheckpoint(p: Pair, round: number) {
 
 describe.each(['remus', 'colo'] as const)('page deltas in a %s pair', (mode) => {
   it('checkpoints of small writes carry a fraction of the bytes, and the secondary matches the primary', async () => {
-    const slow = { timings: { phaseTimeoutMs: 5000, stallTimeoutMs: 5000, remusIntervalMs: 3_600_000, coloMaxIntervalMs: 3_600_000 } };
+    const slow = { checkpoint: { phaseTimeoutMs: 5000, stallTimeoutMs: 5000, remusIntervalMs: 3_600_000, maxIntervalMs: 3_600_000 } };
     pair = await startPair({ mode, pages: 4096, primary: slow, secondary: slow });
     await waitFor('protection', () => pair!.primary.status().protected);
     pair.guest.openConnection(1);
@@ -43,9 +43,9 @@ describe.each(['remus', 'colo'] as const)('page deltas in a %s pair', (mode) => 
   });
 });
 
-it('a pair that does not negotiate page-delta sends its pages whole', async () => {
-  const plain = ALL_EXTENSIONS.filter((e) => e !== Extension.PAGE_DELTA);
-  pair = await startPair({ mode: 'remus', pages: 4096, primary: { extensions: plain }, secondary: { extensions: ALL_EXTENSIONS } });
+it('a pair that does not negotiate page-delta (replication.compression false on the primary) sends its pages whole', async () => {
+  const primary = { replication: { listen: { host: '127.0.0.1', port: 0 }, compression: false } };
+  pair = await startPair({ mode: 'remus', pages: 4096, primary, secondary: { extensions: ALL_EXTENSIONS } });
   await waitFor('protection', () => pair!.primary.status().protected);
   pair.guest.openConnection(1);
   const m = await writesThenCheckpoint(pair, 1);
@@ -63,7 +63,7 @@ function spoilSecondary(p: Pair): Map<number, number> {
 }
 
 it("a secondary whose copy of a page is not the delta's base asks for those pages whole and applies the checkpoint with them", async () => {
-  const slow = { timings: { phaseTimeoutMs: 5000, stallTimeoutMs: 5000, remusIntervalMs: 3_600_000, coloMaxIntervalMs: 3_600_000 } };
+  const slow = { checkpoint: { phaseTimeoutMs: 5000, stallTimeoutMs: 5000, remusIntervalMs: 3_600_000, maxIntervalMs: 3_600_000 } };
   pair = await startPair({ mode: 'remus', pages: 4096, primary: slow, secondary: slow });
   await waitFor('protection', () => pair!.primary.status().protected);
   pair.guest.openConnection(1);
@@ -102,7 +102,7 @@ it("a secondary whose copy of a page is not the delta's base asks for those page
 });
 
 it("without acknowledgements a Remus secondary refuses a checkpoint whose delta base it lacks (COLO_DELTA_BASE_MISMATCH) and applies none of it", async () => {
-  const slow = { timings: { phaseTimeoutMs: 5000, stallTimeoutMs: 5000, remusIntervalMs: 3_600_000, coloMaxIntervalMs: 3_600_000 } };
+  const slow = { checkpoint: { phaseTimeoutMs: 5000, stallTimeoutMs: 5000, remusIntervalMs: 3_600_000, maxIntervalMs: 3_600_000 } };
   // No ACK: the primary may send the next checkpoint before this one is applied, so it cannot answer a resend.
   const noAck = ALL_EXTENSIONS.filter((e) => e !== Extension.CHECKPOINT_ACK);
   pair = await startPair({ mode: 'remus', pages: 4096, primary: { ...slow, extensions: noAck }, secondary: { ...slow, extensions: noAck } });

@@ -31,7 +31,7 @@ export interface PairOptions {
   secondaryPsk?: Uint8Array;
 }
 
-export const FAST = { heartbeat: { intervalMs: 50, timeoutMs: 500 }, timings: { phaseTimeoutMs: 1500, stallTimeoutMs: 1500, remusIntervalMs: 60, coloMaxIntervalMs: 400 } };
+export const FAST = { heartbeat: { intervalMs: 50, timeoutMs: 500 }, checkpoint: { phaseTimeoutMs: 1500, stallTimeoutMs: 1500, remusIntervalMs: 60, maxIntervalMs: 400 } };
 
 export async function startPrimary(o: PairOptions, psk: Uint8Array) {
   const guest = new SimulatedGuest({ memoryBytes: (o.pages ?? 1024) * PAGE, backgroundDirtyPagesPerSecond: o.backgroundDirtyPagesPerSecond ?? 0, name: 'pair-guest' });
@@ -43,7 +43,7 @@ export async function startPrimary(o: PairOptions, psk: Uint8Array) {
     replication: { listen: { host: '127.0.0.1', port: 0 } },
     security: { psk },
     heartbeat: FAST.heartbeat,
-    timings: FAST.timings,
+    checkpoint: FAST.checkpoint,
     logger: quiet,
     ...o.primary,
   });
@@ -67,7 +67,7 @@ export function secondaryNode(o: PairOptions, url: string, psk: Uint8Array, node
     replication: { peer: url, listen: { host: '127.0.0.1', port: 0 } },
     security: { psk },
     heartbeat: FAST.heartbeat,
-    timings: FAST.timings,
+    checkpoint: FAST.checkpoint,
     logger: quiet,
     ...o.secondary,
   });

@@ -54,7 +54,7 @@ afterEach(async () => {
 
 async function setup(mode: ReplicationMode) {
   const psk = randomBytes(32);
-  const { guest, primary } = await startPrimary({ mode, pages: 512, primary: { timings: { ...FAST.timings, phaseTimeoutMs: 600 } } }, psk);
+  const { guest, primary } = await startPrimary({ mode, pages: 512, primary: { checkpoint: { ...FAST.checkpoint, phaseTimeoutMs: 600 } } }, psk);
   const link = await connectToPeer({
     url: primary.listenUrl!,
     security: { psk },

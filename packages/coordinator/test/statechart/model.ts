@@ -17,7 +17,7 @@ export const decisionLost = new CoordinatorError(CoordinatorErrorCode.DECISION_L
 export const guestLost = new CoordinatorError(CoordinatorErrorCode.GUEST_LOST, 'the guest\'s hypervisor process ended (test)');
 
 /** Test timings: all different, so advancing the clock by one of them fires exactly the intended timer. */
-export const TIMINGS = { phaseTimeoutMs: 1_000, stallTimeoutMs: 1_500, remusIntervalMs: 200, coloMaxIntervalMs: 3_000 };
+export const TIMINGS = { phaseTimeoutMs: 1_000, stallTimeoutMs: 1_500, remusIntervalMs: 200, maxIntervalMs: 3_000 };
 
 export function delayOf(eventType: string): number {
   // xstate.after.<delayName>.<state id>

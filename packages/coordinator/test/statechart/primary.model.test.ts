@@ -171,7 +171,7 @@ describe.each(['colo', 'remus'] as const)('primary statechart, %s mode, every si
         const event = step.event as PrimaryEvent;
         if (event.type.startsWith('xstate.after.')) {
           const d = delayOf(event.type);
-          clock.increment(d >= 0 ? d : mode === 'remus' ? TIMINGS.remusIntervalMs : TIMINGS.coloMaxIntervalMs);
+          clock.increment(d >= 0 ? d : mode === 'remus' ? TIMINGS.remusIntervalMs : TIMINGS.maxIntervalMs);
         } else {
           actor.send(event);
         }
@@ -288,7 +288,7 @@ describe('primary statechart: coalescing and periodic checkpoints', () => {
     expect(world.completed.map((c) => c.reason)).toEqual(['initial', 'miscompare', 'stale']);
     expect(world.completed.map((c) => c.seq)).toEqual([1, 2, 3]);
     // The COLO maximum interval fires 'periodic' when nothing else asked.
-    clock.increment(TIMINGS.coloMaxIntervalMs - 1);
+    clock.increment(TIMINGS.maxIntervalMs - 1);
     expect(stateKey(actor.getSnapshot().value)).toBe('protected.idle');
     clock.increment(1);
     expect(stateKey(actor.getSnapshot().value)).toBe('protected.checkpointing.awaitingSuspended');
