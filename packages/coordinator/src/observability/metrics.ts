@@ -20,9 +20,34 @@ export const NODE_ROLES = ['primary', 'secondary'] as const;
 export const ARBITER_PURPOSES = ['register', 'protect', 'continue', 'promote'] as const;
 /** colo_link_reads_total's `into` values. */
 export const LINK_READ_PLACES = ['ring', 'fallback', 'copied'] as const;
+/** colo_output_compare_total's `result` values. */
+const COMPARE_RESULTS = ['match', 'miscompare', 'stale'] as const;
+
+/**
+ * What a node counts on its hot paths (bytes on the links, socket reads, output comparisons) as plain running
+ * totals, each owned where it is counted and only growing over the node's life, plus the output gauges of the
+ * moment. The metrics read them at each scrape (NodeMetrics.readTotalsFrom): nothing is pushed, nothing diffed.
+ */
+export interface NodeTotals {
+  replicationBytes: { sent: { replication: number; proxy: number }; received: { replication: number; proxy: number } };
+  linkReads: Readonly<Record<(typeof LINK_READ_PLACES)[number], number>>;
+  outputCompare: Readonly<{ match: number; miscompare: number; stale: number }>;
+  heldOutputBytes: number;
+  retainedInputEvents: number;
+}
+
+const NO_TOTALS: NodeTotals = {
+  replicationBytes: { sent: { replication: 0, proxy: 0 }, received: { replication: 0, proxy: 0 } },
+  linkReads: { ring: 0, fallback: 0, copied: 0 },
+  outputCompare: { match: 0, miscompare: 0, stale: 0 },
+  heldOutputBytes: 0,
+  retainedInputEvents: 0,
+};
 
 export interface NodeMetrics {
   readonly registry: Registry;
+  /** Where the scrape reads the node's running totals (the metrics show zeros until one is given). */
+  readTotalsFrom(read: () => NodeTotals): void;
   checkpointDuration: Histogram<'reason'>;
   checkpointPhaseDuration: Histogram<'phase'>;
   checkpoints: Counter<'reason'>;
@@ -57,8 +82,13 @@ export interface NodeMetrics {
 export function createNodeMetrics(opts: { nodeId: string; mode: string; version: string; registry?: Registry }): NodeMetrics {
   const registry = opts.registry ?? new Registry();
   const r = [registry];
+  // Read by each metric that shows a part, at each scrape (a handful of numbers: cheaper than sharing a reading).
+  let totals = (): NodeTotals => NO_TOTALS;
   const m: NodeMetrics = {
     registry,
+    readTotalsFrom: (read) => {
+      totals = read;
+    },
     checkpointDuration: new Histogram({
       name: 'colo_checkpoint_duration_seconds',
       help: 'Pause the primary guest sees per checkpoint, from suspend to resume.',
@@ -121,28 +151,51 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
       help: 'Bytes moved between the nodes, by direction and channel.',
       labelNames: ['direction', 'channel'],
       registers: r,
+      collect() {
+        const b = totals().replicationBytes;
+        showTotals(this, [
+          [{ direction: 'sent', channel: 'replication' }, b.sent.replication],
+          [{ direction: 'sent', channel: 'proxy' }, b.sent.proxy],
+          [{ direction: 'received', channel: 'replication' }, b.received.replication],
+          [{ direction: 'received', channel: 'proxy' }, b.received.proxy],
+        ]);
+      },
     }),
     linkReads: new Counter({
       name: 'colo_link_reads_total',
       help: "Secondary: socket reads of the replication link by where they went: ring (reused memory, no copy), fallback (fresh memory: the ring's next region was still in use), copied (copied out before the link existed: the upgrade and the handshake).",
       labelNames: ['into'],
       registers: r,
+      collect() {
+        const t = totals().linkReads;
+        showTotals(this, LINK_READ_PLACES.map((into) => [{ into }, t[into]]));
+      },
     }),
     outputCompare: new Counter({
       name: 'colo_output_compare_total',
       help: 'Output comparisons in COLO mode by result (match, miscompare, stale).',
       labelNames: ['result'],
       registers: r,
+      collect() {
+        const c = totals().outputCompare;
+        showTotals(this, COMPARE_RESULTS.map((result) => [{ result }, c[result]]));
+      },
     }),
     heldOutputBytes: new Gauge({
       name: 'colo_held_output_bytes',
       help: 'Client output held back, waiting for its twin (COLO) or for a checkpoint acknowledgement (Remus).',
       registers: r,
+      collect() {
+        this.set(totals().heldOutputBytes);
+      },
     }),
     retainedInputEvents: new Gauge({
       name: 'colo_input_retained_events',
       help: 'COLO secondary: client input events its guest processed and keeps, because a checkpoint may undo them.',
       registers: r,
+      collect() {
+        this.set(totals().retainedInputEvents);
+      },
     }),
     protectedState: new Gauge({
       name: 'colo_protected',
@@ -230,11 +283,19 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
   m.arbiterReachable.set(1);
   m.arbiterPending.set(0);
   for (const reason of CHECKPOINT_REASONS) m.checkpoints.inc({ reason }, 0);
-  for (const result of ['match', 'miscompare', 'stale']) m.outputCompare.inc({ result }, 0);
-  for (const into of LINK_READ_PLACES) m.linkReads.inc({ into }, 0);
   for (const role of NODE_ROLES) m.role.set({ role }, 0);
   m.protectedState.set(0);
   return m;
+}
+
+/**
+ * A counter that shows a total owned elsewhere (one that only grows), as it is at the scrape. prom-client's
+ * counters have inc() and reset() but no set(): inside collect(), a reset followed by one inc() per series shows
+ * the totals exactly, every series included from the first scrape on (at 0, so that increase() sees the first).
+ */
+function showTotals<L extends string>(counter: Counter<L>, series: readonly (readonly [Partial<Record<L, string>>, number])[]): void {
+  counter.reset();
+  for (const [labels, value] of series) counter.inc(labels, value);
 }
 
 /** Marks `current` as the one active label value of a one-hot gauge. */

@@ -1,4 +1,5 @@
 import { NODE_DEFAULTS } from '../defaults.js';
+import type { CompareResults } from './metrics.js';
 import type { ConnectionId, OutputBytes, ProxyCheckpointReason } from './types.js';
 
 /** Held output bounds' defaults, per connection and in total (the Remus buffer and the primary proxy use them too). */
@@ -7,12 +8,14 @@ export const DEFAULT_MAX_HELD_BYTES = NODE_DEFAULTS.output.maxHeldTotal;
 export const DEFAULT_COMPARE_TIMEOUT_MS = NODE_DEFAULTS.checkpoint.compareTimeoutMs;
 
 export interface OutputComparatorOptions {
-  /** Output waiting longer than this for its twin asks for a checkpoint ('stale'). Default 1000 ms. */
+  /** Output waiting longer than this for its twin asks for a checkpoint ('stale'). Default NODE_DEFAULTS.checkpoint. */
   compareTimeoutMs?: number;
-  /** Unmatched output held per connection, per side, before asking for a checkpoint ('output_bound'). Default 1 MiB. */
+  /** Unmatched output held per connection, per side, before asking for a checkpoint ('output_bound'). Default NODE_DEFAULTS.output. */
   maxHeldPerConnection?: number;
-  /** Unmatched output held over all connections, per side, before asking for a checkpoint. Default 16 MiB. */
+  /** Unmatched output held over all connections, per side, before asking for a checkpoint. Default NODE_DEFAULTS.output. */
   maxHeldTotal?: number;
+  /** Where match, miscompare and stale are counted (the node's totals, over every comparator). Default: its own. */
+  results?: CompareResults;
   /** The generation comparison starts in: the number of the last checkpoint both guests share (0 = none). */
   generation?: number;
   /** Clock for the age of held output (ms). Default Date.now. */
@@ -23,13 +26,8 @@ export interface OutputComparatorOptions {
   checkpointNeeded: (reason: ProxyCheckpointReason) => void;
 }
 
+/** What this comparator counts for itself (its results go to `results`). */
 export interface ComparatorCounters {
-  /** Output segments found equal in both guests and released. */
-  match: number;
-  /** Differences found (at most one per generation: comparison stops until the next checkpoint). */
-  miscompare: number;
-  /** Generations in which output waited longer than compareTimeoutMs for its twin. */
-  stale: number;
   /** Generations in which held output passed a bound. */
   outputBound: number;
   /** Secondary output of an older generation, ignored (its guest state was overwritten by a checkpoint). */
@@ -81,10 +79,8 @@ export class OutputComparator {
   #future: { generation: number; conn: ConnectionId; bytes: OutputBytes; at: number }[] = [];
   #heldPrimary = 0;
   #heldSecondary = 0;
+  readonly results: CompareResults;
   readonly counters: ComparatorCounters = {
-    match: 0,
-    miscompare: 0,
-    stale: 0,
     outputBound: 0,
     oldGenerationIgnored: 0,
     releasedBytes: 0,
@@ -98,6 +94,7 @@ export class OutputComparator {
     this.#now = options.now ?? Date.now;
     this.#release = options.release;
     this.#checkpointNeeded = options.checkpointNeeded;
+    this.results = options.results ?? { match: 0, miscompare: 0, stale: 0 };
   }
 
   get state(): ComparatorState {
@@ -153,7 +150,7 @@ export class OutputComparator {
           c.primary.items.shift();
           c.primary.bytes -= n;
           this.#heldPrimary -= n;
-          this.counters.match++;
+          this.results.match++;
           this.#emit(conn, pb);
           this.#settled(conn, c);
           return;
@@ -231,7 +228,7 @@ export class OutputComparator {
       const oldest = Math.min(c.primary.items[0]?.at ?? Infinity, c.secondary.items[0]?.at ?? Infinity);
       if (now - oldest >= this.#timeoutMs) {
         this.#staleSeen = true;
-        this.counters.stale++;
+        this.results.stale++;
         this.#request('stale');
         return;
       }
@@ -264,7 +261,7 @@ export class OutputComparator {
         if (pb === null && sb === null) {
           p.items.shift();
           s.items.shift();
-          this.counters.match++;
+          this.results.match++;
           this.#emit(conn, null);
           continue;
         }
@@ -281,7 +278,7 @@ export class OutputComparator {
       this.#consume(s, n);
       this.#heldPrimary -= n;
       this.#heldSecondary -= n;
-      this.counters.match++;
+      this.results.match++;
       this.#emit(conn, pv);
     }
     this.#settled(conn, c);
@@ -312,7 +309,7 @@ export class OutputComparator {
 
   #diverge(): void {
     this.#state = 'diverged';
-    this.counters.miscompare++;
+    this.results.miscompare++;
     // The secondary's output no longer matters: the checkpoint will overwrite the state it came from.
     for (const c of this.#conns.values()) c.secondary = { items: [], offset: 0, bytes: 0 };
     this.#heldSecondary = 0;

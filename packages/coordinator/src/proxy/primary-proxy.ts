@@ -3,7 +3,7 @@ import { DEFAULT_COMPARE_TIMEOUT_MS, DEFAULT_MAX_HELD_BYTES, OutputComparator } 
 import { ProxyError, ProxyErrorCode } from './errors.js';
 import { InputLog } from './input-log.js';
 import { Listeners } from './listeners.js';
-import { emptyRequests, type ProxyMetrics } from './metrics.js';
+import { emptyRequests, newOutputTotals, type OutputTotals, type ProxyMetrics } from './metrics.js';
 import { RemusOutputBuffer } from './remus-buffer.js';
 import { FrameBatcher } from './frame-batcher.js';
 import { ServiceListener } from './service.js';
@@ -16,17 +16,19 @@ export interface PrimaryProxyOptions {
   service?: { host?: string; port?: number; maxPendingOutputBytes?: number };
   /** The first connection id (a promoted secondary starts above every id its guest may know). Default 1. */
   firstConnectionId?: number;
-  /** COLO: output waiting this long for its twin asks for a checkpoint. Default 1000 ms. */
+  /** COLO: output waiting this long for its twin asks for a checkpoint. Default NODE_DEFAULTS.checkpoint. */
   compareTimeoutMs?: number;
   /** How often held output is checked for staleness. Default compareTimeoutMs / 4 (at least 5 ms). */
   staleCheckIntervalMs?: number;
-  /** Held output bounds (COLO and Remus), per connection and in total. Defaults 1 MiB and 16 MiB. */
+  /** Held output bounds (COLO and Remus), per connection and in total. Default NODE_DEFAULTS.output. */
   maxHeldPerConnection?: number;
   maxHeldTotal?: number;
   /** Stop reading clients while this many input bytes wait for the guest (e.g. during a checkpoint). Default 8 MiB. */
   maxPendingInputBytes?: number;
   /** The largest proxy-link frame accepted from the secondary. */
   maxFrameBytes?: number;
+  /** Where comparisons and client bytes are counted (the node's, over every proxy it makes). Default: its own. */
+  totals?: OutputTotals;
   now?: () => number;
 }
 
@@ -89,17 +91,15 @@ export class PrimaryProxy {
    * secondary backed would be lost with it).
    */
   readonly #arbiterHold = { decision: false, record: false, queue: [] as Array<[ConnectionId, OutputBytes]>, bytes: 0 };
-  readonly #compareTotals = { match: 0, miscompare: 0, stale: 0 };
   readonly #requests = emptyRequests();
-  #bytesIn = 0;
-  #bytesOut = 0;
-  /** The guest's input methods, looked up once: the node hands a Proxy-wrapped Domain whose lookups bind anew. */
+  readonly #totals: OutputTotals;
   readonly #guest: Domain;
 
   constructor(options: PrimaryProxyOptions) {
     this.domain = options.domain;
     this.#guest = options.domain;
     this.#opts = options;
+    this.#totals = options.totals ?? newOutputTotals();
     this.#log = new InputLog({ deliver: (e) => this.#deliver(e) });
     this.#running = options.domain.state === 'running';
     this.#service = options.service
@@ -151,7 +151,7 @@ export class PrimaryProxy {
     if (this.#closed) throw new ProxyError(ProxyErrorCode.CLOSED, 'the primary proxy is closed');
     const seq = this.#log.lastAppended + 1;
     const event: InputEvent = kind === 'data' ? { seq, conn, kind, bytes: bytes ?? new Uint8Array(0) } : { seq, conn, kind };
-    if (kind === 'data') this.#bytesIn += event.bytes!.byteLength;
+    if (kind === 'data') this.#totals.clientBytesIn += event.bytes!.byteLength;
     // Mirror before delivering, so the barrier a delivery may trigger never overtakes the event on the link.
     this.#mirror(event);
     this.#log.append(event);
@@ -185,6 +185,7 @@ export class PrimaryProxy {
         ...bounds,
         compareTimeoutMs: this.#opts.compareTimeoutMs,
         generation: this.#lastCompleted,
+        results: this.#totals.compare,
         now: this.#opts.now,
         release,
         checkpointNeeded,
@@ -233,10 +234,7 @@ export class PrimaryProxy {
     this.#remus = null;
     this.#mode = null;
     this.#inFlight = null;
-    if (comparator) {
-      this.#addCompareTotals(comparator);
-      comparator.onSecondaryLost();
-    }
+    comparator?.onSecondaryLost();
     remus?.onSecondaryLost();
     this.#updateGate();
   }
@@ -308,18 +306,13 @@ export class PrimaryProxy {
   }
 
   metrics(): ProxyMetrics {
-    const live = this.#comparator?.counters;
     return {
       protection: this.protection,
-      compare: {
-        match: this.#compareTotals.match + (live?.match ?? 0),
-        miscompare: this.#compareTotals.miscompare + (live?.miscompare ?? 0),
-        stale: this.#compareTotals.stale + (live?.stale ?? 0),
-      },
+      compare: { ...this.#totals.compare },
       heldBytes: (this.#comparator?.heldBytes ?? 0) + (this.#remus?.heldBytes ?? 0) + this.#arbiterHold.bytes,
       arbiterHold: this.#arbiterHold.decision ? 'decision' : this.#arbiterHold.record ? 'record' : null,
-      bytesIn: this.#bytesIn,
-      bytesOut: this.#bytesOut,
+      bytesIn: this.#totals.clientBytesIn,
+      bytesOut: this.#totals.clientBytesOut,
       checkpointRequests: { ...this.#requests },
       lastDeliveredSeq: this.#log.lastDelivered,
       pendingInputEvents: this.#log.pendingEvents,
@@ -401,7 +394,7 @@ export class PrimaryProxy {
       end.ended = true;
       if (end.clientClosed) this.#ends.delete(conn);
     } else {
-      this.#bytesOut += bytes.byteLength;
+      this.#totals.clientBytesOut += bytes.byteLength;
     }
     this.#service?.write(conn, bytes);
     this.#released.emit(conn, bytes);
@@ -475,12 +468,5 @@ export class PrimaryProxy {
   #stopStaleTimer(): void {
     if (this.#staleTimer) clearInterval(this.#staleTimer);
     this.#staleTimer = null;
-  }
-
-  /** A comparator's counters cover its life; the proxy reports totals over every secondary it had. */
-  #addCompareTotals(c: OutputComparator): void {
-    this.#compareTotals.match += c.counters.match;
-    this.#compareTotals.miscompare += c.counters.miscompare;
-    this.#compareTotals.stale += c.counters.stale;
   }
 }

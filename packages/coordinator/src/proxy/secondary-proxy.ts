@@ -1,9 +1,10 @@
+import { NODE_DEFAULTS } from '../defaults.js';
 import type { Domain } from '@colo/domain';
 import { ProxyError, ProxyErrorCode } from './errors.js';
 import { InputLog } from './input-log.js';
 import { FrameBatcher } from './frame-batcher.js';
 import { Listeners } from './listeners.js';
-import { emptyRequests, type ProxyMetrics } from './metrics.js';
+import { emptyRequests, newOutputTotals, type OutputTotals, type ProxyMetrics } from './metrics.js';
 import { PrimaryProxy, type PrimaryProxyOptions } from './primary-proxy.js';
 import type { ConnectionId, InputEvent, ProtectionMode, ProxyLink } from './types.js';
 import { encodeOutput, OUTPUT_HEAD_BYTES, outputRoom, ProxyFrameDecoder, writeOutputHead } from './wire.js';
@@ -12,10 +13,12 @@ export interface SecondaryProxyOptions {
   domain: Domain;
   link: ProxyLink;
   mode: ProtectionMode;
-  /** How long checkpointApplied() waits for the primary's barrier. Default 5000 ms. */
+  /** How long checkpointApplied() waits for the primary's barrier. Default the phase timeout (NODE_DEFAULTS.checkpoint). */
   barrierTimeoutMs?: number;
   /** The largest proxy-link frame accepted from the primary. */
   maxFrameBytes?: number;
+  /** Where mirrored input and compared output bytes are counted (the node's, over every proxy). Default: its own. */
+  totals?: OutputTotals;
 }
 
 /**
@@ -52,21 +55,21 @@ export class SecondaryProxy {
   /** Client closes received but not yet known to be in this guest's state (seq above the applied barrier). */
   #recentCloses: { seq: number; conn: ConnectionId }[] = [];
   #maxConn = 0;
-  #bytesIn = 0;
-  #bytesOut = 0;
+  readonly #totals: OutputTotals;
   readonly #guest: Domain;
 
   constructor(options: SecondaryProxyOptions) {
     this.domain = options.domain;
     this.#guest = options.domain;
     this.mode = options.mode;
+    this.#totals = options.totals ?? newOutputTotals();
     this.#out = new FrameBatcher(options.link);
-    this.#barrierTimeoutMs = options.barrierTimeoutMs ?? 5000;
+    this.#barrierTimeoutMs = options.barrierTimeoutMs ?? NODE_DEFAULTS.checkpoint.phaseTimeoutMs;
     this.#log = new InputLog({ deliver: (e) => this.#deliver(e), retainDelivered: true, firstSeq: null });
     this.#offOutput = options.domain.onOutput((conn, bytes) => {
       // Output before the first checkpoint comes from no consistent state: nothing to compare it with.
       if (this.mode !== 'colo' || this.#generation === 0 || this.#done) return;
-      this.#bytesOut += bytes?.byteLength ?? 0;
+      this.#totals.comparedBytesOut += bytes?.byteLength ?? 0;
       // The usual reply fits one frame: head and bytes are written straight into the batch.
       if (bytes !== null && bytes.byteLength > outputRoom()) {
         this.#out.push(encodeOutput(this.#generation, conn, bytes));
@@ -193,8 +196,8 @@ export class SecondaryProxy {
       protection: 'unprotected',
       compare: { match: 0, miscompare: 0, stale: 0 },
       heldBytes: 0,
-      bytesIn: this.#bytesIn,
-      bytesOut: this.#bytesOut,
+      bytesIn: this.#totals.mirroredBytesIn,
+      bytesOut: this.#totals.comparedBytesOut,
       checkpointRequests: emptyRequests(),
       lastDeliveredSeq: this.#log.lastDelivered,
       pendingInputEvents: this.#log.pendingEvents,
@@ -209,7 +212,7 @@ export class SecondaryProxy {
       this.#live.delete(e.conn);
       this.#recentCloses.push({ seq: e.seq, conn: e.conn });
     }
-    this.#bytesIn += e.bytes?.byteLength ?? 0;
+    this.#totals.mirroredBytesIn += e.bytes?.byteLength ?? 0;
     // Remus mirrors only the connection table: this guest does not run until it takes over.
     if (this.mode === 'colo') this.#log.append(e);
   }

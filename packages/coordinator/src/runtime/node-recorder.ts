@@ -4,16 +4,18 @@ import type { ColoNode } from '../node/colo-node.js';
 import type { Transition } from '../node/transitions.js';
 import type { CheckpointMeasurement } from '../engine/measurement.js';
 import type { AppliedCheckpointTiming } from '../engine/secondary-engine.js';
-import type { ProxyMetrics } from '../proxy/metrics.js';
-import type { PeerLink, ReadRingStats } from '../transport/index.js';
-import { LINK_READ_PLACES, NODE_ROLES, setOneHot, type NodeMetrics } from '../observability/metrics.js';
+import type { OutputTotals, ProxyMetrics } from '../proxy/metrics.js';
+import type { PeerLink } from '../transport/index.js';
+import { NODE_ROLES, setOneHot, type NodeMetrics, type NodeTotals } from '../observability/metrics.js';
 import { SlowCheckpointWatch, type CheckpointTiming, type SlowCheckpoint } from '../observability/slow-checkpoints.js';
 
 export interface NodeRecorderOptions {
   metrics: NodeMetrics;
   node: ColoNode;
-  /** The output proxy of the moment (primary's or secondary's), for its running totals. */
+  /** The output proxy of the moment (primary's or secondary's), for its gauges (held output, retained input). */
   output: () => ProxyMetrics | undefined;
+  /** What the node's proxies count over its life. */
+  outputTotals: OutputTotals;
   /** Attribute the collector's pauses to checkpoints (ProtectedNodeOptions.watchCollector). */
   watchCollector: boolean;
   logger: Logger;
@@ -22,8 +24,9 @@ export interface NodeRecorderOptions {
 /**
  * A node's metrics and its slow-checkpoint reports, from the node's events: transitions (state, role, epoch,
  * protection), checkpoints (durations, pages, bytes, phases), applied checkpoints, promotions, the arbiter's
- * answers. What the client path counts on its hot path (compare results, proxy bytes, link reads) it keeps as
- * running totals, read here every second and at each scrape.
+ * answers. What is counted on a hot path (comparisons, bytes on the links, socket reads) stays a running total
+ * where it is counted (the node's, its proxies' OutputTotals, the proxy link's bytes here) and the metrics read
+ * them at each scrape (totals()).
  */
 export class NodeRecorder {
   private readonly o: NodeRecorderOptions;
@@ -36,14 +39,12 @@ export class NodeRecorder {
    */
   private slowCheckpoints = new SlowCheckpointWatch();
   private gcObserver: PerformanceObserver | undefined;
-  private timer: ReturnType<typeof setInterval> | undefined;
   private ended = false;
   private plannedFailover = false;
   private failoverCount = 0;
-  private lastOutput: ProxyMetrics | undefined;
-  private lastStreamBytesReceived = 0;
-  private lastLinkReads: Readonly<ReadRingStats> = { ringReads: 0, fallbackReads: 0, copiedReads: 0 };
-  /** Proxy-link bytes received and not yet added to colo_replication_bytes_total. */
+  /** Main-stream bytes sent, as the checkpoints report them. */
+  private replicationBytesSent = 0;
+  /** Proxy-link bytes received, over every proxy link. */
   private proxyBytesReceived = 0;
   private readonly countedProxyLinks = new WeakSet<PeerLink>();
 
@@ -57,6 +58,7 @@ export class NodeRecorder {
     node.on('applied', (index, _d, timing) => this.applied(index, timing));
     node.on('promoted', () => this.promoted());
     this.watchArbiter();
+    this.mx.readTotalsFrom(() => this.totals());
   }
 
   /** Failovers this node took over in (a count for status; the metric has it by reason). */
@@ -72,12 +74,9 @@ export class NodeRecorder {
       });
       this.gcObserver.observe({ entryTypes: ['gc'] });
     }
-    this.timer = setInterval(() => this.refresh(), 1000);
-    this.timer.unref();
   }
 
   stop(): void {
-    clearInterval(this.timer);
     this.gcObserver?.disconnect();
   }
 
@@ -101,8 +100,8 @@ export class NodeRecorder {
   /**
    * Counts the proxy link's bytes, from when its proxy reads it: a link holds what arrives until it has a reader,
    * and a counter subscribed earlier would take the secondary's first barrier (sent before the synchronisation
-   * described the guest the secondary proxy is made for) to nobody. Counted here, published with the other proxy
-   * metrics (every second and at each scrape): a labelled prom-client inc() per message showed in CPU profiles.
+   * described the guest the secondary proxy is made for) to nobody. A running total, read at each scrape: a
+   * labelled prom-client inc() per message showed in CPU profiles.
    */
   countProxyBytes(link: PeerLink): void {
     if (this.countedProxyLinks.has(link)) return;
@@ -112,31 +111,22 @@ export class NodeRecorder {
     });
   }
 
-  /** Brings the running totals' metrics up to date (every second, and before a scrape answers). */
-  refresh(): void {
-    const mx = this.mx;
-    if (this.proxyBytesReceived > 0) {
-      mx.replicationBytes.inc({ direction: 'received', channel: 'proxy' }, this.proxyBytesReceived);
-      this.proxyBytesReceived = 0;
-    }
-    const received = this.o.node.replicationBytesReceived;
-    if (received > this.lastStreamBytesReceived) {
-      mx.replicationBytes.inc({ direction: 'received', channel: 'replication' }, received - this.lastStreamBytesReceived);
-      this.lastStreamBytesReceived = received;
-    }
-    this.refreshLinkReads();
-    const m = this.o.output();
-    if (!m) return;
-    const prev = this.lastOutput;
-    for (const result of ['match', 'miscompare', 'stale'] as const) {
-      const d = m.compare[result] - (prev?.compare[result] ?? 0);
-      if (d > 0) mx.outputCompare.inc({ result }, d);
-    }
-    const sent = m.bytesOut - (prev?.bytesOut ?? 0);
-    if (sent > 0 && this.o.node.role === 'secondary') mx.replicationBytes.inc({ direction: 'sent', channel: 'proxy' }, sent);
-    mx.heldOutputBytes.set(m.heldBytes);
-    mx.retainedInputEvents.set(m.retainedInputEvents);
-    this.lastOutput = m;
+  /** What the metrics show of the running totals, as they are now. */
+  private totals(): NodeTotals {
+    const node = this.o.node;
+    const t = this.o.outputTotals;
+    const reads = node.replicationReads;
+    const output = this.o.output();
+    return {
+      replicationBytes: {
+        sent: { replication: this.replicationBytesSent, proxy: t.comparedBytesOut },
+        received: { replication: node.replicationBytesReceived, proxy: this.proxyBytesReceived },
+      },
+      linkReads: { ring: reads.ringReads, fallback: reads.fallbackReads, copied: reads.copiedReads },
+      outputCompare: t.compare,
+      heldOutputBytes: output?.heldBytes ?? 0,
+      retainedInputEvents: output?.retainedInputEvents ?? 0,
+    };
   }
 
   // ------------------------------------------------------------------------------------------ events
@@ -165,7 +155,7 @@ export class NodeRecorder {
     if (m.deltaPages > 0) mx.checkpointDeltaPages.inc(m.deltaPages);
     if (m.resentPages > 0) mx.checkpointResentPages.inc(m.resentPages);
     mx.checkpointBytes.observe(m.bytes);
-    mx.replicationBytes.inc({ direction: 'sent', channel: 'replication' }, m.bytes);
+    this.replicationBytesSent += m.bytes;
     mx.lastCheckpointTime.set(m.at / 1000);
     for (const [phase, seconds] of Object.entries(m.phases)) if (typeof seconds === 'number') mx.checkpointPhaseDuration.observe({ phase }, seconds);
     if (m.reason === 'initial') mx.initialSyncDuration.set(m.durationSeconds);
@@ -260,18 +250,5 @@ export class NodeRecorder {
     if (on === this.shown.protected) return;
     this.mx.protectedState.set(on ? 1 : 0);
     this.shown.protected = on;
-  }
-
-  /** colo_link_reads_total from the node's totals (which only grow): the increase since the last look. */
-  private refreshLinkReads(): void {
-    const now = this.o.node.replicationReads;
-    const before = this.lastLinkReads;
-    const inc = (into: (typeof LINK_READ_PLACES)[number], d: number) => {
-      if (d > 0) this.mx.linkReads.inc({ into }, d);
-    };
-    inc('ring', now.ringReads - before.ringReads);
-    inc('fallback', now.fallbackReads - before.fallbackReads);
-    inc('copied', now.copiedReads - before.copiedReads);
-    this.lastLinkReads = now;
   }
 }

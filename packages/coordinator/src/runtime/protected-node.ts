@@ -11,7 +11,7 @@ import type { ColoNodeOptions } from '../node/options.js';
 import { collectProcessMetrics, createNodeMetrics, type NodeMetrics } from '../observability/metrics.js';
 import { PrimaryProxy, type PrimaryProxyOptions } from '../proxy/primary-proxy.js';
 import { SecondaryProxy } from '../proxy/secondary-proxy.js';
-import type { ProxyMetrics } from '../proxy/metrics.js';
+import { newOutputTotals, type ProxyMetrics } from '../proxy/metrics.js';
 import type { NodeRole, ReplicationMode } from '../statechart/types.js';
 import { PROTOCOL_VERSION, wsNetwork, type PeerLink, type PeerNetwork } from '../transport/index.js';
 import { runPromoteHook } from './promote-hook.js';
@@ -96,6 +96,8 @@ export class ProtectedNode {
   private proxyLink: PeerLink | undefined;
   private admin: AdminServer | undefined;
   private terminal: 'fenced' | 'halted' | undefined;
+  /** What every proxy this node makes counts (comparisons, client and proxy bytes), over the node's life. */
+  private readonly outputTotals = newOutputTotals();
   /** The node's metrics and slow-checkpoint reports, from its events. */
   private readonly recorder: NodeRecorder;
   private stopped = false;
@@ -143,6 +145,7 @@ export class ProtectedNode {
       metrics: this.metrics,
       node: this.replication,
       output: () => this.primaryProxy?.metrics() ?? this.secondaryProxy?.metrics(),
+      outputTotals: this.outputTotals,
       watchCollector: options.watchCollector !== false,
       logger: this.log,
     });
@@ -192,7 +195,6 @@ export class ProtectedNode {
           status: () => this.status(),
           ready: () => this.ready(),
           metrics: async () => {
-            this.recorder.refresh();
             return { contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() };
           },
           checkpoint: async () => this.replication.requestCheckpoint('manual'),
@@ -352,6 +354,7 @@ export class ProtectedNode {
       domain: guest,
       link,
       mode: this.o.mode,
+      totals: this.outputTotals,
       barrierTimeoutMs: this.o.checkpoint?.phaseTimeoutMs ?? NODE_DEFAULTS.checkpoint.phaseTimeoutMs,
     });
     this.recorder.countProxyBytes(link);
@@ -367,6 +370,7 @@ export class ProtectedNode {
     const listen = this.o.service.listen;
     return {
       ...(listen ? { service: { host: listen.host, port: listen.port } } : {}),
+      totals: this.outputTotals,
       compareTimeoutMs: this.o.checkpoint?.compareTimeoutMs ?? NODE_DEFAULTS.checkpoint.compareTimeoutMs,
       maxHeldPerConnection: this.o.output?.maxHeldPerConnection ?? NODE_DEFAULTS.output.maxHeldPerConnection,
       maxHeldTotal: this.o.output?.maxHeldTotal ?? NODE_DEFAULTS.output.maxHeldTotal,

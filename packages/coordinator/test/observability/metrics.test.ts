@@ -3,7 +3,7 @@ import { existsSync, readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { collectProcessMetrics, createNodeMetrics } from '../../src/observability/metrics.js';
+import { collectProcessMetrics, createNodeMetrics, type NodeTotals } from '../../src/observability/metrics.js';
 
 const repo = resolve(import.meta.dirname, '../../../..');
 
@@ -45,6 +45,38 @@ describe('metrics', () => {
     for (const [name, doc] of documented) {
       expect({ name, ...registered.get(name) }).toEqual({ name, type: doc.type, labels: [...doc.labels].sort() });
     }
+  });
+
+  test('running totals owned elsewhere are shown as they are at each scrape, every series from the first', async () => {
+    const m = createNodeMetrics({ nodeId: 'n1', mode: 'colo', version: '0.0.0' });
+    const value = async (name: string, labels: Record<string, string>) =>
+      (await m.registry.getSingleMetric(name)!.get()).values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value;
+    // Before a source: zeros, every series present (increase() sees the first count).
+    for (const result of ['match', 'miscompare', 'stale']) expect(await value('colo_output_compare_total', { result })).toBe(0);
+    const totals: NodeTotals = {
+      replicationBytes: { sent: { replication: 10, proxy: 1 }, received: { replication: 0, proxy: 7 } },
+      linkReads: { ring: 3, fallback: 0, copied: 1 },
+      outputCompare: { match: 5, miscompare: 1, stale: 0 },
+      heldOutputBytes: 42,
+      retainedInputEvents: 2,
+    };
+    m.readTotalsFrom(() => totals);
+    expect(await value('colo_output_compare_total', { result: 'match' })).toBe(5);
+    expect(await value('colo_output_compare_total', { result: 'stale' })).toBe(0);
+    expect(await value('colo_replication_bytes_total', { direction: 'received', channel: 'proxy' })).toBe(7);
+    expect(await value('colo_link_reads_total', { into: 'ring' })).toBe(3);
+    expect(await value('colo_held_output_bytes', {})).toBe(42);
+    // The source moves on (by more than one step between scrapes): the scrape shows it as it is, twice alike.
+    totals.outputCompare = { match: 500, miscompare: 3, stale: 1 };
+    totals.replicationBytes.sent.replication = 1_000_000;
+    totals.heldOutputBytes = 0;
+    for (let i = 0; i < 2; i++) {
+      expect(await value('colo_output_compare_total', { result: 'match' })).toBe(500);
+      expect(await value('colo_output_compare_total', { result: 'stale' })).toBe(1);
+      expect(await value('colo_replication_bytes_total', { direction: 'sent', channel: 'replication' })).toBe(1_000_000);
+      expect(await value('colo_held_output_bytes', {})).toBe(0);
+    }
+    expect(await m.registry.metrics()).toMatch(/^colo_output_compare_total\{result="miscompare"\} 3$/m);
   });
 
   test('promtool check metrics finds nothing to complain about', async () => {

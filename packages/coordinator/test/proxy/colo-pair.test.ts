@@ -3,6 +3,7 @@ import { SimulatedGuest } from '@colo/domain';
 import { describe, expect, it } from 'vitest';
 import { PrimaryProxy, SecondaryProxy, type ProxyCheckpointReason } from '../../src/proxy/index.js';
 import { applyState, captureState, linkPair, resp } from './pair.js';
+import { newOutputTotals, type OutputTotals } from '../../src/proxy/metrics.js';
 
 const MEMORY = 256 * 1024;
 const text = (b: Uint8Array) => Buffer.from(b).toString('latin1');
@@ -12,13 +13,13 @@ const text = (b: Uint8Array) => Buffer.from(b).toString('latin1');
  * is emulated the way the replication engine does it: both guests suspended, every page plus vCPU and device
  * state copied from the primary into the secondary, then both resumed.
  */
-async function coloPair(opts: { split?: (n: number) => number; timeDiverges?: boolean; watermark?: boolean } = {}) {
+async function coloPair(opts: { split?: (n: number) => number; timeDiverges?: boolean; watermark?: boolean; totals?: OutputTotals } = {}) {
   const pGuest = new SimulatedGuest({ memoryBytes: MEMORY, clock: () => 1_700_000_000_000 });
   const sGuest = new SimulatedGuest({ memoryBytes: MEMORY, clock: () => 1_700_000_000_000 + (opts.timeDiverges === false ? 0 : 1), startSuspended: true });
   const link = linkPair(opts.split);
-  const primary = new PrimaryProxy({ domain: pGuest, compareTimeoutMs: 60_000 });
+  const primary = new PrimaryProxy({ domain: pGuest, compareTimeoutMs: 60_000, totals: opts.totals });
   await primary.start();
-  const secondary = new SecondaryProxy({ domain: sGuest, link: link.b, mode: 'colo', barrierTimeoutMs: 2000 });
+  const secondary = new SecondaryProxy({ domain: sGuest, link: link.b, mode: 'colo', barrierTimeoutMs: 2000, totals: opts.totals });
   primary.attachSecondary(link.a, 'colo', { inputWatermark: opts.watermark ?? true });
   const produced = new Map<number, string>();
   const released = new Map<number, string>();
@@ -69,6 +70,36 @@ describe('COLO primary and secondary proxies with two simulated guests', { timeo
     expect(m.heldBytes).toBe(0);
     expect(m.protection).toBe('colo');
     expect(p.secondary.lastDeliveredSeq).toBe(p.primary.lastDeliveredSeq);
+  });
+
+  it("the node's totals: proxies made later (a resynchronised secondary, a new comparator) add to the counts of those before", async () => {
+    const totals = newOutputTotals();
+    const traffic = async (p: Awaited<ReturnType<typeof coloPair>>) => {
+      p.primary.input(1, 'open');
+      for (let i = 0; i < 10; i++) p.primary.input(1, 'data', resp('INCR', 'n'));
+      p.primary.input(1, 'data', resp('TIME'));
+      await p.link.settle();
+    };
+    const first = await coloPair({ totals });
+    await traffic(first);
+    const after1 = structuredClone(totals);
+    expect(after1.compare.match).toBeGreaterThanOrEqual(10);
+    expect(after1.compare.miscompare).toBe(1);
+    expect(after1.comparedBytesOut).toBeGreaterThan(0);
+    expect(after1.mirroredBytesIn).toBeGreaterThan(0);
+    await first.primary.close();
+    first.secondary.close();
+
+    const second = await coloPair({ totals });
+    await traffic(second);
+    expect(totals.compare.match).toBeGreaterThanOrEqual(after1.compare.match + 10);
+    expect(totals.compare.miscompare).toBe(2);
+    expect(totals.comparedBytesOut).toBe(2 * after1.comparedBytesOut);
+    expect(totals.mirroredBytesIn).toBe(2 * after1.mirroredBytesIn);
+    expect(totals.clientBytesIn).toBe(2 * after1.clientBytesIn);
+    // What status shows is the node's, not the second proxy's alone.
+    expect(second.primary.metrics().compare).toEqual(totals.compare);
+    expect(second.secondary.metrics().bytesOut).toBe(totals.comparedBytesOut);
   });
 
   it('TIME makes the guests diverge: one miscompare holds the reply, the checkpoint releases it and realigns them', async () => {

@@ -65,7 +65,7 @@ describe('OutputComparator (COLO)', () => {
       expect(h.text(1)).toBe(Array.from({ length: i + 1 }, (_, j) => `:${j}\r\n`).join(''));
     }
     expect(h.c.heldBytes).toBe(0);
-    expect(h.c.counters.match).toBe(3);
+    expect(h.c.results.match).toBe(3);
     h.c.pushPrimary(2, enc('+1234'));
     h.c.pushSecondary(0, 2, enc('+1243'));
     expect(h.text(2)).toBe('');
@@ -109,7 +109,7 @@ describe('OutputComparator (COLO)', () => {
         expect(h.requests).toEqual([]);
         expect(h.c.heldBytes).toBe(0);
         expect(h.c.secondaryPendingBytes).toBe(0);
-        expect(h.c.counters.miscompare).toBe(0);
+        expect(h.c.results.miscompare).toBe(0);
       }),
     );
   });
@@ -133,7 +133,7 @@ describe('OutputComparator (COLO)', () => {
             else h.c.pushSecondary(0, 7, enc(text!));
           }
           expect(h.requests).toEqual(['miscompare']);
-          expect(h.c.counters.miscompare).toBe(1);
+          expect(h.c.results.miscompare).toBe(1);
           expect(h.c.state).toBe('diverged');
           const released = h.text(7);
           expect(released.length).toBeLessThanOrEqual(commonPrefix(pText, sText));
@@ -212,11 +212,11 @@ describe('OutputComparator (COLO)', () => {
     h.c.tick();
     h.c.tick(5000);
     expect(h.requests).toEqual(['stale']);
-    expect(h.c.counters.stale).toBe(1);
+    expect(h.c.results.stale).toBe(1);
     expect(h.text(1)).toBe('');
     h.c.pushSecondary(0, 1, enc('+PONG\r\n'));
     expect(h.text(1)).toBe('+PONG\r\n');
-    expect(h.c.counters.match).toBe(1);
+    expect(h.c.results.match).toBe(1);
   });
 
   it('secondary output without a primary twin goes stale too', () => {
