@@ -51,6 +51,13 @@ export const NODE_DEFAULTS = {
     /** Checkpoint into nothing (a Remus primary with no secondary): off. */
     blackhole: false,
   },
+  service: {
+    /**
+     * A promoted node retries opening its client service (a port still held by a process on its way out) for
+     * this long, then stops: a primary that cannot serve must not stay one.
+     */
+    openRetryMs: 30_000,
+  },
   arbiter: {
     /** Longest wait for one answer from the arbiter before the request is made again. */
     timeoutMs: 2000,

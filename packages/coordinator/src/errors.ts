@@ -27,6 +27,11 @@ export const CoordinatorErrorCode = {
   PEER_LOST: 'COLO_PEER_LOST',
   /** The operation needs a protected pair, and there is no synchronised secondary now. */
   UNPROTECTED: 'COLO_UNPROTECTED',
+  /**
+   * The client service cannot open (service.listen taken): a secondary refuses to start, since it could not serve
+   * after a failover; a promoted node that still cannot open it after retrying stops (it never serves half).
+   */
+  SERVICE_UNAVAILABLE: 'COLO_SERVICE_UNAVAILABLE',
   /** The node was stopped (or is not running) while the operation was pending. */
   STOPPED: 'COLO_STOPPED',
   /** The peer's hello is not acceptable (wrong mode, role, or a second secondary). */

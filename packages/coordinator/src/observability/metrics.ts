@@ -18,6 +18,8 @@ export const CHECKPOINT_PHASES = ['suspend', 'secondary_suspend', 'transfer', 's
 export const NODE_ROLES = ['primary', 'secondary'] as const;
 /** What a node asks the arbiter for (colo_arbiter_decisions_total's `purpose`). */
 export const ARBITER_PURPOSES = ['register', 'protect', 'continue', 'promote'] as const;
+/** colo_failovers_total's `reason` values: an operator's failover (admin API), or the primary lost. */
+export const FAILOVER_REASONS = ['manual', 'primary_lost'] as const;
 /** colo_link_reads_total's `into` values. */
 export const LINK_READ_PLACES = ['ring', 'fallback', 'copied'] as const;
 /** colo_output_compare_total's `result` values. */
@@ -34,6 +36,8 @@ export interface NodeTotals {
   outputCompare: Readonly<{ match: number; miscompare: number; stale: number }>;
   heldOutputBytes: number;
   retainedInputEvents: number;
+  /** The client service is open (a primary serving). */
+  serviceUp: boolean;
 }
 
 const NO_TOTALS: NodeTotals = {
@@ -42,6 +46,7 @@ const NO_TOTALS: NodeTotals = {
   outputCompare: { match: 0, miscompare: 0, stale: 0 },
   heldOutputBytes: 0,
   retainedInputEvents: 0,
+  serviceUp: false,
 };
 
 export interface NodeMetrics {
@@ -63,6 +68,7 @@ export interface NodeMetrics {
   outputCompare: Counter<'result'>;
   heldOutputBytes: Gauge<string>;
   retainedInputEvents: Gauge<string>;
+  serviceUp: Gauge<string>;
   protectedState: Gauge<string>;
   role: Gauge<'role'>;
   state: Gauge<'state'>;
@@ -70,7 +76,7 @@ export interface NodeMetrics {
   failovers: Counter<'reason'>;
   heartbeatRtt: Histogram<string>;
   lastCheckpointTime: Gauge<string>;
-  buildInfo: Gauge<'version' | 'mode' | 'node'>;
+  buildInfo: Gauge<'version' | 'mode' | 'node_id'>;
   arbiterInfo: Gauge<'kind'>;
   arbiterReachable: Gauge<string>;
   arbiterPending: Gauge<string>;
@@ -197,6 +203,14 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
         this.set(totals().retainedInputEvents);
       },
     }),
+    serviceUp: new Gauge({
+      name: 'colo_service_up',
+      help: '1 while this node serves clients (a primary whose client service is open), else 0.',
+      registers: r,
+      collect() {
+        this.set(totals().serviceUp ? 1 : 0);
+      },
+    }),
     protectedState: new Gauge({
       name: 'colo_protected',
       help: '1 when this node is an active primary with a synchronised secondary, else 0.',
@@ -239,7 +253,8 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
     buildInfo: new Gauge({
       name: 'colo_build_info',
       help: 'Always 1; labels carry the version, the replication mode and the node id.',
-      labelNames: ['version', 'mode', 'node'],
+      // node_id, not node: the scrape config's target label is `node` (a clash would rename this one exported_node).
+      labelNames: ['version', 'mode', 'node_id'],
       registers: r,
     }),
     arbiterInfo: new Gauge({
@@ -277,12 +292,14 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
       registers: r,
     }),
   };
-  m.buildInfo.set({ version: opts.version, mode: opts.mode, node: opts.nodeId }, 1);
+  m.buildInfo.set({ version: opts.version, mode: opts.mode, node_id: opts.nodeId }, 1);
   // Every series exists from the start at 0, so that increase() sees a node's first decision.
   for (const purpose of ARBITER_PURPOSES) for (const outcome of ['won', 'lost']) m.arbiterDecisions.inc({ purpose, outcome }, 0);
   m.arbiterReachable.set(1);
   m.arbiterPending.set(0);
   for (const reason of CHECKPOINT_REASONS) m.checkpoints.inc({ reason }, 0);
+  // A node's first failover must be an increase from 0 that increase() sees, not a new series at 1.
+  for (const reason of FAILOVER_REASONS) m.failovers.inc({ reason }, 0);
   for (const role of NODE_ROLES) m.role.set({ role }, 0);
   m.protectedState.set(0);
   return m;

@@ -163,6 +163,16 @@ export class SecondaryProxy {
    * a primary proxy with its own service listener starts, with ids above any the guest may know.
    */
   async promote(options: Omit<PrimaryProxyOptions, 'domain' | 'firstConnectionId'> = {}): Promise<PrimaryProxy> {
+    const primary = this.handOver(options);
+    await primary.start();
+    return primary;
+  }
+
+  /**
+   * promote() without opening the service: the primary proxy this one becomes, its start() still to call (again,
+   * after a failure, for a caller that retries opening the service).
+   */
+  handOver(options: Omit<PrimaryProxyOptions, 'domain' | 'firstConnectionId'> = {}): PrimaryProxy {
     this.close();
     const ids = new Set<ConnectionId>([...this.#live, ...this.#recentCloses.map((c) => c.conn)]);
     for (const id of guestConnections(this.domain)) ids.add(id);
@@ -171,9 +181,7 @@ export class SecondaryProxy {
       max = Math.max(max, id);
       this.domain.closeConnection(id);
     }
-    const primary = new PrimaryProxy({ ...options, domain: this.domain, firstConnectionId: max + 1 });
-    await primary.start();
-    return primary;
+    return new PrimaryProxy({ ...options, domain: this.domain, firstConnectionId: max + 1 });
   }
 
   /** Stops following the primary (link listener, guest output). */

@@ -16,6 +16,8 @@ export interface NodeRecorderOptions {
   output: () => ProxyMetrics | undefined;
   /** What the node's proxies count over its life. */
   outputTotals: OutputTotals;
+  /** The client service is open (colo_service_up). */
+  serving: () => boolean;
   /** Attribute the collector's pauses to checkpoints (ProtectedNodeOptions.watchCollector). */
   watchCollector: boolean;
   logger: Logger;
@@ -126,6 +128,7 @@ export class NodeRecorder {
       outputCompare: t.compare,
       heldOutputBytes: output?.heldBytes ?? 0,
       retainedInputEvents: output?.retainedInputEvents ?? 0,
+      serviceUp: this.o.serving(),
     };
   }
 

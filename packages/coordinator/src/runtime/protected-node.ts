@@ -1,3 +1,4 @@
+import { createServer } from 'node:net';
 import type { Domain } from '@colo/domain';
 import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from '../admin/server.js';
@@ -31,7 +32,12 @@ export interface ProtectedNodeOptions extends Omit<ColoNodeOptions, 'onSideLink'
    * Where clients reach the guest while this node is the primary. Without `listen` there is no TCP service: a
    * driver with its own client path (a simulation, another hypervisor's) gets each primary proxy from onServing.
    */
-  service: { listen?: { host: string; port: number }; promoteHook?: string };
+  service: {
+    listen?: { host: string; port: number };
+    promoteHook?: string;
+    /** A promoted node retries opening the service this long, then stops (default NODE_DEFAULTS.service). */
+    openRetryMs?: number;
+  };
   admin?: { listen: { host: string; port: number }; token?: string };
   /**
    * Also export the process's own metrics (prom-client's defaults: garbage-collection pauses by kind, event-loop
@@ -137,6 +143,7 @@ export class ProtectedNode {
       if (e.code !== CoordinatorErrorCode.STOPPED) this.exit('halted', e);
     });
     this.replication.on('fenced', (e) => {
+      this.serving = false;
       void this.primaryProxy?.close();
       this.primaryProxy = undefined;
       this.exit('fenced', e);
@@ -146,6 +153,7 @@ export class ProtectedNode {
       node: this.replication,
       output: () => this.primaryProxy?.metrics() ?? this.secondaryProxy?.metrics(),
       outputTotals: this.outputTotals,
+      serving: () => this.serving && !this.terminal,
       watchCollector: options.watchCollector !== false,
       logger: this.log,
     });
@@ -229,7 +237,33 @@ export class ProtectedNode {
       }
       await this.replication.start();
     } else {
+      await this.canServe();
       await this.replication.start();
+    }
+  }
+
+  /**
+   * A secondary must be able to serve once it takes over: a service address another process holds would leave
+   * it promoted with nobody to serve, so it refuses to start instead (COLO_SERVICE_UNAVAILABLE, `colo node` exit
+   * 3), while the primary still serves. The port is bound and let go again: nothing listens until a promotion.
+   */
+  private async canServe(): Promise<void> {
+    const listen = this.o.service.listen;
+    if (!listen) return;
+    const server = createServer();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(listen.port, listen.host, () => resolve());
+      });
+    } catch (e) {
+      throw new CoordinatorError(
+        CoordinatorErrorCode.SERVICE_UNAVAILABLE,
+        `service.listen ${listen.host}:${listen.port} cannot be opened on this host (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): this secondary could not serve clients after a failover; free the port or choose another`,
+        { cause: e },
+      );
+    } finally {
+      await new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
     }
   }
 
@@ -342,6 +376,8 @@ export class ProtectedNode {
   }
 
   private proxyAttached = false;
+  /** The client service is open (a primary serving clients, or ready to: no service.listen). */
+  private serving = false;
 
   private hostGuest(identity: GuestIdentity | undefined): Domain {
     if (!this.o.hostGuest) throw new CoordinatorError(CoordinatorErrorCode.BAD_OPTIONS, 'a secondary needs options.hostGuest');
@@ -385,6 +421,7 @@ export class ProtectedNode {
     });
     this.wirePrimaryProxy(this.primaryProxy);
     const address = await this.primaryProxy.start();
+    this.serving = true;
     this.log.info({ service: address }, 'serving clients');
   }
 
@@ -401,7 +438,7 @@ export class ProtectedNode {
 
   /** Primary: a secondary's proxy link arrived (before its replication link). */
   private attachProxyLink(link: PeerLink): void {
-    if (!this.primaryProxy || this.proxyAttached || this.replication.role !== 'primary') {
+    if (!this.primaryProxy || !this.serving || this.proxyAttached || this.replication.role !== 'primary') {
       link.close('this primary is not accepting a proxy link now');
       return;
     }
@@ -470,17 +507,28 @@ export class ProtectedNode {
     this.secondaryProxy = undefined;
     this.proxyLink?.close('promoted');
     this.proxyLink = undefined;
+    const proxy = secondary
+      ? secondary.handOver(this.servingOptions())
+      : new PrimaryProxy({ domain: this.replication.domain!, firstConnectionId: 1, ...this.servingOptions() });
+    this.primaryProxy = proxy;
+    this.wirePrimaryProxy(proxy);
     try {
-      this.primaryProxy = secondary
-        ? await secondary.promote(this.servingOptions())
-        : undefined;
-      if (this.primaryProxy) this.wirePrimaryProxy(this.primaryProxy);
-      else await this.startPrimaryProxy(this.replication.domain!, 1);
-      this.log.warn({ epoch, service: this.serviceAddress }, 'took over: serving clients as primary');
+      await this.openService(proxy);
     } catch (e) {
-      this.log.error({ err: e }, 'could not open the client service after promotion');
+      // Never a half-primary (the primary role without a service, taking secondaries it cannot serve with): the
+      // node stops acting, loudly, and its guest with it. Its peer is gone already (that is why it was promoted).
+      const error = new CoordinatorError(
+        CoordinatorErrorCode.SERVICE_UNAVAILABLE,
+        `promoted at epoch ${epoch} but the client service could not be opened: ${(e as Error).message}`,
+        { cause: e },
+      );
+      this.log.error({ err: error, epoch }, 'cannot serve after the promotion: this node stops');
+      void proxy.close();
+      this.exit('halted', error);
       return;
     }
+    this.serving = true;
+    this.log.warn({ epoch, service: this.serviceAddress }, 'took over: serving clients as primary');
     if (this.o.service.promoteHook) {
       const address = this.serviceAddress;
       void runPromoteHook(
@@ -488,6 +536,24 @@ export class ProtectedNode {
         { COLO_NODE_ID: this.o.nodeId, COLO_EPOCH: String(epoch), COLO_SERVICE_ADDRESS: address ? `${address.host}:${address.port}` : '' },
         this.log,
       );
+    }
+  }
+
+  /**
+   * Opens a promoted node's service, again and again for service.openRetryMs (a port still held by a process on
+   * its way out frees within seconds); secondaries are refused meanwhile (not serving). The last error if not.
+   */
+  private async openService(proxy: PrimaryProxy): Promise<void> {
+    const deadline = performance.now() + (this.o.service.openRetryMs ?? NODE_DEFAULTS.service.openRetryMs);
+    for (let delay = 250; ; delay = Math.min(2 * delay, 4000)) {
+      try {
+        await proxy.start();
+        return;
+      } catch (e) {
+        if (this.stopped || performance.now() + delay > deadline) throw e;
+        this.log.error({ err: e, retryInMs: delay }, 'promoted, but the client service cannot be opened: retrying');
+        await new Promise((r) => setTimeout(r, delay));
+      }
     }
   }
 

@@ -59,6 +59,7 @@ describe('metrics', () => {
       outputCompare: { match: 5, miscompare: 1, stale: 0 },
       heldOutputBytes: 42,
       retainedInputEvents: 2,
+      serviceUp: true,
     };
     m.readTotalsFrom(() => totals);
     expect(await value('colo_output_compare_total', { result: 'match' })).toBe(5);
@@ -66,6 +67,7 @@ describe('metrics', () => {
     expect(await value('colo_replication_bytes_total', { direction: 'received', channel: 'proxy' })).toBe(7);
     expect(await value('colo_link_reads_total', { into: 'ring' })).toBe(3);
     expect(await value('colo_held_output_bytes', {})).toBe(42);
+    expect(await value('colo_service_up', {})).toBe(1);
     // The source moves on (by more than one step between scrapes): the scrape shows it as it is, twice alike.
     totals.outputCompare = { match: 500, miscompare: 3, stale: 1 };
     totals.replicationBytes.sent.replication = 1_000_000;
@@ -77,6 +79,17 @@ describe('metrics', () => {
       expect(await value('colo_held_output_bytes', {})).toBe(0);
     }
     expect(await m.registry.metrics()).toMatch(/^colo_output_compare_total\{result="miscompare"\} 3$/m);
+  });
+
+  test('the counters alerts take increase() of exist at 0 for every label value from the start (a first failover is an increase)', async () => {
+    const m = createNodeMetrics({ nodeId: 'n1', mode: 'colo', version: '0.0.0' });
+    const text = await m.registry.metrics();
+    for (const reason of ['manual', 'primary_lost']) expect(text).toMatch(new RegExp(`^colo_failovers_total\\{reason="${reason}"\\} 0$`, 'm'));
+    for (const outcome of ['won', 'lost']) expect(text).toMatch(new RegExp(`^colo_arbiter_decisions_total\\{purpose="continue",outcome="${outcome}"\\} 0$`, 'm'));
+    expect(text).toMatch(/^colo_checkpoints_total\{reason="miscompare"\} 0$/m);
+    expect(text).toMatch(/^colo_checkpoint_resent_pages_total 0$/m);
+    // The build info's node id is not `node`, the scrape config's target label.
+    expect(text).toMatch(/^colo_build_info\{version="0\.0\.0",mode="colo",node_id="n1"\} 1$/m);
   });
 
   test('promtool check metrics finds nothing to complain about', async () => {
