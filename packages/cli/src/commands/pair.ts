@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ExitCode, UsageError, type Command } from '../command.js';
 import { usageErrors } from '../args.js';
-import { PairSupervisor } from '../pair/supervisor.js';
+import { PairInUseError, PairSupervisor } from '../pair/supervisor.js';
 import type { NodeStatusDoc } from '../client/admin-client.js';
 
 const help = `Usage: colo pair [options]
@@ -42,7 +42,8 @@ Options:
   --log-level LEVEL     node log level (default info; logs go to DIR/node-*.log)
   --json                print the ready banner as one JSON line (for scripts)
 
-Exit codes: 0 stopped by Ctrl-C/SIGTERM, 1 the pair failed to start, 2 bad usage.
+Exit codes: 0 stopped by Ctrl-C/SIGTERM, 1 the pair failed to start, 2 bad usage, 3 another pair runs in --dir or a
+port it needs is taken (nothing is written then: the running pair's key and token stay).
 `;
 
 function port(name: string, v: string): number {
@@ -126,7 +127,7 @@ const command: Command = {
     } catch (e) {
       say(`could not start: ${(e as Error).message}`);
       await sup.stop();
-      return ExitCode.FAILED;
+      return e instanceof PairInUseError ? ExitCode.IO : ExitCode.FAILED;
     }
 
     // Initial synchronisation progress, then the banner.

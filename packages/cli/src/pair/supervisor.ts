@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from 'node:fs';
+import { createWriteStream, mkdirSync, readFileSync, rmSync, writeFileSync, type WriteStream } from 'node:fs';
+import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { startLocalArbiterServer, type LocalArbiterServer } from '@colo/coordinator';
@@ -58,6 +59,19 @@ export interface PairNode {
   logFile: string;
   process?: ChildProcess;
   restarts: number;
+  /** When the current process started (performance.now()), and how many in a row ended within QUICK_EXIT_MS. */
+  startedAt: number;
+  quickExits: number;
+}
+
+/** A node process that ends sooner than this after its start counts as a quick exit (a start that fails). */
+const QUICK_EXIT_MS = 30_000;
+/** Restart delays after quick exits in a row: 1 s, doubling, at most 30 s (as systemd's RestartSteps would). */
+const RESTART_DELAY_MS = { first: 1000, max: 30_000 };
+
+/** `colo pair` refused: another one runs in the same directory, or an address it needs is taken (exit 3). */
+export class PairInUseError extends Error {
+  override readonly name = 'PairInUseError';
 }
 
 export class PairSupervisor {
@@ -79,12 +93,9 @@ export class PairSupervisor {
 
   constructor(opts: PairOptions) {
     this.opts = opts;
-    const dir = resolve(opts.dir);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const psk = (this.pskFile = join(dir, 'psk'));
+    const dir = (this.dir = resolve(opts.dir));
+    this.pskFile = join(dir, 'psk');
     this.tokenFile = join(dir, 'admin-token');
-    writeFileSync(psk, randomBytes(32).toString('base64') + '\n', { mode: 0o600 });
-    writeFileSync(this.tokenFile, randomBytes(24).toString('base64url') + '\n', { mode: 0o600 });
     const mk = (name: 'a' | 'b', i: number): PairNode => ({
       name,
       id: `node-${name}`,
@@ -94,11 +105,61 @@ export class PairSupervisor {
       configFile: join(dir, `node-${name}.yaml`),
       logFile: join(dir, `node-${name}.log`),
       restarts: 0,
+      startedAt: 0,
+      quickExits: 0,
     });
     this.nodes = [mk('a', 0), mk('b', 1)];
     this.arbiterSocket = join(dir, 'arbiter.sock');
     if (opts.arbiter === 'etcd' && !opts.etcd) throw new Error('the etcd arbiter needs the URL of an etcd (--etcd http://HOST:2379)');
-    this.writeConfigs();
+  }
+
+  /** The state directory (configs, keys, logs, the arbiter's socket, the lock). */
+  readonly dir: string;
+  private readonly lockFile = () => join(this.dir, 'pair.pid');
+  private locked = false;
+
+  /**
+   * Claims the state directory and checks every address the pair listens on, before anything is written: a second
+   * `colo pair` must not overwrite a running pair's key and token, nor report itself up on the first one's ports.
+   */
+  private async claim(): Promise<void> {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const lock = this.lockFile();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        writeFileSync(lock, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+        this.locked = true;
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
+        const pid = Number(readFileSync(lock, 'utf8').trim());
+        if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+          throw new PairInUseError(`a colo pair already runs in ${this.dir} (pid ${pid}); stop it first, or give another --dir`);
+        }
+        rmSync(lock, { force: true }); // left by a pair that ended without cleaning up
+      }
+    }
+    const o = this.opts;
+    const addresses = [o.servicePort, o.adminPort, ...(this.opts.blackhole ? [] : [o.replicationPort])].flatMap((p) => [p, p + 1]);
+    for (const port of addresses) {
+      const taken = await inUse(o.host, port);
+      if (taken) {
+        this.release();
+        throw new PairInUseError(`${o.host}:${port} is in use (${taken}): another colo pair or another program holds it; choose other ports (--service-port, --admin-port, --replication-port)`);
+      }
+    }
+  }
+
+  private release(): void {
+    if (!this.locked) return;
+    this.locked = false;
+    rmSync(this.lockFile(), { force: true });
+  }
+
+  /** Fresh secrets for this run: the link's pre-shared key and the admin token, readable by this user only. */
+  private writeSecrets(): void {
+    writeFileSync(this.pskFile, randomBytes(32).toString('base64') + '\n', { mode: 0o600 });
+    writeFileSync(this.tokenFile, randomBytes(24).toString('base64url') + '\n', { mode: 0o600 });
   }
 
   /** Who decides for the pair, as both nodes' configs say it. */
@@ -143,6 +204,9 @@ export class PairSupervisor {
    * early fails to start), and watches for two primaries.
    */
   async start(): Promise<void> {
+    await this.claim();
+    this.writeSecrets();
+    this.writeConfigs();
     if (this.arbiterKind === 'local') {
       this.arbiterServer = await startLocalArbiterServer(this.arbiterSocket);
       this.onEvent(`local arbiter: ${this.arbiterSocket}`);
@@ -206,18 +270,33 @@ export class PairSupervisor {
     child.stdout!.pipe(log, { end: false });
     child.stderr!.pipe(log, { end: false });
     n.process = child;
+    n.startedAt = performance.now();
     this.onEvent(`${n.id}: started as ${role} (pid ${child.pid}, log ${n.logFile})`);
     child.on('exit', (code, signal) => {
       if (n.process === child) n.process = undefined;
       if (this.stopping) return;
+      n.quickExits = performance.now() - n.startedAt < QUICK_EXIT_MS ? n.quickExits + 1 : 0;
       this.onEvent(`${n.id}: exited (${signal ?? `code ${code}`})`);
       if (this.opts.blackhole) return;
       void this.rejoin(n);
     });
   }
 
+  /**
+   * Before restarting a node whose last starts ended quickly: a node that cannot start (a taken port, a bad
+   * setting on its host) is retried at 1, 2, 4 ... 30 s, not as fast as it fails. A node that ran for a while
+   * (a crash in a drill, a lost decision) restarts at once.
+   */
+  private async backOff(n: PairNode): Promise<void> {
+    if (n.quickExits < 2) return;
+    const delay = Math.min(RESTART_DELAY_MS.max, RESTART_DELAY_MS.first * 2 ** (n.quickExits - 2));
+    this.onEvent(`${n.id}: restarting in ${delay / 1000} s (${n.quickExits} quick exits in a row; see ${n.logFile})`);
+    await new Promise((r) => setTimeout(r, delay));
+  }
+
   /** A node died: once the other node acts as primary, start this one again as its secondary. */
   private async rejoin(n: PairNode): Promise<void> {
+    await this.backOff(n);
     const other = this.nodes.find((x) => x !== n)!;
     for (let attempt = 0; !this.stopping; attempt++) {
       const s = await getStatus(other.adminUrl, 1000).catch(() => undefined);
@@ -266,6 +345,7 @@ export class PairSupervisor {
     );
     for (const l of this.logs.values()) l.end();
     await this.arbiterServer?.close();
+    this.release();
   }
 
   /** etcd: the pair's name in etcd's key space now. */
@@ -277,6 +357,24 @@ export class PairSupervisor {
   arbiterRecord(): { epoch: number; holder: string } | null | undefined {
     return this.arbiterServer?.store.peek();
   }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Why host:port cannot be listened on (EADDRINUSE, EACCES, ...), or undefined when it can. */
+function inUse(host: string, port: number): Promise<string | undefined> {
+  return new Promise((resolveCheck) => {
+    const server = createServer();
+    server.once('error', (e: NodeJS.ErrnoException) => resolveCheck(e.code ?? e.message));
+    server.listen(port, host, () => server.close(() => resolveCheck(undefined)));
+  });
 }
 
 /** `extra` merged into `base` section by section (extra: { replication: { max_bandwidth } } keeps the rest). */
