@@ -1,8 +1,11 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { getStatus, postAction, type NodeStatusDoc } from '../packages/cli/src/client/admin-client.js';
 import { RespClient } from '../packages/cli/src/client/resp-client.js';
 import { startPair, type TestPair } from './support/pair.js';
 import { startPrometheus, waitFor, type TestPrometheus } from './support/prometheus.js';
+import { repo } from './support/tools.js';
 
 /**
  * A real Prometheus, configured from deploy/prometheus/ (targets rewritten to this test's ports), scrapes a real
@@ -121,6 +124,20 @@ describe('a real Prometheus scraping a real pair', () => {
     // The series they read are there: one primary, both nodes up. they read are there: one primary serving, both nodes up.
     expect((await prom.query('sum by (pair) (colo_role{role="primary"})')).map((s) => s.value[1])).toEqual(['1']);
     expect((await prom.query('colo_service_up == 1')).length).toBe(1);
+  });
+
+  test('every Grafana panel query runs on this Prometheus, as Grafana sends it, and the top row shows the pair', async () => {
+    const dashboard = JSON.parse(readFileSync(join(repo, 'deploy/grafana/colo-pair.json'), 'utf8')) as { panels: { title: string; gridPos: { y: number }; targets: { expr: string }[] }[] };
+    // Grafana substitutes All as the variable's allValue and $__rate_interval as a range of at least 4 scrapes.
+    const asSent = (expr: string) => expr.replaceAll('$pair', '.*').replaceAll('$__rate_interval', '1m');
+    for (const p of dashboard.panels) for (const t of p.targets) await prom.query(asSent(t.expr)); // throws on a bad query
+    const top = dashboard.panels.filter((p) => p.gridPos.y === 0).flatMap((p) => p.targets.map((t) => asSent(t.expr)));
+    const values = await waitFor('the top row has data', 20_000, async () => {
+      const all = await Promise.all(top.map((e) => prom.query(e)));
+      return all.every((r) => r.length > 0) ? all : undefined;
+    });
+    // Nodes up: both 1; primaries serving in the pair: 1.
+    expect(values.map((r) => r.map((s) => s.value[1]).sort())).toEqual([['1', '1'], ['1']]);
   });
 
   test('scrapes both nodes with the shipped labels', async () => {
