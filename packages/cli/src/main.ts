@@ -12,8 +12,9 @@ function usage(): string {
     'Commands:',
     ...lines,
     '',
-    'Run `colo <command> --help` for a command\'s options.',
-    'Exit codes: 0 ok, 1 the command found a failure, 2 bad usage or config, 3 I/O error, 70 internal error.',
+    'Run `colo <command> --help` (or `colo help <command>`) for a command\'s options; `colo --version`.',
+    'Exit codes: 0 ok, 1 the command found a failure, 2 bad usage or config, 3 I/O error (a file, a connection,',
+    'an address in use), 70 internal error (a bug: please report it). A command may add its own (its --help).',
   ].join('\n');
 }
 
@@ -27,6 +28,8 @@ function resolve(argv: string[]) {
 }
 
 export async function main(argv: string[], io: CommandIo): Promise<number> {
+  // `colo help CMD ...`: that command's help.
+  if (argv[0] === 'help' && argv.length > 1) return main([...argv.slice(1), '--help'], io);
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     io.stdout.write(usage() + '\n');
     return argv.length === 0 ? ExitCode.USAGE : ExitCode.OK;

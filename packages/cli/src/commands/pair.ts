@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { ExitCode, UsageError, type Command } from '../command.js';
 import { usageErrors } from '../args.js';
 import { PairInUseError, PairSupervisor } from '../pair/supervisor.js';
+import { formatSync } from '../client/sync-progress.js';
 import type { NodeStatusDoc } from '../client/admin-client.js';
 
 const help = `Usage: colo pair [options]
@@ -190,9 +191,8 @@ Ctrl-C stops it.
 }
 
 function fmtSync(s: NodeStatusDoc): string {
-  const sync = s.sync as { round?: number; pagesSent?: number; totalPages?: number } | undefined | null;
-  if (!sync || sync.totalPages === undefined) return '';
-  return ` (pre-copy round ${sync.round ?? 0}, ${sync.pagesSent ?? 0}/${sync.totalPages} pages)`;
+  const progress = formatSync(s.sync);
+  return progress ? ` (${progress})` : '';
 }
 
 function banner(out: NodeJS.WritableStream, sup: PairSupervisor, primaryId: string, json: boolean): void {

@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ExitCode, type Command } from '../command.js';
+import { formatSync } from '../client/sync-progress.js';
 import { usageErrors, nodeUrls } from '../args.js';
 import { getStatus, type NodeStatusDoc } from '../client/admin-client.js';
 
@@ -12,7 +13,8 @@ Options:
                nodes of \`colo pair\` (http://127.0.0.1:9464 and :9465).
   --json       print one JSON array of the nodes' /status documents (unreachable nodes as {node, error}).
 
-Exit codes: 0 every node answered, 1 a node is unreachable, 2 bad usage.
+Exit codes: 0 every node answered, 1 a node is unreachable (another answered), 2 bad usage, 3 no node could be
+reached (nothing listens there, or the network).
 `;
 
 function age(at: string | undefined): string {
@@ -30,6 +32,7 @@ export function formatStatus(node: string, s: NodeStatusDoc): string {
     `  mode/epoch  ${s.mode} / ${s.epoch}`,
     `  peer        ${s.peer ?? 'none'}`,
     ...(s.service ? [`  service     ${s.service.host}:${s.service.port}`] : []),
+    ...(formatSync(s.sync) ? [`  sync        ${formatSync(s.sync)}`] : []),
     `  checkpoint  ${lc ? `#${lc.seq} (${lc.reason}) ${age(lc.at)}, pause ${((lc.pauseSeconds ?? lc.durationSeconds) * 1000).toFixed(1)} ms, ${lc.pages} pages` : 'none yet'}`,
     ...arbiterLine(s.arbiter),
   ].join('\n');
@@ -75,7 +78,9 @@ const command: Command = {
     } else {
       for (const r of results) io.stdout.write(('status' in r && r.status ? formatStatus(r.node, r.status) : `${r.node}\n  UNREACHABLE: ${r.error}`) + '\n\n');
     }
-    return results.some((r) => 'error' in r) ? ExitCode.FAILED : ExitCode.OK;
+    // None answered: a connection problem (I/O, 3). Some did not: the pair is found degraded (1).
+    const unreachable = results.filter((r) => 'error' in r).length;
+    return unreachable === 0 ? ExitCode.OK : unreachable === results.length ? ExitCode.IO : ExitCode.FAILED;
   },
 };
 export default command;

@@ -5,6 +5,7 @@ import { arbiterFor } from './arbiter.js';
 import { ExitCode, type CommandIo } from '../command.js';
 import { ConfigError, loadConfig, redactedConfig, requireForRole, settingFlagOptions, settingFlags, type NodeConfig } from '../config/load.js';
 import { VERSION } from '../version.js';
+import { flagName, SETTINGS } from '../config/schema.js';
 import { hasNodeHeapFlags, NODE_HEAP_FLAGS } from '../runtime/node-flags.js';
 import { preallocateGuestMemory } from './preallocated.js';
 import { primaryGuest, standbyGuest } from './guests.js';
@@ -20,9 +21,23 @@ export const NODE_HELP_OPTIONS = `Options:
 
 Exit codes: 0 stopped by SIGINT/SIGTERM, 1 the node stopped acting (a secondary that lost its primary before
 its first checkpoint, a primary fenced by a newer epoch, either node losing the arbiter's decision: start it
-again as a secondary), 2 invalid configuration or usage, 3 a listen address in use, the primary unreachable or
-the guest memory unavailable (guest.prealloc) at start, 10 refused as primary by the arbiter (a stale former
-primary: the pair's epoch belongs to the other node; start this one as its secondary).`;
+again as a secondary; a promoted node that could not open its client service), 2 invalid configuration or
+usage, 3 at start: a listen address in use (a secondary's service.listen included), the primary unreachable,
+a file missing (guest.image) or the guest memory unavailable (guest.prealloc), 10 refused as primary by the
+arbiter (a stale former primary: the pair's epoch belongs to the other node; start this one as its secondary).
+
+Settings (each also COLO_SECTION_KEY in the environment, or section.key in the YAML file; docs/configuration.md):
+${settingsHelp()}`;
+
+/** Every setting's flag, value and default, from the settings table (so `--help` lists them all, always). */
+function settingsHelp(): string {
+  const value = (s: (typeof SETTINGS)[number]) => (s.type === 'enum' ? s.values!.join('|') : s.type === 'bool' ? 'true|false' : s.type.toUpperCase());
+  return SETTINGS.map((s) => {
+    const flag = `  --${flagName(s.path)} ${value(s)}`;
+    const def = s.default === undefined ? '' : `default ${s.default}`;
+    return `${flag.padEnd(44)} ${def}${s.secret ? `${def ? ', ' : ''}secret` : ''}`.trimEnd();
+  }).join('\n');
+}
 
 /** `colo node` refused as primary by the arbiter (COLO_ARBITER_REFUSED). */
 export const NODE_EXIT_REFUSED = 10;
@@ -48,13 +63,15 @@ export function nodeConfig(argv: string[], forcedRole: 'primary' | 'secondary' |
 
 /** Runs one node until SIGINT/SIGTERM, or until it stops acting. */
 export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'primary' | 'secondary'): Promise<number> {
+  /** The command as the operator typed it, in every message (`colo primary --bogus` is not "colo node"'s). */
+  const name = `colo ${forcedRole ?? 'node'}`;
   let config: NodeConfig;
   let print: boolean;
   try {
     ({ config, print } = nodeConfig(argv, forcedRole, process.env));
   } catch (e) {
     if (e instanceof ConfigError) {
-      io.stderr.write(`colo node: invalid configuration: ${e.message} (${e.code})\n`);
+      io.stderr.write(`${name}: invalid configuration: ${e.message} (${e.code})\n`);
       return ExitCode.USAGE;
     }
     throw e;
@@ -77,8 +94,9 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     try {
       guest = await primaryGuest(config, guestLost);
     } catch (e) {
-      logger.error({ err: e }, 'could not start the guest');
-      io.stderr.write(`colo node: could not start the guest: ${(e as Error).message}\n`);
+      // An operator's mistake (a missing image, a kernel path): the message and its code, no stack trace.
+      logger.error({ code: (e as NodeJS.ErrnoException).code, error: (e as Error).message }, 'could not start the guest');
+      io.stderr.write(`${name}: could not start the guest: ${(e as Error).message}\n`);
       return ExitCode.IO;
     }
   }
@@ -104,8 +122,8 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     try {
       takePreallocated = await preallocateGuestMemory(config.guest.memoryBytes, logger);
     } catch (e) {
-      logger.error({ err: e }, 'could not preallocate the guest memory');
-      io.stderr.write(`colo node: could not start: ${(e as Error).message}\n`);
+      logger.error(failure(e), 'could not preallocate the guest memory');
+      io.stderr.write(`${name}: could not start: ${(e as Error).message}\n`);
       return ExitCode.IO;
     }
   }
@@ -114,7 +132,7 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
   const finished = new Promise<number>((r) => (finish = r));
   onGuestLost = (why) => {
     logger.error({ why }, 'the guest is gone: this node stops so that its peer takes over');
-    io.stderr.write(`colo node: the guest is gone: ${why}\n`);
+    io.stderr.write(`${name}: the guest is gone: ${why}\n`);
     void node.stop().then(() => finish(ExitCode.FAILED));
   };
   node.onExit((reason, error) => {
@@ -130,11 +148,21 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
   try {
     await node.start();
   } catch (e) {
-    logger.error({ err: e }, 'could not start');
-    io.stderr.write(`colo node: could not start: ${(e as Error).message}${(e as { code?: string }).code ? ` (${(e as { code?: string }).code})` : ''}\n`);
+    logger.error(failure(e), 'could not start');
+    io.stderr.write(`${name}: could not start: ${(e as Error).message}${(e as { code?: string }).code ? ` (${(e as { code?: string }).code})` : ''}\n`);
     await node.stop().catch(() => {});
     // A stale former primary started as primary: not an I/O problem, and restarting it as primary cannot help.
     return (e as { code?: string }).code === CoordinatorErrorCode.ARBITER_REFUSED ? NODE_EXIT_REFUSED : ExitCode.IO;
   }
   return finished;
+}
+
+/**
+ * How a start failure is logged: a typed error (one with a stable code: an address in use, a refused arbiter, a
+ * missing file) is the operator's to fix and is logged as its code and message; anything else is a bug, with its
+ * stack.
+ */
+function failure(e: unknown): Record<string, unknown> {
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'string' ? { code, error: (e as Error).message } : { err: e };
 }

@@ -106,7 +106,7 @@ export class PrimaryCheckpointEngine {
   /** Pre-copy progress of the initial synchronisation (for status and logs). */
   precopyRounds: { round: number; pages: number }[] = [];
   /** The live migration's progress while it runs (pre-copy round, pages of this round sent so far), else undefined. */
-  syncProgress: { round: number; pagesSent: number; totalPages: number } | undefined;
+  syncProgress: { round: number; pagesSent: number; totalPages: number; startedAt: number } | undefined;
 
   /** With the page-delta extension: the copy of what the secondary holds, and the split into deltas. */
   private readonly deltas: PageDeltaSender | undefined;
@@ -210,7 +210,7 @@ export class PrimaryCheckpointEngine {
       this.precopyRounds = [];
       for (let round = 1; ; round++) {
         const pfns = d.readAndClearDirty();
-        const progress = { round, pagesSent: 0, totalPages: pfns.length };
+        const progress = { round, pagesSent: 0, totalPages: pfns.length, startedAt: performance.now() };
         this.syncProgress = progress;
         await this.writePages(pfns, progress);
         this.precopyRounds.push({ round, pages: pfns.length });

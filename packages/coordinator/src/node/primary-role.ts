@@ -12,6 +12,8 @@ import type { CheckpointMeasurement } from '../engine/measurement.js';
 import { childLogger } from '../observability/logger.js';
 import { BlackholeLink } from './blackhole-link.js';
 import type { NodeContext } from './context.js';
+import type { SyncProgress } from './status.js';
+import { PAGE_SIZE } from '@colo/stream';
 import { decide } from './decide.js';
 import { Peer } from './peer.js';
 import { observeTransitions, stateOf } from './transitions.js';
@@ -50,8 +52,10 @@ export class PrimaryRole {
   get listenUrl(): string | undefined {
     return this.server?.url;
   }
-  get syncProgress(): { round: number; pagesSent: number; totalPages: number } | null {
-    return this.engine?.syncProgress ? { ...this.engine.syncProgress } : null;
+  get syncProgress(): SyncProgress | null {
+    const p = this.engine?.syncProgress;
+    if (!p) return null;
+    return { round: p.round, pagesSent: p.pagesSent, totalPages: p.totalPages, bytesSent: p.pagesSent * PAGE_SIZE, seconds: (performance.now() - p.startedAt) / 1000 };
   }
 
   /**

@@ -3,6 +3,18 @@ import type { CheckpointMeasurement } from '../engine/measurement.js';
 import type { CheckpointReason, NodeRole, ReplicationMode } from '../statechart/types.js';
 import type { ArbitrationStatus } from './arbitration.js';
 
+/**
+ * A primary's initial synchronisation of a secondary, while it runs: the pre-copy round, its pages sent of the
+ * round's total, their bytes, and the round's seconds so far (a rate and the time left follow from them).
+ */
+export interface SyncProgress {
+  round: number;
+  pagesSent: number;
+  totalPages: number;
+  bytesSent: number;
+  seconds: number;
+}
+
 export interface NodeStatus {
   nodeId: string;
   role: NodeRole;
@@ -23,7 +35,7 @@ export interface NodeStatus {
   /** Why the node last left an active state (fenced, halted, dropped secondary), if it did. */
   lastError: { code: string; message: string } | null;
   /** Primary, during a secondary's initial synchronisation: the pre-copy round and its pages sent so far. */
-  sync: { round: number; pagesSent: number; totalPages: number } | null;
+  sync: SyncProgress | null;
   /** The arbiter: kind, reachable, a request waiting, the last decision. */
   arbiter: ArbitrationStatus;
 }
@@ -41,7 +53,7 @@ export interface StatusFacts {
   lastCheckpoint: CheckpointMeasurement | null;
   checkpoints: Readonly<Record<CheckpointReason, number>>;
   lastError: CoordinatorError | null;
-  sync: { round: number; pagesSent: number; totalPages: number } | null;
+  sync: SyncProgress | null;
   arbiter: ArbitrationStatus;
 }
 

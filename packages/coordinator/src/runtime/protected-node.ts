@@ -6,6 +6,7 @@ import type { CheckpointMeasurement } from '../engine/measurement.js';
 import { Extension, type GuestIdentity } from '../engine/extensions.js';
 import { NODE_DEFAULTS, type OutputOptions } from '../defaults.js';
 import type { ArbitrationStatus } from '../node/arbitration.js';
+import type { SyncProgress } from '../node/status.js';
 import { ColoNode } from '../node/colo-node.js';
 import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
 import type { ColoNodeOptions } from '../node/options.js';
@@ -73,7 +74,7 @@ export interface ProtectedNodeStatus {
   failovers: number;
   lastError: { code: string; message: string } | null;
   /** Primary, during a secondary's initial synchronisation: the pre-copy round and its pages sent so far. */
-  sync: { round: number; pagesSent: number; totalPages: number } | null;
+  sync: SyncProgress | null;
   /** The arbiter: kind, where, reachable, a request waiting, the last decision. */
   arbiter: ArbitrationStatus;
   version: string;

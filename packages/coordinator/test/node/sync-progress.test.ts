@@ -20,7 +20,7 @@ it("a primary's status shows the pre-copy round and its pages sent during a sync
     secondary.domain?.destroy();
   });
   expect(primary.status().sync).toBeNull();
-  const seen: { round: number; pagesSent: number; totalPages: number }[] = [];
+  const seen: { round: number; pagesSent: number; totalPages: number; bytesSent: number; seconds: number }[] = [];
   let sampling = true;
   const sample = () => {
     const s = primary.status().sync;
@@ -37,7 +37,11 @@ it("a primary's status shows the pre-copy round and its pages sent during a sync
   for (const s of round1) {
     expect(s.totalPages).toBe(pages); // log-dirty starts with every page dirty: round 1 is the whole guest
     expect(s.pagesSent).toBeLessThanOrEqual(s.totalPages);
+    expect(s.bytesSent).toBe(s.pagesSent * 4096);
+    expect(s.seconds).toBeGreaterThanOrEqual(0);
   }
+  // The round's clock only goes on (a rate and the time left follow from it: colo status prints them).
+  for (let i = 1; i < round1.length; i++) expect(round1[i]!.seconds).toBeGreaterThanOrEqual(round1[i - 1]!.seconds);
   // Pages sent only go up within a round, and some progress was seen part-way.
   for (let i = 1; i < round1.length; i++) expect(round1[i]!.pagesSent).toBeGreaterThanOrEqual(round1[i - 1]!.pagesSent);
   expect(round1.some((s) => s.pagesSent > 0 && s.pagesSent < s.totalPages)).toBe(true);
