@@ -74,6 +74,14 @@ if ! command -v nft >/dev/null; then
 fi
 command -v nft >/dev/null && say "nft: $(command -v nft)"
 
+if ! command -v arping >/dev/null; then
+  apt_update_once
+  say "apt-get install iputils-arping (for the virtual-IP hook's test)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iputils-arping >/dev/null 2>&1 \
+    || { say "ERROR: could not install iputils-arping (arping)"; status=1; }
+fi
+command -v arping >/dev/null && say "arping: $(command -v arping)"
+
 if ! command -v qemu-system-x86_64 >/dev/null; then
   apt_update_once
   say "apt-get install qemu-system-x86 (for the QEMU guest's tests)"
@@ -94,6 +102,7 @@ REDIS_BENCHMARK=$(command -v redis-benchmark || echo missing)
 REDIS_SERVER=$(command -v redis-server || echo missing)
 SYSTEMD_ANALYZE=$(command -v systemd-analyze || echo missing)
 NFT=$(command -v nft || echo missing)
+ARPING=$(command -v arping || echo missing)
 QEMU=$(command -v qemu-system-x86_64 || echo missing)
 GUEST_KERNEL=$tools/guest/vmlinuz
 GUEST_INITRD=$tools/guest/initramfs.img

@@ -17,6 +17,14 @@ describe('systemd units in deploy/systemd', () => {
     expect(exec[0]).toMatch(/'exec node /);
   });
 
+  test.each(units)('%s gives the node what the virtual-IP hook needs (CAP_NET_ADMIN, CAP_NET_RAW) and no more', (unit) => {
+    const text = readFileSync(join(repo, 'deploy/systemd', unit), 'utf8');
+    const value = (key: string) => text.split('\n').find((l) => l.startsWith(`${key}=`))?.slice(key.length + 1).split(/\s+/).sort();
+    expect(value('AmbientCapabilities')).toEqual(['CAP_NET_ADMIN', 'CAP_NET_RAW']);
+    expect(value('CapabilityBoundingSet')).toEqual(['CAP_NET_ADMIN', 'CAP_NET_RAW']);
+    expect(value('NoNewPrivileges')).toEqual(['true']);
+  });
+
   test.each(units)('%s passes systemd-analyze verify', (unit) => {
     const analyze = tool('SYSTEMD_ANALYZE');
     const dir = mkdtempSync(join(tmpdir(), 'colo-units-'));

@@ -33,8 +33,8 @@ export interface NodeConfig {
   output: OutputOptions;
   /** Remus: checkpoint into nothing (a primary with no secondary, never protected). */
   remus: { blackhole: boolean };
-  service: { listen: { host: string; port: number }; promoteHook?: string };
-  admin: { listen: { host: string; port: number }; token?: string };
+  service: { listen: { host: string; port: number }; promoteHook?: string; demoteHook?: string };
+  admin: { listen: { host: string; port: number }; token?: string; allowCrash: boolean };
   /** `local`: `socketPath` is the unix socket of the arbiter process. */
   arbiter:
     | { kind: 'none' }
@@ -248,8 +248,8 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
     },
     output: { maxHeldPerConnection: get('output.max_held_per_connection'), maxHeldTotal: get('output.max_held_total') },
     remus: { blackhole: blackhole(get) },
-    service: { listen: get('service.listen'), promoteHook: get('service.promote_hook') },
-    admin: { listen: get('admin.listen'), token },
+    service: { listen: get('service.listen'), promoteHook: get('service.promote_hook'), demoteHook: get('service.demote_hook') },
+    admin: { listen: get('admin.listen'), token, allowCrash: get('admin.allow_crash') },
     arbiter,
     log: { level: get('log.level') },
   };

@@ -186,7 +186,8 @@ export class PairSupervisor {
           : { memory: opts.memory, dirty_rate: opts.dirtyRate },
         replication: { listen: `${opts.host}:${opts.replicationPort + i}`, peer: other.replicationUrl, psk_file: psk },
         service: { listen: `${n.service.host}:${n.service.port}` },
-        admin: { listen: `${opts.host}:${opts.adminPort + i}`, token_file: this.tokenFile },
+        // A pair on one machine is for trying and drilling: `colo drill` crashes its primary through POST /crash.
+        admin: { listen: `${opts.host}:${opts.adminPort + i}`, token_file: this.tokenFile, allow_crash: true },
         arbiter,
         ...(opts.blackhole ? { remus: { blackhole: true } } : {}),
         log: { level: opts.logLevel },

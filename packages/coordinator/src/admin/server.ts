@@ -9,6 +9,8 @@ export interface AdminTarget {
   status(): unknown;
   /** GET /readyz: true when the node does its job (a primary serving, or a synchronised secondary). */
   ready(): boolean;
+  /** GET /primary: true only on the primary serving clients now (for a load balancer's health check). */
+  serving(): boolean;
   /** GET /metrics: Prometheus text exposition and its content type. */
   metrics(): Promise<{ contentType: string; body: string }>;
   /** POST /checkpoint: a manual checkpoint; resolves with its summary when it completes. */
@@ -52,6 +54,8 @@ export async function startAdminServer(opts: {
   host: string;
   port: number;
   token: string | undefined;
+  /** POST /crash kills the node (drills): off unless the node's settings enable it (admin.allow_crash). */
+  allowCrash?: boolean;
   target: AdminTarget;
   logger: Logger;
 }): Promise<AdminServer> {
@@ -91,6 +95,10 @@ export async function startAdminServer(opts: {
         }
         throw e;
       }
+      if (!opts.allowCrash) {
+        log.warn({ path, remote: req.socket.remoteAddress }, 'crash request refused: admin.allow_crash is off');
+        return send(res, 403, { error: 'crash_disabled', message: 'POST /crash kills this node; it is for drills: set admin.allow_crash (colo pair does) to enable it' });
+      }
       send(res, 202, { ok: true, message: 'crashing now' });
       res.on('finish', () => opts.target.crash());
       return;
@@ -108,8 +116,11 @@ export async function startAdminServer(opts: {
         return send(res, 200, 'ok\n');
       case '/readyz':
         return opts.target.ready() ? send(res, 200, 'ready\n') : send(res, 503, 'not ready\n');
+      case '/primary':
+        // 200 on one node of a pair at most: where a load balancer (or keepalived's check) sends clients.
+        return opts.target.serving() ? send(res, 200, 'primary\n') : send(res, 503, 'not primary\n');
       default:
-        return send(res, 404, { error: 'not_found', endpoints: ['GET /metrics', 'GET /status', 'GET /healthz', 'GET /readyz', 'POST /checkpoint', 'POST /failover', 'POST /crash'] });
+        return send(res, 404, { error: 'not_found', endpoints: ['GET /metrics', 'GET /status', 'GET /healthz', 'GET /readyz', 'GET /primary', 'POST /checkpoint', 'POST /failover', 'POST /crash'] });
     }
   }
 

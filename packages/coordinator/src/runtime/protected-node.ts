@@ -16,7 +16,7 @@ import { SecondaryProxy } from '../proxy/secondary-proxy.js';
 import { newOutputTotals, type ProxyMetrics } from '../proxy/metrics.js';
 import type { NodeRole, ReplicationMode } from '../statechart/types.js';
 import { PROTOCOL_VERSION, wsNetwork, type PeerLink, type PeerNetwork } from '../transport/index.js';
-import { runPromoteHook } from './promote-hook.js';
+import { runServiceHook, type ServiceHook } from './service-hooks.js';
 import { NodeRecorder } from './node-recorder.js';
 import { BlackholeLink } from '../node/blackhole-link.js';
 
@@ -35,11 +35,15 @@ export interface ProtectedNodeOptions extends Omit<ColoNodeOptions, 'onSideLink'
    */
   service: {
     listen?: { host: string; port: number };
+    /** Run (sh -c) each time this node starts serving as primary: at start as primary, at a promotion. */
     promoteHook?: string;
+    /** Run each time it stops serving: fenced (another node won the epoch), stopped, or its guest lost. */
+    demoteHook?: string;
     /** A promoted node retries opening the service this long, then stops (default NODE_DEFAULTS.service). */
     openRetryMs?: number;
   };
-  admin?: { listen: { host: string; port: number }; token?: string };
+  /** The admin API; allowCrash enables POST /crash (drills; off by default). */
+  admin?: { listen: { host: string; port: number }; token?: string; allowCrash?: boolean };
   /**
    * Also export the process's own metrics (prom-client's defaults: garbage-collection pauses by kind, event-loop
    * lag, CPU, heap, file descriptors). For a node that owns its process (`colo node`): they describe the process,
@@ -144,7 +148,7 @@ export class ProtectedNode {
       if (e.code !== CoordinatorErrorCode.STOPPED) this.exit('halted', e);
     });
     this.replication.on('fenced', (e) => {
-      this.serving = false;
+      void this.stoppedServing();
       void this.primaryProxy?.close();
       this.primaryProxy = undefined;
       this.exit('fenced', e);
@@ -199,10 +203,12 @@ export class ProtectedNode {
         host: o.admin.listen.host,
         port: o.admin.listen.port,
         token: o.admin.token,
+        allowCrash: o.admin.allowCrash === true,
         logger: o.logger,
         target: {
           status: () => this.status(),
           ready: () => this.ready(),
+          serving: () => this.serving && !this.terminal && this.replication.role === 'primary',
           metrics: async () => {
             return { contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() };
           },
@@ -314,6 +320,7 @@ export class ProtectedNode {
     await this.replication.stop();
     this.proxyLink?.close('node stopping');
     await this.primaryProxy?.close();
+    await this.stoppedServing();
     this.secondaryProxy?.close();
     await this.admin?.close();
     this.domain?.destroy();
@@ -422,8 +429,8 @@ export class ProtectedNode {
     });
     this.wirePrimaryProxy(this.primaryProxy);
     const address = await this.primaryProxy.start();
-    this.serving = true;
     this.log.info({ service: address }, 'serving clients');
+    this.startedServing();
   }
 
   private wirePrimaryProxy(proxy: PrimaryProxy): void {
@@ -528,16 +535,28 @@ export class ProtectedNode {
       this.exit('halted', error);
       return;
     }
-    this.serving = true;
     this.log.warn({ epoch, service: this.serviceAddress }, 'took over: serving clients as primary');
-    if (this.o.service.promoteHook) {
-      const address = this.serviceAddress;
-      void runPromoteHook(
-        this.o.service.promoteHook,
-        { COLO_NODE_ID: this.o.nodeId, COLO_EPOCH: String(epoch), COLO_SERVICE_ADDRESS: address ? `${address.host}:${address.port}` : '' },
-        this.log,
-      );
-    }
+    this.startedServing();
+  }
+
+  /** The client service is open: colo_service_up, /primary, and the promote hook (a virtual IP moves here). */
+  private startedServing(): void {
+    this.serving = true;
+    void this.runHook('promote');
+  }
+
+  /** This node no longer serves (fenced, stopping, stopped acting): the demote hook gives the address up. */
+  private async stoppedServing(): Promise<void> {
+    if (!this.serving) return;
+    this.serving = false;
+    await this.runHook('demote');
+  }
+
+  private async runHook(hook: ServiceHook): Promise<void> {
+    const command = hook === 'promote' ? this.o.service.promoteHook : this.o.service.demoteHook;
+    if (!command) return;
+    const address = this.serviceAddress ?? this.o.service.listen ?? null;
+    await runServiceHook(hook, command, { COLO_NODE_ID: this.o.nodeId, COLO_EPOCH: String(this.replication.epoch), COLO_SERVICE_ADDRESS: address ? `${address.host}:${address.port}` : '' }, this.log);
   }
 
   /**
@@ -561,6 +580,7 @@ export class ProtectedNode {
   private exit(reason: 'halted' | 'fenced', error: Error): void {
     if (this.terminal) return;
     this.terminal = reason;
+    void this.stoppedServing();
     this.recorder.end();
     for (const cb of this.exitListeners) cb(reason, error);
   }

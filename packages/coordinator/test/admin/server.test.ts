@@ -5,12 +5,13 @@ import { silentLogger } from '../../src/observability/logger.js';
 
 const TOKEN = 'test-admin-token-0123456789';
 
-function target() {
+function target(serving = true) {
   const calls: string[] = [];
   const registry = new Registry();
   const t: AdminTarget = {
     status: () => ({ role: 'primary', epoch: 1 }),
     ready: () => true,
+    serving: () => serving,
     metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
     checkpoint: async () => { calls.push('checkpoint'); return { seq: 1 }; },
     failover: async () => { calls.push('failover'); return { role: 'primary' }; },
@@ -33,9 +34,34 @@ describe('admin API', () => {
     expect((await fetch(`${server.url}/nope`)).status).toBe(404);
   });
 
+  test('GET /primary: 200 only on the node serving as primary (a synchronised secondary is ready, not primary)', async () => {
+    server = await startAdminServer({ host: '127.0.0.1', port: 0, token: TOKEN, target: target(true).t, logger: silentLogger() });
+    expect((await fetch(`${server.url}/primary`)).status).toBe(200);
+    await server.close();
+    server = await startAdminServer({ host: '127.0.0.1', port: 0, token: TOKEN, target: target(false).t, logger: silentLogger() });
+    const r = await fetch(`${server.url}/primary`);
+    expect(r.status).toBe(503);
+    expect((await fetch(`${server.url}/readyz`)).status).toBe(200);
+  });
+
+  test('POST /crash is off unless enabled (admin.allow_crash): 403 with the right token too, and the node lives', async () => {
+    const off = target();
+    server = await startAdminServer({ host: '127.0.0.1', port: 0, token: TOKEN, target: off.t, logger: silentLogger() });
+    const r = await fetch(`${server.url}/crash`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(r.status).toBe(403);
+    expect(await r.json()).toMatchObject({ error: 'crash_disabled' });
+    expect(off.calls).toEqual([]);
+    await server.close();
+    const on = target();
+    server = await startAdminServer({ host: '127.0.0.1', port: 0, token: TOKEN, allowCrash: true, target: on.t, logger: silentLogger() });
+    expect((await fetch(`${server.url}/crash`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(202);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(on.calls).toEqual(['crash']);
+  });
+
   test.each(['/checkpoint', '/failover', '/crash'])('POST %s refuses a missing or wrong token, and nothing happens', async (path) => {
     const { t, calls } = target();
-    server = await startAdminServer({ host: '127.0.0.1', port: 0, token: TOKEN, target: t, logger: silentLogger() });
+    server = await startAdminServer({ host: '127.0.0.1', port: 0, token: TOKEN, allowCrash: true, target: t, logger: silentLogger() });
     for (const headers of [{}, { authorization: 'Bearer wrong-token' }, { authorization: TOKEN }, { authorization: `Basic ${TOKEN}` }, { authorization: `Bearer ${TOKEN}x` }]) {
       const res = await fetch(`${server.url}${path}`, { method: 'POST', headers });
       expect(res.status).toBe(401);
