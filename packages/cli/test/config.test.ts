@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { NODE_DEFAULTS } from '@colo/coordinator';
+import { PassThrough } from 'node:stream';
+import certs from '../src/commands/certs.js';
 import { configurationTable } from '../src/config/docs.js';
 import { ConfigError, loadConfig, redactedConfig, requireForRole } from '../src/config/load.js';
 
@@ -110,17 +112,49 @@ describe('configuration', () => {
     expect(c.heartbeat).toEqual({ intervalMs: 50, timeoutMs: 4000 });
   });
 
-  test('the shipped example configs for two hosts load', () => {
+  test('the shipped example configs for two hosts load, with certificates from colo certs (TLS off loopback)', async () => {
+    const pki = mkdtempSync(join(tmpdir(), 'colo-pki-'));
+    const io = { stdout: new PassThrough(), stderr: new PassThrough(), stdin: new PassThrough() };
+    expect(await certs.run(['--dir', pki, '--node', 'host-a=10.0.0.1,host-a.example.net', '--node', 'host-b=10.0.0.2,host-b.example.net'], io)).toBe(0);
     for (const host of ['host-a', 'host-b']) {
+      const tls = { cert: join(pki, `${host}.crt`), key: join(pki, `${host}.key`) };
       const c = loadConfig({
         file: join(repo, `deploy/examples/${host}.yaml`),
-        flags: { 'replication.psk_file': pskFile, 'admin.token': 'an-admin-token-of-24-chars', 'arbiter.tls_ca': pskFile, 'arbiter.password_file': pskFile },
+        flags: {
+          'replication.psk_file': pskFile,
+          'replication.tls_ca': join(pki, 'ca.crt'),
+          'replication.tls_cert': tls.cert,
+          'replication.tls_key': tls.key,
+          'admin.tls_cert': tls.cert,
+          'admin.tls_key': tls.key,
+          'admin.token': 'an-admin-token-of-24-chars',
+          'arbiter.tls_ca': pskFile,
+          'arbiter.password_file': pskFile,
+        },
       });
       requireForRole(c);
+      expect(c.replication.tls).toBeDefined();
+      expect(c.replication.peer).toMatch(/^wss:\/\//);
+      expect(c.admin.tls).toBeDefined();
       expect(c.node.id).toBe(host);
       expect(c.arbiter).toMatchObject({ kind: 'etcd', pair: 'colo', auth: { username: 'colo' } });
       expect(c.arbiter.kind === 'etcd' && c.arbiter.endpoints).toHaveLength(3);
     }
+  });
+
+  test('off loopback the links need TLS and an admin API with a token HTTPS, unless the operator accepts clear text', () => {
+    const psk = { 'replication.psk_file': pskFile };
+    expect(configError(() => loadConfig({ flags: { ...psk, 'replication.listen': '0.0.0.0:7800' } }))).toMatchObject({ code: 'CONFIG_INSECURE', field: 'replication.tls_cert' });
+    expect(configError(() => loadConfig({ flags: { ...psk, 'replication.peer': 'ws://10.0.0.1:7800' } }))).toMatchObject({ code: 'CONFIG_INSECURE', field: 'replication.tls_cert' });
+    expect(loadConfig({ flags: { ...psk, 'replication.listen': '0.0.0.0:7800', 'replication.allow_cleartext': 'true' } }).replication.cleartextOffLoopback).toBe(true);
+    // Loopback and localhost: a pre-shared key alone is fine (nothing leaves the host).
+    expect(loadConfig({ flags: { ...psk, 'replication.peer': 'ws://localhost:7800' } }).replication.cleartextOffLoopback).toBe(false);
+    const admin = { 'admin.listen': '0.0.0.0:9464', 'admin.token': 'an-admin-token-of-24-chars' };
+    expect(configError(() => loadConfig({ flags: { ...psk, ...admin } }))).toMatchObject({ code: 'CONFIG_INSECURE', field: 'admin.tls_cert' });
+    expect(loadConfig({ flags: { ...psk, ...admin, 'admin.allow_cleartext': 'true' } }).admin.cleartextOffLoopback).toBe(true);
+    // Without a token the admin API has no secret to leak (and no mutating endpoint).
+    expect(loadConfig({ flags: { ...psk, 'admin.listen': '0.0.0.0:9464' } }).admin.cleartextOffLoopback).toBe(false);
+    expect(configError(() => loadConfig({ flags: { ...psk, 'admin.tls_cert': pskFile } }))).toMatchObject({ code: 'CONFIG_MISSING', field: 'admin.tls_key' });
   });
 
   test.each([

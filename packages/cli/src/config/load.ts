@@ -4,6 +4,7 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { envName, flagName, SETTINGS, type Setting } from './schema.js';
 import { MAX_FRAME_BYTES, type CheckpointOptions, type OutputOptions } from '@colo/coordinator';
 import { parseBytes, parseDurationMs, parseHostPort } from './units.js';
+import { isLoopback } from './addresses.js';
 
 /** A node's configuration after merging file < environment < flags and validating every field. */
 export interface NodeConfig {
@@ -26,6 +27,8 @@ export interface NodeConfig {
     maxBandwidth?: number;
     /** Offer page deltas (the page-delta extension). */
     compression: boolean;
+    /** Links without TLS off loopback, by the operator's choice (replication.allow_cleartext): warned about. */
+    cleartextOffLoopback: boolean;
   };
   heartbeat: { intervalMs: number; timeoutMs: number };
   /** The node's own option sections, by the same names (ProtectedNodeOptions). */
@@ -34,7 +37,7 @@ export interface NodeConfig {
   /** Remus: checkpoint into nothing (a primary with no secondary, never protected). */
   remus: { blackhole: boolean };
   service: { listen: { host: string; port: number }; promoteHook?: string; demoteHook?: string };
-  admin: { listen: { host: string; port: number }; token?: string; allowCrash: boolean };
+  admin: { listen: { host: string; port: number }; token?: string; allowCrash: boolean; tls?: { cert: Buffer; key: Buffer }; cleartextOffLoopback: boolean };
   /** `local`: `socketPath` is the unix socket of the arbiter process. */
   arbiter:
     | { kind: 'none' }
@@ -55,6 +58,8 @@ export const ConfigErrorCode = {
   UNKNOWN_FIELD: 'CONFIG_UNKNOWN_FIELD',
   MISSING: 'CONFIG_MISSING',
   FILE: 'CONFIG_FILE',
+  /** Secrets or guest data would cross the network in clear, and the settings do not say the operator accepts it. */
+  INSECURE: 'CONFIG_INSECURE',
 } as const;
 export type ConfigErrorCode = (typeof ConfigErrorCode)[keyof typeof ConfigErrorCode];
 
@@ -229,13 +234,19 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
   if (token !== undefined && token.length < 16) {
     throw new ConfigError(ConfigErrorCode.INVALID, 'admin.token', 'the admin token is shorter than 16 characters; generate one with `head -c 24 /dev/urandom | base64`');
   }
+  const adminTlsParts = [get<string | undefined>('admin.tls_cert'), get<string | undefined>('admin.tls_key')];
+  if ((adminTlsParts[0] === undefined) !== (adminTlsParts[1] === undefined)) {
+    throw new ConfigError(ConfigErrorCode.MISSING, adminTlsParts[0] ? 'admin.tls_key' : 'admin.tls_cert', 'HTTPS for the admin API needs admin.tls_cert and admin.tls_key together');
+  }
+  const adminTls = adminTlsParts[0] ? { cert: readPem(adminTlsParts[0], 'admin.tls_cert'), key: readPem(adminTlsParts[1]!, 'admin.tls_key') } : undefined;
+  const cleartext = cleartextRules(get, tls !== undefined, token !== undefined, adminTls !== undefined);
   const nodeId = get<string>('node.id') === 'hostname' ? hostname() : get<string>('node.id');
   const arbiter = arbiterConfig(get);
 
   return {
     node: { id: nodeId, role: get('node.role'), mode: get('node.mode') },
     guest: { memoryBytes: memory, dirtyRate: get('guest.dirty_rate'), prealloc: get('guest.prealloc'), image: get('guest.image'), qemu: qemuGuest(get, memory) },
-    replication: { listen: get('replication.listen'), peer: get('replication.peer'), psk, tls, maxFrameBytes: maxFrame(get), maxBandwidth: maxBandwidth(get), compression: get('replication.compression') },
+    replication: { listen: get('replication.listen'), peer: get('replication.peer'), psk, tls, maxFrameBytes: maxFrame(get), maxBandwidth: maxBandwidth(get), compression: get('replication.compression'), cleartextOffLoopback: cleartext.replication },
     heartbeat: hb,
     checkpoint: {
       remusIntervalMs: get('checkpoint.remus_interval'),
@@ -249,10 +260,42 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
     output: { maxHeldPerConnection: get('output.max_held_per_connection'), maxHeldTotal: get('output.max_held_total') },
     remus: { blackhole: blackhole(get) },
     service: { listen: get('service.listen'), promoteHook: get('service.promote_hook'), demoteHook: get('service.demote_hook') },
-    admin: { listen: get('admin.listen'), token, allowCrash: get('admin.allow_crash') },
+    admin: { listen: get('admin.listen'), token, allowCrash: get('admin.allow_crash'), tls: adminTls, cleartextOffLoopback: cleartext.admin },
     arbiter,
     log: { level: get('log.level') },
   };
+}
+
+/**
+ * Security by default off loopback: links that leave the host carry guest memory and client data, and the admin
+ * API's bearer token; without TLS they cross the network in clear (a pre-shared key authenticates, it does not
+ * encrypt). Such a configuration is refused unless the operator says so (allow_cleartext), and then warned about
+ * at every start. Returns which of the two run in clear off loopback by that choice.
+ */
+function cleartextRules(get: <T>(path: string) => T, linkTls: boolean, adminToken: boolean, adminTls: boolean): { replication: boolean; admin: boolean } {
+  const listen = get<{ host: string }>('replication.listen').host;
+  const peer = get<string | undefined>('replication.peer');
+  const offLoopback = !isLoopback(listen) || (peer !== undefined && !isLoopback(new URL(peer).hostname));
+  let replication = false;
+  if (offLoopback && !linkTls && !get<boolean>('remus.blackhole')) {
+    if (!get<boolean>('replication.allow_cleartext')) {
+      throw new ConfigError(
+        ConfigErrorCode.INSECURE,
+        'replication.tls_cert',
+        `the links leave this host (${!isLoopback(listen) ? `listen ${listen}` : `peer ${peer}`}) and would carry guest memory and client data in clear: set replication.tls_cert, tls_key and tls_ca (\`colo certs\` makes them; the peer URL becomes wss://), or replication.allow_cleartext: true to accept that`,
+      );
+    }
+    replication = true;
+  }
+  const admin = adminToken && !adminTls && !isLoopback(get<{ host: string }>('admin.listen').host);
+  if (admin && !get<boolean>('admin.allow_cleartext')) {
+    throw new ConfigError(
+      ConfigErrorCode.INSECURE,
+      'admin.tls_cert',
+      `the admin API listens on ${get<{ host: string }>('admin.listen').host}, off loopback, and its bearer token would cross the network in clear: set admin.tls_cert and admin.tls_key (HTTPS), or admin.allow_cleartext: true to accept that`,
+    );
+  }
+  return { replication, admin };
 }
 
 function qemuGuest(get: <T>(path: string) => T, memory: number): NodeConfig['guest']['qemu'] {
@@ -352,7 +395,7 @@ export function redactedConfig(cfg: NodeConfig): unknown {
   return {
     ...cfg,
     replication: { ...cfg.replication, psk: cfg.replication.psk ? '[redacted]' : undefined, tls: cfg.replication.tls ? { cert: '[pem]', key: '[redacted]', ca: '[pem]' } : undefined },
-    admin: { ...cfg.admin, token: cfg.admin.token ? '[redacted]' : undefined },
+    admin: { ...cfg.admin, token: cfg.admin.token ? '[redacted]' : undefined, tls: cfg.admin.tls ? { cert: '[pem]', key: '[redacted]' } : undefined },
     arbiter:
       cfg.arbiter.kind === 'etcd'
         ? {

@@ -1,6 +1,6 @@
-import { isIP } from 'node:net';
 import { EtcdArbiter, LocalArbiter, NoArbiter, type Arbiter, type createLogger } from '@colo/coordinator';
 import type { NodeConfig } from '../config/load.js';
+import { isLoopback } from '../config/addresses.js';
 
 /** The arbiter a node's configuration names (arbiter.kind), with the warning `none` owes a two-host pair. */
 export function arbiterFor(config: NodeConfig, logger: ReturnType<typeof createLogger>): Arbiter {
@@ -18,12 +18,4 @@ export function arbiterFor(config: NodeConfig, logger: ReturnType<typeof createL
     );
   }
   return new NoArbiter();
-}
-
-function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '');
-  if (h === 'localhost') return true;
-  if (isIP(h) === 4) return h.startsWith('127.');
-  if (isIP(h) === 6) return h === '::1';
-  return false;
 }

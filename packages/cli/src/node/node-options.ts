@@ -23,6 +23,6 @@ export function nodeOptions(config: NodeConfig): ConfiguredOptions {
     output: config.output,
     remus: config.remus,
     service: config.service,
-    admin: config.admin,
+    admin: { listen: config.admin.listen, token: config.admin.token, allowCrash: config.admin.allowCrash, tls: config.admin.tls },
   };
 }

@@ -110,6 +110,12 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     logger,
   });
   logger.info({ config: redactedConfig(config) }, `starting as ${role}`);
+  if (config.replication.cleartextOffLoopback) {
+    logger.warn('replication.allow_cleartext: the links leave this host without TLS: guest memory and client data cross the network in clear (the pre-shared key authenticates, it does not encrypt)');
+  }
+  if (config.admin.cleartextOffLoopback) {
+    logger.warn('admin.allow_cleartext: the admin API listens off loopback over plain HTTP: its bearer token crosses the network in clear');
+  }
   if (!hasNodeHeapFlags()) {
     logger.warn(
       { missing: NODE_HEAP_FLAGS },

@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 
@@ -56,16 +57,19 @@ export async function startAdminServer(opts: {
   token: string | undefined;
   /** POST /crash kills the node (drills): off unless the node's settings enable it (admin.allow_crash). */
   allowCrash?: boolean;
+  /** HTTPS with this certificate and key (admin.tls_cert, admin.tls_key); plain HTTP without. */
+  tls?: { cert: Buffer; key: Buffer };
   target: AdminTarget;
   logger: Logger;
 }): Promise<AdminServer> {
   const log = opts.logger.child({ component: 'admin' });
-  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     void handle(req, res).catch((e: unknown) => {
       log.error({ err: e, path: req.url }, 'admin request failed');
       if (!res.headersSent) send(res, 500, { error: 'internal', message: e instanceof Error ? e.message : String(e) });
     });
-  });
+  };
+  const server: Server = opts.tls ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest) : createServer(onRequest);
   server.on('clientError', (_e, socket) => socket.destroy());
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -135,7 +139,7 @@ export async function startAdminServer(opts: {
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   return {
-    url: `http://${host}:${addr.port}`,
+    url: `${opts.tls ? 'https' : 'http'}://${host}:${addr.port}`,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

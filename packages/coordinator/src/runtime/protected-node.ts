@@ -43,7 +43,7 @@ export interface ProtectedNodeOptions extends Omit<ColoNodeOptions, 'onSideLink'
     openRetryMs?: number;
   };
   /** The admin API; allowCrash enables POST /crash (drills; off by default). */
-  admin?: { listen: { host: string; port: number }; token?: string; allowCrash?: boolean };
+  admin?: { listen: { host: string; port: number }; token?: string; allowCrash?: boolean; tls?: { cert: Buffer; key: Buffer } };
   /**
    * Also export the process's own metrics (prom-client's defaults: garbage-collection pauses by kind, event-loop
    * lag, CPU, heap, file descriptors). For a node that owns its process (`colo node`): they describe the process,
@@ -204,6 +204,7 @@ export class ProtectedNode {
         port: o.admin.listen.port,
         token: o.admin.token,
         allowCrash: o.admin.allowCrash === true,
+        tls: o.admin.tls,
         logger: o.logger,
         target: {
           status: () => this.status(),
