@@ -59,7 +59,7 @@ export interface PairNode {
   logFile: string;
   process?: ChildProcess;
   restarts: number;
-  /** When the current process started (performance.now()), and how many in a row ended within QUICK_EXIT_MS. */
+  /** When the current process started (performance.now()), and how many in a row ended by themselves within QUICK_EXIT_MS. */
   startedAt: number;
   quickExits: number;
 }
@@ -276,7 +276,9 @@ export class PairSupervisor {
     child.on('exit', (code, signal) => {
       if (n.process === child) n.process = undefined;
       if (this.stopping) return;
-      n.quickExits = performance.now() - n.startedAt < QUICK_EXIT_MS ? n.quickExits + 1 : 0;
+      // A node killed by a signal (a drill, a crash, an operator) did not fail to start: only exits of its own
+      // soon after a start count towards the back-off.
+      n.quickExits = signal === null && performance.now() - n.startedAt < QUICK_EXIT_MS ? n.quickExits + 1 : 0;
       this.onEvent(`${n.id}: exited (${signal ?? `code ${code}`})`);
       if (this.opts.blackhole) return;
       void this.rejoin(n);
