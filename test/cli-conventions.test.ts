@@ -6,6 +6,7 @@ import { afterAll, describe, expect, test } from 'vitest';
 import { getStatus } from '../packages/cli/src/client/admin-client.js';
 import { SETTINGS, flagName } from '../packages/cli/src/config/schema.js';
 import { commands } from '../packages/cli/src/registry.js';
+import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
 import { runColo } from './support/cli.js';
 import { coloBin, repo } from './support/tools.js';
 
@@ -80,11 +81,14 @@ describe('colo CLI conventions', () => {
   });
 
   test('status: 0 when every node answers, 1 when one of them does not, 3 when none does; checkpoint unreachable is 3', async () => {
-    node = spawn(process.execPath, [coloBin, 'primary', '--guest-memory', '4MiB', '--replication-listen', '127.0.0.1:21740', '--service-listen', '127.0.0.1:21741', '--admin-listen', '127.0.0.1:21742'], {
+    node = spawn(process.execPath, [...NODE_HEAP_FLAGS, coloBin, 'primary', '--guest-memory', '4MiB', '--replication-listen', '127.0.0.1:21740', '--service-listen', '127.0.0.1:21741', '--admin-listen', '127.0.0.1:21742'], {
       cwd: repo,
       env: { ...process.env, COLO_REPLICATION_PSK: PSK },
-      stdio: 'ignore',
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
+    let log = '';
+    node.stdout!.on('data', (d) => (log += d));
+    node.stderr!.on('data', (d) => (log += d));
     const up = 'http://127.0.0.1:21742';
     const down = 'http://127.0.0.1:21749';
     for (const deadline = Date.now() + 20_000; !(await getStatus(up, 500).catch(() => undefined)); ) {
@@ -97,6 +101,11 @@ describe('colo CLI conventions', () => {
     expect(none.code).toBe(3);
     expect(none.stdout).toMatch(/UNREACHABLE/);
     expect((await runColo(['checkpoint', '--node', down])).code).toBe(3);
+    // A normal start as primary (heap flags given, loopback, waiting for its secondary) warns about nothing, and
+    // every line says which process of which host wrote it.
+    const lines = log.trim().split('\n').map((l) => JSON.parse(l) as { level: string; msg: string; pid: number; hostname: string });
+    expect(lines.filter((l) => l.level !== 'info' && l.level !== 'debug').map((l) => `${l.level}: ${l.msg}`)).toEqual([]);
+    for (const l of lines) expect(l).toMatchObject({ pid: node.pid, hostname: expect.any(String) });
   });
 
   test('a reader that goes away ends the command quietly (EPIPE), with its exit code 0', () => {

@@ -84,10 +84,34 @@ test('promote at start and at a promotion, demote at a stop; no secret in a hook
   expect(crash.status).toBe(403);
   expect(a.child.exitCode).toBe(null);
 
+  // The node's metrics of the same: both links up; the initial synchronisation's pages counted (the whole guest).
+  const metrics = async (url: string) => (await fetch(`${url}/metrics`)).text();
+  const value = (text: string, series: string) => Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} ([\\d.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const before = await metrics(a.admin);
+  expect(value(before, 'colo_link_up{channel="replication"}')).toBe(1);
+  expect(value(before, 'colo_link_up{channel="proxy"}')).toBe(1);
+  expect(value(before, 'colo_hook_runs_total{hook="promote",result="ok"}')).toBe(1);
+  expect((await getStatus(a.admin, 1000)).checkpoints?.initial).toBe(1);
+  expect(value(before, 'colo_checkpoint_pages_sum')).toBeGreaterThanOrEqual(1024); // 4 MiB: 1,024 pages in round 1
+
   a.child.kill('SIGKILL'); // a dead host runs no demote hook: the new primary's promote takes the address over
   await until('b promoted (hook ran)', () => (lines(b.hooks).length > 0 ? true : undefined));
   expect(lines(b.hooks)).toEqual(['promote b epoch=1 service=127.0.0.1:21811 psk=none token=none other=none path=set']);
   expect(await status(b.admin)).toBe(200);
+  const after = await metrics(b.admin);
+  expect(value(after, 'colo_failover_duration_seconds_count')).toBe(1);
+  expect(value(after, 'colo_failover_duration_seconds_sum')).toBeGreaterThan(0);
+  expect(value(after, 'colo_peer_losses_total{cause="LINK_CLOSED"}') + value(after, 'colo_peer_losses_total{cause="LINK_HEARTBEAT_TIMEOUT"}')).toBe(1);
+  expect(value(after, 'colo_link_up{channel="replication"}')).toBe(0);
+  expect(value(after, 'colo_hook_runs_total{hook="promote",result="ok"}')).toBe(1);
+  // A secondary with another key is refused at the handshake, and counted by code.
+  const impostor = spawn(process.execPath, [coloBin, 'secondary', '--node-id', 'x', '--guest-memory', '4MiB', '--replication-listen', '127.0.0.1:21815', '--service-listen', '127.0.0.1:21816', '--admin-listen', '127.0.0.1:21817', '--replication-peer', 'ws://127.0.0.1:21810'], {
+    cwd: repo,
+    env: { ...process.env, COLO_REPLICATION_PSK: 'another-key-entirely-0123456789' },
+    stdio: 'ignore',
+  });
+  children.push(impostor);
+  await until('the refusal counted', async () => (value(await metrics(b.admin), 'colo_link_refusals_total{code="LINK_AUTH_FAILED"}') >= 1 ? true : undefined));
 
   b.child.kill('SIGTERM');
   expect(await b.exit).toBe(0);

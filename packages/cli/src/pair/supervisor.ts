@@ -1,12 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdirSync, readFileSync, rmSync, writeFileSync, type WriteStream } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { startLocalArbiterServer, type LocalArbiterServer } from '@colo/coordinator';
 import { getStatus, type NodeStatusDoc } from '../client/admin-client.js';
 import { withNodeHeapFlags } from '../runtime/node-flags.js';
+import { RotatingLog } from './rotating-log.js';
 
 /**
  * `colo pair`: both nodes of a pair on this machine, as two separate `colo node` processes, the embedded
@@ -81,7 +82,7 @@ export class PairSupervisor {
   private readonly pskFile: string;
   private readonly opts: PairOptions;
   private stopping = false;
-  private logs = new Map<string, WriteStream>();
+  private logs = new Map<string, RotatingLog>();
   private watchdog: NodeJS.Timeout | undefined;
   private fencing = false;
   private arbiterServer: LocalArbiterServer | undefined;
@@ -261,15 +262,16 @@ export class PairSupervisor {
     const [cmd, ...args] = this.coloCommand();
     let log = this.logs.get(n.id);
     if (!log) {
-      log = createWriteStream(n.logFile, { flags: 'a' });
+      log = new RotatingLog(n.logFile);
       this.logs.set(n.id, log);
     }
+    const into = log;
     const child = spawn(cmd!, [...args, 'node', '--config', n.configFile, '--node-role', role], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env },
     });
-    child.stdout!.pipe(log, { end: false });
-    child.stderr!.pipe(log, { end: false });
+    child.stdout!.on('data', (d: Buffer) => into.write(d));
+    child.stderr!.on('data', (d: Buffer) => into.write(d));
     n.process = child;
     n.startedAt = performance.now();
     this.onEvent(`${n.id}: started as ${role} (pid ${child.pid}, log ${n.logFile})`);
@@ -346,7 +348,8 @@ export class PairSupervisor {
           }),
       ),
     );
-    for (const l of this.logs.values()) l.end();
+    for (const l of this.logs.values()) l.close();
+    this.logs.clear();
     await this.arbiterServer?.close();
     this.release();
   }

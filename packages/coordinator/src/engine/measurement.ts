@@ -35,7 +35,7 @@ export interface CheckpointMeasurement {
   phases: CheckpointPhases;
   /** Its index on the replication link it went over (0 = the initial synchronisation): what the ACK counts. */
   linkIndex: number;
-  /** Pages sent (own dirty pages union the secondary's). */
+  /** Pages sent (own dirty pages union the secondary's; the initial synchronisation: every pre-copy round's too). */
   pages: number;
   /** Of those, pages sent as deltas (the page-delta extension). */
   deltaPages: number;

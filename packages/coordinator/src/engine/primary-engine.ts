@@ -214,6 +214,8 @@ export class PrimaryCheckpointEngine {
         this.syncProgress = progress;
         await this.writePages(pfns, progress);
         this.precopyRounds.push({ round, pages: pfns.length });
+        // The initial synchronisation's pages are its pre-copy rounds' and its stop-and-copy's, as its bytes are.
+        if (this.cp) this.cp.pages += pfns.length;
         if (this.aborted) return;
         const stillDirty = d.peekDirty().length;
         if (round >= this.o.precopy.maxRounds || stillDirty < this.o.precopy.minDirtyPages) break;
@@ -246,7 +248,7 @@ export class PrimaryCheckpointEngine {
       if (cp) cp.suspendEnd = performance.now();
       const own = d.readAndClearDirty();
       const pfns = secondaryDirty.length > 0 ? unionAscending(own, secondaryDirty.filter((p) => p < d.pageCount)) : own;
-      if (cp) cp.pages = pfns.length;
+      if (cp) cp.pages += pfns.length;
       const head: Uint8Array[] = [
         encodeRecord({ layer: 'libxc', kind: 'X86_TSC_INFO', ...d.getTscInfo() }),
         encodeRecord({ layer: 'libxc', kind: 'HVM_CONTEXT', blob: d.getVcpuContext() }),

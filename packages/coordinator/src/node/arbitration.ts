@@ -188,7 +188,9 @@ export class Arbitration {
     const d: Decision = { ...r.decision, won, current: r.current };
     this.last = d;
     for (const o of this.observers) o.decided?.(d);
-    const level = purpose === 'protect' && won ? 'info' : won ? 'warn' : 'error';
+    // Registering at start and recording protection are the normal course (info); acting alone after losing the
+    // peer is worth a warning even when won; a lost decision is an error.
+    const level = won ? (purpose === 'protect' || purpose === 'register' ? 'info' : 'warn') : 'error';
     this.log[level](
       { purpose, epoch: next.epoch, won, current: r.current, ms: Math.round(d.seconds * 1e4) / 10, unanswered: d.unanswered, arbiter: this.arbiter.kind },
       `arbiter: ${purpose} at epoch ${next.epoch} ${won ? 'won' : `lost (the record is ${JSON.stringify(r.current)})`}`,

@@ -78,6 +78,10 @@ export class ColoNode {
   get replicationLink(): PeerLink | undefined {
     return this.current.replicationLink;
   }
+  /** The channels the peer has a link on now ('replication', 'proxy'): none without a peer. */
+  get linksUp(): readonly string[] {
+    return this.current.peerChannels;
+  }
   /** Where this node listens for a secondary, once it does. */
   get listenUrl(): string | undefined {
     return this.current instanceof PrimaryRole ? this.current.listenUrl : undefined;

@@ -43,8 +43,14 @@ export interface ColoNodeEvents {
   suspending: [linkIndex: number | undefined];
   /** The guest runs again (emitted right after it resumed). */
   resumed: [];
-  /** Every link of the peer is gone (one of them ended, or the peer was dropped), with why. Once per peer. */
-  peerLost: [reason: string];
+  /**
+   * Every link of the peer is gone (one of them ended, or the peer was dropped), with why and its cause: the code
+   * of the link error that ended it (LINK_HEARTBEAT_TIMEOUT, LINK_CLOSED, ...), or 'dropped' (a reason found by
+   * the node: bad bytes, a barrier missing). Once per peer.
+   */
+  peerLost: [reason: string, cause: string];
+  /** Primary: a peer's link refused at the handshake (its code: LINK_AUTH_FAILED, LINK_TLS_FAILED, ...). */
+  linkRefused: [code: string];
 }
 
 /**
@@ -143,7 +149,8 @@ export class NodeContext {
   reportTransition(t: Transition): void {
     // Steps inside the protected/synchronised state repeat at every checkpoint (5 a second in Remus): debug.
     const routine = (t.from.startsWith('protected.') && t.to.startsWith('protected.')) || (t.from.startsWith('synchronised.') && t.to.startsWith('synchronised.'));
-    const level = t.to === 'fenced' || t.to === 'halted' || t.to === 'unprotected' ? 'warn' : routine ? 'debug' : 'info';
+    // A primary starts unprotected (waiting for its secondary): a warning only when it falls back to it.
+    const level = t.to === 'fenced' || t.to === 'halted' || (t.to === 'unprotected' && t.from !== '(start)') ? 'warn' : routine ? 'debug' : 'info';
     // Five or so routine steps per checkpoint, inside its pause: no log object or message built for nothing.
     const logger = this.roleLogger();
     if (logger.isLevelEnabled(level)) logger[level]({ from: t.from, to: t.to, event: t.event }, `state ${t.from} -> ${t.to}`);

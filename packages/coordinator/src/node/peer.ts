@@ -52,6 +52,11 @@ export class Peer {
     return () => this.lostListeners.delete(cb);
   }
 
+  /** The channels this peer has a link on now (none once it is lost). */
+  get channels(): string[] {
+    return [...this.links.keys()];
+  }
+
   /** Loses the peer for a reason found outside its links: every link closes. */
   drop(reason: string): void {
     this.lose(reason, null);

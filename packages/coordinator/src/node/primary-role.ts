@@ -49,6 +49,10 @@ export class PrimaryRole {
   get replicationLink(): PeerLink | undefined {
     return this.link;
   }
+  /** The channels the peer has a link on now. */
+  get peerChannels(): string[] {
+    return this.peer && !this.peer.lost ? this.peer.channels : [];
+  }
   get listenUrl(): string | undefined {
     return this.server?.url;
   }
@@ -92,7 +96,8 @@ export class PrimaryRole {
       maxPayload: o.replication.maxFrameBytes,
       hello: (peer) => this.answerSecondaryHello(peer),
       onLink: (link) => this.peerLink(link),
-      onRefused: (error, remote) => ctx.roleLogger().warn({ err: error, remote }, 'refused a peer'),
+      // The listener logs the refusal (code, remote address): the node counts it.
+      onRefused: (error) => ctx.events.emit('linkRefused', error.code),
       logger: childLogger(ctx.baseLog, { component: 'transport' }),
     });
     ctx.roleLogger().info({ url: this.server.url }, 'listening for a secondary');
@@ -183,7 +188,7 @@ export class PrimaryRole {
     if (!this.peer || this.peer.lost) {
       const peer = new Peer(nodeId);
       this.peer = peer;
-      peer.onLost((reason) => ctx.events.emit('peerLost', reason));
+      peer.onLost((reason, error) => ctx.events.emit('peerLost', reason, error?.code ?? 'dropped'));
     }
     this.peer.add(link);
     if (link.peerHello.channel === 'replication') this.attachSecondary(link, this.peer);

@@ -46,6 +46,10 @@ export class SecondaryRole {
   get replicationLink(): PeerLink | undefined {
     return this.link;
   }
+  /** The channels the peer has a link on now. */
+  get peerChannels(): string[] {
+    return this.peer && !this.peer.lost ? this.peer.channels : [];
+  }
   /** The live link's reads (the ended ones are in the context's totals). */
   get liveReads(): Readonly<ReadRingStats> | undefined {
     return this.readingLink?.readRingStats;
@@ -104,7 +108,7 @@ export class SecondaryRole {
     }
     const primary = new Peer(link.peerHello.nodeId);
     this.peer = primary;
-    primary.onLost((reason) => ctx.events.emit('peerLost', reason));
+    primary.onLost((reason, error) => ctx.events.emit('peerLost', reason, error?.code ?? 'dropped'));
     for (const l of sides) {
       primary.add(l);
       o.onSideLink?.(l);

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { pino, type Logger, type DestinationStream } from 'pino';
 
 export type { Logger } from 'pino';
@@ -12,14 +13,15 @@ export const REDACTED_PATHS = [
 ];
 
 /**
- * The node's root logger: JSON lines, one `node` binding; components take child loggers carrying role, epoch
- * and component. The destination is synchronous by default so the last transitions before a crash are on disk.
+ * The node's root logger: JSON lines, bound to the node id, the process id and the host name; components take
+ * child loggers carrying role, epoch and component. The destination is synchronous by default so the last transitions before a crash are on disk.
  */
 export function createLogger(opts: { nodeId: string; level?: string; destination?: DestinationStream }): Logger {
   return pino(
     {
       level: opts.level ?? 'info',
-      base: { node: opts.nodeId },
+      // pid and hostname: which process of which host wrote a line, once logs of several are gathered.
+      base: { node: opts.nodeId, pid: process.pid, hostname: hostname() },
       redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },

@@ -20,6 +20,12 @@ export const NODE_ROLES = ['primary', 'secondary'] as const;
 export const ARBITER_PURPOSES = ['register', 'protect', 'continue', 'promote'] as const;
 /** colo_failovers_total's `reason` values: an operator's failover (admin API), or the primary lost. */
 export const FAILOVER_REASONS = ['manual', 'primary_lost'] as const;
+/** colo_link_up's channels. */
+export const LINK_CHANNELS = ['replication', 'proxy'] as const;
+/** colo_peer_losses_total's usual causes (others appear as they happen). */
+const PEER_LOSS_CAUSES = ['LINK_HEARTBEAT_TIMEOUT', 'LINK_CLOSED', 'LINK_SOCKET_ERROR', 'dropped'] as const;
+/** colo_link_refusals_total's usual codes. */
+const REFUSAL_CODES = ['LINK_AUTH_FAILED', 'LINK_AUTH_MISSING', 'LINK_TLS_FAILED', 'LINK_VERSION_MISMATCH', 'LINK_REFUSED'] as const;
 /** colo_link_reads_total's `into` values. */
 export const LINK_READ_PLACES = ['ring', 'fallback', 'copied'] as const;
 /** colo_output_compare_total's `result` values. */
@@ -38,6 +44,10 @@ export interface NodeTotals {
   retainedInputEvents: number;
   /** The client service is open (a primary serving). */
   serviceUp: boolean;
+  /** The channels the peer has a link on now. */
+  linksUp: readonly string[];
+  /** Primary, while it synchronises a secondary: the pre-copy round and the pages of it still to send. */
+  sync: { round: number; remainingPages: number } | null;
 }
 
 const NO_TOTALS: NodeTotals = {
@@ -47,6 +57,8 @@ const NO_TOTALS: NodeTotals = {
   heldOutputBytes: 0,
   retainedInputEvents: 0,
   serviceUp: false,
+  linksUp: [],
+  sync: null,
 };
 
 export interface NodeMetrics {
@@ -69,6 +81,13 @@ export interface NodeMetrics {
   heldOutputBytes: Gauge<string>;
   retainedInputEvents: Gauge<string>;
   serviceUp: Gauge<string>;
+  linkUp: Gauge<'channel'>;
+  peerLosses: Counter<'cause'>;
+  linkRefusals: Counter<'code'>;
+  failoverDuration: Histogram<string>;
+  hookRuns: Counter<'hook' | 'result'>;
+  syncRound: Gauge<string>;
+  syncRemainingPages: Gauge<string>;
   protectedState: Gauge<string>;
   role: Gauge<'role'>;
   state: Gauge<'state'>;
@@ -211,6 +230,56 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
         this.set(totals().serviceUp ? 1 : 0);
       },
     }),
+    linkUp: new Gauge({
+      name: 'colo_link_up',
+      help: '1 while the link to the peer on this channel (replication, proxy) is up, else 0.',
+      labelNames: ['channel'],
+      registers: r,
+      collect() {
+        const up = totals().linksUp;
+        for (const channel of LINK_CHANNELS) this.set({ channel }, up.includes(channel) ? 1 : 0);
+      },
+    }),
+    peerLosses: new Counter({
+      name: 'colo_peer_losses_total',
+      help: 'Peers lost (every link of the other node gone), by cause: the link error that ended them, or dropped.',
+      labelNames: ['cause'],
+      registers: r,
+    }),
+    linkRefusals: new Counter({
+      name: 'colo_link_refusals_total',
+      help: "Links a primary refused at the handshake, by code (LINK_AUTH_FAILED: wrong key; LINK_TLS_FAILED: another CA's certificate; ...).",
+      labelNames: ['code'],
+      registers: r,
+    }),
+    failoverDuration: new Histogram({
+      name: 'colo_failover_duration_seconds',
+      help: 'Promoted node: from losing the primary to serving clients (the arbiter decision, the takeover, the service).',
+      buckets: DECISION_BUCKETS,
+      registers: r,
+    }),
+    hookRuns: new Counter({
+      name: 'colo_hook_runs_total',
+      help: 'Runs of the promote and demote hooks, by hook and result (ok: exit 0; failed: anything else, a time-out included).',
+      labelNames: ['hook', 'result'],
+      registers: r,
+    }),
+    syncRound: new Gauge({
+      name: 'colo_sync_round',
+      help: 'Primary: the pre-copy round of the initial synchronisation running now; 0 when none runs.',
+      registers: r,
+      collect() {
+        this.set(totals().sync?.round ?? 0);
+      },
+    }),
+    syncRemainingPages: new Gauge({
+      name: 'colo_sync_remaining_pages',
+      help: 'Primary: pages of the current pre-copy round still to send; 0 when no synchronisation runs.',
+      registers: r,
+      collect() {
+        this.set(totals().sync?.remainingPages ?? 0);
+      },
+    }),
     protectedState: new Gauge({
       name: 'colo_protected',
       help: '1 when this node is an active primary with a synchronised secondary, else 0.',
@@ -300,6 +369,9 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
   for (const reason of CHECKPOINT_REASONS) m.checkpoints.inc({ reason }, 0);
   // A node's first failover must be an increase from 0 that increase() sees, not a new series at 1.
   for (const reason of FAILOVER_REASONS) m.failovers.inc({ reason }, 0);
+  for (const cause of PEER_LOSS_CAUSES) m.peerLosses.inc({ cause }, 0);
+  for (const code of REFUSAL_CODES) m.linkRefusals.inc({ code }, 0);
+  for (const hook of ['promote', 'demote']) for (const result of ['ok', 'failed']) m.hookRuns.inc({ hook, result }, 0);
   for (const role of NODE_ROLES) m.role.set({ role }, 0);
   m.protectedState.set(0);
   return m;

@@ -59,6 +59,8 @@ export class NodeRecorder {
     node.on('checkpoint', (m) => this.checkpoint(m));
     node.on('applied', (index, _d, timing) => this.applied(index, timing));
     node.on('promoted', () => this.promoted());
+    node.on('peerLost', (_reason, cause) => this.mx.peerLosses.inc({ cause }));
+    node.on('linkRefused', (code) => this.mx.linkRefusals.inc({ code }));
     this.watchArbiter();
     this.mx.readTotalsFrom(() => this.totals());
   }
@@ -80,6 +82,16 @@ export class NodeRecorder {
 
   stop(): void {
     this.gcObserver?.disconnect();
+  }
+
+  /** A promoted node serves clients, `seconds` after it lost its primary. */
+  failoverServed(seconds: number): void {
+    this.mx.failoverDuration.observe(seconds);
+  }
+
+  /** A promote or demote hook ended (exit code 0: ok). */
+  hookRan(hook: 'promote' | 'demote', code: number | null): void {
+    this.mx.hookRuns.inc({ hook, result: code === 0 ? 'ok' : 'failed' });
   }
 
   /** The next promotion is an operator's (admin API failover), not a lost primary. */
@@ -129,6 +141,11 @@ export class NodeRecorder {
       heldOutputBytes: output?.heldBytes ?? 0,
       retainedInputEvents: output?.retainedInputEvents ?? 0,
       serviceUp: this.o.serving(),
+      linksUp: node.linksUp,
+      sync: (() => {
+        const s = node.status().sync;
+        return s ? { round: s.round, remainingPages: s.totalPages - s.pagesSent } : null;
+      })(),
     };
   }
 

@@ -385,6 +385,8 @@ export class ProtectedNode {
   }
 
   private proxyAttached = false;
+  /** When a secondary lost its primary (the failover's start, for colo_failover_duration_seconds). */
+  private primaryLostAt: number | undefined;
   /** The client service is open (a primary serving clients, or ready to: no service.listen). */
   private serving = false;
 
@@ -478,6 +480,7 @@ export class ProtectedNode {
   /** The peer's links are gone together (the node's one 'peerLost'): the proxy side follows. */
   private peerLost(reason: string): void {
     if (this.stopped) return;
+    if (this.replication.role === 'secondary') this.primaryLostAt = performance.now();
     this.log.warn({ reason }, 'the peer is lost');
     if (this.replication.role === 'primary') this.detachProxy(reason);
     else this.proxyLink = undefined;
@@ -536,7 +539,9 @@ export class ProtectedNode {
       this.exit('halted', error);
       return;
     }
-    this.log.warn({ epoch, service: this.serviceAddress }, 'took over: serving clients as primary');
+    const seconds = this.primaryLostAt === undefined ? undefined : (performance.now() - this.primaryLostAt) / 1000;
+    this.log.warn({ epoch, service: this.serviceAddress, seconds }, 'took over: serving clients as primary');
+    if (seconds !== undefined) this.recorder.failoverServed(seconds);
     this.startedServing();
   }
 
@@ -557,7 +562,8 @@ export class ProtectedNode {
     const command = hook === 'promote' ? this.o.service.promoteHook : this.o.service.demoteHook;
     if (!command) return;
     const address = this.serviceAddress ?? this.o.service.listen ?? null;
-    await runServiceHook(hook, command, { COLO_NODE_ID: this.o.nodeId, COLO_EPOCH: String(this.replication.epoch), COLO_SERVICE_ADDRESS: address ? `${address.host}:${address.port}` : '' }, this.log);
+    const code = await runServiceHook(hook, command, { COLO_NODE_ID: this.o.nodeId, COLO_EPOCH: String(this.replication.epoch), COLO_SERVICE_ADDRESS: address ? `${address.host}:${address.port}` : '' }, this.log);
+    this.recorder.hookRan(hook, code);
   }
 
   /**

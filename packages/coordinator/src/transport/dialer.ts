@@ -145,7 +145,7 @@ export async function connectToPeer(opts: ConnectOptions): Promise<PeerLink> {
   } catch (e) {
     const error = asLinkError(e);
     refuse(ws, reader, error);
-    log.warn({ code: error.code, remoteAddress }, `link to the peer not established: ${error.message}`);
+    log.warn({ code: error.code, remote: remoteAddress }, `link to the peer not established: ${error.message}`);
     throw error;
   }
 }

@@ -71,7 +71,7 @@ export async function listenForPeers(opts: ListenOptions): Promise<PeerServer> {
   const tls = opts.security.tls;
 
   const refused = (error: LinkError, remoteAddress: string) => {
-    log.warn({ code: error.code, remoteAddress }, `peer refused: ${error.message}`);
+    log.warn({ code: error.code, remote: remoteAddress }, `peer refused: ${error.message}`);
     try {
       opts.onRefused?.(error, remoteAddress);
     } catch (e) {

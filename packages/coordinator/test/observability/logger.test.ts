@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { Writable } from 'node:stream';
 import { expect, test } from 'vitest';
 import { childLogger, createLogger } from '../../src/observability/logger.js';
@@ -17,11 +18,11 @@ function capture() {
   return { lines, raw, destination };
 }
 
-test('log lines are JSON with node, role, epoch and component bindings', () => {
+test('log lines are JSON with node, pid, hostname, role, epoch and component bindings', () => {
   const { lines, destination } = capture();
   const log = createLogger({ nodeId: 'node-a', destination });
   log.child({ role: 'primary', epoch: 3, component: 'checkpoint' }).info({ seq: 7 }, 'checkpoint done');
-  expect(lines[0]).toMatchObject({ level: 'info', node: 'node-a', role: 'primary', epoch: 3, component: 'checkpoint', seq: 7, msg: 'checkpoint done' });
+  expect(lines[0]).toMatchObject({ level: 'info', node: 'node-a', pid: process.pid, hostname: hostname(), role: 'primary', epoch: 3, component: 'checkpoint', seq: 7, msg: 'checkpoint done' });
 });
 
 test('secrets are redacted wherever they appear', () => {

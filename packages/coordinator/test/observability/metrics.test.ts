@@ -60,6 +60,8 @@ describe('metrics', () => {
       heldOutputBytes: 42,
       retainedInputEvents: 2,
       serviceUp: true,
+      linksUp: ['replication'],
+      sync: { round: 2, remainingPages: 10 },
     };
     m.readTotalsFrom(() => totals);
     expect(await value('colo_output_compare_total', { result: 'match' })).toBe(5);
@@ -68,6 +70,10 @@ describe('metrics', () => {
     expect(await value('colo_link_reads_total', { into: 'ring' })).toBe(3);
     expect(await value('colo_held_output_bytes', {})).toBe(42);
     expect(await value('colo_service_up', {})).toBe(1);
+    expect(await value('colo_link_up', { channel: 'replication' })).toBe(1);
+    expect(await value('colo_link_up', { channel: 'proxy' })).toBe(0);
+    expect(await value('colo_sync_round', {})).toBe(2);
+    expect(await value('colo_sync_remaining_pages', {})).toBe(10);
     // The source moves on (by more than one step between scrapes): the scrape shows it as it is, twice alike.
     totals.outputCompare = { match: 500, miscompare: 3, stale: 1 };
     totals.replicationBytes.sent.replication = 1_000_000;
@@ -88,6 +94,9 @@ describe('metrics', () => {
     for (const outcome of ['won', 'lost']) expect(text).toMatch(new RegExp(`^colo_arbiter_decisions_total\\{purpose="continue",outcome="${outcome}"\\} 0$`, 'm'));
     expect(text).toMatch(/^colo_checkpoints_total\{reason="miscompare"\} 0$/m);
     expect(text).toMatch(/^colo_checkpoint_resent_pages_total 0$/m);
+    expect(text).toMatch(/^colo_peer_losses_total\{cause="LINK_HEARTBEAT_TIMEOUT"\} 0$/m);
+    expect(text).toMatch(/^colo_link_refusals_total\{code="LINK_AUTH_FAILED"\} 0$/m);
+    expect(text).toMatch(/^colo_hook_runs_total\{hook="promote",result="failed"\} 0$/m);
     // The build info's node id is not `node`, the scrape config's target label.
     expect(text).toMatch(/^colo_build_info\{version="0\.0\.0",mode="colo",node_id="n1"\} 1$/m);
   });
