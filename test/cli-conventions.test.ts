@@ -95,7 +95,10 @@ describe('colo CLI conventions', () => {
       if (Date.now() > deadline) throw new Error('the node did not come up');
       await new Promise((r) => setTimeout(r, 100));
     }
-    expect((await runColo(['status', '--node', up])).code).toBe(0);
+    const alone = await runColo(['status', '--node', up]);
+    expect(alone.code).toBe(0);
+    // Not protected, and why: a primary with no secondary yet.
+    expect(alone.stdout).toMatch(/role {8}primary, UNPROTECTED\n {2}why {9}waiting for a secondary \(none attached\)\n/);
     expect((await runColo(['status', '--node', up, '--node', down])).code).toBe(1);
     const none = await runColo(['status', '--node', down]);
     expect(none.code).toBe(3);

@@ -26,6 +26,8 @@ export interface NodeStatusDoc {
   /** durationSeconds: trigger to completion; pauseSeconds: what the guest sees (the colo_checkpoint_duration_seconds histogram). */
   lastCheckpoint?: { seq: number; reason: string; at: string; durationSeconds: number; pauseSeconds?: number; pages: number; bytes: number } | null;
   checkpoints?: Record<string, number>;
+  /** Why the node does not protect the guest now; null when it does. */
+  reason?: string | null;
   [k: string]: unknown;
 }
 

@@ -3,9 +3,9 @@ import { ExitCode, UsageError, type Command } from '../command.js';
 import { adminToken, nodeUrls, usageErrors } from '../args.js';
 import { formatDrillReport, runDrill } from '../drill/drill.js';
 
-const help = `Usage: colo drill [--node URL ...] [--token-file FILE] [--keys N] [--no-reprotect] [--json]
+const help = `Usage: colo drill [--restart-secondary] [--node URL ...] [--token-file FILE] [--keys N] [--no-reprotect] [--json]
 
-Runs a whole failover drill against a running pair:
+Runs a whole failover drill against a running pair (the nodes need admin.allow_crash; colo pair sets it):
   1. checks the pair is protected (a primary with a synchronised secondary);
   2. writes a ledger of N keys (and a counter) through the primary's service, recording every acknowledged write;
   3. crashes the primary (POST /crash: the node dies at once, as on a power loss);
@@ -13,6 +13,11 @@ Runs a whole failover drill against a running pair:
   5. reads every acknowledged key back from the new primary (none may be missing; the counter never goes back);
   6. waits until the pair is protected again (a secondary rejoined; \`colo pair\` restarts the crashed node as one).
 Prints a report; exits non-zero if any step failed.
+
+With --restart-secondary (VMware FT's "test restart secondary") it crashes the secondary instead: the primary must
+keep serving (writes go on throughout, each acknowledged by the same primary), the pair must re-protect (a
+secondary rejoins and synchronises), and every acknowledged write reads back; the report gives the time to
+re-protect and the longest wait for a write meanwhile.
 
 Options:
   --node URL            admin address of a node (repeat for both). Default: COLO_NODES, else \`colo pair\`'s nodes.
@@ -41,6 +46,7 @@ const command: Command = {
       'failover-timeout': { type: 'string', default: '30' },
       'reprotect-timeout': { type: 'string', default: '120' },
       'no-reprotect': { type: 'boolean' },
+      'restart-secondary': { type: 'boolean' },
       json: { type: 'boolean' },
     } }));
     const num = (name: string, v: string) => {
@@ -48,8 +54,10 @@ const command: Command = {
       if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number, not ${JSON.stringify(v)}`);
       return n;
     };
+    if (values['restart-secondary'] && values['no-reprotect']) throw new UsageError('--restart-secondary waits for re-protection: it is what that drill measures');
     const report = await runDrill(
       {
+        kind: values['restart-secondary'] ? 'restart-secondary' : 'failover',
         nodes: nodeUrls(values.node),
         token: adminToken(values['token-file']),
         keys: Math.floor(num('keys', values.keys)),

@@ -28,6 +28,7 @@ export function formatStatus(node: string, s: NodeStatusDoc): string {
   return [
     `${s.nodeId} (${node})`,
     `  role        ${s.role}${s.role === 'primary' ? (s.blackhole ? ', blackhole: not protected (checkpoints go nowhere)' : s.protected ? ', protected' : ', UNPROTECTED') : ''}`,
+    ...(s.reason ? [`  why         ${s.reason}`] : []),
     `  state       ${s.state}`,
     `  mode/epoch  ${s.mode} / ${s.epoch}`,
     `  peer        ${s.peer ?? 'none'}`,

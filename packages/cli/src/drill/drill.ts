@@ -3,6 +3,11 @@ import { getStatus, postAction, type NodeStatusDoc } from '../client/admin-clien
 import { RespClient, RespError } from '../client/resp-client.js';
 
 export interface DrillOptions {
+  /**
+   * failover (default): crash the primary, the secondary takes over. restart-secondary (VMware FT's "test restart
+   * secondary"): crash the secondary; the primary must keep serving and the pair re-protect.
+   */
+  kind?: 'failover' | 'restart-secondary';
   nodes: string[];
   token: string | undefined;
   /** Ledger size: keys written (each SET, plus one INCR of a counter). */
@@ -22,6 +27,7 @@ export interface DrillStep {
 }
 
 export interface DrillReport {
+  kind: 'failover' | 'restart-secondary';
   ok: boolean;
   /** Why the drill refused to run at all (a target in blackhole mode protects nothing). */
   refused?: 'blackhole';
@@ -29,6 +35,10 @@ export interface DrillReport {
   primaryBefore?: string;
   primaryAfter?: string;
   rtoSeconds?: number;
+  /** restart-secondary: from the secondary's crash to the pair protected again. */
+  reprotectSeconds?: number;
+  /** restart-secondary: writes acknowledged by the primary meanwhile, and the longest wait for one. */
+  whileRestarting?: { acknowledged: number; longestWaitSeconds: number };
   ledger: { written: number; acknowledged: number; verified: number; missing: string[]; wrong: string[]; counter?: { acknowledged: number; found: number } };
   steps: DrillStep[];
 }
@@ -48,7 +58,8 @@ class StepFailed extends Error {}
  */
 export async function runDrill(opts: DrillOptions, hooks: DrillHooks = {}, progress: (line: string) => void = () => {}): Promise<DrillReport> {
   const runId = randomBytes(4).toString('hex');
-  const report: DrillReport = { ok: false, runId, ledger: { written: 0, acknowledged: 0, verified: 0, missing: [], wrong: [] }, steps: [] };
+  const kind = opts.kind ?? 'failover';
+  const report: DrillReport = { kind, ok: false, runId, ledger: { written: 0, acknowledged: 0, verified: 0, missing: [], wrong: [] }, steps: [] };
 
   async function step<T>(name: string, f: () => Promise<{ value: T; detail: string }>): Promise<T> {
     const t0 = performance.now();
@@ -68,6 +79,39 @@ export async function runDrill(opts: DrillOptions, hooks: DrillHooks = {}, progr
 
   async function statuses(): Promise<{ node: string; s: NodeStatusDoc | undefined }[]> {
     return Promise.all(opts.nodes.map(async (node) => ({ node, s: await getStatus(node, 2000).catch(() => undefined) })));
+  }
+
+  /** Every write acknowledged, by key, and the counter's highest acknowledged value. */
+  const ledger = new Map<string, string>();
+  const counterKey = `drill:${runId}:counter`;
+  let counterAcked = 0;
+
+  /** Every acknowledged key of the ledger reads back from `from`'s service, and the counter never went back. */
+  async function verifyLedger(from: { node: string; s: NodeStatusDoc }): Promise<void> {
+    await step('verify ledger', async () => {
+      const svc = from.s.service!;
+      const client = await RespClient.connect(svc.host, svc.port);
+      try {
+        const keys = [...ledger.keys()];
+        const replies = await Promise.all(keys.map((k) => client.command('GET', k)));
+        keys.forEach((k, i) => {
+          const r = replies[i];
+          if (r === null) report.ledger.missing.push(k);
+          else if (r instanceof RespError || r !== ledger.get(k)) report.ledger.wrong.push(k);
+          else report.ledger.verified++;
+        });
+        const counter = await client.command('GET', counterKey);
+        report.ledger.counter = { acknowledged: counterAcked, found: typeof counter === 'string' ? Number(counter) : 0 };
+      } finally {
+        client.close();
+      }
+      const problems: string[] = [];
+      if (report.ledger.missing.length) problems.push(`${report.ledger.missing.length} acknowledged keys MISSING (first: ${report.ledger.missing.slice(0, 3).join(', ')})`);
+      if (report.ledger.wrong.length) problems.push(`${report.ledger.wrong.length} keys with WRONG values (first: ${report.ledger.wrong.slice(0, 3).join(', ')})`);
+      if (report.ledger.counter.found < counterAcked) problems.push(`counter went BACKWARDS: ${report.ledger.counter.found} < acknowledged ${counterAcked}`);
+      if (problems.length) throw new Error(problems.join('; '));
+      return { value: undefined, detail: `${report.ledger.verified}/${ledger.size} keys and counter ${report.ledger.counter.found} >= ${counterAcked}` };
+    });
   }
 
   try {
@@ -93,9 +137,6 @@ export async function runDrill(opts: DrillOptions, hooks: DrillHooks = {}, progr
     });
     report.primaryBefore = primary.s.nodeId;
 
-    const ledger = new Map<string, string>();
-    const counterKey = `drill:${runId}:counter`;
-    let counterAcked = 0;
     await step('write ledger', async () => {
       const svc = primary.s.service!;
       const client = await RespClient.connect(svc.host, svc.port);
@@ -124,6 +165,55 @@ export async function runDrill(opts: DrillOptions, hooks: DrillHooks = {}, progr
     });
     await hooks.afterLedger?.({ service: primary.s.service!, keys: [...ledger.keys()] });
 
+    if (kind === 'restart-secondary') {
+      const crashedAt = await step('crash the secondary', async () => {
+        await postAction(secondary.node, 'crash', opts.token, 5000);
+        return { value: performance.now(), detail: `POST ${secondary.node}/crash accepted` };
+      });
+      await step('primary serves on and the pair re-protects', async () => {
+        const svc = primary.s.service!;
+        const client = await RespClient.connect(svc.host, svc.port);
+        const deadline = Date.now() + opts.reprotectTimeoutMs;
+        let acknowledged = 0;
+        let longest = 0;
+        // Protected again counts only after the primary has been seen without its secondary: right after the
+        // crash it may not have noticed yet (a host gone silently takes heartbeat.timeout to notice).
+        let sawUnprotected = false;
+        try {
+          // Writes go on throughout: each must be acknowledged by the same primary (held while it asks the arbiter
+          // whether to go on alone, then released); the loop ends once the pair is protected again.
+          for (let i = 0; ; i++) {
+            const key = `drill:${runId}:restart:${i}`;
+            const value = `r${i}-${runId}`;
+            const t0 = performance.now();
+            const r = await client.command('SET', key, value);
+            if (r !== 'OK') throw new Error(`SET ${key} answered ${String(r)}`);
+            longest = Math.max(longest, (performance.now() - t0) / 1000);
+            ledger.set(key, value);
+            acknowledged++;
+            report.ledger.written++;
+            const s = await getStatus(primary.node, 1000).catch(() => undefined);
+            if (s && s.role !== 'primary') throw new Error(`${primary.s.nodeId} is no longer primary (${s.role}): losing its secondary must not cost it the service`);
+            if (s?.role === 'primary' && !s.protected) sawUnprotected = true;
+            if (s?.role === 'primary' && s.protected && sawUnprotected) {
+              report.reprotectSeconds = (performance.now() - crashedAt) / 1000;
+              break;
+            }
+            if (Date.now() > deadline) throw new Error(`not protected again within ${opts.reprotectTimeoutMs / 1000} s (the secondary is restarted by colo pair, systemd or you)`);
+            await sleep(20);
+          }
+        } finally {
+          client.close();
+        }
+        report.whileRestarting = { acknowledged, longestWaitSeconds: longest };
+        report.ledger.acknowledged = ledger.size;
+        return { value: undefined, detail: `${acknowledged} writes acknowledged meanwhile (longest wait ${(longest * 1000).toFixed(0)} ms), protected again after ${report.reprotectSeconds!.toFixed(3)} s` };
+      });
+      await verifyLedger(primary);
+      report.ok = true;
+      return report;
+    }
+
     const crashedAt = await step('crash the primary', async () => {
       await postAction(primary.node, 'crash', opts.token, 5000);
       return { value: performance.now(), detail: `POST ${primary.node}/crash accepted` };
@@ -148,30 +238,7 @@ export async function runDrill(opts: DrillOptions, hooks: DrillHooks = {}, progr
     });
     report.primaryAfter = newPrimary.s.nodeId;
 
-    await step('verify ledger', async () => {
-      const svc = newPrimary.s.service!;
-      const client = await RespClient.connect(svc.host, svc.port);
-      try {
-        const keys = [...ledger.keys()];
-        const replies = await Promise.all(keys.map((k) => client.command('GET', k)));
-        keys.forEach((k, i) => {
-          const r = replies[i];
-          if (r === null) report.ledger.missing.push(k);
-          else if (r instanceof RespError || r !== ledger.get(k)) report.ledger.wrong.push(k);
-          else report.ledger.verified++;
-        });
-        const counter = await client.command('GET', counterKey);
-        report.ledger.counter = { acknowledged: counterAcked, found: typeof counter === 'string' ? Number(counter) : 0 };
-      } finally {
-        client.close();
-      }
-      const problems: string[] = [];
-      if (report.ledger.missing.length) problems.push(`${report.ledger.missing.length} acknowledged keys MISSING (first: ${report.ledger.missing.slice(0, 3).join(', ')})`);
-      if (report.ledger.wrong.length) problems.push(`${report.ledger.wrong.length} keys with WRONG values (first: ${report.ledger.wrong.slice(0, 3).join(', ')})`);
-      if (report.ledger.counter.found < counterAcked) problems.push(`counter went BACKWARDS: ${report.ledger.counter.found} < acknowledged ${counterAcked}`);
-      if (problems.length) throw new Error(problems.join('; '));
-      return { value: undefined, detail: `${report.ledger.verified}/${ledger.size} keys and counter ${report.ledger.counter.found} >= ${counterAcked}` };
-    });
+    await verifyLedger(newPrimary);
 
     if (opts.waitReprotect) {
       await step('re-protected', async () => {
@@ -194,9 +261,10 @@ export async function runDrill(opts: DrillOptions, hooks: DrillHooks = {}, progr
 }
 
 export function formatDrillReport(r: DrillReport): string {
-  const lines = [`colo drill ${r.runId}: ${r.ok ? 'PASSED' : 'FAILED'}`];
+  const lines = [`colo drill${r.kind === 'restart-secondary' ? ' --restart-secondary' : ''} ${r.runId}: ${r.ok ? 'PASSED' : 'FAILED'}`];
   for (const s of r.steps) lines.push(`  ${s.ok ? 'ok  ' : 'FAIL'} ${s.name.padEnd(34)} ${s.seconds.toFixed(3).padStart(8)} s  ${s.detail}`);
   if (r.rtoSeconds !== undefined) lines.push(`  RTO (crash -> new primary serves): ${r.rtoSeconds.toFixed(3)} s`);
+  if (r.reprotectSeconds !== undefined) lines.push(`  re-protected after the secondary's crash: ${r.reprotectSeconds.toFixed(3)} s; the primary acknowledged ${r.whileRestarting?.acknowledged ?? 0} writes meanwhile (longest wait ${((r.whileRestarting?.longestWaitSeconds ?? 0) * 1000).toFixed(0)} ms)`);
   lines.push(`  ledger: ${r.ledger.acknowledged} acknowledged, ${r.ledger.verified} verified, ${r.ledger.missing.length} missing, ${r.ledger.wrong.length} wrong`);
   return lines.join('\n');
 }

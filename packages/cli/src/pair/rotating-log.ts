@@ -7,15 +7,17 @@ import { closeSync, existsSync, fstatSync, openSync, renameSync, rmSync, writeSy
  * before a crash are on disk, in order.
  */
 export class RotatingLog {
+  readonly file: string;
+  private readonly maxBytes: number;
+  private readonly keep: number;
   private fd: number;
   private bytes: number;
   private closed = false;
 
-  constructor(
-    readonly file: string,
-    private readonly maxBytes = 16 * 1024 * 1024,
-    private readonly keep = 3,
-  ) {
+  constructor(file: string, maxBytes = 16 * 1024 * 1024, keep = 3) {
+    this.file = file;
+    this.maxBytes = maxBytes;
+    this.keep = keep;
     this.fd = openSync(file, 'a', 0o600);
     this.bytes = fstatSync(this.fd).size;
   }

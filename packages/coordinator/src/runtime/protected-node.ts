@@ -18,6 +18,7 @@ import type { NodeRole, ReplicationMode } from '../statechart/types.js';
 import { PROTOCOL_VERSION, wsNetwork, type PeerLink, type PeerNetwork } from '../transport/index.js';
 import { runServiceHook, type ServiceHook } from './service-hooks.js';
 import { NodeRecorder } from './node-recorder.js';
+import { unprotectedReason } from './unprotected-reason.js';
 import { BlackholeLink } from '../node/blackhole-link.js';
 
 /**
@@ -81,6 +82,8 @@ export interface ProtectedNodeStatus {
   sync: SyncProgress | null;
   /** The arbiter: kind, where, reachable, a request waiting, the last decision. */
   arbiter: ArbitrationStatus;
+  /** Why the node does not protect the guest now (starting, synchronising, waiting for a secondary, for the arbiter, fenced ...); null when it does. */
+  reason: string | null;
   version: string;
 }
 
@@ -330,7 +333,7 @@ export class ProtectedNode {
   status(): ProtectedNodeStatus {
     const s = this.replication.status();
     const lc = s.lastCheckpoint;
-    return {
+    const status: Omit<ProtectedNodeStatus, 'reason'> = {
       nodeId: s.nodeId,
       role: this.terminal ?? s.role,
       state: s.state,
@@ -350,6 +353,7 @@ export class ProtectedNode {
       arbiter: s.arbiter,
       version: this.o.version,
     };
+    return { ...status, reason: unprotectedReason(status, this.serving) };
   }
 
   /** Ready: a primary serving clients, or a secondary holding a complete checkpoint. */
