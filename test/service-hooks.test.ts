@@ -31,7 +31,7 @@ function hookCommand(file: string): string {
   return `echo "$COLO_HOOK $COLO_NODE_ID epoch=$COLO_EPOCH service=$COLO_SERVICE_ADDRESS psk=\${COLO_REPLICATION_PSK:-none} token=\${COLO_ADMIN_TOKEN:-none} other=\${MY_DB_PASSWORD:-none} path=\${PATH:+set}" >> ${file}`;
 }
 
-function node(role: 'primary' | 'secondary', id: string, base: number, peer?: number): { child: ChildProcess; admin: string; hooks: string; exit: Promise<number | null> } {
+function node(role: 'primary' | 'secondary', id: string, base: number, peer?: number): { child: ChildProcess; admin: string; hooks: string; exit: Promise<number | null>; log: () => string } {
   const hooks = join(dir, `${id}.hooks`);
   const child = spawn(
     process.execPath,
@@ -48,10 +48,13 @@ function node(role: 'primary' | 'secondary', id: string, base: number, peer?: nu
       '--service-demote-hook', hookCommand(hooks),
       ...(peer ? ['--replication-peer', `ws://127.0.0.1:${peer}`] : []),
     ],
-    { cwd: repo, env: { ...process.env, COLO_REPLICATION_PSK: PSK, COLO_ADMIN_TOKEN: TOKEN, MY_DB_PASSWORD: 'hunter2' }, stdio: 'ignore' },
+    { cwd: repo, env: { ...process.env, COLO_REPLICATION_PSK: PSK, COLO_ADMIN_TOKEN: TOKEN, MY_DB_PASSWORD: 'hunter2' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   children.push(child);
-  return { child, admin: `http://127.0.0.1:${base + 2}`, hooks, exit: new Promise((r) => child.once('exit', (code) => r(code))) };
+  let log = '';
+  child.stdout!.on('data', (d) => (log += d));
+  child.stderr!.on('data', (d) => (log += d));
+  return { child, admin: `http://127.0.0.1:${base + 2}`, hooks, exit: new Promise((r) => child.once('exit', (code) => r(code))), log: () => log };
 }
 
 async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
@@ -104,6 +107,11 @@ test('promote at start and at a promotion, demote at a stop; no secret in a hook
   expect(value(after, 'colo_peer_losses_total{cause="LINK_CLOSED"}') + value(after, 'colo_peer_losses_total{cause="LINK_HEARTBEAT_TIMEOUT"}')).toBe(1);
   expect(value(after, 'colo_link_up{channel="replication"}')).toBe(0);
   expect(value(after, 'colo_hook_runs_total{hook="promote",result="ok"}')).toBe(1);
+  // The failover in b's log: the loss once at warn, with its cause's code, no stack trace; 'remote' for addresses.
+  const logLines = b.log().trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  expect(logLines.filter((l) => l.level === 'warn' && /lost/.test(String(l.msg))).map((l) => l.msg)).toEqual(['primary lost: asking the arbiter before taking over']);
+  expect(b.log()).not.toContain('"stack"');
+  expect(b.log()).not.toContain('"remoteAddress"');
   // A secondary with another key is refused at the handshake, and counted by code.
   const impostor = spawn(process.execPath, [coloBin, 'secondary', '--node-id', 'x', '--guest-memory', '4MiB', '--replication-listen', '127.0.0.1:21815', '--service-listen', '127.0.0.1:21816', '--admin-listen', '127.0.0.1:21817', '--replication-peer', 'ws://127.0.0.1:21810'], {
     cwd: repo,

@@ -328,7 +328,7 @@ export class PrimaryRole {
       dropSecondary: (_c: PrimaryContext, error: CoordinatorError) => {
         if (!this.link && !this.engine) return;
         ctx.lastError = error;
-        ctx.roleLogger().warn({ err: error }, 'secondary lost: output held until the arbiter decides');
+        ctx.roleLogger().warn({ code: error.code, reason: error.message }, 'secondary lost: output held until the arbiter decides');
         const e = this.detachSecondary(error.message);
         ctx.checkpoints.rejectAll(new CoordinatorError(CoordinatorErrorCode.UNPROTECTED, `the secondary was dropped: ${error.message}`, { cause: error }));
         // Whatever the engine was doing, the guest must run again (it may be suspended mid-checkpoint).
@@ -343,7 +343,7 @@ export class PrimaryRole {
       },
       stepDown: (_c: PrimaryContext, error: CoordinatorError) => {
         ctx.lastError = error;
-        ctx.roleLogger().warn({ err: error }, 'stepping down: no longer acting as primary');
+        ctx.roleLogger().warn({ code: error.code, reason: error.message }, 'stepping down: no longer acting as primary');
         const e = this.detachSecondary(error.message);
         ctx.checkpoints.rejectAll(error);
         void (async () => {

@@ -252,7 +252,8 @@ export class SecondaryRole {
       discardCheckpoint: () => engine()?.discard(),
       abandonPrimary: (_c: unknown, error: CoordinatorError) => {
         ctx.lastError = error;
-        ctx.roleLogger().warn({ err: error }, 'primary lost: asking the arbiter before taking over');
+        // Expected in a failover: the cause by its code, no stack trace.
+        ctx.roleLogger().warn({ code: error.code, reason: error.message }, 'primary lost: asking the arbiter before taking over');
         closeLink(error.message);
         ctx.events.emit('deciding', error);
       },

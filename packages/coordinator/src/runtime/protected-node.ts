@@ -485,7 +485,8 @@ export class ProtectedNode {
   private peerLost(reason: string): void {
     if (this.stopped) return;
     if (this.replication.role === 'secondary') this.primaryLostAt = performance.now();
-    this.log.warn({ reason }, 'the peer is lost');
+    // The role has logged the loss and what follows (warn); this line ties the proxy side to it.
+    this.log.debug({ reason }, 'the peer is lost');
     if (this.replication.role === 'primary') this.detachProxy(reason);
     else this.proxyLink = undefined;
   }

@@ -80,7 +80,7 @@ export class WsPeerLink implements PeerLink {
       component: 'transport',
       channel: this.localHello.channel,
       peer: this.peerHello.nodeId,
-      remoteAddress: this.remoteAddress,
+      remote: this.remoteAddress,
     });
     this.heartbeat = new Heartbeat(opts.heartbeat, {
       ping: (payload) => this.ws.ping(payload),
@@ -106,7 +106,9 @@ export class WsPeerLink implements PeerLink {
     ws.on('close', (code: number, reason: Buffer) => {
       if (this.ended !== undefined) return;
       const error = this.socketError ?? errorFromPeerClose(code, reason.toString('utf8'));
-      this.log.warn({ code: error.code }, error.message);
+      // The peer ended it (or its host went away): the node reports what that means for it (a lost secondary,
+      // a failover) at warn; this line says how the link ended.
+      this.log.info({ code: error.code }, error.message);
       this.finish(error);
     });
     for (const frame of handshake.early) this.hold(frame);
