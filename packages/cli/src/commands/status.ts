@@ -34,7 +34,7 @@ export function formatStatus(node: string, s: NodeStatusDoc): string {
     `  peer        ${s.peer ?? 'none'}`,
     ...(s.service ? [`  service     ${s.service.host}:${s.service.port}`] : []),
     ...(formatSync(s.sync) ? [`  sync        ${formatSync(s.sync)}`] : []),
-    `  checkpoint  ${lc ? `#${lc.seq} (${lc.reason}) ${age(lc.at)}, pause ${((lc.pauseSeconds ?? lc.durationSeconds) * 1000).toFixed(1)} ms, ${lc.pages} pages` : 'none yet'}`,
+    `  checkpoint  ${lc ? `#${lc.seq} (${lc.reason}) ${age(lc.at)}, ${s.role === 'secondary' ? `applied in ${(lc.durationSeconds * 1000).toFixed(1)} ms` : `pause ${((lc.pauseSeconds ?? lc.durationSeconds) * 1000).toFixed(1)} ms`}, ${lc.pages} pages` : 'none yet'}`,
     ...arbiterLine(s.arbiter),
   ].join('\n');
 }

@@ -1,3 +1,4 @@
+import type { AppliedCheckpointTiming } from '../engine/secondary-engine.js';
 import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
 import type { CheckpointMeasurement } from '../engine/measurement.js';
 import type { CheckpointReason } from '../statechart/types.js';
@@ -37,18 +38,21 @@ export class CompletedCheckpoints {
     this.waiters = keep;
   }
 
-  /** Secondary: checkpoint `index` of the current link applied (0: the initial synchronisation). */
-  applied(index: number, at: number): void {
+  /**
+   * Secondary: checkpoint `index` of the current link applied (0: the initial synchronisation), with its pages and
+   * this node's part of it (first record to applied).
+   */
+  applied(index: number, at: number, timing: AppliedCheckpointTiming): void {
     this.lastSeq = index;
     this.lastOne = {
       seq: index,
       reason: index === 0 ? 'initial' : 'periodic',
       at,
       pauseSeconds: 0,
-      durationSeconds: 0,
+      durationSeconds: (timing.end - timing.start) / 1000,
       phases: { suspend: 0, transfer: 0, resume: 0 },
       linkIndex: index,
-      pages: 0,
+      pages: timing.pages,
       deltaPages: 0,
       resentPages: 0,
       bytes: 0,

@@ -193,7 +193,7 @@ export class SecondaryRole {
       },
       emit,
       onCheckpointApplied: (index, d, timing) => {
-        ctx.checkpoints.applied(index, Date.now());
+        ctx.checkpoints.applied(index, Date.now(), timing);
         ctx.events.emit('applied', index, d, timing);
       },
       guestHooks: ctx.guestHooks,
