@@ -8,7 +8,7 @@ import { NodeContext, type ColoNodeEvents } from './context.js';
 import type { ColoNodeOptions } from './options.js';
 import { PrimaryRole } from './primary-role.js';
 import { SecondaryRole } from './secondary-role.js';
-import { isProtectedState, nodeStatus, type NodeStatus } from './status.js';
+import { isProtectedState, nodeStatus, type NodeStatus, type SyncProgress } from './status.js';
 import type { Transition } from './transitions.js';
 
 export type { ColoNodeEvents } from './context.js';
@@ -77,6 +77,10 @@ export class ColoNode {
    */
   get replicationLink(): PeerLink | undefined {
     return this.current.replicationLink;
+  }
+  /** Primary: the initial synchronisation of a secondary while it runs; null otherwise. */
+  get syncProgress(): SyncProgress | null {
+    return this.current instanceof PrimaryRole ? this.current.syncProgress : null;
   }
   /** The channels the peer has a link on now ('replication', 'proxy'): none without a peer. */
   get linksUp(): readonly string[] {
@@ -186,7 +190,7 @@ export class ColoNode {
       lastCheckpoint: ctx.checkpoints.last,
       checkpoints: ctx.checkpoints.counts,
       lastError: ctx.lastError,
-      sync: r instanceof PrimaryRole ? r.syncProgress : null,
+      sync: this.syncProgress,
       arbiter: ctx.arbitration.status(),
     });
   }

@@ -107,12 +107,22 @@ export interface NodeMetrics {
 export function createNodeMetrics(opts: { nodeId: string; mode: string; version: string; registry?: Registry }): NodeMetrics {
   const registry = opts.registry ?? new Registry();
   const r = [registry];
-  // Read by each metric that shows a part, at each scrape (a handful of numbers: cheaper than sharing a reading).
-  let totals = (): NodeTotals => NO_TOTALS;
+  // One reading per scrape, shared by the nine metrics that show a part of it: a scrape runs their collect()s in
+  // one turn of the event loop (no I/O between them), so the reading is dropped at the next turn.
+  let read = (): NodeTotals => NO_TOTALS;
+  let reading: NodeTotals | undefined;
+  const totals = (): NodeTotals => {
+    if (reading === undefined) {
+      reading = read();
+      setImmediate(() => (reading = undefined));
+    }
+    return reading;
+  };
   const m: NodeMetrics = {
     registry,
-    readTotalsFrom: (read) => {
-      totals = read;
+    readTotalsFrom: (r) => {
+      read = r;
+      reading = undefined;
     },
     checkpointDuration: new Histogram({
       name: 'colo_checkpoint_duration_seconds',

@@ -131,6 +131,7 @@ export class NodeRecorder {
     const t = this.o.outputTotals;
     const reads = node.replicationReads;
     const output = this.o.output();
+    const sync = node.syncProgress;
     return {
       replicationBytes: {
         sent: { replication: this.replicationBytesSent, proxy: t.comparedBytesOut },
@@ -142,10 +143,7 @@ export class NodeRecorder {
       retainedInputEvents: output?.retainedInputEvents ?? 0,
       serviceUp: this.o.serving(),
       linksUp: node.linksUp,
-      sync: (() => {
-        const s = node.status().sync;
-        return s ? { round: s.round, remainingPages: s.totalPages - s.pagesSent } : null;
-      })(),
+      sync: sync ? { round: sync.round, remainingPages: sync.totalPages - sync.pagesSent } : null,
     };
   }
 
