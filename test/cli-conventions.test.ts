@@ -8,6 +8,7 @@ import { SETTINGS, flagName } from '../packages/cli/src/config/schema.js';
 import { commands } from '../packages/cli/src/registry.js';
 import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
 import { runColo } from './support/cli.js';
+import { killAll } from './support/children.js';
 import { coloBin, repo } from './support/tools.js';
 
 /**
@@ -19,11 +20,7 @@ const PSK = 'cli-conventions-psk-0123456789';
 let node: ChildProcess | undefined;
 
 afterAll(async () => {
-  if (node && node.exitCode === null && node.signalCode === null) {
-    const exited = new Promise((r) => node!.once('exit', r));
-    node.kill('SIGKILL');
-    await exited;
-  }
+  await killAll([node]);
 });
 
 /** `colo ARGS` with the pre-shared key in its environment (runColo clears only the admin variables). */

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, expect, test } from 'vitest';
 import { PairSupervisor } from '../packages/cli/src/pair/supervisor.js';
 import { NODE_HEAP_FLAGS } from '../packages/cli/src/runtime/node-flags.js';
+import { killAll } from './support/children.js';
 import { coloBin, repo } from './support/tools.js';
 
 /**
@@ -21,12 +22,7 @@ let supervisor: PairSupervisor | undefined;
 afterAll(async () => {
   await supervisor?.stop();
   for (const s of servers) await new Promise((r) => s.close(r));
-  for (const c of children) {
-    if (c.exitCode !== null || c.signalCode !== null) continue;
-    const exited = new Promise((r) => c.once('exit', r));
-    c.kill('SIGKILL');
-    await exited;
-  }
+  await killAll(children);
 });
 
 function pair(args: string[]): { child: ChildProcess; exit: Promise<number | null>; out: () => string; err: () => string } {

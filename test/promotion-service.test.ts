@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:net';
 import { afterEach, describe, expect, test } from 'vitest';
 import { getStatus } from '../packages/cli/src/client/admin-client.js';
 import { metricValue } from './support/clients.js';
+import { killAll } from './support/children.js';
 import { coloBin, repo } from './support/tools.js';
 
 /**
@@ -17,12 +18,7 @@ const servers: Server[] = [];
 
 afterEach(async () => {
   for (const s of servers.splice(0)) await new Promise((r) => s.close(r));
-  for (const child of children.splice(0)) {
-    if (child.exitCode !== null || child.signalCode !== null) continue;
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGKILL');
-    await exited;
-  }
+  await killAll(children.splice(0));
 });
 
 interface Ports {

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, test } from 'vitest';
 import { getStatus } from '../packages/cli/src/client/admin-client.js';
+import { killAll } from './support/children.js';
 import { coloBin, repo } from './support/tools.js';
 
 /**
@@ -18,12 +19,7 @@ const dir = mkdtempSync(join(tmpdir(), 'colo-hooks-'));
 const children: ChildProcess[] = [];
 
 afterAll(async () => {
-  for (const c of children) {
-    if (c.exitCode !== null || c.signalCode !== null) continue;
-    const exited = new Promise((r) => c.once('exit', r));
-    c.kill('SIGKILL');
-    await exited;
-  }
+  await killAll(children);
 });
 
 /** Each hook run appends one line: which hook, the node, the epoch, the address, and what secrets it could see. */

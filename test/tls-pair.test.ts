@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, test } from 'vitest';
+import { killAll } from './support/children.js';
 import { coloBin, repo } from './support/tools.js';
 
 /**
@@ -15,12 +16,7 @@ const pki = mkdtempSync(join(tmpdir(), 'colo-tls-pair-'));
 const children: ChildProcess[] = [];
 
 afterAll(async () => {
-  for (const c of children) {
-    if (c.exitCode !== null || c.signalCode !== null) continue;
-    const exited = new Promise((r) => c.once('exit', r));
-    c.kill('SIGKILL');
-    await exited;
-  }
+  await killAll(children);
 });
 
 function colo(args: string[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
