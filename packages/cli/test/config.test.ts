@@ -136,7 +136,7 @@ describe('configuration', () => {
       expect(c.replication.tls).toBeDefined();
       expect(c.replication.peer).toMatch(/^wss:\/\//);
       expect(c.admin.tls).toBeDefined();
-      expect(c.node.id).toBe(host);
+      expect(c.node).toMatchObject({ id: host, role: 'auto', stateDir: '/var/lib/colo' });
       expect(c.arbiter).toMatchObject({ kind: 'etcd', pair: 'colo', auth: { username: 'colo' } });
       expect(c.arbiter.kind === 'etcd' && c.arbiter.endpoints).toHaveLength(3);
     }
@@ -191,6 +191,18 @@ describe('configuration', () => {
     expect(configError(() => requireForRole(loadConfig({ flags: { 'node.role': 'secondary', 'replication.psk_file': pskFile } }))).field).toBe('replication.peer');
     expect(configError(() => requireForRole(loadConfig({ flags: { 'node.role': 'primary' } }))).field).toBe('replication.psk_file');
     expect(configError(() => requireForRole(loadConfig({}))).field).toBe('node.role');
+  });
+
+  test('node.role auto needs an arbiter, a state directory and the peer: either role may come out of it', () => {
+    const auto = { 'node.role': 'auto', 'replication.psk_file': pskFile, 'arbiter.kind': 'local', 'arbiter.endpoints': 'unix:/run/colo/a.sock', 'node.state_dir': '/var/lib/colo', 'replication.peer': 'ws://127.0.0.1:7801' };
+    expect(() => requireForRole(loadConfig({ flags: auto }))).not.toThrow();
+    const { 'arbiter.endpoints': _e, ...noArbiter } = auto;
+    expect(configError(() => requireForRole(loadConfig({ flags: { ...noArbiter, 'arbiter.kind': 'none' } })))).toMatchObject({ code: 'CONFIG_INVALID', field: 'node.role' });
+    const { 'node.state_dir': _d, ...noState } = auto;
+    expect(configError(() => requireForRole(loadConfig({ flags: noState })))).toMatchObject({ code: 'CONFIG_MISSING', field: 'node.state_dir' });
+    const { 'replication.peer': _p, ...noPeer } = auto;
+    expect(configError(() => requireForRole(loadConfig({ flags: noPeer })))).toMatchObject({ code: 'CONFIG_MISSING', field: 'replication.peer' });
+    expect(configError(() => loadConfig({ flags: { ...auto, 'node.mode': 'remus', 'remus.blackhole': 'true' } }))).toMatchObject({ code: 'CONFIG_INVALID', field: 'remus.blackhole' });
   });
 
   test('secrets never appear in the printable config', () => {

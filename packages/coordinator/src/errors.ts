@@ -43,6 +43,13 @@ export const CoordinatorErrorCode = {
    * protected pair (this node is a stale former primary; start it as a secondary).
    */
   ARBITER_REFUSED: 'COLO_ARBITER_REFUSED',
+  /**
+   * node.role auto: the arbiter has no record of the pair, but this node's state directory says it has been a
+   * member of it (the arbiter's data was lost, or arbiter.pair renamed): an operator decides who holds the guest.
+   */
+  HISTORY_LOST: 'COLO_PAIR_HISTORY_LOST',
+  /** The node's persisted state (node.state_dir/state.json) cannot be read or is not this node's. */
+  STATE_CORRUPT: 'COLO_STATE_CORRUPT',
   /** After losing its peer, this node asked the arbiter for the next epoch and the other node had it first. */
   DECISION_LOST: 'COLO_DECISION_LOST',
   /** Options given to the node are invalid. */

@@ -8,7 +8,7 @@ import { isLoopback } from './addresses.js';
 
 /** A node's configuration after merging file < environment < flags and validating every field. */
 export interface NodeConfig {
-  node: { id: string; role?: 'primary' | 'secondary'; mode: 'colo' | 'remus' };
+  node: { id: string; role?: 'auto' | 'primary' | 'secondary'; mode: 'colo' | 'remus'; stateDir?: string };
   guest: {
     memoryBytes: number;
     dirtyRate: number;
@@ -244,7 +244,7 @@ export function loadConfig(sources: ConfigSources): NodeConfig {
   const arbiter = arbiterConfig(get);
 
   return {
-    node: { id: nodeId, role: get('node.role'), mode: get('node.mode') },
+    node: { id: nodeId, role: get('node.role'), mode: get('node.mode'), stateDir: get('node.state_dir') },
     guest: { memoryBytes: memory, dirtyRate: get('guest.dirty_rate'), prealloc: get('guest.prealloc'), image: get('guest.image'), qemu: qemuGuest(get, memory) },
     replication: { listen: get('replication.listen'), peer: get('replication.peer'), psk, tls, maxFrameBytes: maxFrame(get), maxBandwidth: maxBandwidth(get), compression: get('replication.compression'), cleartextOffLoopback: cleartext.replication },
     heartbeat: hb,
@@ -333,7 +333,7 @@ function maxBandwidth(get: <T>(path: string) => T): number | undefined {
 function blackhole(get: <T>(path: string) => T): boolean {
   if (!get<boolean>('remus.blackhole')) return false;
   if (get('node.mode') !== 'remus') throw new ConfigError(ConfigErrorCode.INVALID, 'remus.blackhole', 'blackhole mode checkpoints a Remus primary into nothing: set node.mode to remus');
-  if (get('node.role') === 'secondary') throw new ConfigError(ConfigErrorCode.INVALID, 'remus.blackhole', 'blackhole mode is for a primary: it has no secondary');
+  if (get('node.role') === 'secondary' || get('node.role') === 'auto') throw new ConfigError(ConfigErrorCode.INVALID, 'remus.blackhole', 'blackhole mode is for a primary: it has no secondary');
   return true;
 }
 
@@ -380,8 +380,13 @@ function arbiterConfig(get: <T>(path: string) => T): NodeConfig['arbiter'] {
 
 /** Checks what a role needs; separate so `colo pair` can fill in the peer first. */
 export function requireForRole(cfg: NodeConfig): void {
-  if (!cfg.node.role) throw new ConfigError(ConfigErrorCode.MISSING, 'node.role', 'set node.role to primary or secondary (or use `colo primary` / `colo secondary`)');
-  if (cfg.node.role === 'secondary' && !cfg.replication.peer) {
+  if (!cfg.node.role) throw new ConfigError(ConfigErrorCode.MISSING, 'node.role', 'set node.role to auto, primary or secondary (or use `colo primary` / `colo secondary`)');
+  if (cfg.node.role === 'auto') {
+    // The role comes from the arbiter's record, and either role may come out of it (replication.peer below).
+    if (cfg.arbiter.kind === 'none') throw new ConfigError(ConfigErrorCode.INVALID, 'node.role', 'auto needs an arbiter to decide the role at start: set arbiter.kind to local or etcd');
+    if (!cfg.node.stateDir) throw new ConfigError(ConfigErrorCode.MISSING, 'node.state_dir', 'auto needs a state directory of this node (e.g. /var/lib/colo): it tells a new pair from one whose record was lost');
+  }
+  if (cfg.node.role !== 'primary' && !cfg.replication.peer) {
     throw new ConfigError(ConfigErrorCode.MISSING, 'replication.peer', "a secondary needs the primary's address: set replication.peer, COLO_REPLICATION_PEER or --replication-peer ws://HOST:PORT");
   }
   // A blackhole primary has no link to authenticate.

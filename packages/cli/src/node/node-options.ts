@@ -1,4 +1,4 @@
-import type { ProtectedNodeOptions } from '@colo/coordinator';
+import type { NodeRole, ProtectedNodeOptions } from '@colo/coordinator';
 import type { NodeConfig } from '../config/load.js';
 
 /** What a configuration sets of a node's options (the rest is built at run time: guest, arbiter, logger). */
@@ -10,12 +10,13 @@ export type ConfiguredOptions = Omit<ProtectedNodeOptions, 'version' | 'domain' 
  * packages/cli/test/node-options.test.ts checks that every one arrives there), so this is a selection, not a
  * reshaping.
  */
-export function nodeOptions(config: NodeConfig): ConfiguredOptions {
+export function nodeOptions(config: NodeConfig, role: NodeRole = fixedRole(config)): ConfiguredOptions {
   const { listen, peer, maxBandwidth, maxFrameBytes, compression, psk, tls } = config.replication;
   return {
     nodeId: config.node.id,
-    role: config.node.role!,
+    role,
     mode: config.node.mode,
+    stateDir: config.node.stateDir,
     replication: { listen, peer, maxBandwidth, maxFrameBytes, compression },
     security: { psk, tls },
     heartbeat: config.heartbeat,
@@ -25,4 +26,11 @@ export function nodeOptions(config: NodeConfig): ConfiguredOptions {
     service: config.service,
     admin: { listen: config.admin.listen, token: config.admin.token, allowCrash: config.admin.allowCrash, tls: config.admin.tls },
   };
+}
+
+/** node.role when the configuration fixes it; `auto` is decided at start (decideStartRole) and passed instead. */
+function fixedRole(config: NodeConfig): NodeRole {
+  const role = config.node.role;
+  if (role === 'primary' || role === 'secondary') return role;
+  throw new Error(`node.role ${role ?? '(unset)'}: the role is decided at start; pass it`);
 }

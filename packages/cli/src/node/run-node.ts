@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import type { Domain } from '@colo/domain';
-import { createLogger, CoordinatorErrorCode, ProtectedNode } from '@colo/coordinator';
+import { createLogger, CoordinatorErrorCode, decideStartRole, ProtectedNode, type Arbiter, type Logger, type NodeRole, type StartDecision } from '@colo/coordinator';
 import { arbiterFor } from './arbiter.js';
 import { ExitCode, type CommandIo } from '../command.js';
 import { ConfigError, loadConfig, redactedConfig, requireForRole, settingFlagOptions, settingFlags, type NodeConfig } from '../config/load.js';
@@ -23,8 +23,10 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 1 the node stopped acting (a secondary 
 its first checkpoint, a primary fenced by a newer epoch, either node losing the arbiter's decision: start it
 again as a secondary; a promoted node that could not open its client service), 2 invalid configuration or
 usage, 3 at start: a listen address in use (a secondary's service.listen included), the primary unreachable,
-a file missing (guest.image) or the guest memory unavailable (guest.prealloc), 10 refused as primary by the
-arbiter (a stale former primary: the pair's epoch belongs to the other node; start this one as its secondary).
+a file missing (guest.image) or the guest memory unavailable (guest.prealloc), 10 refused: as primary by the
+arbiter (a stale former primary: the pair's epoch belongs to the other node; start this one as its secondary),
+or, node.role auto, the pair's history needs an operator (COLO_PAIR_HISTORY_LOST: the arbiter lost the record of
+a pair this node was in; COLO_STATE_CORRUPT: node.state_dir holds another node's state or no state at all).
 
 Settings (each also COLO_SECTION_KEY in the environment, or section.key in the YAML file; docs/configuration.md):
 ${settingsHelp()}`;
@@ -81,8 +83,16 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     return ExitCode.OK;
   }
   const logger = createLogger({ nodeId: config.node.id, level: config.log.level });
-  const role = config.node.role!;
   const arbiter = arbiterFor(config, logger);
+  let role: NodeRole;
+  let epoch: number | undefined;
+  if (config.node.role === 'auto') {
+    const decided = await startRole(config, arbiter, logger, name, io);
+    if (typeof decided === 'number') return decided;
+    ({ role, epoch } = decided);
+  } else {
+    role = config.node.role!;
+  }
   let guest: Domain | undefined;
   // A guest that is its own process (QEMU) and ends under the node: the node stops, exit 1, so that its peer's
   // arbiter decision takes over (set once `finish` exists below).
@@ -100,15 +110,26 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
       return ExitCode.IO;
     }
   }
-  const node = new ProtectedNode({
-    ...nodeOptions(config),
-    version: VERSION,
-    processMetrics: true,
-    domain: guest,
-    hostGuest: (identity) => standbyGuest(config, identity?.pageCount, takePreallocated, guestLost),
-    arbiter,
-    logger,
-  });
+  let node: ProtectedNode;
+  try {
+    node = new ProtectedNode({
+      ...nodeOptions(config, role),
+      epoch,
+      version: VERSION,
+      processMetrics: true,
+      domain: guest,
+      hostGuest: (identity) => standbyGuest(config, identity?.pageCount, takePreallocated, guestLost),
+      arbiter,
+      logger,
+    });
+  } catch (e) {
+    // node.state_dir holds a state that is not this node's: the operator's to look at (COLO_STATE_CORRUPT).
+    logger.error(failure(e), 'could not start');
+    io.stderr.write(`${name}: could not start: ${(e as Error).message}\n`);
+    guest?.destroy();
+    await arbiter.close().catch(() => {});
+    return NODE_EXIT_REFUSED;
+  }
   logger.info({ config: redactedConfig(config) }, `starting as ${role}`);
   if (config.replication.cleartextOffLoopback) {
     logger.warn('replication.allow_cleartext: the links leave this host without TLS: guest memory and client data cross the network in clear (the pre-shared key authenticates, it does not encrypt)');
@@ -155,12 +176,40 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     await node.start();
   } catch (e) {
     logger.error(failure(e), 'could not start');
-    io.stderr.write(`${name}: could not start: ${(e as Error).message}${(e as { code?: string }).code ? ` (${(e as { code?: string }).code})` : ''}\n`);
+    const code = (e as { code?: string }).code;
+    // Typed errors end their messages with their code already; others (a file system's) get it added.
+    io.stderr.write(`${name}: could not start: ${(e as Error).message}${code && !(e as Error).message.endsWith(`(${code})`) ? ` (${code})` : ''}\n`);
     await node.stop().catch(() => {});
     // A stale former primary started as primary: not an I/O problem, and restarting it as primary cannot help.
     return (e as { code?: string }).code === CoordinatorErrorCode.ARBITER_REFUSED ? NODE_EXIT_REFUSED : ExitCode.IO;
   }
   return finished;
+}
+
+/**
+ * node.role auto: the role from the arbiter's record and node.state_dir (decideStartRole), waiting for an arbiter
+ * that does not answer yet. An exit code instead when the node must not start: 10 when the pair's history needs an
+ * operator (its record lost, a state that is not this node's), 0 when stopped while waiting.
+ */
+async function startRole(config: NodeConfig, arbiter: Arbiter, logger: Logger, name: string, io: CommandIo): Promise<StartDecision | number> {
+  const abort = new AbortController();
+  const stop = () => abort.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    const d = await decideStartRole({ nodeId: config.node.id, arbiter, stateDir: config.node.stateDir!, logger, signal: abort.signal });
+    logger.info({ role: d.role, epoch: d.epoch, why: d.why }, `role at start: ${d.role} (${d.reason})`);
+    return d;
+  } catch (e) {
+    await arbiter.close().catch(() => {});
+    if ((e as { code?: string }).code === CoordinatorErrorCode.STOPPED) return ExitCode.OK;
+    logger.error(failure(e), 'could not decide the role at start');
+    io.stderr.write(`${name}: could not decide the role at start: ${(e as Error).message}\n`);
+    return typeof (e as { code?: unknown }).code === 'string' ? NODE_EXIT_REFUSED : ExitCode.FAILED;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
 }
 
 /**

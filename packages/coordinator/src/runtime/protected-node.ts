@@ -18,6 +18,7 @@ import type { NodeRole, ReplicationMode } from '../statechart/types.js';
 import { PROTOCOL_VERSION, wsNetwork, type PeerLink, type PeerNetwork } from '../transport/index.js';
 import { runServiceHook, type ServiceHook } from './service-hooks.js';
 import { NodeRecorder } from './node-recorder.js';
+import { NodeStateFile, readNodeState } from './node-state.js';
 import { unprotectedReason } from './unprotected-reason.js';
 import { BlackholeLink } from '../node/blackhole-link.js';
 
@@ -51,6 +52,12 @@ export interface ProtectedNodeOptions extends Omit<ColoNodeOptions, 'onSideLink'
    * not the node, so a test or bench running several nodes in one process leaves them off.
    */
   processMetrics?: boolean;
+  /**
+   * node.state_dir: where the node keeps what it knows across its restarts (runtime/node-state.ts): its role and
+   * the highest epoch it has seen, written when either changes. A node started with it begins at that epoch (as
+   * a secondary it refuses a primary of an older one). Default: nothing persisted.
+   */
+  stateDir?: string;
   /**
    * Attribute the collector's pauses to checkpoints (the 'gc' performance entries). Default true. Off where the
    * node's clock is not the process's (a simulation: its checkpoints happen in simulated time).
@@ -116,16 +123,24 @@ export class ProtectedNode {
   private readonly recorder: NodeRecorder;
   private stopped = false;
   private readonly exitListeners = new Set<(reason: 'halted' | 'fenced', error: Error) => void>();
+  /** node.state_dir's file, when set. */
+  private readonly stateFile: NodeStateFile | undefined;
+  private stateWriteFailed = false;
 
+  /** Throws COLO_STATE_CORRUPT when options.stateDir holds a state that is not this node's or does not parse. */
   constructor(options: ProtectedNodeOptions) {
     this.o = options;
     this.log = options.logger.child({ component: 'runtime' });
     this.network = options.network ?? wsNetwork;
     this.metrics = createNodeMetrics({ nodeId: options.nodeId, mode: options.mode, version: options.version });
     if (options.processMetrics) collectProcessMetrics(this.metrics.registry);
-    const { version: _v, output: _o, service: _s, admin: _a, processMetrics: _p, watchCollector: _w, ...replication } = options;
+    const { version: _v, output: _o, service: _s, admin: _a, processMetrics: _p, watchCollector: _w, stateDir, ...replication } = options;
+    const known = stateDir ? readNodeState(stateDir, options.nodeId) : null;
+    this.stateFile = stateDir ? new NodeStateFile(stateDir, options.nodeId, known) : undefined;
     this.replication = new ColoNode({
       ...replication,
+      // The highest epoch this node has seen survives its restarts: a stale former primary stays refused.
+      epoch: Math.max(options.epoch ?? 0, known?.epoch ?? 0),
       hostGuest: (identity) => this.hostGuest(identity),
       // The proxy link is a second link of the same peer: dialled by a secondary before its replication link, so
       // input is mirrored from the first checkpoint on; lost with it.
@@ -139,6 +154,7 @@ export class ProtectedNode {
     this.replication.on('applied', (index) => this.onApplied(index));
     this.replication.on('unprotected', () => this.detachProxy('the replication link to the secondary ended'));
     this.replication.on('peerLost', (reason) => this.peerLost(reason));
+    if (this.stateFile) this.replication.onTransition((t) => this.persist(t.role, t.epoch));
     // The arbiter's word on output (docs/output-rules.md): held from losing the peer until this node wins the
     // next epoch; held after a secondary attaches until the arbiter records the pair as protected.
     this.replication.on('deciding', () => {
@@ -198,8 +214,11 @@ export class ProtectedNode {
   }
   private readonly servingListeners = new Set<(proxy: PrimaryProxy) => void>();
 
+  /** Fails before anything listens when node.state_dir cannot be written (the file system's error: EACCES ...). */
   async start(): Promise<void> {
     const o = this.o;
+    // A state directory that cannot be written fails the start, not a later promotion.
+    this.stateFile?.record(this.replication.role, this.replication.epoch);
     this.recorder.start();
     if (o.admin) {
       this.admin = await startAdminServer({
@@ -250,6 +269,17 @@ export class ProtectedNode {
     } else {
       await this.canServe();
       await this.replication.start();
+    }
+  }
+
+  /** Records a transition's role and epoch in node.state_dir; a failed write is logged (once until one succeeds). */
+  private persist(role: NodeRole, epoch: number): void {
+    try {
+      this.stateFile!.record(role, epoch);
+      this.stateWriteFailed = false;
+    } catch (e) {
+      if (!this.stateWriteFailed) this.log.error({ code: (e as NodeJS.ErrnoException).code, error: (e as Error).message, role, epoch }, 'could not write the node state (node.state_dir): a restart may not know this epoch');
+      this.stateWriteFailed = true;
     }
   }
 

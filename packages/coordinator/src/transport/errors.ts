@@ -83,7 +83,9 @@ export const CLOSE_NORMAL = 1000;
 export function errorFromPeerClose(closeCode: number, reason: string): LinkError {
   for (const [code, value] of Object.entries(CLOSE_CODE_OF)) {
     if (value === closeCode) {
-      return new LinkError(code as LinkErrorCode, `the peer ended the link: ${reason || 'no reason given'}`);
+      // The peer's reason is its own error's message, ending in the code this error adds again.
+      const said = reason.endsWith(` (${code})`) ? reason.slice(0, -code.length - 3) : reason;
+      return new LinkError(code as LinkErrorCode, `the peer ended the link: ${said || 'no reason given'}`);
     }
   }
   if (closeCode === 1002 || closeCode === 1003 || closeCode === 1007 || closeCode === 1009) {
