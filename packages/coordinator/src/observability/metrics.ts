@@ -24,6 +24,9 @@ export const FAILOVER_REASONS = ['manual', 'primary_lost'] as const;
 export const LINK_CHANNELS = ['replication', 'proxy'] as const;
 /** colo_peer_losses_total's usual causes (others appear as they happen). */
 const PEER_LOSS_CAUSES = ['LINK_HEARTBEAT_TIMEOUT', 'LINK_CLOSED', 'LINK_SOCKET_ERROR', 'dropped'] as const;
+/** colo_checkpoint_aborts_total's causes: why a checkpoint under way was abandoned (runtime/checkpoint-aborts.ts). */
+export const ABORT_CAUSES = ['timeout', 'peer_lost', 'stopped', 'protocol'] as const;
+export type AbortCause = (typeof ABORT_CAUSES)[number];
 /** colo_link_refusals_total's usual codes. */
 const REFUSAL_CODES = ['LINK_AUTH_FAILED', 'LINK_AUTH_MISSING', 'LINK_TLS_FAILED', 'LINK_VERSION_MISMATCH', 'LINK_REFUSED'] as const;
 /** colo_link_reads_total's `into` values. */
@@ -83,6 +86,8 @@ export interface NodeMetrics {
   serviceUp: Gauge<string>;
   linkUp: Gauge<'channel'>;
   peerLosses: Counter<'cause'>;
+  checkpointAborts: Counter<'cause'>;
+  outputHold: Histogram<string>;
   linkRefusals: Counter<'code'>;
   failoverDuration: Histogram<string>;
   hookRuns: Counter<'hook' | 'result'>;
@@ -262,6 +267,18 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
       labelNames: ['code'],
       registers: r,
     }),
+    checkpointAborts: new Counter({
+      name: 'colo_checkpoint_aborts_total',
+      help: 'Checkpoints (the initial synchronisation included) abandoned before completing, by cause: timeout (a handshake step or the stream stalled), peer_lost, stopped (the node stopped, failed over, was fenced or lost its guest), protocol (a report out of place, a stream that did not decode).',
+      labelNames: ['cause'],
+      registers: r,
+    }),
+    outputHold: new Histogram({
+      name: 'colo_output_hold_seconds',
+      help: "Primary: how long each piece of the guest's output waited before it went to its client: the latency the output rule adds to a reply (COLO: its twin from the secondary; Remus: the checkpoint's acknowledgement; both: the arbiter's decision after losing the peer).",
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: r,
+    }),
     failoverDuration: new Histogram({
       name: 'colo_failover_duration_seconds',
       help: 'Promoted node: from losing the primary to serving clients (the arbiter decision, the takeover, the service).',
@@ -380,6 +397,7 @@ export function createNodeMetrics(opts: { nodeId: string; mode: string; version:
   // A node's first failover must be an increase from 0 that increase() sees, not a new series at 1.
   for (const reason of FAILOVER_REASONS) m.failovers.inc({ reason }, 0);
   for (const cause of PEER_LOSS_CAUSES) m.peerLosses.inc({ cause }, 0);
+  for (const cause of ABORT_CAUSES) m.checkpointAborts.inc({ cause }, 0);
   for (const code of REFUSAL_CODES) m.linkRefusals.inc({ code }, 0);
   for (const hook of ['promote', 'demote']) for (const result of ['ok', 'failed']) m.hookRuns.inc({ hook, result }, 0);
   for (const role of NODE_ROLES) m.role.set({ role }, 0);

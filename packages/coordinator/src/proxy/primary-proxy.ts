@@ -1,3 +1,4 @@
+import { HoldClock } from './hold-clock.js';
 import type { Domain } from '@colo/domain';
 import { DEFAULT_COMPARE_TIMEOUT_MS, DEFAULT_MAX_HELD_BYTES, OutputComparator } from './comparator.js';
 import { ProxyError, ProxyErrorCode } from './errors.js';
@@ -29,6 +30,8 @@ export interface PrimaryProxyOptions {
   maxFrameBytes?: number;
   /** Where comparisons and client bytes are counted (the node's, over every proxy it makes). Default: its own. */
   totals?: OutputTotals;
+  /** Gets how long each piece of guest output was held before it went to its client, in seconds (HoldClock). */
+  observeHold?: (seconds: number) => void;
   now?: () => number;
 }
 
@@ -93,6 +96,7 @@ export class PrimaryProxy {
   readonly #arbiterHold = { decision: false, record: false, queue: [] as Array<[ConnectionId, OutputBytes]>, bytes: 0 };
   readonly #requests = emptyRequests();
   readonly #totals: OutputTotals;
+  readonly #holdClock: HoldClock | undefined;
   readonly #guest: Domain;
 
   constructor(options: PrimaryProxyOptions) {
@@ -100,6 +104,7 @@ export class PrimaryProxy {
     this.#guest = options.domain;
     this.#opts = options;
     this.#totals = options.totals ?? newOutputTotals();
+    this.#holdClock = options.observeHold ? new HoldClock(options.observeHold) : undefined;
     this.#log = new InputLog({ deliver: (e) => this.#deliver(e) });
     this.#running = options.domain.state === 'running';
     this.#service = options.service
@@ -360,6 +365,7 @@ export class PrimaryProxy {
   }
 
   #guestOutput(conn: ConnectionId, bytes: OutputBytes): void {
+    if (bytes !== null) this.#holdClock?.written(conn, bytes.byteLength);
     if (this.#comparator) this.#comparator.pushPrimary(conn, bytes);
     else if (this.#remus) this.#remus.push(conn, bytes);
     else this.#release(conn, bytes);
@@ -393,8 +399,10 @@ export class PrimaryProxy {
     if (bytes === null) {
       end.ended = true;
       if (end.clientClosed) this.#ends.delete(conn);
+      this.#holdClock?.ended(conn);
     } else {
       this.#totals.clientBytesOut += bytes.byteLength;
+      this.#holdClock?.released(conn, bytes.byteLength);
     }
     this.#service?.write(conn, bytes);
     this.#released.emit(conn, bytes);

@@ -1,3 +1,4 @@
+import { checkpointAbort } from './checkpoint-aborts.js';
 import { PerformanceObserver } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { ColoNode } from '../node/colo-node.js';
@@ -151,6 +152,8 @@ export class NodeRecorder {
 
   private transition(t: Transition): void {
     const mx = this.mx;
+    const aborted = checkpointAbort(t);
+    if (aborted) mx.checkpointAborts.inc({ cause: aborted });
     const state = `${t.role}.${t.to}`;
     if (state !== this.shown.state) {
       if (this.shown.state) mx.state.set({ state: this.shown.state }, 0);

@@ -452,6 +452,7 @@ export class ProtectedNode {
     return {
       ...(listen ? { service: { host: listen.host, port: listen.port } } : {}),
       totals: this.outputTotals,
+      observeHold: (seconds: number) => this.metrics.outputHold.observe(seconds),
       compareTimeoutMs: this.o.checkpoint?.compareTimeoutMs ?? NODE_DEFAULTS.checkpoint.compareTimeoutMs,
       maxHeldPerConnection: this.o.output?.maxHeldPerConnection ?? NODE_DEFAULTS.output.maxHeldPerConnection,
       maxHeldTotal: this.o.output?.maxHeldTotal ?? NODE_DEFAULTS.output.maxHeldTotal,
