@@ -236,3 +236,17 @@ test('the highest epoch a node has seen survives its restart: a primary older th
   expect(primary.exits[0]!.code, primary.exits[0]!.stderr).toBe(1);
   expect(JSON.parse(readFileSync(join(seen, 'state.json'), 'utf8'))).toMatchObject({ epoch: 9 });
 }, 60_000);
+
+test('a state directory holding another node\'s state is refused at start (exit 10, COLO_STATE_CORRUPT), whatever the role', async () => {
+  const { NodeStateFile } = await import('@colo/coordinator');
+  const other = join(dir, 'copied');
+  new NodeStateFile(other, 'host-b').record('primary', 4);
+  for (const role of ['primary', 'secondary']) {
+    const u = new Unit('x', ['--node-role', role, '--node-id', 'host-a', '--node-state-dir', other, '--guest-memory', '4MiB', '--guest-prealloc', 'false', '--replication-listen', `127.0.0.1:${BASE + 5}`, '--replication-peer', `ws://127.0.0.1:${BASE + 15}`, '--replication-psk-file', psk, '--service-listen', `127.0.0.1:${BASE + 6}`, '--admin-listen', `127.0.0.1:${BASE + 7}`]);
+    u.start();
+    await exited(u, 1);
+    expect(u.exits[0]!.code, u.exits[0]!.stderr).toBe(10);
+    expect(u.exits[0]!.stderr).toMatch(/belongs to node "host-b", not "host-a".*COLO_STATE_CORRUPT/);
+    expect(u.processes).toHaveLength(1);
+  }
+}, 60_000);

@@ -26,7 +26,7 @@ usage, 3 at start: a listen address in use (a secondary's service.listen include
 a file missing (guest.image) or the guest memory unavailable (guest.prealloc), 10 refused: as primary by the
 arbiter (a stale former primary: the pair's epoch belongs to the other node; start this one as its secondary),
 or, node.role auto, the pair's history needs an operator (COLO_PAIR_HISTORY_LOST: the arbiter lost the record of
-a pair this node was in; COLO_STATE_CORRUPT: node.state_dir holds another node's state or no state at all).
+a pair this node was in; COLO_STATE_CORRUPT: node.state_dir/state.json does not parse or is another node's).
 
 Settings (each also COLO_SECTION_KEY in the environment, or section.key in the YAML file; docs/configuration.md):
 ${settingsHelp()}`;
@@ -124,6 +124,7 @@ export async function runNode(argv: string[], io: CommandIo, forcedRole?: 'prima
     });
   } catch (e) {
     // node.state_dir holds a state that is not this node's: the operator's to look at (COLO_STATE_CORRUPT).
+    if ((e as { code?: string }).code !== CoordinatorErrorCode.STATE_CORRUPT) throw e;
     logger.error(failure(e), 'could not start');
     io.stderr.write(`${name}: could not start: ${(e as Error).message}\n`);
     guest?.destroy();

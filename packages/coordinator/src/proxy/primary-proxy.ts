@@ -1,7 +1,7 @@
-import { HoldClock } from './hold-clock.js';
 import type { Domain } from '@colo/domain';
 import { DEFAULT_COMPARE_TIMEOUT_MS, DEFAULT_MAX_HELD_BYTES, OutputComparator } from './comparator.js';
 import { ProxyError, ProxyErrorCode } from './errors.js';
+import { HoldClock } from './hold-clock.js';
 import { InputLog } from './input-log.js';
 import { Listeners } from './listeners.js';
 import { emptyRequests, newOutputTotals, type OutputTotals, type ProxyMetrics } from './metrics.js';
