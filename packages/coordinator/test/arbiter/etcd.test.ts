@@ -1,9 +1,13 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3, Range } from 'etcd3';
 import pino from 'pino';
 import { Arbitration, ArbiterError, ArbiterErrorCode, EtcdArbiter, PAIR_HOLDER, type EtcdArbiterOptions } from '../internals.js';
 import { startEtcd, type EtcdServer } from '../../../../test/support/etcd.js';
 import { arbiterContract } from './contract.js';
+import { decideStartRole } from '../../src/runtime/start-role.js';
 import { makeTestPki, type TestPki } from '../transport/certs.js';
 
 /**
@@ -41,6 +45,24 @@ describe('etcd arbiter', () => {
     expect(await y.read()).toBeNull();
     for (const bad of [{ endpoints: [] }, { endpoints: ['10.0.0.1:2379'] }, { pair: 'a/b' }, { endpoints: ['https://127.0.0.1:2379'] }] as Partial<EtcdArbiterOptions>[]) {
       expect(() => new EtcdArbiter({ endpoints: [etcd.endpoint], pair: 'ok', ...bad })).toThrow(expect.objectContaining({ code: ArbiterErrorCode.BAD_CONFIG }));
+    }
+  });
+
+  it('node.role auto: two nodes of a new pair starting at once, each with its own client, give exactly one primary', async () => {
+    const dirs = [mkdtempSync(join(tmpdir(), 'colo-etcd-role-')), mkdtempSync(join(tmpdir(), 'colo-etcd-role-'))];
+    try {
+      for (let round = 0; round < 10; round++) {
+        const pair = `auto-${round}`;
+        const [a, b] = [arbiter({}, pair), arbiter({}, pair)];
+        const [da, db] = await Promise.all([
+          decideStartRole({ nodeId: 'a', arbiter: a, stateDir: dirs[0]!, logger: quiet }),
+          decideStartRole({ nodeId: 'b', arbiter: b, stateDir: dirs[1]!, logger: quiet }),
+        ]);
+        expect([da.role, db.role].sort()).toEqual(['primary', 'secondary']);
+        expect(await a.read()).toEqual({ epoch: 0, holder: da.role === 'primary' ? 'a' : 'b' });
+      }
+    } finally {
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
     }
   });
 
