@@ -6,6 +6,7 @@ import { afterAll, expect, test } from 'vitest';
 import { PAIR_HOLDER, startLocalArbiterServer, type LocalArbiterServer } from '@colo/coordinator';
 import { getStatus, type NodeStatusDoc } from '../packages/cli/src/client/admin-client.js';
 import { killAll } from './support/children.js';
+import { runColo } from './support/cli.js';
 import { redisCli } from './support/clients.js';
 import { coloBin, repo } from './support/tools.js';
 
@@ -16,7 +17,8 @@ import { coloBin, repo } from './support/tools.js';
  * colo-node.service runs them (`colo node` with one configuration each, started again under the unit's own
  * Restart= and RestartPreventExitStatus=, read from the file), with the local arbiter: a new pair started at
  * once, the primary killed, the primary frozen past the heartbeat timeout and thawed (fenced, exit 1), every
- * acknowledged write still there after each; then the arbiter's record lost: refused (exit 10), not restarted.
+ * acknowledged write still there after each; then the arbiter's record lost: refused (exit 10), not restarted,
+ * until the operator's `colo claim`; then both hosts lost at once while protected, and `colo claim` again.
  * Ports 21900..21919. A restarted secondary, from its state directory, refuses a primary older than the epoch it saw.
  */
 const BASE = 21900;
@@ -51,7 +53,7 @@ class Unit {
   private enabled = true;
   constructor(
     readonly id: string,
-    private readonly args: string[],
+    readonly args: string[],
   ) {
     units.push(this);
   }
@@ -209,6 +211,55 @@ test('node.role auto under the unit\'s policy: a new pair, a killed primary and 
   await new Promise((r) => setTimeout(r, 500));
   expect(a.processes.length).toBe(started + 1);
   expect(arbiter.store.peek()).toBeNull();
+
+  // The operator decides: `colo claim` shows the record and wants --yes; with it the next epoch (above what a
+  // knew) is a's alone, a starts as primary with a new guest and b joins it.
+  const knew = a.state().epoch;
+  const asked = await runColo(['claim', ...a.args]);
+  expect(asked.code, asked.stderr).toBe(2);
+  expect(asked.stdout).toContain('pair record: no record');
+  expect(arbiter.store.peek()).toBeNull();
+  const claimed = await runColo(['claim', ...a.args, '--yes']);
+  expect(claimed.code, claimed.stderr).toBe(0);
+  expect(arbiter.store.peek()).toEqual({ epoch: knew + 1, holder: 'a' });
+  a.enable();
+  b.enable();
+  a.start();
+  b.start();
+  pair = await protectedPair([a, b]);
+  expect(pair.primary).toBe(a);
+  written.length = 0;
+  write(a, 10);
+
+  // Both hosts lost at once while protected: the record stays the pair's, so both start again as secondaries and
+  // wait for a primary that is gone. `colo claim` on b, b started again: b is primary, a joins it.
+  for (const u of [a, b]) u.disable();
+  await Promise.all([a, b].map(async (u) => {
+    const n = u.exits.length;
+    u.current.kill('SIGKILL');
+    await exited(u, n + 1);
+  }));
+  expect(arbiter.store.peek()?.holder).toBe(PAIR_HOLDER);
+  for (const u of [a, b]) {
+    u.enable();
+    u.start();
+  }
+  for (const deadline = Date.now() + 20_000; ; ) {
+    const s = await Promise.all([a, b].map(statusOf));
+    if (s.every((x) => x?.role === 'secondary')) break;
+    if (Date.now() > deadline) throw new Error(`both nodes should wait as secondaries: ${JSON.stringify(s.map((x) => x && x.role))}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const claimB = await runColo(['claim', ...b.args, '--yes']);
+  expect(claimB.code, claimB.stderr).toBe(0);
+  expect(claimB.stdout).toContain('pair record was: epoch');
+  const bExits = b.exits.length;
+  b.current.kill('SIGTERM');
+  await exited(b, bExits + 1);
+  b.start();
+  pair = await protectedPair([a, b]);
+  expect(pair.primary).toBe(b);
+  expect(arbiter.store.peek()?.holder).toBe(PAIR_HOLDER);
 }, 240_000);
 
 test('the highest epoch a node has seen survives its restart: a primary older than a secondary\'s state is refused and stands down', async () => {

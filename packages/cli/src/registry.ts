@@ -14,6 +14,7 @@ export const commands: ReadonlyArray<{ path: string[]; summary: string; load: ()
   { path: ['pair'], summary: 'run a primary/secondary pair on this machine (npm start)', load: async () => (await import('./commands/pair.js')).default },
   { path: ['node'], summary: 'run one node (role from the config file or --node-role)', load: async () => (await import('./commands/node.js')).default },
   { path: ['primary'], summary: 'run a node as primary (creates or restores the guest)', load: async () => (await import('./commands/primary.js')).default },
+  { path: ['claim'], summary: "make the pair's next epoch this node's alone (both hosts lost, a record lost)", load: async () => (await import('./commands/claim.js')).default },
   { path: ['certs'], summary: 'make a CA and the nodes\' TLS certificates (openssl)', load: async () => (await import('./commands/certs.js')).default },
   { path: ['completion'], summary: 'print a bash or zsh completion script', load: async () => (await import('./commands/completion.js')).default },
   { path: ['secondary'], summary: 'run a node as secondary of --replication-peer', load: async () => (await import('./commands/secondary.js')).default },

@@ -10,7 +10,7 @@ export { ProtectedNode, type ProtectedNodeOptions, type ProtectedNodeStatus } fr
 export { ColoNode, type ColoNodeOptions, type NodeStatus } from './node/index.js';
 // What a node keeps across its restarts, and the role it takes at start from it and the arbiter (node.role auto).
 export { NodeStateFile, nodeStatePath, readNodeState, type NodeState } from './runtime/node-state.js';
-export { chooseStartRole, decideStartRole, type StartDecision, type StartRoleOptions, type StartWhy } from './runtime/start-role.js';
+export { chooseStartRole, claimPair, decideStartRole, type Claim, type StartDecision, type StartRoleOptions, type StartWhy } from './runtime/start-role.js';
 export { NODE_DEFAULTS, type CheckpointOptions, type OutputOptions } from './defaults.js';
 export type { CheckpointReason, NodeRole, ReplicationMode } from './statechart/types.js';
 export type { CheckpointMeasurement, CheckpointPhases } from './engine/measurement.js';

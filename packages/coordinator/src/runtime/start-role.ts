@@ -39,8 +39,8 @@ export function chooseStartRole(nodeId: string, record: EpochRecord | null, stat
     throw new CoordinatorError(
       CoordinatorErrorCode.HISTORY_LOST,
       `the arbiter has no record of this pair, but this node was its ${state.role} at epoch ${state.epoch} (its state directory says so): ` +
-        'the record was lost or arbiter.pair changed. Find which node holds the guest; to start the pair anew, remove ' +
-        'state.json from the state directory of the node that is to be primary',
+        'the record was lost or arbiter.pair changed. Find which node holds the guest; if none does, `colo claim` on the ' +
+        'node that is to be primary',
     );
   }
   if (record.holder === nodeId) {
@@ -112,4 +112,31 @@ function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
       resolve();
     }
   });
+}
+
+/** What `colo claim` found and did. */
+export interface Claim {
+  /** The record before. */
+  before: EpochRecord | null;
+  /** The record after: this node's alone, when claimed. */
+  after: EpochRecord | null;
+  claimed: boolean;
+}
+
+/**
+ * An operator's decision, when no node can take the pair by itself (both hosts lost at once while protected: the
+ * record says the pair's, and each restarted node waits as secondary for a primary that is gone; or the record
+ * lost): the pair's next epoch becomes this node's alone, so that node.role auto starts it as primary with a new
+ * guest and the other node joins it. The epoch is above the record's and this node's persisted one. Whatever guest
+ * the other node still holds is given up: it loses its next decision and stands down. One compare-and-swap from the
+ * record read, so a record that changed meanwhile is not overwritten (claimed: false). ArbiterError when the arbiter
+ * cannot be reached.
+ */
+export async function claimPair(o: { nodeId: string; arbiter: Arbiter; stateDir?: string }): Promise<Claim> {
+  const state = o.stateDir ? readNodeState(o.stateDir, o.nodeId) : null;
+  const before = await o.arbiter.read();
+  if (before?.holder === o.nodeId) return { before, after: before, claimed: true };
+  const next: EpochRecord = { epoch: Math.max(before?.epoch ?? -1, state?.epoch ?? -1) + 1, holder: o.nodeId };
+  const r = await o.arbiter.compareAndSwap(before === null ? null : { epoch: before.epoch, holder: before.holder }, next);
+  return { before, after: r.current, claimed: r.swapped };
 }

@@ -8,7 +8,7 @@ import { PAIR_HOLDER, type EpochExpectation, type EpochRecord } from '../../src/
 import { ArbiterError, ArbiterErrorCode } from '../../src/arbiter/errors.js';
 import { CoordinatorErrorCode } from '../../src/errors.js';
 import { NodeStateFile, nodeStatePath, readNodeState } from '../../src/runtime/node-state.js';
-import { chooseStartRole, decideStartRole } from '../../src/runtime/start-role.js';
+import { chooseStartRole, claimPair, decideStartRole } from '../../src/runtime/start-role.js';
 
 /** node.role auto (issue 24 item 2): the role at start from the arbiter's record and the node's persisted state. */
 const dirs: string[] = [];
@@ -144,5 +144,43 @@ describe('the node state file', () => {
       writeFileSync(nodeStatePath(dir), text);
       expect(() => readNodeState(dir, 'a'), text).toThrow(expect.objectContaining({ code: CoordinatorErrorCode.STATE_CORRUPT }));
     }
+  });
+});
+
+describe('claimPair: an operator gives the pair\'s next epoch to one node', () => {
+  test('from the protected pair, the other node or no record: the next epoch above the record and the state, this node\'s alone', async () => {
+    const cases = [
+      { record: { epoch: 4, holder: PAIR_HOLDER }, state: 2, next: 5 },
+      { record: { epoch: 4, holder: 'b' }, state: 7, next: 8 },
+      { record: null, state: 3, next: 4 },
+      { record: null, state: undefined, next: 0 },
+    ];
+    for (const c of cases) {
+      const arbiter = new MemoryArbiter();
+      arbiter.reset(c.record);
+      const dir = stateDir();
+      if (c.state !== undefined) new NodeStateFile(dir, 'a').record('secondary', c.state);
+      const r = await claimPair({ nodeId: 'a', arbiter, stateDir: dir });
+      expect(r).toEqual({ before: c.record, after: { epoch: c.next, holder: 'a' }, claimed: true });
+      // The node then starts as primary.
+      expect(await decideStartRole({ nodeId: 'a', arbiter, stateDir: dir, logger: quiet })).toMatchObject({ role: 'primary', why: 'held-alone' });
+      expect(await decideStartRole({ nodeId: 'b', arbiter, stateDir: stateDir(), logger: quiet })).toMatchObject({ role: 'secondary' });
+    }
+  });
+
+  test('already this node\'s: nothing written; a record that changes between the read and the swap is not overwritten', async () => {
+    const mine = new MemoryArbiter();
+    mine.reset({ epoch: 2, holder: 'a' });
+    expect(await claimPair({ nodeId: 'a', arbiter: mine })).toMatchObject({ claimed: true, after: { epoch: 2, holder: 'a' } });
+    class Racing extends MemoryArbiter {
+      override async read() {
+        const r = await super.read();
+        this.reset({ epoch: 9, holder: 'b' }); // the other node won a decision meanwhile
+        return r;
+      }
+    }
+    const racing = new Racing();
+    racing.reset({ epoch: 8, holder: PAIR_HOLDER });
+    expect(await claimPair({ nodeId: 'a', arbiter: racing })).toEqual({ before: { epoch: 8, holder: PAIR_HOLDER }, after: { epoch: 9, holder: 'b' }, claimed: false });
   });
 });
