@@ -301,3 +301,11 @@ test('a state directory holding another node\'s state is refused at start (exit 
     expect(u.processes).toHaveLength(1);
   }
 }, 60_000);
+
+test('colo claim with an arbiter that does not answer: exit 3, the arbiter\'s code; without one: exit 2', async () => {
+  const gone = await runColo(['claim', '--node-id', 'a', '--arbiter-kind', 'local', '--arbiter-endpoints', `unix:${join(dir, 'no-such.sock')}`, '--yes']);
+  expect(gone.code, gone.stderr).toBe(3);
+  expect(gone.stderr).toMatch(/did not answer.*\(ARBITER_UNREACHABLE\)\n$/);
+  const none = await runColo(['claim', '--node-id', 'a', '--yes']);
+  expect(none.code, none.stderr).toBe(2);
+});
