@@ -47,7 +47,7 @@ export interface ArbitrationObserver {
 }
 
 /** Retries of an unanswered request: soon at first, then once a second (liveness only: safety never waits on it). */
-const RETRY_MS = [50, 100, 200, 500, 1000];
+export const RETRY_MS: readonly number[] = [50, 100, 200, 500, 1000];
 /**
  * Between requests the node reads the record this often: operators learn that the arbiter is unreachable while
  * the pair is still protected (before a failover needs it), and the connection stays open, so the decision on

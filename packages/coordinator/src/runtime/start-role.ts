@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { PAIR_HOLDER, type Arbiter, type EpochRecord } from '../arbiter/arbiter.js';
 import { ArbiterError, ArbiterErrorCode } from '../arbiter/errors.js';
 import { CoordinatorError, CoordinatorErrorCode } from '../errors.js';
+import { RETRY_MS } from '../node/arbitration.js';
 import type { NodeRole } from '../statechart/types.js';
 import { readNodeState, type NodeState } from './node-state.js';
 
@@ -62,8 +63,6 @@ export interface StartRoleOptions {
   signal?: AbortSignal;
 }
 
-/** Between unanswered requests: soon at first, then once a second. */
-const RETRY_MS = [50, 100, 200, 500, 1000];
 
 /**
  * Decides the role at start (chooseStartRole), asking the arbiter until it answers: the role is never guessed
