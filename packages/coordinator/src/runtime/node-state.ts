@@ -43,7 +43,7 @@ export function readNodeState(dir: string, nodeId: string): NodeState | null {
   try {
     v = JSON.parse(text) as typeof v;
   } catch (e) {
-    throw new CoordinatorError(CoordinatorErrorCode.STATE_CORRUPT, `${path} is not JSON: remove it only if this node is to join its pair as new`, { cause: e });
+    throw new CoordinatorError(CoordinatorErrorCode.STATE_CORRUPT, `${path} is not JSON: remove it, and the node decides from the arbiter's record alone`, { cause: e });
   }
   if (typeof v !== 'object' || v === null || v.version !== VERSION || typeof v.node !== 'string' || (v.role !== 'primary' && v.role !== 'secondary') || !Number.isSafeInteger(v.epoch) || (v.epoch as number) < 0) {
     throw new CoordinatorError(CoordinatorErrorCode.STATE_CORRUPT, `${path} is not a node state of version ${VERSION}: ${text.slice(0, 200)}`);

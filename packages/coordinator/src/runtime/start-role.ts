@@ -63,7 +63,6 @@ export interface StartRoleOptions {
   signal?: AbortSignal;
 }
 
-
 /**
  * Decides the role at start (chooseStartRole), asking the arbiter until it answers: the role is never guessed
  * while it cannot be reached. Throws COLO_PAIR_HISTORY_LOST or COLO_STATE_CORRUPT for the operator, COLO_STOPPED
