@@ -250,6 +250,10 @@ test('node.role auto under the unit\'s policy: a new pair, a killed primary and 
     if (Date.now() > deadline) throw new Error(`both nodes should wait as secondaries: ${JSON.stringify(s.map((x) => x && x.role))}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+  // colo status says what the pair lacks, and the way out.
+  const st = await runColo(['status', '--node', a.adminUrl, '--node', b.adminUrl]);
+  expect(st.code, st.stdout).toBe(1);
+  expect(st.stdout).toMatch(/NO PRIMARY: every node waits to join one[^]*colo claim/);
   const claimB = await runColo(['claim', ...b.args, '--yes']);
   expect(claimB.code, claimB.stderr).toBe(0);
   expect(claimB.stdout).toContain('pair record was: epoch');

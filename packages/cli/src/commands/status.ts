@@ -13,9 +13,20 @@ Options:
                nodes of \`colo pair\` (http://127.0.0.1:9464 and :9465).
   --json       print one JSON array of the nodes' /status documents (unreachable nodes as {node, error}).
 
-Exit codes: 0 every node answered, 1 a node is unreachable (another answered), 2 bad usage, 3 no node could be
-reached (nothing listens there, or the network).
+When every node answers and each one waits as a secondary for a primary (none is primary), it says so: the
+pair has no primary (both hosts were lost at once?) and \`colo claim\` is the operator's way out.
+
+Exit codes: 0 every node answered, 1 a node is unreachable (another answered) or no node is primary (each one
+waits as secondary), 2 bad usage, 3 no node could be reached (nothing listens there, or the network).
 `;
+
+/**
+ * Every node answered and each one waits to join a primary: nobody holds the guest. With node.role auto that is
+ * what both hosts lost at once leaves (docs/operations.md, "The role at start"); nothing but an operator ends it.
+ */
+function noPrimary(statuses: NodeStatusDoc[]): boolean {
+  return statuses.length >= 2 && statuses.every((s) => s.role === 'secondary' && (s.state === 'not-started' || s.state.startsWith('syncing.connecting')));
+}
 
 function age(at: string | undefined): string {
   if (!at) return '';
@@ -81,6 +92,16 @@ const command: Command = {
     }
     // None answered: a connection problem (I/O, 3). Some did not: the pair is found degraded (1).
     const unreachable = results.filter((r) => 'error' in r).length;
+    const answered = results.flatMap((r) => ('status' in r && r.status ? [r.status] : []));
+    if (unreachable === 0 && noPrimary(answered)) {
+      if (!values.json) {
+        io.stdout.write(
+          'pair: NO PRIMARY: every node waits to join one. If both hosts were lost at once, the guest is gone with them:\n' +
+            '  `colo claim --config FILE --yes` on the host to be primary, then restart it (docs/operations.md, "The role at start")\n',
+        );
+      }
+      return ExitCode.FAILED;
+    }
     return unreachable === 0 ? ExitCode.OK : unreachable === results.length ? ExitCode.IO : ExitCode.FAILED;
   },
 };

@@ -20,7 +20,8 @@ export function unprotectedReason(s: Omit<ProtectedNodeStatus, 'reason'>, servin
     if (s.peer) return 'a secondary is attached: synchronising it';
     return `waiting for a secondary (none attached)${s.lastError ? `; the last one was lost${error}` : ''}`;
   }
-  if (s.state.startsWith('syncing.connecting')) return 'starting: joining the primary';
+  // Before its machine starts (dialing, retrying a primary not up yet) and while the links open.
+  if (s.state === 'not-started' || s.state.startsWith('syncing.connecting')) return 'starting: joining the primary';
   if (s.state.startsWith('syncing')) return 'receiving the initial synchronisation from the primary';
   return `starting (${s.state})`;
 }

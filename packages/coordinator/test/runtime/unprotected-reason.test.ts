@@ -38,6 +38,7 @@ describe('why a node is not protected (colo status, GET /status reason)', () => 
     ['fenced', status({ role: 'fenced', lastError: { code: 'COLO_FENCED', message: 'epoch 3 seen' } }), true, /^fenced: another node won a newer epoch.*COLO_FENCED/],
     ['halted', status({ role: 'halted', lastError: { code: 'COLO_NOT_SYNCHRONISED', message: 'lost the primary first' } }), true, /^stopped acting: lost the primary first/],
     ['a secondary joining', status({ role: 'secondary', state: 'syncing.connecting' }), false, /^starting: joining the primary$/],
+    ['a secondary dialing a primary not up yet', status({ role: 'secondary', state: 'not-started' }), false, /^starting: joining the primary$/],
     ['a secondary receiving the synchronisation', status({ role: 'secondary', state: 'syncing.receiving' }), false, /^receiving the initial synchronisation/],
     ['blackhole', status({ blackhole: true }), true, /^blackhole mode/],
   ])('%s', (_name, s, serving, expected) => {
