@@ -218,6 +218,7 @@ test('node.role auto under the unit\'s policy: a new pair, a killed primary and 
   const asked = await runColo(['claim', ...a.args]);
   expect(asked.code, asked.stderr).toBe(2);
   expect(asked.stdout).toContain('pair record: no record');
+  expect(asked.stderr).toMatch(/no node is recorded: make sure neither serves.*add --yes/);
   expect(arbiter.store.peek()).toBeNull();
   const claimed = await runColo(['claim', ...a.args, '--yes']);
   expect(claimed.code, claimed.stderr).toBe(0);

@@ -60,7 +60,14 @@ const command: Command = {
           io.stdout.write(`the pair's epoch is already node ${config.node.id}'s alone: nothing to claim\n`);
           return ExitCode.OK;
         }
-        io.stderr.write(`colo claim: would make the next epoch node ${config.node.id}'s alone, giving up any guest the other node holds; add --yes to do it\n`);
+        // What the other node may still be doing, in the record's words: the operator checks it before --yes.
+        const risk =
+          record === null
+            ? 'no node is recorded: make sure neither serves'
+            : record.holder === PAIR_HOLDER
+              ? 'the pair was protected: make sure the other node is down (colo status)'
+              : `node ${record.holder} holds the epoch alone and may be serving clients now: make sure it is gone`;
+        io.stderr.write(`colo claim: would make the next epoch node ${config.node.id}'s alone, giving up any guest the other node holds (${risk}); add --yes to do it\n`);
         return ExitCode.USAGE;
       }
       const c = await claimPair({ nodeId: config.node.id, arbiter, stateDir: config.node.stateDir });
