@@ -1,7 +1,6 @@
-import { parseArgs } from 'node:util';
 import { ArbiterError, claimPair, createLogger, PAIR_HOLDER, type EpochRecord } from '@colo/coordinator';
 import { ExitCode, type Command } from '../command.js';
-import { ConfigError, loadConfig, settingFlagOptions, settingFlags } from '../config/load.js';
+import { ConfigError, loadConfig, settingArgs } from '../config/load.js';
 import { arbiterFor } from '../node/arbiter.js';
 
 const help = `Usage: colo claim --config FILE [--<section>-<key> VALUE ...] [--yes]
@@ -33,15 +32,11 @@ const command: Command = {
   help,
   async run(argv, io) {
     let values: Record<string, string | boolean | undefined>;
-    try {
-      values = parseArgs({ args: argv, options: { ...settingFlagOptions(), config: { type: 'string' }, yes: { type: 'boolean' } }, strict: true }).values;
-    } catch (e) {
-      io.stderr.write(`colo claim: ${(e as Error).message}\n`);
-      return ExitCode.USAGE;
-    }
     let config;
     try {
-      config = loadConfig({ file: values.config as string | undefined, env: process.env, flags: settingFlags(values) });
+      const args = settingArgs(argv, { yes: { type: 'boolean' } });
+      values = args.values;
+      config = loadConfig({ file: args.file, env: process.env, flags: args.flags });
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
       io.stderr.write(`colo claim: invalid configuration: ${e.message} (${e.code})\n`);

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { envName, flagName, SETTINGS, type Setting } from './schema.js';
 import { MAX_FRAME_BYTES, type CheckpointOptions, type OutputOptions } from '@colo/coordinator';
@@ -413,7 +414,7 @@ export function redactedConfig(cfg: NodeConfig): unknown {
 }
 
 /** Maps parsed flags (--section-key value) to setting paths for loadConfig's `flags`. */
-export function settingFlags(values: Record<string, string | boolean | undefined>): Record<string, string> {
+function settingFlags(values: Record<string, string | boolean | undefined>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const s of SETTINGS) {
     const f = values[flagName(s.path)];
@@ -423,6 +424,24 @@ export function settingFlags(values: Record<string, string | boolean | undefined
 }
 
 /** node:util parseArgs option declarations for every setting flag. */
-export function settingFlagOptions(): Record<string, { type: 'string' }> {
+function settingFlagOptions(): Record<string, { type: 'string' }> {
   return Object.fromEntries(SETTINGS.map((s) => [flagName(s.path), { type: 'string' as const }]));
+}
+
+/**
+ * A command's arguments that configure a node: every setting's flag (--section-key VALUE), --config FILE, and the
+ * command's own `extra` options. Flags parsed into setting paths for loadConfig; a bad flag is CONFIG_INVALID.
+ */
+export function settingArgs(argv: string[], extra: Record<string, { type: 'string' | 'boolean' }> = {}): {
+  file: string | undefined;
+  flags: Record<string, string>;
+  values: Record<string, string | boolean | undefined>;
+} {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args: argv, options: { ...settingFlagOptions(), config: { type: 'string' }, ...extra }, strict: true }).values as Record<string, string | boolean | undefined>;
+  } catch (e) {
+    throw new ConfigError(ConfigErrorCode.INVALID, 'flags', (e as Error).message);
+  }
+  return { file: values.config as string | undefined, flags: settingFlags(values), values };
 }

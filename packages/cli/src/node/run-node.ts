@@ -1,9 +1,8 @@
-import { parseArgs } from 'node:util';
 import type { Domain } from '@colo/domain';
 import { createLogger, CoordinatorErrorCode, decideStartRole, ProtectedNode, type Arbiter, type Logger, type NodeRole, type StartDecision } from '@colo/coordinator';
 import { arbiterFor } from './arbiter.js';
 import { ExitCode, type CommandIo } from '../command.js';
-import { ConfigError, loadConfig, redactedConfig, requireForRole, settingFlagOptions, settingFlags, type NodeConfig } from '../config/load.js';
+import { ConfigError, loadConfig, redactedConfig, requireForRole, settingArgs, type NodeConfig } from '../config/load.js';
 import { VERSION } from '../version.js';
 import { flagName, SETTINGS } from '../config/schema.js';
 import { hasNodeHeapFlags, NODE_HEAP_FLAGS } from '../runtime/node-flags.js';
@@ -47,18 +46,10 @@ export const NODE_EXIT_REFUSED = 10;
 /** Parses flags + config for `colo node|primary|secondary`, forcing the role when the command names one. */
 export function nodeConfig(argv: string[], forcedRole: 'primary' | 'secondary' | undefined, env: NodeJS.ProcessEnv): { config: NodeConfig; print: boolean } {
   // --blackhole: the seed's name for remus.blackhole (Xen's `xl remus -b`).
-  const options = { ...settingFlagOptions(), config: { type: 'string' as const }, 'print-config': { type: 'boolean' as const }, blackhole: { type: 'boolean' as const } };
-
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    values = parseArgs({ args: argv, options, strict: true }).values as Record<string, string | boolean | undefined>;
-  } catch (e) {
-    throw new ConfigError('CONFIG_INVALID', 'flags', (e as Error).message);
-  }
-  const flags = settingFlags(values);
+  const { file, flags, values } = settingArgs(argv, { 'print-config': { type: 'boolean' }, blackhole: { type: 'boolean' } });
   if (forcedRole) flags['node.role'] = forcedRole;
   if (values.blackhole === true) flags['remus.blackhole'] = 'true';
-  const config = loadConfig({ file: values.config as string | undefined, env, flags });
+  const config = loadConfig({ file, env, flags });
   requireForRole(config);
   return { config, print: values['print-config'] === true };
 }

@@ -32,9 +32,14 @@ export interface StartDecision {
   reason: string;
 }
 
+/** The highest epoch the record and this node's state know of; -1 when neither knows one. */
+function highestKnown(record: EpochRecord | null, state: NodeState | null): number {
+  return Math.max(record?.epoch ?? -1, state?.epoch ?? -1);
+}
+
 /** The decision from a record and a persisted state; 'ask' when the pair is new and the arbiter must pick. */
 export function chooseStartRole(nodeId: string, record: EpochRecord | null, state: NodeState | null): StartDecision | 'ask' {
-  const known = Math.max(record?.epoch ?? 0, state?.epoch ?? 0);
+  const known = Math.max(highestKnown(record, state), 0);
   if (record === null) {
     if (state === null) return 'ask';
     throw new CoordinatorError(
@@ -134,7 +139,7 @@ export async function claimPair(o: { nodeId: string; arbiter: Arbiter; stateDir?
   const state = o.stateDir ? readNodeState(o.stateDir, o.nodeId) : null;
   const before = await o.arbiter.read();
   if (before?.holder === o.nodeId) return { before, after: before, claimed: true };
-  const next: EpochRecord = { epoch: Math.max(before?.epoch ?? -1, state?.epoch ?? -1) + 1, holder: o.nodeId };
+  const next: EpochRecord = { epoch: highestKnown(before, state) + 1, holder: o.nodeId };
   const r = await o.arbiter.compareAndSwap(before === null ? null : { epoch: before.epoch, holder: before.holder }, next);
   return { before, after: r.current, claimed: r.swapped };
 }
